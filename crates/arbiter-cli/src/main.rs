@@ -1,0 +1,219 @@
+//! The `arbiter` binary: argument parsing and output only. Everything worth testing lives
+//! in `arbiter-core`.
+//!
+//! Exit codes: 0 ok, 1 a check failed, 2 usage or input error.
+
+#![forbid(unsafe_code)]
+
+mod output;
+
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arbiter_core::diag::Problems;
+use arbiter_core::testing::{self, Summary};
+use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arbiter",
+    version,
+    about = "A runtime policy decision point for non-human identities and AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load and validate a policy pack; print a summary, or every problem (exit 2).
+    Validate {
+        /// The pack directory.
+        pack: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide requests offline, sharing session and throttle state as the server would.
+    Check {
+        /// The pack directory.
+        pack: PathBuf,
+        /// One JSON request.
+        #[arg(long, conflicts_with = "requests")]
+        request: Option<PathBuf>,
+        /// JSON Lines, one request per line (`-` or absent: standard input).
+        #[arg(long)]
+        requests: Option<PathBuf>,
+        /// Print one JSON response per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the pack's policy tests (PACK/tests/*.yaml).
+    Test {
+        /// The pack directory.
+        pack: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { pack, json } => validate(&pack, json),
+        Command::Check {
+            pack,
+            request,
+            requests,
+            json,
+        } => check(&pack, request.as_deref(), requests.as_deref(), json),
+        Command::Test { pack } => test(&pack),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Input(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Why a command could not run at all.
+enum Failure {
+    /// Bad input: a broken pack, an unreadable file. Exit 2.
+    Input(String),
+}
+
+impl From<Problems> for Failure {
+    fn from(problems: Problems) -> Self {
+        Failure::Input(problems.to_string())
+    }
+}
+
+fn load(pack: &Path) -> Result<Arc<Pack>, Failure> {
+    let pack = Pack::load(pack)?;
+    for warning in pack.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(Arc::new(pack))
+}
+
+fn validate(dir: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let pack = load(dir)?;
+    let summary = output::summary(&pack);
+    if json {
+        println!("{}", summary.to_json());
+    } else {
+        print!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(
+    dir: &Path,
+    request: Option<&Path>,
+    requests: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let pack = load(dir)?;
+    let engine = Engine::new(pack).with_time_source(TimeSource::RequestMaySet);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut invalid = 0usize;
+    let mut decide = |text: &str, line: Option<usize>, out: &mut dyn Write| {
+        let parsed = DecisionRequest::from_json(text);
+        let result = parsed
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| engine.decide(r));
+        if result.is_err() {
+            invalid += 1;
+        }
+        let rendered = if json {
+            output::json_line(&result)
+        } else {
+            output::human_line(parsed.ok().as_ref(), &result, line)
+        };
+        // A closed stdout (e.g. `| head`) ends the output; nothing else to do about it.
+        let _ = writeln!(out, "{rendered}");
+    };
+    if let Some(path) = request {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
+        decide(&text, None, &mut out);
+    } else {
+        let reader: Box<dyn BufRead> = match requests {
+            Some(path) if path != Path::new("-") => Box::new(io::BufReader::new(
+                std::fs::File::open(path)
+                    .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?,
+            )),
+            _ => {
+                let mut all = String::new();
+                io::stdin()
+                    .read_to_string(&mut all)
+                    .map_err(|e| Failure::Input(format!("standard input: {e}")))?;
+                Box::new(io::Cursor::new(all))
+            }
+        };
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.map_err(|e| Failure::Input(format!("line {}: {e}", n + 1)))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            decide(&line, Some(n + 1), &mut out);
+        }
+    }
+    if invalid > 0 {
+        eprintln!("{invalid} request(s) were invalid");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(dir: &Path) -> Result<ExitCode, Failure> {
+    let pack = load(dir)?;
+    let files = testing::load_tests(dir)?;
+    if files.is_empty() {
+        return Err(Failure::Input(format!(
+            "{}: no tests (add tests/*.yaml)",
+            dir.display()
+        )));
+    }
+    let total: usize = files.iter().map(|f| f.tests.len()).sum();
+    println!("running {total} test{}", if total == 1 { "" } else { "s" });
+    let mut summary = Summary {
+        passed: 0,
+        failed: 0,
+    };
+    let mut failures = Vec::new();
+    for file in &files {
+        for case in &file.tests {
+            let outcome = testing::run_test(&pack, &file.path, case);
+            if outcome.passed() {
+                summary.passed += 1;
+                println!("test {} ... ok", outcome.name);
+            } else {
+                summary.failed += 1;
+                println!("test {} ... FAILED", outcome.name);
+                failures.push(outcome);
+            }
+        }
+    }
+    if !failures.is_empty() {
+        println!("\nfailures:");
+        for f in &failures {
+            println!("\n---- {} ----", f.name);
+            for line in &f.failures {
+                println!("  {line}");
+            }
+        }
+    }
+    println!("\n{summary}");
+    Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,157 @@
+//! Problems found in a pack or a test file, located by file, line and rule, so that every
+//! one of them can be reported at once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem (or warning) with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, relative to the pack where possible.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The rule's `@id`, when the problem belongs to a rule.
+    pub rule: Option<String>,
+    /// What is wrong, in plain words.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with a whole file.
+    pub fn in_file(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            line: None,
+            column: None,
+            rule: None,
+            message: message.into(),
+        }
+    }
+
+    /// Places the problem at byte `offset` of `text`.
+    pub fn at_offset(mut self, text: &str, offset: usize) -> Self {
+        let (line, column) = line_col(text, offset);
+        self.line = Some(line);
+        self.column = Some(column);
+        self
+    }
+
+    /// Places the problem on `line`.
+    pub fn at_line(mut self, line: usize) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    /// Names the rule the problem belongs to.
+    pub fn for_rule(mut self, rule: Option<&str>) -> Self {
+        self.rule = rule.map(str::to_owned);
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if let Some(rule) = &self.rule {
+            write!(f, ": rule `{rule}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text` (clamped to the text).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before.get(nl + 1..).map_or(0, |s| s.chars().count())
+    }) + 1;
+    (line, column)
+}
+
+/// Turns a Cedar diagnostic (and the ones related to it) into problems, placing each at its
+/// first labelled span, shifted by `base` bytes into `text`.
+pub fn from_cedar(
+    diagnostic: &dyn miette::Diagnostic,
+    file: &Path,
+    text: &str,
+    base: usize,
+    rule: Option<&str>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    push_cedar(diagnostic, file, text, base, rule, &mut out);
+    out
+}
+
+fn push_cedar(
+    diagnostic: &dyn miette::Diagnostic,
+    file: &Path,
+    text: &str,
+    base: usize,
+    rule: Option<&str>,
+    out: &mut Vec<Problem>,
+) {
+    let mut message = diagnostic.to_string();
+    if let Some(help) = diagnostic.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    let mut problem = Problem::in_file(file, message).for_rule(rule);
+    if let Some(label) = diagnostic.labels().and_then(|mut labels| labels.next()) {
+        problem = problem.at_offset(text, base + label.offset());
+    }
+    out.push(problem);
+    if let Some(related) = diagnostic.related() {
+        for inner in related {
+            push_cedar(inner, file, text, base, rule, out);
+        }
+    }
+}
+
+/// Every problem that kept a pack (or a test file) from loading.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for problem in &self.0 {
+            writeln!(f, "error: {problem}")?;
+        }
+        let n = self.0.len();
+        write!(f, "{n} problem{}", if n == 1 { "" } else { "s" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let text = "ab\ncd\nef";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 4), (2, 2));
+        assert_eq!(line_col(text, 6), (3, 1));
+        assert_eq!(line_col(text, 999), (3, 3));
+    }
+
+    #[test]
+    fn problems_render_file_line_and_rule() {
+        let p = Problem::in_file("policies/a.cedar", "unknown mode `x`")
+            .at_line(3)
+            .for_rule(Some("r1"));
+        assert_eq!(
+            p.to_string(),
+            "policies/a.cedar:3: rule `r1`: unknown mode `x`"
+        );
+    }
+}

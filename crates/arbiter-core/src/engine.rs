@@ -1,0 +1,680 @@
+//! The decision (DESIGN §3), top to bottom in [`Engine::decide`], each step a call named
+//! after it. The CLI, the server and replay all decide through this one function.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request,
+    RestrictedExpression,
+};
+use jiff::Timestamp;
+use serde_json::Value;
+use ulid::Ulid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::identity::{CredentialFailure, CredentialVerifier, NoIssuers, VerifiedCredential};
+use crate::pack::{Pack, RESERVED_CONTEXT_KEYS};
+use crate::request::{DecisionRequest, RequestError};
+use crate::response::{AuditEntry, Decision, EvalError, Outcome, Warning};
+use crate::rule::{Effect, Kind, Mode, OnError, Rule};
+use crate::state::{
+    MemorySessions, MemoryThrottles, SessionKey, SessionStore, SessionView, ThrottleKey,
+    ThrottleStore,
+};
+
+/// Where `time` in a request is honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// Only the engine's clock counts; a request with `time` is invalid (the server).
+    ClockOnly,
+    /// A request's `time` is the clock for that request (offline: `check`, `test`, replay).
+    RequestMaySet,
+}
+
+/// Decides requests against one pack, with its session, throttle and credential state.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pack: Arc<Pack>,
+    clock: Arc<dyn Clock>,
+    sessions: Arc<dyn SessionStore>,
+    throttles: Arc<dyn ThrottleStore>,
+    credentials: Arc<dyn CredentialVerifier>,
+    time: TimeSource,
+    authorizer: Arc<Authorizer>,
+}
+
+/// A request that passed step 1.
+struct Valid {
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    context: Context,
+    session: Option<SessionKey>,
+    entities: Option<Entities>,
+    now: Timestamp,
+}
+
+/// What Cedar said about the slice (step 4).
+struct Evaluation {
+    /// Satisfied forbids, and errored forbids whose `on_error` is `deny`.
+    forbids: Vec<usize>,
+    /// Satisfied permits, when known.
+    permits: Option<bool>,
+    errors: Vec<EvalError>,
+}
+
+/// A forbid that fired (step 5).
+struct Fired<'p> {
+    rule: &'p Rule,
+    effect: Effect,
+    retry_after_s: Option<u64>,
+}
+
+impl Engine {
+    /// An engine on `pack` with in-memory state, the system clock, and no credential
+    /// issuers.
+    pub fn new(pack: Arc<Pack>) -> Self {
+        Self {
+            pack,
+            clock: Arc::new(SystemClock),
+            sessions: Arc::new(MemorySessions::default()),
+            throttles: Arc::new(MemoryThrottles::default()),
+            credentials: Arc::new(NoIssuers),
+            time: TimeSource::ClockOnly,
+            authorizer: Arc::new(Authorizer::new()),
+        }
+    }
+
+    /// Uses this clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Keeps sessions here.
+    #[must_use]
+    pub fn with_sessions(mut self, sessions: Arc<dyn SessionStore>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// Keeps throttle buckets here.
+    #[must_use]
+    pub fn with_throttles(mut self, throttles: Arc<dyn ThrottleStore>) -> Self {
+        self.throttles = throttles;
+        self
+    }
+
+    /// Verifies credentials with this.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Arc<dyn CredentialVerifier>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Whether requests may carry their own `time`.
+    #[must_use]
+    pub fn with_time_source(mut self, time: TimeSource) -> Self {
+        self.time = time;
+        self
+    }
+
+    /// The same state on another pack (a reload keeps sessions and throttles).
+    #[must_use]
+    pub fn with_pack(&self, pack: Arc<Pack>) -> Self {
+        Self {
+            pack,
+            ..self.clone()
+        }
+    }
+
+    /// The pack decisions are made under.
+    pub fn pack(&self) -> &Arc<Pack> {
+        &self.pack
+    }
+
+    /// Decides one request (DESIGN §3). An `Err` means the request itself was bad; every
+    /// decision, deny and throttle included, is an `Ok`.
+    pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, RequestError> {
+        let valid = self.validate(request)?;
+        let credential = match self.verify_identity(request, &valid) {
+            Ok(credential) => credential,
+            Err(failure) => {
+                return Ok(self.refuse(valid.now, format!("credential:{}", failure.as_str())));
+            }
+        };
+        let session = valid
+            .session
+            .as_ref()
+            .map(|key| (key, self.sessions.open(key, valid.now)));
+        if session.as_ref().is_some_and(|(_, s)| s.terminated) {
+            return Ok(self.refuse(valid.now, "session:terminated".to_owned()));
+        }
+        let cedar_request = self.with_reserved_context(
+            &valid,
+            session.as_ref().map(|(_, s)| s),
+            credential.as_ref(),
+        )?;
+        let entities = valid.entities.as_ref().unwrap_or(self.pack.entities());
+        let evaluation = self.evaluate(&valid, &cedar_request, entities);
+        let fired = self.apply_throttles(&evaluation, &valid);
+        let mut decision = self.outcome(&valid, &cedar_request, entities, evaluation, &fired);
+        self.side_effects(
+            &valid,
+            &decision,
+            &fired,
+            session.as_ref().map(|(k, _)| *k),
+            credential.as_ref(),
+        );
+        decision.decision_id = decision_id(valid.now);
+        Ok(decision)
+    }
+
+    /// Step 1: parse and validate the request against the pack's schema.
+    fn validate(&self, request: &DecisionRequest) -> Result<Valid, RequestError> {
+        let now = match (&request.time, self.time) {
+            (None, _) => self.clock.now(),
+            (Some(_), TimeSource::ClockOnly) => return Err(RequestError::TimeNotAllowed),
+            (Some(text), TimeSource::RequestMaySet) => text.parse::<Timestamp>().map_err(|e| {
+                RequestError::Invalid(format!("`time`: `{text}` is not an RFC 3339 time ({e})"))
+            })?,
+        };
+        let principal = request.principal.to_uid("principal")?;
+        let action = request.action.to_uid("action")?;
+        let resource = request.resource.to_uid("resource")?;
+        let context = request.context_map()?;
+        if let Some(key) = RESERVED_CONTEXT_KEYS
+            .iter()
+            .find(|k| context.contains_key(**k))
+        {
+            return Err(RequestError::ReservedContextKey((*key).to_owned()));
+        }
+        let session = match &request.session {
+            None => None,
+            Some(id) if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) => {
+                return Err(RequestError::Invalid(
+                    "`session` must be 1 to 256 characters without control characters".to_owned(),
+                ));
+            }
+            Some(id) => Some(SessionKey {
+                principal: principal.to_string(),
+                id: id.clone(),
+            }),
+        };
+        let schema = self.pack.schema();
+        let context =
+            Context::from_json_value(Value::Object(context), schema.map(|s| (s, &action)))
+                .map_err(|e| RequestError::Invalid(format!("`context`: {}", cedar_message(&e))))?;
+        let checked = Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            schema,
+        )
+        .map_err(|e| RequestError::Invalid(cedar_message(&e)))?;
+        let context = checked.context().cloned().unwrap_or_else(Context::empty);
+        let entities = match &request.entities {
+            None => None,
+            Some(value) => Some(self.request_entities(value, &principal)?),
+        };
+        Ok(Valid {
+            principal,
+            action,
+            resource,
+            context,
+            session,
+            entities,
+            now,
+        })
+    }
+
+    /// Entities the request describes: only of `[requests] entity_types`, never a stored
+    /// entity, never the principal, never a member of a stored group.
+    fn request_entities(
+        &self,
+        value: &Value,
+        principal: &EntityUid,
+    ) -> Result<Entities, RequestError> {
+        let bad = |m: String| RequestError::Entities(m);
+        if value.as_array().is_some_and(Vec::is_empty) {
+            return Ok(self.pack.entities().clone());
+        }
+        let described = Entities::from_json_value(value.clone(), self.pack.schema())
+            .map_err(|e| bad(format!("`entities`: {}", cedar_message(&e))))?;
+        let store = self.pack.entities();
+        let allowed = self.pack.request_entity_types();
+        for entity in described.iter() {
+            let uid = entity.uid();
+            if !allowed.contains(uid.type_name()) {
+                return Err(bad(format!(
+                    "`entities`: {uid} is of type `{}`, which requests may not describe (see [requests] entity_types)",
+                    uid.type_name()
+                )));
+            }
+            if &uid == principal {
+                return Err(bad(format!(
+                    "`entities`: {uid} is the principal; its attributes come from the store or its credential"
+                )));
+            }
+            if store.get(&uid).is_some() {
+                return Err(bad(format!(
+                    "`entities`: {uid} is already in the entity store and cannot be overridden"
+                )));
+            }
+            if let Some(parents) = described.ancestors(&uid) {
+                for parent in parents {
+                    if store.get(parent).is_some() {
+                        return Err(bad(format!(
+                            "`entities`: {uid} cannot make itself a member of stored group {parent}"
+                        )));
+                    }
+                }
+            }
+        }
+        store
+            .clone()
+            .add_entities(described.iter().cloned(), self.pack.schema())
+            .map_err(|e| bad(format!("`entities`: {}", cedar_message(&e))))
+    }
+
+    /// Step 2: who is calling, and is that still valid right now?
+    fn verify_identity(
+        &self,
+        request: &DecisionRequest,
+        valid: &Valid,
+    ) -> Result<Option<VerifiedCredential>, CredentialFailure> {
+        let Some(token) = &request.credential else {
+            let ty = valid.principal.type_name().to_string();
+            let required = self
+                .pack
+                .config()
+                .credentials
+                .required_for
+                .iter()
+                .any(|t| *t.get_ref() == ty);
+            return if required {
+                Err(CredentialFailure::Missing)
+            } else {
+                Ok(None)
+            };
+        };
+        let credential = self.credentials.verify(token, valid.now)?;
+        if credential.principal != valid.principal {
+            return Err(CredentialFailure::PrincipalMismatch);
+        }
+        if let (Some(bound), Some(asked)) = (&credential.session, &request.session)
+            && bound != asked
+        {
+            return Err(CredentialFailure::SessionMismatch);
+        }
+        Ok(Some(credential))
+    }
+
+    /// Step 3: the reserved context keys, from the session, the clock and the credential.
+    fn with_reserved_context(
+        &self,
+        valid: &Valid,
+        session: Option<&SessionView>,
+        credential: Option<&VerifiedCredential>,
+    ) -> Result<Request, RequestError> {
+        let seconds = |from: Timestamp| valid.now.duration_since(from).as_secs().max(0);
+        let (id, touched, actions, age) = match (session, &valid.session) {
+            (Some(s), Some(key)) => (
+                key.id.clone(),
+                s.touched.iter().cloned().collect(),
+                s.actions,
+                seconds(s.started),
+            ),
+            _ => (String::new(), Vec::new(), 0, 0),
+        };
+        let mut pairs = vec![
+            (
+                "session".to_owned(),
+                record([
+                    ("id", RestrictedExpression::new_string(id)),
+                    (
+                        "touched",
+                        RestrictedExpression::new_set(
+                            touched.into_iter().map(RestrictedExpression::new_string),
+                        ),
+                    ),
+                    ("actions", RestrictedExpression::new_long(actions)),
+                    ("age_s", RestrictedExpression::new_long(age)),
+                ])?,
+            ),
+            (
+                "now".to_owned(),
+                RestrictedExpression::new_datetime(cedar_datetime(valid.now)),
+            ),
+        ];
+        if let Some(c) = credential {
+            let mut fields = vec![
+                ("issuer", RestrictedExpression::new_string(c.issuer.clone())),
+                (
+                    "ttl_s",
+                    RestrictedExpression::new_long(
+                        c.expires_at.duration_since(c.issued_at).as_secs(),
+                    ),
+                ),
+                (
+                    "age_s",
+                    RestrictedExpression::new_long(seconds(c.issued_at)),
+                ),
+            ];
+            if let Some(intent) = &c.intent {
+                fields.push(("intent", RestrictedExpression::new_string(intent.clone())));
+                let covered = self.in_intent(intent, &valid.action);
+                pairs.push((
+                    "in_intent".to_owned(),
+                    RestrictedExpression::new_bool(covered),
+                ));
+            }
+            pairs.push(("credential".to_owned(), record(fields)?));
+        }
+        let context = valid
+            .context
+            .clone()
+            .merge(pairs)
+            .map_err(|e| RequestError::Invalid(cedar_message(&e)))?;
+        Request::new(
+            valid.principal.clone(),
+            valid.action.clone(),
+            valid.resource.clone(),
+            context,
+            None,
+        )
+        .map_err(|e| RequestError::Invalid(cedar_message(&e)))
+    }
+
+    fn in_intent(&self, intent: &str, action: &EntityUid) -> bool {
+        let Some(intent) = self.pack.config().intents.get(intent) else {
+            return false;
+        };
+        let lineage = self.pack.action_and_groups(action);
+        intent
+            .actions
+            .iter()
+            .any(|a| lineage.iter().any(|l| l == a.get_ref()))
+    }
+
+    /// Step 4: one Cedar evaluation of the slice that can apply.
+    fn evaluate(&self, valid: &Valid, request: &Request, entities: &Entities) -> Evaluation {
+        let slice = self.pack.index().slice(
+            &valid.action,
+            valid.principal.type_name(),
+            valid.resource.type_name(),
+            self.pack.entities(),
+        );
+        let response = self.authorizer.is_authorized(request, &slice.all, entities);
+        let mut forbids = Vec::new();
+        let mut permits = None;
+        let reasons = response.diagnostics().reason();
+        match response.decision() {
+            CedarDecision::Allow => permits = Some(true),
+            CedarDecision::Deny => {
+                let mut any = false;
+                for id in reasons {
+                    any = true;
+                    if let Some(i) = self.rule_index(id.as_ref()) {
+                        forbids.push(i);
+                    }
+                }
+                if !any {
+                    // No forbid and no permit was satisfied.
+                    permits = Some(false);
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        for error in response.diagnostics().errors() {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(error) = error;
+            let id = error.policy_id().to_string();
+            let Some(i) = self.rule_index(&id) else {
+                continue;
+            };
+            let Some(rule) = self.pack.rules().get(i) else {
+                continue;
+            };
+            let handled_as = match rule.kind {
+                Kind::Permit => OnError::Skip,
+                Kind::Forbid => rule.on_error,
+            };
+            if handled_as == OnError::Deny {
+                forbids.push(i);
+            }
+            errors.push(EvalError {
+                rule: id,
+                message: error.inner().to_string(),
+                handled_as,
+            });
+        }
+        forbids.sort_unstable();
+        forbids.dedup();
+        if !slice.has_forbids {
+            permits.get_or_insert(response.decision() == CedarDecision::Allow);
+        }
+        Evaluation {
+            forbids,
+            permits,
+            errors,
+        }
+    }
+
+    fn rule_index(&self, id: &str) -> Option<usize> {
+        self.pack.rule_position(id)
+    }
+
+    /// Step 5: throttles fire only when their bucket is empty; every other satisfied forbid
+    /// fires.
+    fn apply_throttles<'p>(&'p self, evaluation: &Evaluation, valid: &Valid) -> Vec<Fired<'p>> {
+        let mut fired = Vec::new();
+        for rule in evaluation
+            .forbids
+            .iter()
+            .filter_map(|i| self.pack.rules().get(*i))
+        {
+            let effect = rule.effect.unwrap_or(Effect::Deny);
+            let retry_after_s = match (effect, rule.limit) {
+                (Effect::Throttle, Some(limit)) => {
+                    let key = ThrottleKey {
+                        rule: rule.id.clone(),
+                        principal: valid.principal.to_string(),
+                        shadow: !rule.is_enforced(),
+                    };
+                    match self.throttles.take(&key, limit, valid.now) {
+                        Ok(()) => continue,
+                        Err(retry) => Some(retry),
+                    }
+                }
+                _ => None,
+            };
+            fired.push(Fired {
+                rule,
+                effect,
+                retry_after_s,
+            });
+        }
+        fired
+    }
+
+    /// Step 6: the outcome.
+    fn outcome(
+        &self,
+        valid: &Valid,
+        request: &Request,
+        entities: &Entities,
+        evaluation: Evaluation,
+        fired: &[Fired<'_>],
+    ) -> Decision {
+        let mut decision = Decision {
+            decision: Outcome::Allow,
+            effect: None,
+            retry_after_s: None,
+            enforced: Vec::new(),
+            warnings: Vec::new(),
+            audit: Vec::new(),
+            errors: evaluation.errors,
+            reason: None,
+            decision_id: String::new(),
+            policy_version: self.pack.version().to_owned(),
+        };
+        for f in fired {
+            match f.rule.mode.unwrap_or(Mode::Audit) {
+                Mode::Enforce => decision.enforced.push(f.rule.id.clone()),
+                Mode::Warn => decision.warnings.push(Warning {
+                    rule: f.rule.id.clone(),
+                    message: warning_message(f.rule, f.effect),
+                }),
+                Mode::Audit => decision.audit.push(AuditEntry {
+                    rule: f.rule.id.clone(),
+                    would: f.effect,
+                }),
+            }
+        }
+        let strongest = fired
+            .iter()
+            .filter(|f| f.rule.is_enforced())
+            .max_by(|a, b| a.effect.cmp(&b.effect));
+        if let Some(top) = strongest {
+            decision.decision = Outcome::Deny;
+            decision.effect = Some(top.effect);
+            if top.effect == Effect::Throttle {
+                decision.retry_after_s = fired
+                    .iter()
+                    .filter(|f| f.rule.is_enforced())
+                    .filter_map(|f| f.retry_after_s)
+                    .max();
+            }
+            decision.reason = Some(
+                top.rule
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("rule:{}", top.rule.id)),
+            );
+            return decision;
+        }
+        let permitted = match evaluation.permits {
+            Some(known) => known,
+            None => {
+                let slice = self.pack.index().slice(
+                    &valid.action,
+                    valid.principal.type_name(),
+                    valid.resource.type_name(),
+                    self.pack.entities(),
+                );
+                self.authorizer
+                    .is_authorized(request, &slice.permits, entities)
+                    .decision()
+                    == CedarDecision::Allow
+            }
+        };
+        if !permitted {
+            let ty = valid.principal.type_name().to_string();
+            let scope = format!("default-deny:{ty}");
+            match self.pack.default_deny_mode(&ty) {
+                Mode::Enforce => {
+                    decision.decision = Outcome::Deny;
+                    decision.effect = Some(Effect::Deny);
+                    decision.enforced.push(scope.clone());
+                    decision.reason = Some(format!("{scope}: no permit matched"));
+                }
+                Mode::Warn => decision.warnings.push(Warning {
+                    message: format!("no permit matched; {scope} would deny this request"),
+                    rule: scope,
+                }),
+                Mode::Audit => decision.audit.push(AuditEntry {
+                    rule: scope,
+                    would: Effect::Deny,
+                }),
+            }
+        }
+        decision
+    }
+
+    /// Step 7: an enforced `revoke` ends the session and revokes the credential; an allowed
+    /// action updates the session.
+    fn side_effects(
+        &self,
+        valid: &Valid,
+        decision: &Decision,
+        fired: &[Fired<'_>],
+        session: Option<&SessionKey>,
+        credential: Option<&VerifiedCredential>,
+    ) {
+        let revoked = decision.effect == Some(Effect::Revoke)
+            && fired
+                .iter()
+                .any(|f| f.rule.is_enforced() && f.effect == Effect::Revoke);
+        if revoked {
+            if let Some(key) = session {
+                self.sessions.terminate(key, valid.now);
+            }
+            if let Some(credential) = credential {
+                self.credentials.revoke(credential, valid.now);
+            }
+        }
+        if decision.decision == Outcome::Allow
+            && let Some(key) = session
+        {
+            self.sessions
+                .record_allowed(key, &self.pack.action_and_groups(&valid.action));
+        }
+    }
+
+    /// A deny decided before evaluation (identity or session).
+    fn refuse(&self, now: Timestamp, reason: String) -> Decision {
+        Decision {
+            decision: Outcome::Deny,
+            effect: Some(Effect::Deny),
+            retry_after_s: None,
+            enforced: Vec::new(),
+            warnings: Vec::new(),
+            audit: Vec::new(),
+            errors: Vec::new(),
+            reason: Some(reason),
+            decision_id: decision_id(now),
+            policy_version: self.pack.version().to_owned(),
+        }
+    }
+}
+
+fn record<'a>(
+    fields: impl IntoIterator<Item = (&'a str, RestrictedExpression)>,
+) -> Result<RestrictedExpression, RequestError> {
+    RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .map_err(|e| RequestError::Invalid(e.to_string()))
+}
+
+fn warning_message(rule: &Rule, effect: Effect) -> String {
+    rule.reason
+        .clone()
+        .unwrap_or_else(|| format!("rule {} would {effect} this request", rule.id))
+}
+
+/// Cedar's datetime literal form, in UTC with milliseconds.
+fn cedar_datetime(now: Timestamp) -> String {
+    now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn decision_id(now: Timestamp) -> String {
+    let at = SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(now.as_millisecond()).unwrap_or(0));
+    Ulid::from_datetime(at).to_string()
+}
+
+fn cedar_message(e: &dyn miette::Diagnostic) -> String {
+    let mut message = e.to_string();
+    if let Some(help) = e.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    message
+}
+
+/// Rule ids as a set, for comparisons in tests and tools.
+pub fn rule_set<'a>(ids: impl IntoIterator<Item = &'a String>) -> HashSet<&'a str> {
+    ids.into_iter().map(String::as_str).collect()
+}

@@ -1,0 +1,96 @@
+//! The seam for DESIGN §3 step 2: verifying a presented credential. Until an issuer is
+//! configured no credential can be verified, so a presented one is refused
+//! (`credential:unknown_issuer`) rather than trusted.
+
+use cedar_policy::EntityUid;
+use jiff::Timestamp;
+
+/// What a verified credential tells the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCredential {
+    /// The token's id, for revocation.
+    pub jti: String,
+    /// Who issued it.
+    pub issuer: String,
+    /// The principal it names.
+    pub principal: EntityUid,
+    /// The task intent it carries.
+    pub intent: Option<String>,
+    /// The session it is bound to.
+    pub session: Option<String>,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+}
+
+/// Why a credential does not count; the decision's reason is `credential:<why>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialFailure {
+    /// The principal type requires one and none was presented.
+    Missing,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`.
+    NotYetValid,
+    /// The signature does not verify.
+    BadSignature,
+    /// No configured issuer accepts it.
+    UnknownIssuer,
+    /// Not meant for this audience.
+    WrongAudience,
+    /// Revoked (token, principal or session).
+    Revoked,
+    /// Names another principal than the request.
+    PrincipalMismatch,
+    /// Bound to another session than the request's.
+    SessionMismatch,
+    /// Not a well-formed token.
+    Malformed,
+}
+
+impl CredentialFailure {
+    /// The word after `credential:` in the decision's reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialFailure::Missing => "missing",
+            CredentialFailure::Expired => "expired",
+            CredentialFailure::NotYetValid => "not_yet_valid",
+            CredentialFailure::BadSignature => "bad_signature",
+            CredentialFailure::UnknownIssuer => "unknown_issuer",
+            CredentialFailure::WrongAudience => "wrong_audience",
+            CredentialFailure::Revoked => "revoked",
+            CredentialFailure::PrincipalMismatch => "principal_mismatch",
+            CredentialFailure::SessionMismatch => "session_mismatch",
+            CredentialFailure::Malformed => "malformed",
+        }
+    }
+}
+
+/// Verifies credentials and revokes them.
+pub trait CredentialVerifier: Send + Sync + std::fmt::Debug {
+    /// Verifies a compact token at `now`.
+    fn verify(&self, token: &str, now: Timestamp) -> Result<VerifiedCredential, CredentialFailure>;
+    /// Revokes a token (an enforced `revoke` fired while it was presented).
+    fn revoke(&self, credential: &VerifiedCredential, now: Timestamp);
+}
+
+/// No issuer is configured: nothing verifies.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoIssuers;
+
+impl CredentialVerifier for NoIssuers {
+    fn verify(
+        &self,
+        token: &str,
+        _now: Timestamp,
+    ) -> Result<VerifiedCredential, CredentialFailure> {
+        if token.split('.').count() != 3 {
+            return Err(CredentialFailure::Malformed);
+        }
+        Err(CredentialFailure::UnknownIssuer)
+    }
+
+    fn revoke(&self, _credential: &VerifiedCredential, _now: Timestamp) {}
+}

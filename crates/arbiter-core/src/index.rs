@@ -1,0 +1,176 @@
+//! Rules indexed by scope, so a decision evaluates only the slice of the pack that can
+//! apply to its request.
+//!
+//! Cedar evaluates every policy it is given; a policy whose scope does not match is false
+//! without evaluating its conditions, so it can neither be satisfied nor error. Leaving
+//! such policies out therefore gives exactly the answer of the whole set (the property
+//! tests check this), at a cost that grows with the slice instead of the pack.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{
+    ActionConstraint, Effect, Entities, EntityTypeName, EntityUid, Policy, PolicySet,
+    PrincipalConstraint, ResourceConstraint,
+};
+
+use crate::rule::Rule;
+
+/// The policies that can apply to one (action, principal type, resource type).
+#[derive(Debug)]
+pub(crate) struct Slice {
+    /// Forbids and permits.
+    pub all: PolicySet,
+    /// Permits alone, for the second evaluation when a non-enforced forbid matched.
+    pub permits: PolicySet,
+    /// Whether `all` holds any forbid.
+    pub has_forbids: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    action: EntityUid,
+    principal: EntityTypeName,
+    resource: EntityTypeName,
+}
+
+/// How many slices are kept; past it (only possible without a schema, with requests naming
+/// ever new types) slices are built per request instead of cached.
+const MAX_CACHED_SLICES: usize = 16_384;
+
+#[derive(Debug)]
+struct Scoped {
+    policy: Policy,
+    permit: bool,
+    principal: Option<EntityTypeName>,
+    resource: Option<EntityTypeName>,
+}
+
+/// The index, built when the pack loads.
+#[derive(Debug)]
+pub(crate) struct SliceIndex {
+    scoped: Vec<Scoped>,
+    any_action: Vec<usize>,
+    by_action: HashMap<EntityUid, Vec<usize>>,
+    cache: RwLock<HashMap<Key, Arc<Slice>>>,
+}
+
+impl SliceIndex {
+    pub(crate) fn new(rules: &[Rule], policies: &PolicySet) -> Self {
+        let mut scoped = Vec::with_capacity(rules.len());
+        let mut any_action = Vec::new();
+        let mut by_action: HashMap<EntityUid, Vec<usize>> = HashMap::new();
+        for rule in rules {
+            let Some(policy) = policies.policy(&cedar_policy::PolicyId::new(&rule.id)) else {
+                continue;
+            };
+            let i = scoped.len();
+            match policy.action_constraint() {
+                ActionConstraint::Any => any_action.push(i),
+                ActionConstraint::Eq(a) => by_action.entry(a).or_default().push(i),
+                ActionConstraint::In(list) => {
+                    for a in list {
+                        let at = by_action.entry(a).or_default();
+                        if at.last() != Some(&i) {
+                            at.push(i);
+                        }
+                    }
+                }
+            }
+            let principal = match policy.principal_constraint() {
+                PrincipalConstraint::Eq(uid) => Some(uid.type_name().clone()),
+                PrincipalConstraint::Is(ty) | PrincipalConstraint::IsIn(ty, _) => Some(ty),
+                PrincipalConstraint::Any | PrincipalConstraint::In(_) => None,
+            };
+            let resource = match policy.resource_constraint() {
+                ResourceConstraint::Eq(uid) => Some(uid.type_name().clone()),
+                ResourceConstraint::Is(ty) | ResourceConstraint::IsIn(ty, _) => Some(ty),
+                ResourceConstraint::Any | ResourceConstraint::In(_) => None,
+            };
+            scoped.push(Scoped {
+                permit: policy.effect() == Effect::Permit,
+                policy: policy.clone(),
+                principal,
+                resource,
+            });
+        }
+        Self {
+            scoped,
+            any_action,
+            by_action,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The slice for a request, built once per (action, principal type, resource type).
+    pub(crate) fn slice(
+        &self,
+        action: &EntityUid,
+        principal: &EntityTypeName,
+        resource: &EntityTypeName,
+        entities: &Entities,
+    ) -> Arc<Slice> {
+        let key = Key {
+            action: action.clone(),
+            principal: principal.clone(),
+            resource: resource.clone(),
+        };
+        if let Some(hit) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Arc::clone(hit);
+        }
+        let slice = Arc::new(self.build(&key, entities));
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() < MAX_CACHED_SLICES {
+            cache.insert(key, Arc::clone(&slice));
+        }
+        slice
+    }
+
+    fn build(&self, key: &Key, entities: &Entities) -> Slice {
+        let mut picked: Vec<usize> = self.any_action.clone();
+        for a in &lineage_of(&key.action, entities) {
+            if let Some(rules) = self.by_action.get(a) {
+                picked.extend(rules);
+            }
+        }
+        picked.sort_unstable();
+        picked.dedup();
+        let mut all = PolicySet::new();
+        let mut permits = PolicySet::new();
+        let mut has_forbids = false;
+        for s in picked.iter().filter_map(|i| self.scoped.get(*i)) {
+            let fits = |want: &Option<EntityTypeName>, got: &EntityTypeName| {
+                want.as_ref().is_none_or(|w| w == got)
+            };
+            if !fits(&s.principal, &key.principal) || !fits(&s.resource, &key.resource) {
+                continue;
+            }
+            // Ids are unique in the pack, so adding cannot fail.
+            let _ = all.add(s.policy.clone());
+            if s.permit {
+                let _ = permits.add(s.policy.clone());
+            } else {
+                has_forbids = true;
+            }
+        }
+        Slice {
+            all,
+            permits,
+            has_forbids,
+        }
+    }
+}
+
+/// The action itself and every group it is in, transitively.
+fn lineage_of(action: &EntityUid, entities: &Entities) -> Vec<EntityUid> {
+    let mut out = vec![action.clone()];
+    if let Some(ancestors) = entities.ancestors(action) {
+        out.extend(ancestors.cloned());
+    }
+    out
+}

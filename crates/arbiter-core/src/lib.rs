@@ -1,0 +1,38 @@
+//! arbiter's core: policy packs and the decision engine.
+//!
+//! This crate has no network and no database in it: it loads a pack (DESIGN §2), and
+//! decides requests against it (DESIGN §3) with injected time and pluggable session,
+//! throttle and credential state. The CLI, the server and replay all decide through
+//! [`Engine::decide`].
+//!
+//! - [`pack`]: loading and validating a pack, with every problem located.
+//! - [`engine`]: the decision algorithm.
+//! - [`request`], [`response`]: the wire shapes of a decision.
+//! - [`rule`]: modes, effects and the other annotation values.
+//! - [`state`]: sessions and throttle buckets.
+//! - [`identity`]: the seam for credential verification.
+//! - [`catalog`]: the framework catalog `@maps` ids are checked against.
+//! - [`testing`]: `arbiter test`, policy tests as data.
+//! - [`clock`], [`period`], [`config`], [`diag`]: the pieces around them.
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod diag;
+pub mod engine;
+pub mod identity;
+mod index;
+pub mod pack;
+pub mod period;
+pub mod request;
+pub mod response;
+pub mod rule;
+pub mod state;
+pub mod testing;
+
+pub use engine::{Engine, TimeSource};
+pub use pack::Pack;
+pub use request::{DecisionRequest, RequestError};
+pub use response::Decision;

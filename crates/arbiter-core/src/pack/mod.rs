@@ -1,0 +1,700 @@
+//! Loading a policy pack (DESIGN §2): `arbiter.toml`, the schema, the entities and the
+//! rules, with every problem found reported at once, located by file, line and rule.
+
+mod annotations;
+mod schema;
+mod source;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use cedar_policy::{
+    Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment,
+    ValidationMode, Validator,
+};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::diag::{self, Problem, Problems};
+use crate::index::SliceIndex;
+use crate::rule::{Mode, Rule};
+
+pub use schema::RESERVED_CONTEXT_KEYS;
+
+/// A loaded, validated policy pack: everything a decision needs, immutable once built.
+#[derive(Debug)]
+pub struct Pack {
+    dir: PathBuf,
+    config: Config,
+    catalog: Catalog,
+    rules: Vec<Rule>,
+    by_id: HashMap<String, usize>,
+    schema: Option<Schema>,
+    entities: Entities,
+    policies: PolicySet,
+    index: SliceIndex,
+    action_groups: HashMap<EntityUid, Vec<String>>,
+    request_entity_types: HashSet<EntityTypeName>,
+    version: String,
+    warnings: Vec<Problem>,
+}
+
+/// The files of a pack, as found on disk.
+const CONFIG_FILE: &str = "arbiter.toml";
+const SCHEMA_FILE: &str = "schema.cedarschema";
+const SCHEMA_JSON_FILE: &str = "schema.cedarschema.json";
+const ENTITIES_FILE: &str = "entities.json";
+const POLICIES_DIR: &str = "policies";
+
+impl Pack {
+    /// Loads and validates the pack in `dir`. On failure, every problem found is returned.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, Problems> {
+        Loader::new(dir.as_ref()).load()
+    }
+
+    /// The pack's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `arbiter.toml`.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The framework catalog, with the pack's own frameworks.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Every rule, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rule with this `@id`.
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.by_id.get(id).and_then(|i| self.rules.get(*i))
+    }
+
+    /// The position of the rule with this `@id` in [`Pack::rules`].
+    pub(crate) fn rule_position(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The pack's own schema (without arbiter's reserved context attributes).
+    pub fn schema(&self) -> Option<&Schema> {
+        self.schema.as_ref()
+    }
+
+    /// The entity store (with the schema's action entities).
+    pub fn entities(&self) -> &Entities {
+        &self.entities
+    }
+
+    /// The whole policy set, as raw Cedar would evaluate it.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// `sha256:` over the pack's files: names the exact policy a decision was made under.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Warnings found while loading (Cedar validator warnings, unknown annotations, …).
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
+    }
+
+    /// The mode of the default-deny scope for a principal type.
+    pub fn default_deny_mode(&self, principal_type: &str) -> Mode {
+        self.config.default_deny.mode_for(principal_type)
+    }
+
+    /// Every principal type the default-deny scopes name, with their modes: the types the
+    /// schema knows (or the configuration names) each get a scope.
+    pub fn default_deny_scopes(&self) -> BTreeMap<String, Mode> {
+        let mut scopes = BTreeMap::new();
+        if let Some(schema) = &self.schema {
+            for action in schema.actions() {
+                for ty in schema.principals_for_action(action).into_iter().flatten() {
+                    let name = ty.to_string();
+                    let mode = self.default_deny_mode(&name);
+                    scopes.insert(name, mode);
+                }
+            }
+        }
+        for (ty, mode) in &self.config.default_deny.principal_types {
+            scopes.insert(ty.get_ref().clone(), *mode);
+        }
+        scopes
+    }
+
+    pub(crate) fn index(&self) -> &SliceIndex {
+        &self.index
+    }
+
+    /// Bare ids of the action and all its groups, transitively (`touched` in sessions).
+    pub(crate) fn action_and_groups(&self, action: &EntityUid) -> Vec<String> {
+        self.action_groups
+            .get(action)
+            .cloned()
+            .unwrap_or_else(|| vec![action.id().unescaped().to_owned()])
+    }
+
+    pub(crate) fn request_entity_types(&self) -> &HashSet<EntityTypeName> {
+        &self.request_entity_types
+    }
+}
+
+struct Loader<'a> {
+    dir: &'a Path,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    hasher: Sha256,
+}
+
+/// Where a policy came from, to place validator messages.
+struct Origin {
+    file: PathBuf,
+    text: std::sync::Arc<str>,
+    start: usize,
+}
+
+impl<'a> Loader<'a> {
+    fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn load(mut self) -> Result<Pack, Problems> {
+        if !self.dir.is_dir() {
+            return Err(Problems(vec![Problem::in_file(
+                self.dir,
+                "not a directory: a pack is a directory with arbiter.toml, a schema and policies/",
+            )]));
+        }
+        let config = self.load_config();
+        let catalog = match Catalog::new(&config.frameworks) {
+            Ok(c) => c,
+            Err(message) => {
+                self.problems.push(Problem::in_file(CONFIG_FILE, message));
+                Catalog::new(&BTreeMap::new())
+                    .map_err(|m| Problems(vec![Problem::in_file(CONFIG_FILE, m)]))?
+            }
+        };
+        let (schema, augmented) = self.load_schema();
+        let entities = self.load_entities(schema.as_ref());
+        let (rules, policies, origins) = self.load_policies(&config, &catalog);
+        if let Some(augmented) = &augmented {
+            self.validate_policies(augmented, &policies, &origins);
+        }
+        if let Some(schema) = &schema {
+            self.check_config_against_schema(&config, schema);
+        }
+        self.check_config(&config);
+        let request_entity_types = self.request_entity_types(&config);
+        if !self.problems.is_empty() {
+            return Err(Problems(self.problems));
+        }
+        let entities = entities.unwrap_or_else(Entities::empty);
+        let action_groups = action_groups(schema.as_ref(), &entities);
+        let by_id = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        let index = SliceIndex::new(&rules, &policies);
+        let version = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        Ok(Pack {
+            dir: self.dir.to_owned(),
+            config,
+            catalog,
+            rules,
+            by_id,
+            schema,
+            entities,
+            policies,
+            index,
+            action_groups,
+            request_entity_types,
+            version,
+            warnings: self.warnings,
+        })
+    }
+
+    /// Reads a pack file and feeds it to the version hash.
+    fn read(&mut self, relative: &Path) -> Option<String> {
+        let path = self.dir.join(relative);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let name = relative.to_string_lossy();
+                self.hasher.update((name.len() as u64).to_le_bytes());
+                self.hasher.update(name.as_bytes());
+                self.hasher.update((text.len() as u64).to_le_bytes());
+                self.hasher.update(text.as_bytes());
+                Some(text)
+            }
+            Err(e) => {
+                self.problems
+                    .push(Problem::in_file(relative, format!("cannot read: {e}")));
+                None
+            }
+        }
+    }
+
+    fn load_config(&mut self) -> Config {
+        if !self.dir.join(CONFIG_FILE).is_file() {
+            self.warnings.push(Problem::in_file(
+                CONFIG_FILE,
+                "no arbiter.toml: the defaults apply (forbids in audit, default-deny in audit, \
+                 errors deny)",
+            ));
+            return Config::default();
+        }
+        let Some(text) = self.read(Path::new(CONFIG_FILE)) else {
+            return Config::default();
+        };
+        match toml::from_str::<Config>(&text) {
+            Ok(config) => config,
+            Err(e) => {
+                let mut problem = Problem::in_file(CONFIG_FILE, e.message().to_owned());
+                if let Some(span) = e.span() {
+                    problem = problem.at_offset(&text, span.start);
+                }
+                self.problems.push(problem);
+                Config::default()
+            }
+        }
+    }
+
+    /// The pack's schema and the augmented one used to validate policies.
+    fn load_schema(&mut self) -> (Option<Schema>, Option<Schema>) {
+        let cedar = self.dir.join(SCHEMA_FILE).is_file();
+        let json = self.dir.join(SCHEMA_JSON_FILE).is_file();
+        let file = match (cedar, json) {
+            (false, false) => {
+                self.warnings.push(Problem::in_file(
+                    SCHEMA_FILE,
+                    "no schema: policies and requests are not validated (add schema.cedarschema)",
+                ));
+                return (None, None);
+            }
+            (true, true) => {
+                self.problems.push(Problem::in_file(
+                    SCHEMA_JSON_FILE,
+                    "both schema.cedarschema and schema.cedarschema.json exist; keep one",
+                ));
+                return (None, None);
+            }
+            (true, false) => SCHEMA_FILE,
+            (false, true) => SCHEMA_JSON_FILE,
+        };
+        let Some(text) = self.read(Path::new(file)) else {
+            return (None, None);
+        };
+        let fragment = if cedar {
+            SchemaFragment::from_cedarschema_str(&text).map(|(fragment, warnings)| {
+                for w in warnings {
+                    self.warnings
+                        .extend(diag::from_cedar(&w, Path::new(file), &text, 0, None));
+                }
+                fragment
+            })
+        } else {
+            SchemaFragment::from_json_str(&text).map_err(|e| e.into())
+        };
+        let fragment = match fragment {
+            Ok(f) => f,
+            Err(e) => {
+                self.problems
+                    .extend(diag::from_cedar(&e, Path::new(file), &text, 0, None));
+                return (None, None);
+            }
+        };
+        let mut json_form = match fragment.to_json_value() {
+            Ok(v) => v,
+            Err(e) => {
+                self.problems
+                    .extend(diag::from_cedar(&e, Path::new(file), &text, 0, None));
+                return (None, None);
+            }
+        };
+        let original = match Schema::from_json_value(json_form.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.problems
+                    .extend(diag::from_cedar(&e, Path::new(file), &text, 0, None));
+                return (None, None);
+            }
+        };
+        if let Err(clashes) = schema::augment(&mut json_form) {
+            self.problems.extend(
+                clashes
+                    .into_iter()
+                    .map(|message| Problem::in_file(file, message)),
+            );
+            return (Some(original), None);
+        }
+        match Schema::from_json_value(json_form) {
+            Ok(augmented) => (Some(original), Some(augmented)),
+            Err(e) => {
+                self.problems.push(Problem::in_file(
+                    file,
+                    format!("adding arbiter's reserved context attributes failed: {e}"),
+                ));
+                (Some(original), None)
+            }
+        }
+    }
+
+    fn load_entities(&mut self, schema: Option<&Schema>) -> Option<Entities> {
+        if !self.dir.join(ENTITIES_FILE).is_file() {
+            return match schema.map(Schema::action_entities) {
+                Some(Ok(actions)) => Some(actions),
+                Some(Err(e)) => {
+                    self.problems
+                        .push(Problem::in_file(SCHEMA_FILE, e.to_string()));
+                    None
+                }
+                None => Some(Entities::empty()),
+            };
+        }
+        let text = self.read(Path::new(ENTITIES_FILE))?;
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+            self.problems.push(
+                Problem::in_file(ENTITIES_FILE, format!("not valid JSON: {e}")).at_line(e.line()),
+            );
+            return None;
+        }
+        match Entities::from_json_str(&text, schema) {
+            Ok(entities) => Some(entities),
+            Err(e) => {
+                let mut message = e.to_string();
+                if let Some(help) = miette::Diagnostic::help(&e) {
+                    message.push_str(&format!(" (help: {help})"));
+                }
+                self.problems.push(Problem::in_file(ENTITIES_FILE, message));
+                None
+            }
+        }
+    }
+
+    fn load_policies(
+        &mut self,
+        config: &Config,
+        catalog: &Catalog,
+    ) -> (Vec<Rule>, PolicySet, HashMap<String, Origin>) {
+        let mut rules = Vec::new();
+        let mut set = PolicySet::new();
+        let mut origins: HashMap<String, Origin> = HashMap::new();
+        let dir = self.dir.join(POLICIES_DIR);
+        let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+                .collect(),
+            Err(_) => {
+                self.warnings.push(Problem::in_file(
+                    POLICIES_DIR,
+                    "no policies/ directory: every request falls to the default-deny scope",
+                ));
+                Vec::new()
+            }
+        };
+        files.sort();
+        for path in files {
+            let relative = path
+                .strip_prefix(self.dir)
+                .map(Path::to_owned)
+                .unwrap_or_else(|_| path.clone());
+            let Some(text) = self.read(&relative) else {
+                continue;
+            };
+            let shared: std::sync::Arc<str> = text.as_str().into();
+            for chunk in source::split(&text) {
+                let policy = match Policy::parse(None, chunk.text) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.problems.extend(diag::from_cedar(
+                            &e,
+                            &relative,
+                            &text,
+                            chunk.start,
+                            None,
+                        ));
+                        continue;
+                    }
+                };
+                let line = diag::line_col(&text, chunk.first_token).0;
+                let body = text.get(chunk.first_token..chunk.start + chunk.text.len());
+                let hash = format!(
+                    "sha256:{}",
+                    hex::encode(Sha256::digest(body.unwrap_or_default().as_bytes()))
+                );
+                let located = annotations::Located {
+                    file: &relative,
+                    text: &text,
+                    chunk_start: chunk.start,
+                    chunk: chunk.text,
+                    line,
+                };
+                let read = annotations::read_rule(&policy, &located, config, catalog, hash);
+                self.warnings.extend(read.warnings);
+                let Some(rule) = read.rule else {
+                    self.problems.extend(read.problems);
+                    continue;
+                };
+                self.problems.extend(read.problems);
+                if let Some(first) = origins.get(&rule.id) {
+                    self.problems.push(
+                        Problem::in_file(
+                            &relative,
+                            format!(
+                                "duplicate @id: `{}` is already used at {}:{}",
+                                rule.id,
+                                first.file.display(),
+                                diag::line_col(&first.text, first.start).0
+                            ),
+                        )
+                        .at_line(line)
+                        .for_rule(Some(&rule.id)),
+                    );
+                    continue;
+                }
+                let policy = policy.new_id(PolicyId::new(&rule.id));
+                if let Err(e) = set.add(policy) {
+                    self.problems.push(
+                        Problem::in_file(&relative, e.to_string())
+                            .at_line(line)
+                            .for_rule(Some(&rule.id)),
+                    );
+                    continue;
+                }
+                origins.insert(
+                    rule.id.clone(),
+                    Origin {
+                        file: relative.clone(),
+                        text: shared.clone(),
+                        start: chunk.start,
+                    },
+                );
+                rules.push(rule);
+            }
+        }
+        if rules.is_empty() && self.problems.is_empty() {
+            self.warnings.push(Problem::in_file(
+                POLICIES_DIR,
+                "the pack has no rules: every request falls to the default-deny scope",
+            ));
+        }
+        (rules, set, origins)
+    }
+
+    fn validate_policies(
+        &mut self,
+        augmented: &Schema,
+        policies: &PolicySet,
+        origins: &HashMap<String, Origin>,
+    ) {
+        let validator = Validator::new(augmented.clone());
+        let result = validator.validate(policies, ValidationMode::Strict);
+        let place = |id: &str, d: &dyn miette::Diagnostic| -> Vec<Problem> {
+            match origins.get(id) {
+                Some(o) => diag::from_cedar(d, &o.file, &o.text, o.start, Some(id)),
+                None => vec![Problem::in_file(POLICIES_DIR, d.to_string()).for_rule(Some(id))],
+            }
+        };
+        for error in result.validation_errors() {
+            let id = error.policy_id().to_string();
+            self.problems.extend(place(&id, error));
+        }
+        for warning in result.validation_warnings() {
+            let id = warning.policy_id().to_string();
+            self.warnings.extend(place(&id, warning));
+        }
+    }
+
+    fn check_config_against_schema(&mut self, config: &Config, schema: &Schema) {
+        let types: HashSet<String> = schema.entity_types().map(ToString::to_string).collect();
+        let principal_types: HashSet<String> = schema
+            .actions()
+            .flat_map(|a| schema.principals_for_action(a).into_iter().flatten())
+            .map(ToString::to_string)
+            .collect();
+        let mut action_ids: HashSet<String> = schema
+            .actions()
+            .map(|a| a.id().unescaped().to_owned())
+            .collect();
+        action_ids.extend(
+            schema
+                .action_groups()
+                .map(|a| a.id().unescaped().to_owned()),
+        );
+        let text = fs::read_to_string(self.dir.join(CONFIG_FILE)).unwrap_or_default();
+        let mut bad = |span: std::ops::Range<usize>, message: String| {
+            self.problems
+                .push(Problem::in_file(CONFIG_FILE, message).at_offset(&text, span.start));
+        };
+        for ty in config.default_deny.principal_types.keys() {
+            if !principal_types.contains(ty.get_ref()) {
+                bad(
+                    ty.span(),
+                    format!(
+                        "[default_deny] principal_types: `{}` is not a principal type of any action in the schema",
+                        ty.get_ref()
+                    ),
+                );
+            }
+        }
+        for ty in &config.credentials.required_for {
+            if !types.contains(ty.get_ref()) {
+                bad(
+                    ty.span(),
+                    format!(
+                        "[credentials] required_for: unknown entity type `{}`",
+                        ty.get_ref()
+                    ),
+                );
+            }
+        }
+        for ty in &config.requests.entity_types {
+            if !types.contains(ty.get_ref()) {
+                bad(
+                    ty.span(),
+                    format!(
+                        "[requests] entity_types: unknown entity type `{}`",
+                        ty.get_ref()
+                    ),
+                );
+            }
+        }
+        for (name, intent) in &config.intents {
+            for action in &intent.actions {
+                if !action_ids.contains(action.get_ref()) {
+                    bad(
+                        action.span(),
+                        format!(
+                            "[intents.{name}] actions: `{}` is not an action or action group of the schema",
+                            action.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        for (name, chain) in &config.chains {
+            for step in &chain.steps {
+                if !action_ids.contains(step.get_ref()) {
+                    bad(
+                        step.span(),
+                        format!(
+                            "[chains.{name}] steps: `{}` is not an action or action group of the schema",
+                            step.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_config(&mut self, config: &Config) {
+        let text = fs::read_to_string(self.dir.join(CONFIG_FILE)).unwrap_or_default();
+        let mut bad = |span: std::ops::Range<usize>, message: String| {
+            self.problems
+                .push(Problem::in_file(CONFIG_FILE, message).at_offset(&text, span.start));
+        };
+        for token in &config.server.pep_tokens {
+            let ok = token
+                .get_ref()
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                bad(
+                    token.span(),
+                    "[server] pep_tokens: each entry is `sha256:` and 64 hex digits \
+                     (the hash of a token, never the token itself)"
+                        .to_owned(),
+                );
+            }
+        }
+        for path in &config.log.mask {
+            let p = path.get_ref();
+            let ok = p
+                .strip_prefix("context.")
+                .is_some_and(|rest| !rest.is_empty() && rest.split('.').all(|seg| !seg.is_empty()));
+            if !ok {
+                bad(
+                    path.span(),
+                    format!(
+                        "[log] mask: `{p}` is not a path into the context (e.g. `context.args.password`)"
+                    ),
+                );
+            }
+        }
+        for (name, intent) in &config.intents {
+            if intent.actions.is_empty() {
+                self.problems.push(Problem::in_file(
+                    CONFIG_FILE,
+                    format!("[intents.{name}] covers no actions"),
+                ));
+            }
+        }
+        for (name, chain) in &config.chains {
+            if chain.steps.len() < 2 {
+                self.problems.push(Problem::in_file(
+                    CONFIG_FILE,
+                    format!("[chains.{name}] needs at least two steps"),
+                ));
+            }
+        }
+    }
+
+    fn request_entity_types(&mut self, config: &Config) -> HashSet<EntityTypeName> {
+        let mut out = HashSet::new();
+        for ty in &config.requests.entity_types {
+            match ty.get_ref().parse::<EntityTypeName>() {
+                Ok(t) if t.basename() == "Action" => self.problems.push(Problem::in_file(
+                    CONFIG_FILE,
+                    "[requests] entity_types: requests may never describe actions",
+                )),
+                Ok(t) => {
+                    out.insert(t);
+                }
+                Err(e) => self.problems.push(Problem::in_file(
+                    CONFIG_FILE,
+                    format!("[requests] entity_types: `{}`: {e}", ty.get_ref()),
+                )),
+            }
+        }
+        out
+    }
+}
+
+/// For every action the pack knows: the bare ids of the action and its groups.
+fn action_groups(schema: Option<&Schema>, entities: &Entities) -> HashMap<EntityUid, Vec<String>> {
+    let mut actions: HashSet<EntityUid> = HashSet::new();
+    if let Some(schema) = schema {
+        actions.extend(schema.actions().cloned());
+    }
+    let mut out = HashMap::new();
+    for action in actions {
+        let mut ids = vec![action.id().unescaped().to_owned()];
+        if let Some(ancestors) = entities.ancestors(&action) {
+            let mut groups: Vec<String> =
+                ancestors.map(|g| g.id().unescaped().to_owned()).collect();
+            groups.sort();
+            ids.extend(groups);
+        }
+        ids.dedup();
+        out.insert(action, ids);
+    }
+    out
+}

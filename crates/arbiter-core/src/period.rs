@@ -1,0 +1,149 @@
+//! Durations as policy authors write them (`30s`, `1m`, `7d`) and throttle limits
+//! (`@limit("30/1m")`).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A positive duration written as a count and a unit: `s`, `m`, `h` or `d` (`1m`, `10s`,
+/// `7d`). A bare unit (`m`) means one of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Period(Duration);
+
+impl Period {
+    /// Parses `[count]unit`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let unit_at = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{text}` has no unit (expected s, m, h or d)"))?;
+        let (count, unit) = text.split_at(unit_at);
+        let count: u64 = if count.is_empty() {
+            1
+        } else {
+            count
+                .parse()
+                .map_err(|_| format!("`{text}`: count is not a whole number"))?
+        };
+        let seconds_per = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            _ => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{unit}` (expected s, m, h or d)"
+                ));
+            }
+        };
+        if count == 0 {
+            return Err(format!("`{text}`: a period must be longer than zero"));
+        }
+        let seconds = count
+            .checked_mul(seconds_per)
+            .filter(|s| *s <= 100 * 365 * 86_400)
+            .ok_or_else(|| format!("`{text}` is longer than a hundred years"))?;
+        Ok(Self(Duration::from_secs(seconds)))
+    }
+
+    /// A period of whole days.
+    pub const fn days(days: u64) -> Self {
+        Self(Duration::from_secs(days * 86_400))
+    }
+
+    /// The length of the period.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+
+    /// The period in whole seconds.
+    pub fn seconds(self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            _ if s.is_multiple_of(86_400) => write!(f, "{}d", s / 86_400),
+            _ if s.is_multiple_of(3_600) => write!(f, "{}h", s / 3_600),
+            _ if s.is_multiple_of(60) => write!(f, "{}m", s / 60),
+            _ => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Period::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `@limit("N/period")`: N requests per period, per (rule, principal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limit {
+    /// Requests let through per period.
+    pub count: u32,
+    /// The refill period.
+    pub per: Period,
+}
+
+impl Limit {
+    /// Parses `N/period`, e.g. `30/1m`, `5/s`, `1000/1h`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (count, per) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not `N/period` (e.g. `30/1m`)"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: `{count}` is not a whole number of requests"))?;
+        if count == 0 {
+            return Err(format!("`{text}`: the count must be at least 1"));
+        }
+        let per = Period::parse(per)?;
+        Ok(Self { count, per })
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, self.per)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_with_and_without_counts() {
+        assert_eq!(Period::parse("1m").map(Period::seconds), Ok(60));
+        assert_eq!(Period::parse("m").map(Period::seconds), Ok(60));
+        assert_eq!(Period::parse("10s").map(Period::seconds), Ok(10));
+        assert_eq!(Period::parse("7d").map(Period::seconds), Ok(604_800));
+        assert_eq!(Period::parse("2h").map(Period::seconds), Ok(7_200));
+    }
+
+    #[test]
+    fn bad_periods_say_why() {
+        assert!(Period::parse("0s").is_err_and(|e| e.contains("longer than zero")));
+        assert!(Period::parse("5").is_err_and(|e| e.contains("no unit")));
+        assert!(Period::parse("5w").is_err_and(|e| e.contains("unknown unit `w`")));
+        assert!(Period::parse("99999999999999d").is_err());
+    }
+
+    #[test]
+    fn limits_parse() {
+        let l = Limit::parse("30/1m").expect("valid");
+        assert_eq!((l.count, l.per.seconds()), (30, 60));
+        assert_eq!(l.to_string(), "30/1m");
+        assert!(Limit::parse("0/1m").is_err());
+        assert!(Limit::parse("30").is_err());
+        assert!(Limit::parse("x/1m").is_err());
+        assert!(Limit::parse("3/1y").is_err());
+    }
+}

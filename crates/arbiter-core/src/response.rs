@@ -1,0 +1,70 @@
+//! The decision as PEPs receive it (DESIGN §3, "Response"): the same object over HTTP and
+//! from `arbiter check --json`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rule::{Effect, OnError};
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The action may go ahead.
+    Allow,
+    /// The action must not go ahead.
+    Deny,
+}
+
+/// A fired `warn` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// The rule (or `default-deny:<Type>`).
+    pub rule: String,
+    /// What the caller can show: the rule's `@reason`.
+    pub message: String,
+}
+
+/// A fired `audit` rule: what it would have done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The rule (or `default-deny:<Type>`).
+    pub rule: String,
+    /// What enforcing it would have done.
+    pub would: Effect,
+}
+
+/// A policy whose evaluation errored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvalError {
+    /// The rule.
+    pub rule: String,
+    /// Cedar's message.
+    pub message: String,
+    /// How the error counted: `deny` (the forbid counted as satisfied) or `skip`.
+    pub handled_as: OnError,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Allow or deny.
+    pub decision: Outcome,
+    /// The strongest effect of the enforced rules that fired; `null` on allow.
+    pub effect: Option<Effect>,
+    /// Seconds until a throttled caller may retry.
+    pub retry_after_s: Option<u64>,
+    /// Enforced rules (or the default-deny scope) that decided a deny.
+    pub enforced: Vec<String>,
+    /// Fired `warn` rules.
+    pub warnings: Vec<Warning>,
+    /// Fired `audit` rules, with what they would have done.
+    pub audit: Vec<AuditEntry>,
+    /// Policies whose evaluation errored.
+    pub errors: Vec<EvalError>,
+    /// Why a deny: `credential:<why>`, `session:terminated`, or the deciding rule's reason.
+    pub reason: Option<String>,
+    /// A sortable id for this decision (ULID).
+    pub decision_id: String,
+    /// The pack version the decision was made under.
+    pub policy_version: String,
+}
