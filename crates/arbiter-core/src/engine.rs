@@ -1,7 +1,6 @@
 //! The decision (DESIGN §3), top to bottom in [`Engine::decide`], each step a call named
 //! after it. The CLI, the server and replay all decide through this one function.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -23,6 +22,23 @@ use crate::state::{
     MemorySessions, MemoryThrottles, SessionKey, SessionStore, SessionView, ThrottleKey,
     ThrottleStore,
 };
+
+/// Cedar's answer on the slice for one request; see [`Engine::explain`].
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// Whether Cedar allowed the request on the slice.
+    pub allowed: bool,
+    /// The policies that determined Cedar's decision.
+    pub reasons: std::collections::BTreeSet<String>,
+    /// The policies whose evaluation errored.
+    pub errors: std::collections::BTreeSet<String>,
+    /// How many policies the slice held.
+    pub sliced: usize,
+    /// The Cedar request, reserved context included.
+    pub request: Request,
+    /// The entities the request was evaluated with.
+    pub entities: Entities,
+}
 
 /// Where `time` in a request is honoured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +187,35 @@ impl Engine {
         );
         decision.decision_id = decision_id(valid.now);
         Ok(decision)
+    }
+
+    /// What Cedar answers on the slice arbiter evaluates for this request, with the exact
+    /// Cedar request (reserved context included, as for a request outside any session).
+    /// Changes no state. For explanations, and for checking the slicing against the
+    /// whole policy set.
+    pub fn explain(&self, request: &DecisionRequest) -> Result<Explanation, RequestError> {
+        let valid = self.validate(request)?;
+        let cedar_request = self.with_reserved_context(&valid, None, None)?;
+        let entities = valid.entities.clone().unwrap_or_else(|| self.pack.entities().clone());
+        let slice = self.pack.index().slice(
+            &valid.action,
+            valid.principal.type_name(),
+            valid.resource.type_name(),
+            self.pack.entities(),
+        );
+        let response = self.authorizer.is_authorized(&cedar_request, &slice.all, &entities);
+        Ok(Explanation {
+            allowed: response.decision() == CedarDecision::Allow,
+            reasons: response.diagnostics().reason().map(ToString::to_string).collect(),
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| e.policy_id().to_string())
+                .collect(),
+            sliced: slice.all.policies().count(),
+            request: cedar_request,
+            entities,
+        })
     }
 
     /// Step 1: parse and validate the request against the pack's schema.
@@ -672,9 +717,4 @@ fn cedar_message(e: &dyn miette::Diagnostic) -> String {
         message.push_str(&format!(" (help: {help})"));
     }
     message
-}
-
-/// Rule ids as a set, for comparisons in tests and tools.
-pub fn rule_set<'a>(ids: impl IntoIterator<Item = &'a String>) -> HashSet<&'a str> {
-    ids.into_iter().map(String::as_str).collect()
 }

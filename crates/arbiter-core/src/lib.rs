@@ -32,7 +32,7 @@ pub mod rule;
 pub mod state;
 pub mod testing;
 
-pub use engine::{Engine, TimeSource};
+pub use engine::{Engine, Explanation, TimeSource};
 pub use pack::Pack;
 pub use request::{DecisionRequest, RequestError};
 pub use response::Decision;
