@@ -1,1 +1,210 @@
-fn main() {}
+//! arbiter's whole decision against raw Cedar on the same requests, side by side in one
+//! run, for packs of 10, 100 and 1,000 rules (DESIGN §7):
+//!
+//! - `raw_cedar`: what a bare Cedar PDP does per request: build the context and request
+//!   from the same JSON against the schema, then `is_authorized` over the whole set;
+//! - `arbiter`: `Engine::decide`, the full decision (validation, reserved context,
+//!   session, throttles, the sliced evaluation, the response);
+//! - `raw_cedar_on_slice`: raw Cedar on exactly the slice arbiter evaluates, so
+//!   `arbiter − raw_cedar_on_slice` is everything arbiter adds around Cedar.
+//!
+//! `cargo bench -p arbiter-core --bench decide`
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a benchmark"
+)]
+
+use std::fmt::Write as _;
+use std::fs;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arbiter_core::request::{DecisionRequest, EntityRef};
+use arbiter_core::{Engine, Pack};
+use cedar_policy::{Authorizer, Context, EntityUid, PolicySet, Request};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+const ACTIONS: usize = 50;
+const GROUPS: usize = 5;
+
+/// A platform-like pack: 50 tool actions in 5 capability groups, agents and services, and
+/// `rules` policies spread over them (one in five on a whole group, a few on any action).
+fn write_pack(dir: &std::path::Path, rules: usize) {
+    let mut schema = String::from(
+        "entity Team;\nentity Agent in [Team] { tier: Long };\nentity Service in [Team] { tier: Long };\n\
+         entity Tool { risk: Long };\n",
+    );
+    let groups: Vec<String> = (0..GROUPS).map(|g| format!("cap{g}")).collect();
+    writeln!(schema, "action {};", groups.join(", ")).unwrap();
+    for a in 0..ACTIONS {
+        writeln!(
+            schema,
+            "action tool{a} in [cap{}] appliesTo {{ principal: [Agent, Service], resource: [Tool], \
+             context: {{ n: Long, target: String }} }};",
+            a % GROUPS
+        )
+        .unwrap();
+    }
+    let mut policies = String::new();
+    for i in 0..rules {
+        let action = match i % 25 {
+            0 => "action".to_owned(),
+            5 | 10 | 15 | 20 => format!("action in [Action::\"cap{}\"]", i % GROUPS),
+            _ => format!("action == Action::\"tool{}\"", i % ACTIONS),
+        };
+        let principal = if i % 2 == 0 {
+            "principal is Agent"
+        } else {
+            "principal is Service"
+        };
+        if i % 3 == 0 {
+            let mode = ["audit", "warn", "enforce"][(i / 3) % 3];
+            writeln!(
+                policies,
+                "@id(\"forbid-{i}\")\n@mode(\"{mode}\")\nforbid({principal}, {action}, resource is Tool)\n  \
+                 when {{ context.n > {} && resource.risk > 2 && context.target like \"*.internal\" }};\n",
+                50 + i % 50
+            )
+            .unwrap();
+        } else {
+            writeln!(
+                policies,
+                "@id(\"permit-{i}\")\npermit({principal}, {action}, resource is Tool)\n  \
+                 when {{ principal.tier >= {} && context.n < 1000 }};\n",
+                i % 4
+            )
+            .unwrap();
+        }
+    }
+    let mut entities = String::from("[");
+    entities.push_str(r#"{"uid":{"type":"Team","id":"platform"},"attrs":{},"parents":[]}"#);
+    for k in 0..10 {
+        write!(
+            entities,
+            r#",{{"uid":{{"type":"Agent","id":"agent{k}"}},"attrs":{{"tier":{}}},"parents":[{{"type":"Team","id":"platform"}}]}}"#,
+            k % 4
+        )
+        .unwrap();
+        write!(
+            entities,
+            r#",{{"uid":{{"type":"Service","id":"svc{k}"}},"attrs":{{"tier":{}}},"parents":[]}}"#,
+            k % 4
+        )
+        .unwrap();
+        write!(
+            entities,
+            r#",{{"uid":{{"type":"Tool","id":"t{k}"}},"attrs":{{"risk":{}}},"parents":[]}}"#,
+            k % 5
+        )
+        .unwrap();
+    }
+    entities.push(']');
+    fs::create_dir_all(dir.join("policies")).unwrap();
+    fs::write(dir.join("schema.cedarschema"), schema).unwrap();
+    fs::write(dir.join("policies/rules.cedar"), policies).unwrap();
+    fs::write(dir.join("entities.json"), entities).unwrap();
+    fs::write(
+        dir.join("arbiter.toml"),
+        "[default_deny]\nmode = \"audit\"\n",
+    )
+    .unwrap();
+}
+
+fn requests() -> Vec<DecisionRequest> {
+    (0..64)
+        .map(|i| DecisionRequest {
+            principal: EntityRef::Text(if i % 2 == 0 {
+                format!("Agent::\"agent{}\"", i % 10)
+            } else {
+                format!("Service::\"svc{}\"", i % 10)
+            }),
+            action: EntityRef::Text(format!("Action::\"tool{}\"", (i * 7) % ACTIONS)),
+            resource: EntityRef::Text(format!("Tool::\"t{}\"", i % 10)),
+            context: Some(serde_json::json!({"n": (i * 13) % 120, "target": "db.internal"})),
+            session: Some(format!("s{}", i % 8)),
+            credential: None,
+            entities: None,
+            time: None,
+        })
+        .collect()
+}
+
+/// A bare Cedar PDP's work for one request.
+fn raw_cedar(
+    pack: &Pack,
+    policies: &PolicySet,
+    req: &DecisionRequest,
+    authorizer: &Authorizer,
+) -> bool {
+    let uid = |e: &EntityRef| match e {
+        EntityRef::Text(t) => t.parse::<EntityUid>().unwrap(),
+        EntityRef::Typed(_) => unreachable!("the benchmark writes text references"),
+    };
+    let action = uid(&req.action);
+    let schema = pack.schema();
+    let context =
+        Context::from_json_value(req.context.clone().unwrap(), schema.map(|s| (s, &action)))
+            .unwrap();
+    let request = Request::new(
+        uid(&req.principal),
+        action,
+        uid(&req.resource),
+        context,
+        schema,
+    )
+    .unwrap();
+    authorizer
+        .is_authorized(&request, policies, pack.entities())
+        .decision()
+        == cedar_policy::Decision::Allow
+}
+
+fn bench(c: &mut Criterion) {
+    let requests = requests();
+    let authorizer = Authorizer::new();
+    let mut group = c.benchmark_group("decide");
+    for rules in [10, 100, 1_000] {
+        let dir = tempfile::tempdir().unwrap();
+        write_pack(dir.path(), rules);
+        let pack = Arc::new(Pack::load(dir.path()).unwrap_or_else(|p| panic!("{p}")));
+        let engine = Engine::new(Arc::clone(&pack));
+        let slices: Vec<PolicySet> = requests
+            .iter()
+            .map(|r| engine.explain(r).unwrap().slice)
+            .collect();
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("raw_cedar", rules), |b| {
+            b.iter(|| {
+                i = (i + 1) % requests.len();
+                black_box(raw_cedar(&pack, pack.policies(), &requests[i], &authorizer))
+            });
+        });
+        group.bench_function(BenchmarkId::new("arbiter", rules), |b| {
+            b.iter(|| {
+                i = (i + 1) % requests.len();
+                black_box(engine.decide(&requests[i]).unwrap())
+            });
+        });
+        group.bench_function(BenchmarkId::new("raw_cedar_on_slice", rules), |b| {
+            b.iter(|| {
+                i = (i + 1) % requests.len();
+                black_box(raw_cedar(&pack, &slices[i], &requests[i], &authorizer))
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+        .sample_size(40);
+    targets = bench
+}
+criterion_main!(benches);

@@ -32,8 +32,8 @@ pub struct Explanation {
     pub reasons: std::collections::BTreeSet<String>,
     /// The policies whose evaluation errored.
     pub errors: std::collections::BTreeSet<String>,
-    /// How many policies the slice held.
-    pub sliced: usize,
+    /// The slice: the policies that can apply to this request.
+    pub slice: cedar_policy::PolicySet,
     /// The Cedar request, reserved context included.
     pub request: Request,
     /// The entities the request was evaluated with.
@@ -196,23 +196,36 @@ impl Engine {
     pub fn explain(&self, request: &DecisionRequest) -> Result<Explanation, RequestError> {
         let valid = self.validate(request)?;
         let cedar_request = self.with_reserved_context(&valid, None, None)?;
-        let entities = valid.entities.clone().unwrap_or_else(|| self.pack.entities().clone());
+        let entities = valid
+            .entities
+            .clone()
+            .unwrap_or_else(|| self.pack.entities().clone());
         let slice = self.pack.index().slice(
             &valid.action,
             valid.principal.type_name(),
             valid.resource.type_name(),
             self.pack.entities(),
         );
-        let response = self.authorizer.is_authorized(&cedar_request, &slice.all, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, &slice.all, &entities);
         Ok(Explanation {
             allowed: response.decision() == CedarDecision::Allow,
-            reasons: response.diagnostics().reason().map(ToString::to_string).collect(),
+            reasons: response
+                .diagnostics()
+                .reason()
+                .map(ToString::to_string)
+                .collect(),
             errors: response
                 .diagnostics()
                 .errors()
-                .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| e.policy_id().to_string())
+                .map(
+                    |cedar_policy::AuthorizationError::PolicyEvaluationError(e)| {
+                        e.policy_id().to_string()
+                    },
+                )
                 .collect(),
-            sliced: slice.all.policies().count(),
+            slice: slice.all.clone(),
             request: cedar_request,
             entities,
         })
@@ -292,8 +305,15 @@ impl Engine {
             .map_err(|e| bad(format!("`entities`: {}", cedar_message(&e))))?;
         let store = self.pack.entities();
         let allowed = self.pack.request_entity_types();
+        // With a schema, Cedar adds the schema's action entities to what it parsed; those
+        // are the store's own and are left out.
+        let is_schema_action =
+            |uid: &EntityUid| uid.type_name().basename() == "Action" && store.get(uid).is_some();
         for entity in described.iter() {
             let uid = entity.uid();
+            if self.pack.schema().is_some() && is_schema_action(&uid) {
+                continue;
+            }
             if !allowed.contains(uid.type_name()) {
                 return Err(bad(format!(
                     "`entities`: {uid} is of type `{}`, which requests may not describe (see [requests] entity_types)",
@@ -322,7 +342,13 @@ impl Engine {
         }
         store
             .clone()
-            .add_entities(described.iter().cloned(), self.pack.schema())
+            .add_entities(
+                described
+                    .iter()
+                    .filter(|e| !is_schema_action(&e.uid()))
+                    .cloned(),
+                self.pack.schema(),
+            )
             .map_err(|e| bad(format!("`entities`: {}", cedar_message(&e))))
     }
 

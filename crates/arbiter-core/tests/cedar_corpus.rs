@@ -6,7 +6,13 @@
 //! CI runs a fixed sample; `ARBITER_CORPUS=all cargo test --release --test cedar_corpus`
 //! runs every test. Without the corpus the test fails and says where it looked.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "a test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -43,7 +49,12 @@ fn read_corpus() -> BTreeMap<String, Vec<u8>> {
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let name = entry.path().expect("a path").to_string_lossy().trim_start_matches("./").to_owned();
+            let name = entry
+                .path()
+                .expect("a path")
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes).expect("readable");
             files.insert(name, bytes);
@@ -53,8 +64,13 @@ fn read_corpus() -> BTreeMap<String, Vec<u8>> {
 }
 
 fn text(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
-    String::from_utf8(files.get(name).unwrap_or_else(|| panic!("{name} is in the corpus")).clone())
-        .expect("utf-8")
+    String::from_utf8(
+        files
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is in the corpus"))
+            .clone(),
+    )
+    .expect("utf-8")
 }
 
 fn entity(v: &Value) -> EntityRef {
@@ -73,9 +89,15 @@ fn write_pack(dir: &Path, policies: &str, schema: Option<&str>, entities: &str) 
     fs::create_dir_all(dir.join("policies")).unwrap();
     let mut out = String::new();
     let mut ids: Vec<_> = set.policies().map(|p| p.id().to_string()).collect();
-    ids.sort_by_key(|id| id.trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX));
+    ids.sort_by_key(|id| {
+        id.trim_start_matches("policy")
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
     for id in ids {
-        let policy = set.policy(&cedar_policy::PolicyId::new(&id)).expect("listed");
+        let policy = set
+            .policy(&cedar_policy::PolicyId::new(&id))
+            .expect("listed");
         out.push_str(&format!("@id(\"{id}\")\n{policy}\n"));
     }
     fs::write(dir.join("policies/all.cedar"), out).unwrap();
@@ -140,7 +162,11 @@ fn run_one(files: &BTreeMap<String, Vec<u8>>, name: &str, tally: &mut Tally) {
         tally.validation_disagreements.push(format!(
             "{name}: Cedar validates={cedar_validates}, arbiter loaded={}{}",
             loaded.is_ok(),
-            loaded.as_ref().err().map(|p| format!(": {p}")).unwrap_or_default()
+            loaded
+                .as_ref()
+                .err()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
         ));
     }
     // Decisions: with the schema when the policies validate, else without it (Cedar's
@@ -153,7 +179,9 @@ fn run_one(files: &BTreeMap<String, Vec<u8>>, name: &str, tally: &mut Tally) {
             match Pack::load(bare.path()) {
                 Ok(pack) => pack,
                 Err(problems) => {
-                    tally.mismatches.push(format!("{name}: the pack did not load without a schema: {problems}"));
+                    tally.mismatches.push(format!(
+                        "{name}: the pack did not load without a schema: {problems}"
+                    ));
                     return;
                 }
             }
@@ -174,7 +202,10 @@ fn run_one(files: &BTreeMap<String, Vec<u8>>, name: &str, tally: &mut Tally) {
             entities: None,
             time: None,
         };
-        let where_ = format!("{name} request {n} ({})", r["description"].as_str().unwrap_or(""));
+        let where_ = format!(
+            "{name} request {n} ({})",
+            r["description"].as_str().unwrap_or("")
+        );
         let decision = match engine.decide(&request) {
             Ok(d) => d,
             Err(e) => {
@@ -183,16 +214,28 @@ fn run_one(files: &BTreeMap<String, Vec<u8>>, name: &str, tally: &mut Tally) {
             }
         };
         let expected_allow = r["decision"].as_str() == Some("allow");
-        let reasons: BTreeSet<String> =
-            r["reason"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        let errors: BTreeSet<String> =
-            r["errors"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        let reasons: BTreeSet<String> = r["reason"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let errors: BTreeSet<String> = r["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
         let got_errors: BTreeSet<String> = decision.errors.iter().map(|e| e.rule.clone()).collect();
         let got_enforced: BTreeSet<String> = decision.enforced.iter().cloned().collect();
         let want_enforced: BTreeSet<String> = if expected_allow {
             BTreeSet::new()
         } else if reasons.is_empty() {
-            [format!("default-deny:{}", r["principal"]["type"].as_str().unwrap())].into()
+            [format!(
+                "default-deny:{}",
+                r["principal"]["type"].as_str().unwrap()
+            )]
+            .into()
         } else {
             reasons
         };
@@ -212,13 +255,19 @@ fn arbiter_decides_as_cedar_on_its_integration_corpus() {
     let all = std::env::var("ARBITER_CORPUS").is_ok_and(|v| v == "all");
     let tests: Vec<&String> = files
         .keys()
-        .filter(|k| k.ends_with(".json") && !k.ends_with(".entities.json") && !k.contains("sample-data"))
+        .filter(|k| {
+            k.ends_with(".json") && !k.ends_with(".entities.json") && !k.contains("sample-data")
+        })
         .filter(|k| {
             let spec: Value = serde_json::from_slice(&files[*k]).unwrap_or(Value::Null);
             spec.get("requests").is_some()
         })
         .collect();
-    assert!(tests.len() > 7_000, "the corpus has its ~7,800 tests (found {})", tests.len());
+    assert!(
+        tests.len() > 7_000,
+        "the corpus has its ~7,800 tests (found {})",
+        tests.len()
+    );
     // A fixed sample for CI: every handwritten test and every 25th generated one.
     let chosen: Vec<&String> = tests
         .iter()
@@ -240,11 +289,20 @@ fn arbiter_decides_as_cedar_on_its_integration_corpus() {
         tally.skipped,
         tally.corpus_flag_differs
     );
-    for m in tally.mismatches.iter().chain(&tally.validation_disagreements).take(40) {
+    for m in tally
+        .mismatches
+        .iter()
+        .chain(&tally.validation_disagreements)
+        .take(40)
+    {
         eprintln!("  {m}");
     }
     assert!(tally.requests > 500, "the sample decided enough requests");
-    assert!(tally.mismatches.is_empty(), "{} decisions differ from Cedar's", tally.mismatches.len());
+    assert!(
+        tally.mismatches.is_empty(),
+        "{} decisions differ from Cedar's",
+        tally.mismatches.len()
+    );
     assert!(
         tally.validation_disagreements.is_empty(),
         "{} validation outcomes differ from Cedar's",

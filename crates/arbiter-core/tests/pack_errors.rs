@@ -1,7 +1,13 @@
 //! Every pack problem is reported with its file, its line and the rule's id, all of them at
 //! once, and the pack does not load.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "a test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test"
+)]
 
 use std::fs;
 use std::path::Path;
@@ -16,7 +22,11 @@ action call appliesTo { principal: [Agent], resource: [Tool], context: { target:
 "#;
 
 /// Writes a pack with these policy files (name → text) and optional arbiter.toml.
-fn pack(policies: &[(&str, &str)], config: Option<&str>, schema: Option<&str>) -> tempfile::TempDir {
+fn pack(
+    policies: &[(&str, &str)],
+    config: Option<&str>,
+    schema: Option<&str>,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("policies")).unwrap();
     for (name, text) in policies {
@@ -46,9 +56,15 @@ fn only_problem(policy: &str) -> String {
 
 fn assert_located(rendered: &str, line: usize, rule: Option<&str>, says: &str) {
     let place = format!("policies/rules.cedar:{line}");
-    assert!(rendered.starts_with(&place), "`{rendered}` starts with `{place}`");
+    assert!(
+        rendered.starts_with(&place),
+        "`{rendered}` starts with `{place}`"
+    );
     if let Some(rule) = rule {
-        assert!(rendered.contains(&format!("rule `{rule}`")), "`{rendered}` names rule {rule}");
+        assert!(
+            rendered.contains(&format!("rule `{rule}`")),
+            "`{rendered}` names rule {rule}"
+        );
     }
     assert!(rendered.contains(says), "`{rendered}` says `{says}`");
 }
@@ -63,9 +79,14 @@ fn missing_id() {
 
 #[test]
 fn duplicate_id_names_both_places() {
-    let p = only_problem(&format!("{OK}@id(\"ok\")\nforbid(principal, action, resource);\n"));
+    let p = only_problem(&format!(
+        "{OK}@id(\"ok\")\nforbid(principal, action, resource);\n"
+    ));
     assert_located(&p, 3, Some("ok"), "duplicate @id");
-    assert!(p.contains("policies/rules.cedar:1"), "{p} names the first use");
+    assert!(
+        p.contains("policies/rules.cedar:1"),
+        "{p} names the first use"
+    );
 }
 
 #[test]
@@ -83,7 +104,12 @@ fn effect_on_a_permit() {
 #[test]
 fn unknown_mode() {
     let p = only_problem("@id(\"f\")\n@mode(\"enforced\")\nforbid(principal, action, resource);");
-    assert_located(&p, 2, Some("f"), "@mode(\"enforced\") is not one of: audit, warn, enforce");
+    assert_located(
+        &p,
+        2,
+        Some("f"),
+        "@mode(\"enforced\") is not one of: audit, warn, enforce",
+    );
 }
 
 #[test]
@@ -95,7 +121,12 @@ fn unknown_effect() {
 #[test]
 fn unknown_on_error() {
     let p = only_problem("@id(\"f\")\n@on_error(\"allow\")\nforbid(principal, action, resource);");
-    assert_located(&p, 2, Some("f"), "@on_error(\"allow\") is not one of: deny, skip");
+    assert_located(
+        &p,
+        2,
+        Some("f"),
+        "@on_error(\"allow\") is not one of: deny, skip",
+    );
 }
 
 #[test]
@@ -133,13 +164,17 @@ fn limit_without_throttle() {
 
 #[test]
 fn malformed_maps() {
-    let p = only_problem("@id(\"f\")\n@maps(\"OWASP-NHI:NHI5,,\")\nforbid(principal, action, resource);");
+    let p = only_problem(
+        "@id(\"f\")\n@maps(\"OWASP-NHI:NHI5,,\")\nforbid(principal, action, resource);",
+    );
     assert_located(&p, 2, Some("f"), "comma-separated ids");
 }
 
 #[test]
 fn maps_ids_missing_from_the_catalog() {
-    let p = only_problem("@id(\"f\")\n@maps(\"OWASP-NHI:NHI42\")\nforbid(principal, action, resource);");
+    let p = only_problem(
+        "@id(\"f\")\n@maps(\"OWASP-NHI:NHI42\")\nforbid(principal, action, resource);",
+    );
     assert_located(&p, 2, Some("f"), "`NHI42` is not a control of OWASP-NHI");
     let p = only_problem("@id(\"f\")\n@maps(\"ACME:1\")\nforbid(principal, action, resource);");
     assert_located(&p, 2, Some("f"), "unknown framework `ACME`");
@@ -147,7 +182,10 @@ fn maps_ids_missing_from_the_catalog() {
 
 #[test]
 fn malformed_audit_until() {
-    for (date, says) in [("next week", "not a date `YYYY-MM-DD`"), ("2026-13-01", "not a valid date")] {
+    for (date, says) in [
+        ("next week", "not a date `YYYY-MM-DD`"),
+        ("2026-13-01", "not a valid date"),
+    ] {
         let p = only_problem(&format!(
             "@id(\"f\")\n@audit_until(\"{date}\")\nforbid(principal, action, resource);"
         ));
@@ -157,7 +195,9 @@ fn malformed_audit_until() {
 
 #[test]
 fn cedar_syntax_errors_are_placed_in_the_file() {
-    let p = only_problem(&format!("{OK}\n@id(\"bad\")\nforbid(principal, action, resource) when {{ principal.level > }};"));
+    let p = only_problem(&format!(
+        "{OK}\n@id(\"bad\")\nforbid(principal, action, resource) when {{ principal.level > }};"
+    ));
     assert_located(&p, 5, None, "unexpected token");
 }
 
@@ -183,7 +223,9 @@ fn reserved_context_keys_are_typed_for_policies() {
     );
     assert!(Pack::load(dir.path()).is_ok());
     // ... and get them typed: a session is not a string.
-    let p = only_problem("@id(\"t\")\nforbid(principal, action, resource) when { context.session == \"x\" };");
+    let p = only_problem(
+        "@id(\"t\")\nforbid(principal, action, resource) when { context.session == \"x\" };",
+    );
     assert_located(&p, 2, Some("t"), "");
     // An optional key must be tested with `has` first.
     let p = only_problem("@id(\"o\")\nforbid(principal, action, resource) when { context.novel };");
@@ -196,14 +238,20 @@ fn a_schema_may_not_declare_reserved_keys() {
     let dir = pack(&[("rules.cedar", OK)], None, Some(&schema));
     let found = problems(dir.path());
     assert!(
-        found.iter().any(|p| p.file.ends_with("schema.cedarschema") && p.message.contains("`session`")),
+        found
+            .iter()
+            .any(|p| p.file.ends_with("schema.cedarschema") && p.message.contains("`session`")),
         "{found:#?}"
     );
 }
 
 #[test]
 fn unknown_keys_in_arbiter_toml() {
-    let dir = pack(&[("rules.cedar", OK)], Some("[defaults]\nmode = \"audit\"\nmood = \"calm\"\n"), Some(SCHEMA));
+    let dir = pack(
+        &[("rules.cedar", OK)],
+        Some("[defaults]\nmode = \"audit\"\nmood = \"calm\"\n"),
+        Some(SCHEMA),
+    );
     let found = problems(dir.path());
     let p = found[0].to_string();
     assert!(p.starts_with("arbiter.toml:3"), "{p}");
@@ -215,49 +263,95 @@ fn bad_values_in_arbiter_toml() {
     let config = "[default_deny]\nprincipal_types = { Robot = \"enforce\" }\n\n\
                   [chains.c]\nsteps = [\"call\", \"teleport\"]\n\n[server]\npep_tokens = [\"hunter2\"]\n";
     let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
-    let rendered: Vec<String> = problems(dir.path()).iter().map(ToString::to_string).collect();
+    let rendered: Vec<String> = problems(dir.path())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(rendered.len(), 3, "{rendered:#?}");
-    assert!(rendered.iter().any(|p| p.starts_with("arbiter.toml:2") && p.contains("`Robot`")));
-    assert!(rendered.iter().any(|p| p.starts_with("arbiter.toml:5") && p.contains("`teleport`")));
-    assert!(rendered.iter().any(|p| p.starts_with("arbiter.toml:8") && p.contains("never the token itself")));
+    assert!(
+        rendered
+            .iter()
+            .any(|p| p.starts_with("arbiter.toml:2") && p.contains("`Robot`"))
+    );
+    assert!(
+        rendered
+            .iter()
+            .any(|p| p.starts_with("arbiter.toml:5") && p.contains("`teleport`"))
+    );
+    assert!(
+        rendered
+            .iter()
+            .any(|p| p.starts_with("arbiter.toml:8") && p.contains("never the token itself"))
+    );
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
     let dir = pack(
         &[
-            ("a.cedar", "@id(\"a\")\n@mode(\"loud\")\nforbid(principal, action, resource);"),
-            ("b.cedar", "permit(principal, action, resource);\n@id(\"b\")\n@effect(\"throttle\")\nforbid(principal, action, resource);"),
+            (
+                "a.cedar",
+                "@id(\"a\")\n@mode(\"loud\")\nforbid(principal, action, resource);",
+            ),
+            (
+                "b.cedar",
+                "permit(principal, action, resource);\n@id(\"b\")\n@effect(\"throttle\")\nforbid(principal, action, resource);",
+            ),
         ],
         Some("[defaults]\nmode = \"strict\"\n"),
         Some(SCHEMA),
     );
-    let rendered: Vec<String> = problems(dir.path()).iter().map(ToString::to_string).collect();
+    let rendered: Vec<String> = problems(dir.path())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(rendered.len(), 4, "{rendered:#?}");
     assert!(rendered.iter().any(|p| p.starts_with("arbiter.toml:2")));
-    assert!(rendered.iter().any(|p| p.starts_with("policies/a.cedar:2:1: rule `a`")), "{rendered:#?}");
-    assert!(rendered.iter().any(|p| p.starts_with("policies/b.cedar:1") && p.contains("missing @id")));
-    assert!(rendered.iter().any(|p| p.starts_with("policies/b.cedar:3:1: rule `b`")));
+    assert!(
+        rendered
+            .iter()
+            .any(|p| p.starts_with("policies/a.cedar:2:1: rule `a`")),
+        "{rendered:#?}"
+    );
+    assert!(
+        rendered
+            .iter()
+            .any(|p| p.starts_with("policies/b.cedar:1") && p.contains("missing @id"))
+    );
+    assert!(
+        rendered
+            .iter()
+            .any(|p| p.starts_with("policies/b.cedar:3:1: rule `b`"))
+    );
 }
 
 #[test]
 fn a_pack_without_a_schema_loads_with_a_warning() {
     let dir = pack(&[("rules.cedar", OK)], None, None);
     let pack = Pack::load(dir.path()).expect("loads");
-    assert!(pack.warnings().iter().any(|w| w.message.contains("no schema")));
+    assert!(
+        pack.warnings()
+            .iter()
+            .any(|w| w.message.contains("no schema"))
+    );
 }
 
 #[test]
 fn validator_warnings_do_not_fail_the_pack() {
     // An impossible policy is a Cedar validator warning, not an error.
     let dir = pack(
-        &[("rules.cedar", "@id(\"never\")\nforbid(principal, action, resource) when { false };")],
+        &[(
+            "rules.cedar",
+            "@id(\"never\")\nforbid(principal, action, resource) when { false };",
+        )],
         None,
         Some(SCHEMA),
     );
     let pack = Pack::load(dir.path()).expect("loads");
     assert!(
-        pack.warnings().iter().any(|w| w.rule.as_deref() == Some("never") && w.line == Some(1)),
+        pack.warnings()
+            .iter()
+            .any(|w| w.rule.as_deref() == Some("never") && w.line == Some(1)),
         "{:#?}",
         pack.warnings()
     );
@@ -265,9 +359,20 @@ fn validator_warnings_do_not_fail_the_pack() {
 
 #[test]
 fn unknown_annotations_are_warnings() {
-    let dir = pack(&[("rules.cedar", "@id(\"x\")\n@mdoe(\"enforce\")\nforbid(principal, action, resource);")], None, Some(SCHEMA));
+    let dir = pack(
+        &[(
+            "rules.cedar",
+            "@id(\"x\")\n@mdoe(\"enforce\")\nforbid(principal, action, resource);",
+        )],
+        None,
+        Some(SCHEMA),
+    );
     let pack = Pack::load(dir.path()).expect("loads");
-    assert!(pack.warnings().iter().any(|w| w.message.contains("unknown annotation @mdoe")));
+    assert!(
+        pack.warnings()
+            .iter()
+            .any(|w| w.message.contains("unknown annotation @mdoe"))
+    );
 }
 
 #[test]

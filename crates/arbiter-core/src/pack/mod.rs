@@ -139,10 +139,10 @@ impl Pack {
 
     /// Bare ids of the action and all its groups, transitively (`touched` in sessions).
     pub(crate) fn action_and_groups(&self, action: &EntityUid) -> Vec<String> {
-        self.action_groups
-            .get(action)
-            .cloned()
-            .unwrap_or_else(|| vec![action.id().unescaped().to_owned()])
+        match self.action_groups.get(action) {
+            Some(ids) => ids.clone(),
+            None => lineage_ids(action, &self.entities),
+        }
     }
 
     pub(crate) fn request_entity_types(&self) -> &HashSet<EntityTypeName> {
@@ -684,17 +684,23 @@ fn action_groups(schema: Option<&Schema>, entities: &Entities) -> HashMap<Entity
     if let Some(schema) = schema {
         actions.extend(schema.actions().cloned());
     }
-    let mut out = HashMap::new();
-    for action in actions {
-        let mut ids = vec![action.id().unescaped().to_owned()];
-        if let Some(ancestors) = entities.ancestors(&action) {
-            let mut groups: Vec<String> =
-                ancestors.map(|g| g.id().unescaped().to_owned()).collect();
-            groups.sort();
-            ids.extend(groups);
-        }
-        ids.dedup();
-        out.insert(action, ids);
+    actions
+        .into_iter()
+        .map(|action| {
+            let ids = lineage_ids(&action, entities);
+            (action, ids)
+        })
+        .collect()
+}
+
+/// The bare ids of an action and of all its groups, transitively.
+fn lineage_ids(action: &EntityUid, entities: &Entities) -> Vec<String> {
+    let mut ids = vec![action.id().unescaped().to_owned()];
+    if let Some(ancestors) = entities.ancestors(action) {
+        let mut groups: Vec<String> = ancestors.map(|g| g.id().unescaped().to_owned()).collect();
+        groups.sort();
+        groups.dedup();
+        ids.extend(groups);
     }
-    out
+    ids
 }

@@ -1,0 +1,413 @@
+//! The decision algorithm's behaviours one by one (DESIGN §3), and the example pack's own
+//! policy tests, through the library.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test"
+)]
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use arbiter_core::clock::ManualClock;
+use arbiter_core::request::RequestError;
+use arbiter_core::response::Outcome;
+use arbiter_core::rule::{Effect, OnError};
+use arbiter_core::testing;
+use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
+use jiff::SignedDuration;
+use serde_json::json;
+
+const SCHEMA: &str = r#"
+entity Agent { tier: Long };
+entity CiJob { tier: Long };
+entity Secret;
+entity File { owner: String };
+action secret_read;
+action read_secret in [secret_read] appliesTo { principal: [Agent, CiJob], resource: [Secret], context: {} };
+action egress appliesTo { principal: [Agent, CiJob], resource: [Secret, File], context: { host: String } };
+action open_file appliesTo { principal: [Agent], resource: [File], context: {} };
+"#;
+
+const ENTITIES: &str = r#"[
+ {"uid": {"type": "Agent", "id": "bot"}, "attrs": {"tier": 2}, "parents": []},
+ {"uid": {"type": "Secret", "id": "db"}, "attrs": {}, "parents": []},
+ {"uid": {"type": "File", "id": "stored"}, "attrs": {"owner": "ops"}, "parents": []}
+]"#;
+
+const POLICIES: &str = r#"
+@id("read-secrets")
+permit(principal, action == Action::"read_secret", resource);
+
+@id("egress-allowed")
+permit(principal, action == Action::"egress", resource);
+
+@id("open-own-files")
+permit(principal, action == Action::"open_file", resource) when { resource.owner == "bot" };
+
+@id("no-egress-after-secret")
+@mode("enforce")
+@effect("revoke")
+@reason("egress after a secret read")
+forbid(principal, action == Action::"egress", resource)
+  when { context.session.touched.contains("secret_read") };
+
+@id("egress-rate")
+@mode("audit")
+@effect("throttle")
+@limit("2/1m")
+forbid(principal, action == Action::"egress", resource);
+
+@id("egress-rate-enforced")
+@mode("enforce")
+@effect("throttle")
+@limit("3/1m")
+forbid(principal is CiJob, action == Action::"egress", resource);
+
+@id("paste-host")
+@mode("warn")
+@reason("pastebin is not an approved host")
+forbid(principal, action == Action::"egress", resource) when { context.host == "pastebin.com" };
+
+@id("tier-check")
+@mode("enforce")
+forbid(principal is Agent, action == Action::"read_secret", resource) when { principal.tier > 5 };
+
+@id("tier-check-skip")
+@mode("enforce")
+@on_error("skip")
+forbid(principal is CiJob, action == Action::"read_secret", resource) when { principal.tier > 5 };
+"#;
+
+fn pack(config: &str) -> (tempfile::TempDir, Arc<Pack>) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("policies")).unwrap();
+    fs::write(dir.path().join("policies/rules.cedar"), POLICIES).unwrap();
+    fs::write(dir.path().join("schema.cedarschema"), SCHEMA).unwrap();
+    fs::write(dir.path().join("entities.json"), ENTITIES).unwrap();
+    fs::write(dir.path().join("arbiter.toml"), config).unwrap();
+    let pack = Pack::load(dir.path()).unwrap_or_else(|p| panic!("{p}"));
+    (dir, Arc::new(pack))
+}
+
+fn req(v: serde_json::Value) -> DecisionRequest {
+    DecisionRequest::from_value(v).unwrap()
+}
+
+fn engine(pack: &Arc<Pack>) -> (Engine, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new("2026-11-26T10:00:00Z".parse().unwrap()));
+    (
+        Engine::new(Arc::clone(pack)).with_clock(clock.clone()),
+        clock,
+    )
+}
+
+fn egress(principal: &str, host: &str, session: Option<&str>) -> DecisionRequest {
+    let mut v = json!({"principal": principal, "action": "Action::\"egress\"", "resource": "Secret::\"db\"", "context": {"host": host}});
+    if let Some(s) = session {
+        v["session"] = json!(s);
+    }
+    req(v)
+}
+
+#[test]
+fn touched_holds_the_action_and_its_groups_and_revoke_ends_the_session() {
+    let (_d, pack) = pack("");
+    let (engine, _clock) = engine(&pack);
+    let read = req(
+        json!({"principal": "Agent::\"bot\"", "action": "Action::\"read_secret\"", "resource": "Secret::\"db\"", "session": "s1"}),
+    );
+    assert_eq!(engine.decide(&read).unwrap().decision, Outcome::Allow);
+    // Another session has touched nothing.
+    let elsewhere = engine
+        .decide(&egress("Agent::\"bot\"", "api.example.com", Some("s2")))
+        .unwrap();
+    assert_eq!(elsewhere.decision, Outcome::Allow);
+    let after = engine
+        .decide(&egress("Agent::\"bot\"", "api.example.com", Some("s1")))
+        .unwrap();
+    assert_eq!(after.decision, Outcome::Deny);
+    assert_eq!(after.effect, Some(Effect::Revoke));
+    assert_eq!(after.enforced, ["no-egress-after-secret"]);
+    assert_eq!(after.reason.as_deref(), Some("egress after a secret read"));
+    let next = engine.decide(&read).unwrap();
+    assert_eq!(
+        (next.decision, next.reason.as_deref()),
+        (Outcome::Deny, Some("session:terminated"))
+    );
+    // Sessions are per principal: another principal's `s1` is untouched.
+    let ci = req(
+        json!({"principal": "CiJob::\"build\"", "action": "Action::\"egress\"", "resource": "Secret::\"db\"", "context": {"host": "x"}, "session": "s1"}),
+    );
+    assert_eq!(engine.decide(&ci).unwrap().decision, Outcome::Allow);
+}
+
+#[test]
+fn audit_throttles_use_shadow_buckets_and_enforced_ones_deny_with_retry_after() {
+    let (_d, pack) = pack("");
+    let (engine, clock) = engine(&pack);
+    for n in 1..=3 {
+        let d = engine.decide(&egress("Agent::\"bot\"", "a", None)).unwrap();
+        assert_eq!(d.decision, Outcome::Allow);
+        let would_throttle = d
+            .audit
+            .iter()
+            .any(|a| a.rule == "egress-rate" && a.would == Effect::Throttle);
+        assert_eq!(would_throttle, n == 3, "request {n}");
+    }
+    // The enforced throttle: 3 per minute per CI job.
+    for _ in 0..3 {
+        assert_eq!(
+            engine
+                .decide(&egress("CiJob::\"build\"", "a", None))
+                .unwrap()
+                .decision,
+            Outcome::Allow
+        );
+    }
+    let fourth = engine
+        .decide(&egress("CiJob::\"build\"", "a", None))
+        .unwrap();
+    assert_eq!(
+        (fourth.decision, fourth.effect),
+        (Outcome::Deny, Some(Effect::Throttle))
+    );
+    assert_eq!(fourth.retry_after_s, Some(20));
+    assert_eq!(fourth.enforced, ["egress-rate-enforced"]);
+    // Another principal has its own bucket.
+    assert_eq!(
+        engine
+            .decide(&egress("CiJob::\"other\"", "a", None))
+            .unwrap()
+            .decision,
+        Outcome::Allow
+    );
+    clock.advance(SignedDuration::from_secs(20));
+    assert_eq!(
+        engine
+            .decide(&egress("CiJob::\"build\"", "a", None))
+            .unwrap()
+            .decision,
+        Outcome::Allow
+    );
+}
+
+#[test]
+fn warn_rules_carry_their_reason_and_allow() {
+    let (_d, pack) = pack("");
+    let (engine, _) = engine(&pack);
+    let d = engine
+        .decide(&egress("Agent::\"bot\"", "pastebin.com", None))
+        .unwrap();
+    assert_eq!(d.decision, Outcome::Allow);
+    assert_eq!(d.warnings.len(), 1);
+    assert_eq!(d.warnings[0].rule, "paste-host");
+    assert_eq!(d.warnings[0].message, "pastebin is not an approved host");
+}
+
+#[test]
+fn an_erroring_forbid_fails_closed_unless_it_says_skip() {
+    let (_d, pack) = pack("");
+    let (engine, _) = engine(&pack);
+    // The agent is unknown to the store: reading its tier errors.
+    let unknown = req(
+        json!({"principal": "Agent::\"ghost\"", "action": "Action::\"read_secret\"", "resource": "Secret::\"db\""}),
+    );
+    let d = engine.decide(&unknown).unwrap();
+    assert_eq!(d.decision, Outcome::Deny);
+    assert_eq!(d.enforced, ["tier-check"]);
+    assert_eq!(d.errors.len(), 1);
+    assert_eq!(
+        (d.errors[0].rule.as_str(), d.errors[0].handled_as),
+        ("tier-check", OnError::Deny)
+    );
+    assert!(
+        d.errors[0].message.contains("ghost"),
+        "{}",
+        d.errors[0].message
+    );
+    let ci = req(
+        json!({"principal": "CiJob::\"ghost\"", "action": "Action::\"read_secret\"", "resource": "Secret::\"db\""}),
+    );
+    let d = engine.decide(&ci).unwrap();
+    assert_eq!(d.decision, Outcome::Allow);
+    assert_eq!(d.errors.len(), 1);
+    assert_eq!(
+        (d.errors[0].rule.as_str(), d.errors[0].handled_as),
+        ("tier-check-skip", OnError::Skip)
+    );
+}
+
+#[test]
+fn default_deny_scopes_decide_by_principal_type() {
+    let (_d, pack) = pack(
+        "[default_deny]\nmode = \"audit\"\nprincipal_types = { Agent = \"enforce\", CiJob = \"warn\" }\n",
+    );
+    let (engine, _) = engine(&pack);
+    let file = |p: &str| {
+        req(
+            json!({"principal": p, "action": "Action::\"open_file\"", "resource": "File::\"stored\""}),
+        )
+    };
+    let agent = engine.decide(&file("Agent::\"bot\"")).unwrap();
+    assert_eq!(
+        (agent.decision, agent.effect),
+        (Outcome::Deny, Some(Effect::Deny))
+    );
+    assert_eq!(agent.enforced, ["default-deny:Agent"]);
+}
+
+#[test]
+fn reserved_context_keys_cannot_be_spoofed() {
+    let (_d, pack) = pack("");
+    let (engine, _) = engine(&pack);
+    for key in ["session", "credential", "in_intent", "novel", "now"] {
+        let mut v = json!({"principal": "Agent::\"bot\"", "action": "Action::\"egress\"", "resource": "Secret::\"db\"", "context": {"host": "x"}});
+        v["context"][key] = json!({"touched": []});
+        let err = engine.decide(&req(v)).unwrap_err();
+        assert_eq!(err, RequestError::ReservedContextKey(key.to_owned()));
+        assert_eq!((err.code(), err.status()), ("reserved_context_key", 422));
+    }
+}
+
+#[test]
+fn invalid_requests_get_codes_and_statuses() {
+    let (_d, pack) = pack("");
+    let (engine, _) = engine(&pack);
+    let bad_json = DecisionRequest::from_json("{\"principal\": ").unwrap_err();
+    assert_eq!(bad_json.status(), 400);
+    let unknown_field = DecisionRequest::from_json(r#"{"principal":"Agent::\"bot\"","action":"Action::\"egress\"","resource":"Secret::\"db\"","colour":1}"#).unwrap_err();
+    assert_eq!(
+        (unknown_field.code(), unknown_field.status()),
+        ("malformed_request", 400)
+    );
+    let unknown_action = engine.decide(&req(json!({"principal": "Agent::\"bot\"", "action": "Action::\"fly\"", "resource": "Secret::\"db\""}))).unwrap_err();
+    assert_eq!(
+        (unknown_action.code(), unknown_action.status()),
+        ("invalid_request", 422)
+    );
+    let missing_context = engine.decide(&req(json!({"principal": "Agent::\"bot\"", "action": "Action::\"egress\"", "resource": "Secret::\"db\""}))).unwrap_err();
+    assert_eq!(missing_context.code(), "invalid_request");
+    let wrong_type = engine.decide(&req(json!({"principal": "Secret::\"db\"", "action": "Action::\"egress\"", "resource": "Secret::\"db\"", "context": {"host": "x"}}))).unwrap_err();
+    assert_eq!(wrong_type.code(), "invalid_request");
+    // The server's engine refuses `time`; the offline one takes it.
+    let timed = req(
+        json!({"principal": "Agent::\"bot\"", "action": "Action::\"read_secret\"", "resource": "Secret::\"db\"", "time": "2026-01-01T00:00:00Z"}),
+    );
+    assert_eq!(
+        engine.decide(&timed).unwrap_err(),
+        RequestError::TimeNotAllowed
+    );
+    let offline = engine.clone().with_time_source(TimeSource::RequestMaySet);
+    assert_eq!(offline.decide(&timed).unwrap().decision, Outcome::Allow);
+}
+
+#[test]
+fn credentials_are_required_where_configured_and_never_trusted_unverified() {
+    let (_d, pack) = pack("[credentials]\nrequired_for = [\"Agent\"]\n");
+    let (engine, _) = engine(&pack);
+    let read = |credential: Option<&str>| {
+        let mut v = json!({"principal": "Agent::\"bot\"", "action": "Action::\"read_secret\"", "resource": "Secret::\"db\""});
+        if let Some(c) = credential {
+            v["credential"] = json!(c);
+        }
+        engine.decide(&req(v)).unwrap()
+    };
+    assert_eq!(read(None).reason.as_deref(), Some("credential:missing"));
+    assert_eq!(
+        read(Some("not-a-jwt")).reason.as_deref(),
+        Some("credential:malformed")
+    );
+    let forged = read(Some(
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJBZ2VudDo6XCJib3RcIiJ9.",
+    ));
+    assert_eq!(
+        (forged.decision, forged.reason.as_deref()),
+        (Outcome::Deny, Some("credential:unknown_issuer"))
+    );
+    // CI jobs are not required to present one.
+    let ci = req(
+        json!({"principal": "CiJob::\"build\"", "action": "Action::\"read_secret\"", "resource": "Secret::\"db\""}),
+    );
+    assert_eq!(engine.decide(&ci).unwrap().decision, Outcome::Allow);
+}
+
+#[test]
+fn request_entities_only_add_what_the_pack_allows() {
+    let (_d, pack) = pack("[requests]\nentity_types = [\"File\"]\n");
+    let (engine, _) = engine(&pack);
+    let open = |entities: serde_json::Value, file: &str| {
+        engine.decide(&req(
+            json!({"principal": "Agent::\"bot\"", "action": "Action::\"open_file\"",
+            "resource": format!("File::\"{file}\""), "entities": entities}),
+        ))
+    };
+    let described =
+        json!([{"uid": {"type": "File", "id": "new"}, "attrs": {"owner": "bot"}, "parents": []}]);
+    let d = open(described, "new").unwrap();
+    assert_eq!(d.decision, Outcome::Allow, "{d:?}");
+    // A stored entity cannot be overridden.
+    let override_ = json!([{"uid": {"type": "File", "id": "stored"}, "attrs": {"owner": "bot"}, "parents": []}]);
+    assert_eq!(
+        open(override_, "stored").unwrap_err().code(),
+        "invalid_entities"
+    );
+    // Nor may a request describe types outside [requests] entity_types, the principal included.
+    let principal =
+        json!([{"uid": {"type": "Agent", "id": "bot"}, "attrs": {"tier": 1}, "parents": []}]);
+    assert_eq!(
+        open(principal, "stored").unwrap_err().code(),
+        "invalid_entities"
+    );
+}
+
+#[test]
+fn the_example_pack_passes_its_own_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines");
+    let pack = Arc::new(Pack::load(&dir).unwrap_or_else(|p| panic!("{p}")));
+    let files = testing::load_tests(&dir).unwrap_or_else(|p| panic!("{p}"));
+    let mut ran = 0;
+    for file in &files {
+        for case in &file.tests {
+            let outcome = testing::run_test(&pack, &file.path, case);
+            assert!(
+                outcome.passed(),
+                "{}: {:#?}",
+                outcome.name,
+                outcome.failures
+            );
+            ran += 1;
+        }
+    }
+    assert!(
+        ran >= 10,
+        "the example pack has tests for every mode and effect ({ran})"
+    );
+    // Every mode, effect and a default-deny scope in audit and enforce are exercised.
+    let rules = pack.rules();
+    for mode in ["audit", "warn", "enforce"] {
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.mode.is_some_and(|m| m.as_str() == mode)),
+            "a rule in {mode}"
+        );
+    }
+    for effect in ["deny", "throttle", "revoke"] {
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.effect.is_some_and(|e| e.as_str() == effect)),
+            "a rule with {effect}"
+        );
+    }
+    let scopes = pack.default_deny_scopes();
+    assert!(
+        scopes.values().any(|m| m.as_str() == "audit")
+            && scopes.values().any(|m| m.as_str() == "enforce")
+    );
+}
