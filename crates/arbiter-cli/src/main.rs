@@ -7,7 +7,7 @@
 
 mod output;
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -122,15 +122,13 @@ fn check(
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut invalid = 0usize;
-    let mut decide = |text: &str, line: Option<usize>, out: &mut dyn Write| {
+    // Decides one request and prints it; says whether the request was invalid.
+    let decide = |text: &str, line: Option<usize>, out: &mut dyn Write| -> bool {
         let parsed = DecisionRequest::from_json(text);
         let result = parsed
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|r| engine.decide(r));
-        if result.is_err() {
-            invalid += 1;
-        }
         let rendered = if json {
             output::json_line(&result)
         } else {
@@ -138,31 +136,47 @@ fn check(
         };
         // A closed stdout (e.g. `| head`) ends the output; nothing else to do about it.
         let _ = writeln!(out, "{rendered}");
+        result.is_err()
     };
     if let Some(path) = request {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
-        decide(&text, None, &mut out);
+        invalid += usize::from(decide(&text, None, &mut out));
     } else {
-        let reader: Box<dyn BufRead> = match requests {
-            Some(path) if path != Path::new("-") => Box::new(io::BufReader::new(
-                std::fs::File::open(path)
-                    .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?,
-            )),
-            _ => {
-                let mut all = String::new();
-                io::stdin()
-                    .read_to_string(&mut all)
-                    .map_err(|e| Failure::Input(format!("standard input: {e}")))?;
-                Box::new(io::Cursor::new(all))
-            }
+        // Read line by line, from a file or streaming from standard input; a line that is
+        // not UTF-8 is a malformed request like any other, and the rest still count.
+        let (name, reader): (String, Box<dyn BufRead>) = match requests {
+            Some(path) if path != Path::new("-") => (
+                path.display().to_string(),
+                Box::new(io::BufReader::new(std::fs::File::open(path).map_err(
+                    |e| Failure::Input(format!("{}: cannot read: {e}", path.display())),
+                )?)),
+            ),
+            _ => ("standard input".to_owned(), Box::new(io::stdin().lock())),
         };
-        for (n, line) in reader.lines().enumerate() {
-            let line = line.map_err(|e| Failure::Input(format!("line {}: {e}", n + 1)))?;
-            if line.trim().is_empty() {
+        for (n, line) in reader.split(b'\n').enumerate() {
+            let line = line.map_err(|e| Failure::Input(format!("{name}: line {}: {e}", n + 1)))?;
+            let text = match String::from_utf8(line) {
+                Ok(text) => text,
+                Err(_) => {
+                    invalid += 1;
+                    let error = arbiter_core::RequestError::Malformed(format!(
+                        "line {} is not UTF-8",
+                        n + 1
+                    ));
+                    let rendered = if json {
+                        output::json_line(&Err(error))
+                    } else {
+                        output::human_line(None, &Err(error), Some(n + 1))
+                    };
+                    let _ = writeln!(out, "{rendered}");
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
                 continue;
             }
-            decide(&line, Some(n + 1), &mut out);
+            invalid += usize::from(decide(&text, Some(n + 1), &mut out));
         }
     }
     if invalid > 0 {

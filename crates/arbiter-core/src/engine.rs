@@ -1,12 +1,12 @@
 //! The decision (DESIGN §3), top to bottom in [`Engine::decide`], each step a call named
 //! after it. The CLI, the server and replay all decide through this one function.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request,
-    RestrictedExpression,
+    Authorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression,
 };
 use jiff::Timestamp;
 use serde_json::Value;
@@ -29,9 +29,9 @@ pub struct Explanation {
     /// Whether Cedar allowed the request on the slice.
     pub allowed: bool,
     /// The policies that determined Cedar's decision.
-    pub reasons: std::collections::BTreeSet<String>,
+    pub reasons: BTreeSet<String>,
     /// The policies whose evaluation errored.
-    pub errors: std::collections::BTreeSet<String>,
+    pub errors: BTreeSet<String>,
     /// The slice: the policies that can apply to this request.
     pub slice: cedar_policy::PolicySet,
     /// The Cedar request, reserved context included.
@@ -76,8 +76,8 @@ struct Valid {
 struct Evaluation {
     /// Satisfied forbids, and errored forbids whose `on_error` is `deny`.
     forbids: Vec<usize>,
-    /// Satisfied permits, when known.
-    permits: Option<bool>,
+    /// Whether a permit was satisfied.
+    permitted: bool,
     errors: Vec<EvalError>,
 }
 
@@ -177,7 +177,7 @@ impl Engine {
         let entities = valid.entities.as_ref().unwrap_or(self.pack.entities());
         let evaluation = self.evaluate(&valid, &cedar_request, entities);
         let fired = self.apply_throttles(&evaluation, &valid);
-        let mut decision = self.outcome(&valid, &cedar_request, entities, evaluation, &fired);
+        let mut decision = self.outcome(&valid, evaluation, &fired);
         self.side_effects(
             &valid,
             &decision,
@@ -206,26 +206,43 @@ impl Engine {
             valid.resource.type_name(),
             self.pack.entities(),
         );
+        let original = PolicySet::from_policies(
+            slice
+                .ids
+                .iter()
+                .filter_map(|id| self.pack.policies().policy(&PolicyId::new(id)).cloned()),
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
         let response = self
             .authorizer
             .is_authorized(&cedar_request, &slice.all, &entities);
+        let satisfied: Vec<&Rule> = response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| self.pack.rule(id.as_ref()))
+            .collect();
+        let evaluation = self.evaluate(&valid, &cedar_request, &entities);
+        // Cedar's own shape of the answer: satisfied forbids deny and are the reasons;
+        // otherwise satisfied permits allow and are the reasons.
+        let of = |kind: Kind| -> BTreeSet<String> {
+            satisfied
+                .iter()
+                .filter(|r| r.kind == kind)
+                .map(|r| r.id.clone())
+                .collect()
+        };
+        let forbidden = of(Kind::Forbid);
+        let allowed = forbidden.is_empty() && evaluation.permitted;
+        let reasons = if forbidden.is_empty() {
+            of(Kind::Permit)
+        } else {
+            forbidden
+        };
         Ok(Explanation {
-            allowed: response.decision() == CedarDecision::Allow,
-            reasons: response
-                .diagnostics()
-                .reason()
-                .map(ToString::to_string)
-                .collect(),
-            errors: response
-                .diagnostics()
-                .errors()
-                .map(
-                    |cedar_policy::AuthorizationError::PolicyEvaluationError(e)| {
-                        e.policy_id().to_string()
-                    },
-                )
-                .collect(),
-            slice: slice.all.clone(),
+            allowed,
+            reasons,
+            errors: evaluation.errors.into_iter().map(|e| e.rule).collect(),
+            slice: original,
             request: cedar_request,
             entities,
         })
@@ -263,6 +280,11 @@ impl Engine {
             }),
         };
         let schema = self.pack.schema();
+        if schema.is_some() && !self.pack.knows_action(&action) {
+            return Err(RequestError::Invalid(format!(
+                "`action`: {action} is not an action of the pack's schema"
+            )));
+        }
         let context =
             Context::from_json_value(Value::Object(context), schema.map(|s| (s, &action)))
                 .map_err(|e| RequestError::Invalid(format!("`context`: {}", cedar_message(&e))))?;
@@ -472,7 +494,8 @@ impl Engine {
             .any(|a| lineage.iter().any(|l| l == a.get_ref()))
     }
 
-    /// Step 4: one Cedar evaluation of the slice that can apply.
+    /// Step 4: one Cedar evaluation of the slice that can apply. In the slice forbids are
+    /// permits, so Cedar's reasons are every satisfied policy, forbids and permits alike.
     fn evaluate(&self, valid: &Valid, request: &Request, entities: &Entities) -> Evaluation {
         let slice = self.pack.index().slice(
             &valid.action,
@@ -482,22 +505,15 @@ impl Engine {
         );
         let response = self.authorizer.is_authorized(request, &slice.all, entities);
         let mut forbids = Vec::new();
-        let mut permits = None;
-        let reasons = response.diagnostics().reason();
-        match response.decision() {
-            CedarDecision::Allow => permits = Some(true),
-            CedarDecision::Deny => {
-                let mut any = false;
-                for id in reasons {
-                    any = true;
-                    if let Some(i) = self.rule_index(id.as_ref()) {
-                        forbids.push(i);
-                    }
-                }
-                if !any {
-                    // No forbid and no permit was satisfied.
-                    permits = Some(false);
-                }
+        let mut permitted = false;
+        for id in response.diagnostics().reason() {
+            let Some(i) = self.rule_index(id.as_ref()) else {
+                continue;
+            };
+            match self.pack.rules().get(i).map(|r| r.kind) {
+                Some(Kind::Forbid) => forbids.push(i),
+                Some(Kind::Permit) => permitted = true,
+                None => {}
             }
         }
         let mut errors = Vec::new();
@@ -525,12 +541,9 @@ impl Engine {
         }
         forbids.sort_unstable();
         forbids.dedup();
-        if !slice.has_forbids {
-            permits.get_or_insert(response.decision() == CedarDecision::Allow);
-        }
         Evaluation {
             forbids,
-            permits,
+            permitted,
             errors,
         }
     }
@@ -573,14 +586,7 @@ impl Engine {
     }
 
     /// Step 6: the outcome.
-    fn outcome(
-        &self,
-        valid: &Valid,
-        request: &Request,
-        entities: &Entities,
-        evaluation: Evaluation,
-        fired: &[Fired<'_>],
-    ) -> Decision {
+    fn outcome(&self, valid: &Valid, evaluation: Evaluation, fired: &[Fired<'_>]) -> Decision {
         let mut decision = Decision {
             decision: Outcome::Allow,
             effect: None,
@@ -628,21 +634,7 @@ impl Engine {
             );
             return decision;
         }
-        let permitted = match evaluation.permits {
-            Some(known) => known,
-            None => {
-                let slice = self.pack.index().slice(
-                    &valid.action,
-                    valid.principal.type_name(),
-                    valid.resource.type_name(),
-                    self.pack.entities(),
-                );
-                self.authorizer
-                    .is_authorized(request, &slice.permits, entities)
-                    .decision()
-                    == CedarDecision::Allow
-            }
-        };
+        let permitted = evaluation.permitted;
         if !permitted {
             let ty = valid.principal.type_name().to_string();
             let scope = format!("default-deny:{ty}");

@@ -1,5 +1,10 @@
 //! Rules indexed by scope, so a decision evaluates only the slice of the pack that can
-//! apply to its request.
+//! apply to its request, in one Cedar evaluation.
+//!
+//! In the slices, every forbid is turned into a permit with the same id and conditions.
+//! Cedar then reports *every* satisfied policy as a reason (a forbid would hide the
+//! satisfied permits behind it), so one evaluation gives arbiter both the satisfied
+//! forbids and the satisfied permits; errors are the same, since conditions are unchanged.
 //!
 //! Cedar evaluates every policy it is given; a policy whose scope does not match is false
 //! without evaluating its conditions, so it can neither be satisfied nor error. Leaving
@@ -19,12 +24,11 @@ use crate::rule::Rule;
 /// The policies that can apply to one (action, principal type, resource type).
 #[derive(Debug)]
 pub(crate) struct Slice {
-    /// Forbids and permits.
+    /// Every policy of the slice, forbids turned into permits: Cedar's reasons are then
+    /// all the satisfied policies.
     pub all: PolicySet,
-    /// Permits alone, for the second evaluation when a non-enforced forbid matched.
-    pub permits: PolicySet,
-    /// Whether `all` holds any forbid.
-    pub has_forbids: bool,
+    /// The rule ids in the slice.
+    pub ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,8 +44,8 @@ const MAX_CACHED_SLICES: usize = 16_384;
 
 #[derive(Debug)]
 struct Scoped {
+    /// The policy as evaluated: a forbid is turned into a permit.
     policy: Policy,
-    permit: bool,
     principal: Option<EntityTypeName>,
     resource: Option<EntityTypeName>,
 }
@@ -56,7 +60,7 @@ pub(crate) struct SliceIndex {
 }
 
 impl SliceIndex {
-    pub(crate) fn new(rules: &[Rule], policies: &PolicySet) -> Self {
+    pub(crate) fn new(rules: &[Rule], policies: &PolicySet) -> Result<Self, String> {
         let mut scoped = Vec::with_capacity(rules.len());
         let mut any_action = Vec::new();
         let mut by_action: HashMap<EntityUid, Vec<usize>> = HashMap::new();
@@ -88,18 +92,17 @@ impl SliceIndex {
                 ResourceConstraint::Any | ResourceConstraint::In(_) => None,
             };
             scoped.push(Scoped {
-                permit: policy.effect() == Effect::Permit,
-                policy: policy.clone(),
+                policy: as_permit(policy)?,
                 principal,
                 resource,
             });
         }
-        Self {
+        Ok(Self {
             scoped,
             any_action,
             by_action,
             cache: RwLock::new(HashMap::new()),
-        }
+        })
     }
 
     /// The slice for a request, built once per (action, principal type, resource type).
@@ -141,8 +144,7 @@ impl SliceIndex {
         picked.sort_unstable();
         picked.dedup();
         let mut all = PolicySet::new();
-        let mut permits = PolicySet::new();
-        let mut has_forbids = false;
+        let mut ids = Vec::new();
         for s in picked.iter().filter_map(|i| self.scoped.get(*i)) {
             let fits = |want: &Option<EntityTypeName>, got: &EntityTypeName| {
                 want.as_ref().is_none_or(|w| w == got)
@@ -151,18 +153,11 @@ impl SliceIndex {
                 continue;
             }
             // Ids are unique in the pack, so adding cannot fail.
-            let _ = all.add(s.policy.clone());
-            if s.permit {
-                let _ = permits.add(s.policy.clone());
-            } else {
-                has_forbids = true;
+            if all.add(s.policy.clone()).is_ok() {
+                ids.push(s.policy.id().to_string());
             }
         }
-        Slice {
-            all,
-            permits,
-            has_forbids,
-        }
+        Slice { all, ids }
     }
 }
 
@@ -173,4 +168,19 @@ fn lineage_of(action: &EntityUid, entities: &Entities) -> Vec<EntityUid> {
         out.extend(ancestors.cloned());
     }
     out
+}
+
+/// The same policy with effect `permit`.
+fn as_permit(policy: &Policy) -> Result<Policy, String> {
+    if policy.effect() == Effect::Permit {
+        return Ok(policy.clone());
+    }
+    let mut json = policy
+        .to_json()
+        .map_err(|e| format!("rule `{}` cannot be indexed: {e}", policy.id()))?;
+    if let Some(effect) = json.get_mut("effect") {
+        *effect = serde_json::Value::String("permit".to_owned());
+    }
+    Policy::from_json(Some(policy.id().clone()), json)
+        .map_err(|e| format!("rule `{}` cannot be indexed: {e}", policy.id()))
 }

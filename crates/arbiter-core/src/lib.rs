@@ -14,6 +14,21 @@
 //! - [`catalog`]: the framework catalog `@maps` ids are checked against.
 //! - [`testing`]: `arbiter test`, policy tests as data.
 //! - [`clock`], [`period`], [`config`], [`diag`]: the pieces around them.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
+//! use arbiter_core::response::Outcome;
+//!
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/agents-and-pipelines");
+//! let pack = Arc::new(Pack::load(dir).expect("the example pack loads"));
+//! let engine = Engine::new(pack).with_time_source(TimeSource::RequestMaySet);
+//! let request = DecisionRequest::from_json(r#"{
+//!     "principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"",
+//!     "resource": "Ticket::\"T-1\"", "time": "2026-11-26T10:00:00Z"}"#).expect("well-formed");
+//! let decision = engine.decide(&request).expect("valid");
+//! assert_eq!(decision.decision, Outcome::Allow);
+//! ```
 
 #![forbid(unsafe_code)]
 

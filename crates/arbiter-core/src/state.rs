@@ -133,7 +133,8 @@ impl Bucket {
             self.tokens = (self.tokens - 1.0).max(0.0);
             Ok(())
         } else {
-            let wait = ((1.0 - self.tokens) / rate).ceil();
+            // The same epsilon keeps drift from pushing a whole second into the next one.
+            let wait = ((1.0 - self.tokens) / rate - 1e-9).ceil();
             Err((wait as u64).max(1))
         }
     }

@@ -145,6 +145,11 @@ impl Pack {
         }
     }
 
+    /// Whether the schema declares this action.
+    pub(crate) fn knows_action(&self, action: &EntityUid) -> bool {
+        self.action_groups.contains_key(action)
+    }
+
     pub(crate) fn request_entity_types(&self) -> &HashSet<EntityTypeName> {
         &self.request_entity_types
     }
@@ -211,7 +216,8 @@ impl<'a> Loader<'a> {
             .enumerate()
             .map(|(i, r)| (r.id.clone(), i))
             .collect();
-        let index = SliceIndex::new(&rules, &policies);
+        let index = SliceIndex::new(&rules, &policies)
+            .map_err(|m| Problems(vec![Problem::in_file(POLICIES_DIR, m)]))?;
         let version = format!("sha256:{}", hex::encode(self.hasher.finalize()));
         Ok(Pack {
             dir: self.dir.to_owned(),
