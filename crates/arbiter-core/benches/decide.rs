@@ -8,6 +8,9 @@
 //! - `raw_cedar_on_slice`: raw Cedar on exactly the slice arbiter evaluates, so
 //!   `arbiter − raw_cedar_on_slice` is everything arbiter adds around Cedar.
 //!
+//! A second group, `session_context`, measures the session record that rules reading
+//! `context.session` make arbiter build, on a 100-rule pack with such rules.
+//!
 //! `cargo bench -p arbiter-core --bench decide`
 
 #![allow(
@@ -33,7 +36,7 @@ const GROUPS: usize = 5;
 
 /// A platform-like pack: 50 tool actions in 5 capability groups, agents and services, and
 /// `rules` policies spread over them (one in five on a whole group, a few on any action).
-fn write_pack(dir: &std::path::Path, rules: usize) {
+fn write_pack(dir: &std::path::Path, rules: usize, chains: bool) {
     let mut schema = String::from(
         "entity Team;\nentity Agent in [Team] { tier: Long };\nentity Service in [Team] { tier: Long };\n\
          entity Tool { risk: Long };\n",
@@ -61,7 +64,15 @@ fn write_pack(dir: &std::path::Path, rules: usize) {
         } else {
             "principal is Service"
         };
-        if i % 3 == 0 {
+        if chains && i % 9 == 0 {
+            // Agent-chain rules read the session: their slices carry the touched set.
+            writeln!(
+                policies,
+                "@id(\"chain-{i}\")\n@mode(\"audit\")\nforbid({principal}, {action}, resource is Tool)\n  \
+                 when {{ context.session.touched.contains(\"cap1\") && context.n > 100 }};\n"
+            )
+            .unwrap();
+        } else if i % 3 == 0 {
             let mode = ["audit", "warn", "enforce"][(i / 3) % 3];
             writeln!(
                 policies,
@@ -163,19 +174,21 @@ fn raw_cedar(
         == cedar_policy::Decision::Allow
 }
 
+fn load(rules: usize, chains: bool) -> (tempfile::TempDir, Arc<Pack>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_pack(dir.path(), rules, chains);
+    let pack = Arc::new(Pack::load(dir.path()).unwrap_or_else(|p| panic!("{p}")));
+    (dir, pack)
+}
+
 fn bench(c: &mut Criterion) {
     let requests = requests();
     let authorizer = Authorizer::new();
     let mut group = c.benchmark_group("decide");
     for rules in [10, 100, 1_000] {
-        let dir = tempfile::tempdir().unwrap();
-        write_pack(dir.path(), rules);
-        let pack = Arc::new(Pack::load(dir.path()).unwrap_or_else(|p| panic!("{p}")));
+        let (_dir, pack) = load(rules, false);
         let engine = Engine::new(Arc::clone(&pack));
-        let slices: Vec<PolicySet> = requests
-            .iter()
-            .map(|r| engine.explain(r).unwrap().slice)
-            .collect();
+        let slices: Vec<PolicySet> = requests.iter().map(|r| engine.explain(r).unwrap().slice).collect();
         let mut i = 0;
         group.bench_function(BenchmarkId::new("raw_cedar", rules), |b| {
             b.iter(|| {
@@ -196,6 +209,34 @@ fn bench(c: &mut Criterion) {
             });
         });
     }
+    group.finish();
+
+    // Agent-chain rules read `context.session`: their slices carry the session record.
+    // Its cost, against the same requests outside any session (an empty record).
+    let mut group = c.benchmark_group("session_context");
+    let sessionless: Vec<DecisionRequest> = requests
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.session = None;
+            r
+        })
+        .collect();
+    let (_dir, pack) = load(100, true);
+    let engine = Engine::new(Arc::clone(&pack));
+    let mut i = 0;
+    group.bench_function("arbiter_in_sessions", |b| {
+        b.iter(|| {
+            i = (i + 1) % requests.len();
+            black_box(engine.decide(&requests[i]).unwrap())
+        });
+    });
+    group.bench_function("arbiter_sessionless", |b| {
+        b.iter(|| {
+            i = (i + 1) % sessionless.len();
+            black_box(engine.decide(&sessionless[i]).unwrap())
+        });
+    });
     group.finish();
 }
 

@@ -14,6 +14,8 @@ use ulid::Ulid;
 
 use crate::clock::{Clock, SystemClock};
 use crate::identity::{CredentialFailure, CredentialVerifier, NoIssuers, VerifiedCredential};
+use crate::index::Slice;
+use crate::needs::Needs;
 use crate::pack::{Pack, RESERVED_CONTEXT_KEYS};
 use crate::request::{DecisionRequest, RequestError};
 use crate::response::{AuditEntry, Decision, EvalError, Outcome, Warning};
@@ -66,7 +68,6 @@ struct Valid {
     principal: EntityUid,
     action: EntityUid,
     resource: EntityUid,
-    context: Context,
     session: Option<SessionKey>,
     entities: Option<Entities>,
     now: Timestamp,
@@ -155,7 +156,7 @@ impl Engine {
     /// Decides one request (DESIGN §3). An `Err` means the request itself was bad; every
     /// decision, deny and throttle included, is an `Ok`.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, RequestError> {
-        let valid = self.validate(request)?;
+        let (valid, checked) = self.validate(request)?;
         let credential = match self.verify_identity(request, &valid) {
             Ok(credential) => credential,
             Err(failure) => {
@@ -169,13 +170,16 @@ impl Engine {
         if session.as_ref().is_some_and(|(_, s)| s.terminated) {
             return Ok(self.refuse(valid.now, "session:terminated".to_owned()));
         }
+        let slice = self.slice(&valid);
         let cedar_request = self.with_reserved_context(
             &valid,
+            checked,
+            slice.needs,
             session.as_ref().map(|(_, s)| s),
             credential.as_ref(),
         )?;
         let entities = valid.entities.as_ref().unwrap_or(self.pack.entities());
-        let evaluation = self.evaluate(&valid, &cedar_request, entities);
+        let evaluation = self.evaluate(&slice, &cedar_request, entities);
         let fired = self.apply_throttles(&evaluation, &valid);
         let mut decision = self.outcome(&valid, evaluation, &fired);
         self.side_effects(
@@ -194,8 +198,8 @@ impl Engine {
     /// Changes no state. For explanations, and for checking the slicing against the
     /// whole policy set.
     pub fn explain(&self, request: &DecisionRequest) -> Result<Explanation, RequestError> {
-        let valid = self.validate(request)?;
-        let cedar_request = self.with_reserved_context(&valid, None, None)?;
+        let (valid, checked) = self.validate(request)?;
+        let cedar_request = self.with_reserved_context(&valid, checked, Needs::ALL, None, None)?;
         let entities = valid
             .entities
             .clone()
@@ -221,7 +225,7 @@ impl Engine {
             .reason()
             .filter_map(|id| self.pack.rule(id.as_ref()))
             .collect();
-        let evaluation = self.evaluate(&valid, &cedar_request, &entities);
+        let evaluation = self.evaluate(&slice, &cedar_request, &entities);
         // Cedar's own shape of the answer: satisfied forbids deny and are the reasons;
         // otherwise satisfied permits allow and are the reasons.
         let of = |kind: Kind| -> BTreeSet<String> {
@@ -249,7 +253,7 @@ impl Engine {
     }
 
     /// Step 1: parse and validate the request against the pack's schema.
-    fn validate(&self, request: &DecisionRequest) -> Result<Valid, RequestError> {
+    fn validate(&self, request: &DecisionRequest) -> Result<(Valid, Request), RequestError> {
         let now = match (&request.time, self.time) {
             (None, _) => self.clock.now(),
             (Some(_), TimeSource::ClockOnly) => return Err(RequestError::TimeNotAllowed),
@@ -296,20 +300,19 @@ impl Engine {
             schema,
         )
         .map_err(|e| RequestError::Invalid(cedar_message(&e)))?;
-        let context = checked.context().cloned().unwrap_or_else(Context::empty);
         let entities = match &request.entities {
             None => None,
             Some(value) => Some(self.request_entities(value, &principal)?),
         };
-        Ok(Valid {
+        let valid = Valid {
             principal,
             action,
             resource,
-            context,
             session,
             entities,
             now,
-        })
+        };
+        Ok((valid, checked))
     }
 
     /// Entities the request describes: only of `[requests] entity_types`, never a stored
@@ -381,6 +384,10 @@ impl Engine {
         valid: &Valid,
     ) -> Result<Option<VerifiedCredential>, CredentialFailure> {
         let Some(token) = &request.credential else {
+            let required_for = &self.pack.config().credentials.required_for;
+            if required_for.is_empty() {
+                return Ok(None);
+            }
             let ty = valid.principal.type_name().to_string();
             let required = self
                 .pack
@@ -411,40 +418,46 @@ impl Engine {
     fn with_reserved_context(
         &self,
         valid: &Valid,
+        checked: Request,
+        needs: Needs,
         session: Option<&SessionView>,
         credential: Option<&VerifiedCredential>,
     ) -> Result<Request, RequestError> {
         let seconds = |from: Timestamp| valid.now.duration_since(from).as_secs().max(0);
-        let (id, touched, actions, age) = match (session, &valid.session) {
-            (Some(s), Some(key)) => (
-                key.id.clone(),
-                s.touched.iter().cloned().collect(),
-                s.actions,
-                seconds(s.started),
-            ),
-            _ => (String::new(), Vec::new(), 0, 0),
-        };
-        let mut pairs = vec![
-            (
+        let mut pairs = Vec::with_capacity(4);
+        if needs.session {
+            let (id, touched, actions, age) = match (session, &valid.session) {
+                (Some(s), Some(key)) => (
+                    key.id.as_str(),
+                    Some(&s.touched),
+                    s.actions,
+                    seconds(s.started),
+                ),
+                _ => ("", None, 0, 0),
+            };
+            let touched = touched.into_iter().flat_map(|t| t.iter());
+            pairs.push((
                 "session".to_owned(),
                 record([
-                    ("id", RestrictedExpression::new_string(id)),
+                    ("id", RestrictedExpression::new_string(id.to_owned())),
                     (
                         "touched",
                         RestrictedExpression::new_set(
-                            touched.into_iter().map(RestrictedExpression::new_string),
+                            touched.map(|t| RestrictedExpression::new_string(t.clone())),
                         ),
                     ),
                     ("actions", RestrictedExpression::new_long(actions)),
                     ("age_s", RestrictedExpression::new_long(age)),
                 ])?,
-            ),
-            (
+            ));
+        }
+        if needs.now {
+            pairs.push((
                 "now".to_owned(),
                 RestrictedExpression::new_datetime(cedar_datetime(valid.now)),
-            ),
-        ];
-        if let Some(c) = credential {
+            ));
+        }
+        if let Some(c) = credential.filter(|_| needs.credential || needs.in_intent) {
             let mut fields = vec![
                 ("issuer", RestrictedExpression::new_string(c.issuer.clone())),
                 (
@@ -468,9 +481,14 @@ impl Engine {
             }
             pairs.push(("credential".to_owned(), record(fields)?));
         }
-        let context = valid
-            .context
-            .clone()
+        if pairs.is_empty() {
+            // No policy of the slice reads a reserved key: the validated request is the one.
+            return Ok(checked);
+        }
+        let context = checked
+            .context()
+            .cloned()
+            .unwrap_or_else(Context::empty)
             .merge(pairs)
             .map_err(|e| RequestError::Invalid(cedar_message(&e)))?;
         Request::new(
@@ -496,13 +514,7 @@ impl Engine {
 
     /// Step 4: one Cedar evaluation of the slice that can apply. In the slice forbids are
     /// permits, so Cedar's reasons are every satisfied policy, forbids and permits alike.
-    fn evaluate(&self, valid: &Valid, request: &Request, entities: &Entities) -> Evaluation {
-        let slice = self.pack.index().slice(
-            &valid.action,
-            valid.principal.type_name(),
-            valid.resource.type_name(),
-            self.pack.entities(),
-        );
+    fn evaluate(&self, slice: &Slice, request: &Request, entities: &Entities) -> Evaluation {
         let response = self.authorizer.is_authorized(request, &slice.all, entities);
         let mut forbids = Vec::new();
         let mut permitted = false;
@@ -546,6 +558,16 @@ impl Engine {
             permitted,
             errors,
         }
+    }
+
+    /// The slice of the pack that can apply to the request.
+    fn slice(&self, valid: &Valid) -> Arc<Slice> {
+        self.pack.index().slice(
+            &valid.action,
+            valid.principal.type_name(),
+            valid.resource.type_name(),
+            self.pack.entities(),
+        )
     }
 
     fn rule_index(&self, id: &str) -> Option<usize> {
@@ -604,7 +626,7 @@ impl Engine {
                 Mode::Enforce => decision.enforced.push(f.rule.id.clone()),
                 Mode::Warn => decision.warnings.push(Warning {
                     rule: f.rule.id.clone(),
-                    message: warning_message(f.rule, f.effect),
+                    message: f.rule.warning.clone(),
                 }),
                 Mode::Audit => decision.audit.push(AuditEntry {
                     rule: f.rule.id.clone(),
@@ -636,9 +658,9 @@ impl Engine {
         }
         let permitted = evaluation.permitted;
         if !permitted {
-            let ty = valid.principal.type_name().to_string();
-            let scope = format!("default-deny:{ty}");
-            match self.pack.default_deny_mode(&ty) {
+            let (scope, mode) = self.pack.default_deny_scope(valid.principal.type_name());
+            let scope = scope.into_owned();
+            match mode {
                 Mode::Enforce => {
                     decision.decision = Outcome::Deny;
                     decision.effect = Some(Effect::Deny);
@@ -710,12 +732,6 @@ fn record<'a>(
 ) -> Result<RestrictedExpression, RequestError> {
     RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
         .map_err(|e| RequestError::Invalid(e.to_string()))
-}
-
-fn warning_message(rule: &Rule, effect: Effect) -> String {
-    rule.reason
-        .clone()
-        .unwrap_or_else(|| format!("rule {} would {effect} this request", rule.id))
 }
 
 /// Cedar's datetime literal form, in UTC with milliseconds.

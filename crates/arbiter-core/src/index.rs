@@ -19,6 +19,7 @@ use cedar_policy::{
     PrincipalConstraint, ResourceConstraint,
 };
 
+use crate::needs::Needs;
 use crate::rule::Rule;
 
 /// The policies that can apply to one (action, principal type, resource type).
@@ -29,6 +30,8 @@ pub(crate) struct Slice {
     pub all: PolicySet,
     /// The rule ids in the slice.
     pub ids: Vec<String>,
+    /// The reserved context keys the slice's policies read.
+    pub needs: Needs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,6 +49,7 @@ const MAX_CACHED_SLICES: usize = 16_384;
 struct Scoped {
     /// The policy as evaluated: a forbid is turned into a permit.
     policy: Policy,
+    needs: Needs,
     principal: Option<EntityTypeName>,
     resource: Option<EntityTypeName>,
 }
@@ -91,7 +95,11 @@ impl SliceIndex {
                 ResourceConstraint::Is(ty) | ResourceConstraint::IsIn(ty, _) => Some(ty),
                 ResourceConstraint::Any | ResourceConstraint::In(_) => None,
             };
+            let est = policy
+                .to_json()
+                .map_err(|e| format!("rule `{}` cannot be indexed: {e}", rule.id))?;
             scoped.push(Scoped {
+                needs: Needs::of_policy(&est),
                 policy: as_permit(policy)?,
                 principal,
                 resource,
@@ -145,6 +153,7 @@ impl SliceIndex {
         picked.dedup();
         let mut all = PolicySet::new();
         let mut ids = Vec::new();
+        let mut needs = Needs::default();
         for s in picked.iter().filter_map(|i| self.scoped.get(*i)) {
             let fits = |want: &Option<EntityTypeName>, got: &EntityTypeName| {
                 want.as_ref().is_none_or(|w| w == got)
@@ -155,9 +164,10 @@ impl SliceIndex {
             // Ids are unique in the pack, so adding cannot fail.
             if all.add(s.policy.clone()).is_ok() {
                 ids.push(s.policy.id().to_string());
+                needs = needs.union(s.needs);
             }
         }
-        Slice { all, ids }
+        Slice { all, ids, needs }
     }
 }
 

@@ -39,6 +39,7 @@ pub mod diag;
 pub mod engine;
 pub mod identity;
 mod index;
+mod needs;
 pub mod pack;
 pub mod period;
 pub mod request;

@@ -152,6 +152,9 @@ pub struct Rule {
     pub line: usize,
     /// `sha256:` of the policy's source text: changes when the rule changes.
     pub hash: String,
+    /// What a warning from this rule says: its `@reason`, or a sentence naming it.
+    #[serde(skip)]
+    pub(crate) warning: String,
 }
 
 impl Rule {

@@ -3,7 +3,7 @@
 //! serve the offline CLI, tests, and a single server.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 
@@ -21,8 +21,9 @@ pub struct SessionKey {
 /// What a decision sees of its session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
-    /// Bare ids of actions (and their groups) allowed earlier in the session.
-    pub touched: BTreeSet<String>,
+    /// Bare ids of actions (and their groups) allowed earlier in the session; shared, so
+    /// reading a session copies nothing.
+    pub touched: Arc<BTreeSet<String>>,
     /// How many actions were allowed in the session.
     pub actions: i64,
     /// When the session was first seen.
@@ -53,7 +54,7 @@ impl SessionStore for MemorySessions {
         sessions
             .entry(key.clone())
             .or_insert_with(|| SessionView {
-                touched: BTreeSet::new(),
+                touched: Arc::default(),
                 actions: 0,
                 started: now,
                 terminated: false,
@@ -64,7 +65,10 @@ impl SessionStore for MemorySessions {
     fn record_allowed(&self, key: &SessionKey, touched: &[String]) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(session) = sessions.get_mut(key) {
-            session.touched.extend(touched.iter().cloned());
+            if touched.iter().any(|t| !session.touched.contains(t)) {
+                let set = Arc::make_mut(&mut session.touched);
+                set.extend(touched.iter().cloned());
+            }
             session.actions = session.actions.saturating_add(1);
         }
     }
@@ -74,7 +78,7 @@ impl SessionStore for MemorySessions {
         sessions
             .entry(key.clone())
             .or_insert_with(|| SessionView {
-                touched: BTreeSet::new(),
+                touched: Arc::default(),
                 actions: 0,
                 started: now,
                 terminated: true,

@@ -70,7 +70,8 @@ const RESOURCES: [&str; 5] = [
 ];
 /// Conditions, some of which error: `principal.level` for a principal missing from the
 /// store, and an overflow when `n` is large.
-const CONDITIONS: [&str; 6] = [
+const CONDITIONS: [&str; 7] = [
+    " when { context.session.actions == 0 && context.now > datetime(\"2026-01-01\") }",
     "",
     " when { context.flag }",
     " when { context.n > 3 }",

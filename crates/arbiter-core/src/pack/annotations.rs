@@ -201,7 +201,6 @@ pub(crate) fn read_rule(
     let rule = id.map(|id| {
         let forbid = kind == Kind::Forbid;
         Rule {
-            id,
             kind,
             mode: forbid.then(|| mode.unwrap_or(config.defaults.mode)),
             effect: forbid.then_some(effect_value),
@@ -218,7 +217,12 @@ pub(crate) fn read_rule(
             audit_until,
             file: at.file.to_owned(),
             line: at.line,
+            warning: policy.annotation("reason").map_or_else(
+                || format!("rule {id} would {effect_value} this request"),
+                str::to_owned,
+            ),
             hash,
+            id,
         }
     });
     Read {

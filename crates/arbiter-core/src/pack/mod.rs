@@ -37,6 +37,8 @@ pub struct Pack {
     index: SliceIndex,
     action_groups: HashMap<EntityUid, Vec<String>>,
     request_entity_types: HashSet<EntityTypeName>,
+    /// `default-deny:<Type>` and its mode, for the principal types the schema knows.
+    scopes: HashMap<EntityTypeName, (String, Mode)>,
     version: String,
     warnings: Vec<Problem>,
 }
@@ -109,6 +111,21 @@ impl Pack {
         &self.warnings
     }
 
+    /// The default-deny scope (`default-deny:<Type>`) of a principal type, and its mode.
+    pub fn default_deny_scope(
+        &self,
+        principal_type: &EntityTypeName,
+    ) -> (std::borrow::Cow<'_, str>, Mode) {
+        match self.scopes.get(principal_type) {
+            Some((name, mode)) => (std::borrow::Cow::Borrowed(name), *mode),
+            None => {
+                let ty = principal_type.to_string();
+                let mode = self.default_deny_mode(&ty);
+                (std::borrow::Cow::Owned(format!("default-deny:{ty}")), mode)
+            }
+        }
+    }
+
     /// The mode of the default-deny scope for a principal type.
     pub fn default_deny_mode(&self, principal_type: &str) -> Mode {
         self.config.default_deny.mode_for(principal_type)
@@ -138,10 +155,10 @@ impl Pack {
     }
 
     /// Bare ids of the action and all its groups, transitively (`touched` in sessions).
-    pub(crate) fn action_and_groups(&self, action: &EntityUid) -> Vec<String> {
+    pub(crate) fn action_and_groups(&self, action: &EntityUid) -> std::borrow::Cow<'_, [String]> {
         match self.action_groups.get(action) {
-            Some(ids) => ids.clone(),
-            None => lineage_ids(action, &self.entities),
+            Some(ids) => std::borrow::Cow::Borrowed(ids),
+            None => std::borrow::Cow::Owned(lineage_ids(action, &self.entities)),
         }
     }
 
@@ -219,7 +236,7 @@ impl<'a> Loader<'a> {
         let index = SliceIndex::new(&rules, &policies)
             .map_err(|m| Problems(vec![Problem::in_file(POLICIES_DIR, m)]))?;
         let version = format!("sha256:{}", hex::encode(self.hasher.finalize()));
-        Ok(Pack {
+        let mut pack = Pack {
             dir: self.dir.to_owned(),
             config,
             catalog,
@@ -231,9 +248,19 @@ impl<'a> Loader<'a> {
             index,
             action_groups,
             request_entity_types,
+            scopes: HashMap::new(),
             version,
             warnings: self.warnings,
-        })
+        };
+        pack.scopes = pack
+            .default_deny_scopes()
+            .into_iter()
+            .filter_map(|(ty, mode)| {
+                let name = ty.parse::<EntityTypeName>().ok()?;
+                Some((name, (format!("default-deny:{ty}"), mode)))
+            })
+            .collect();
+        Ok(pack)
     }
 
     /// Reads a pack file and feeds it to the version hash.
