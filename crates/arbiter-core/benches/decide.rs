@@ -188,7 +188,10 @@ fn bench(c: &mut Criterion) {
     for rules in [10, 100, 1_000] {
         let (_dir, pack) = load(rules, false);
         let engine = Engine::new(Arc::clone(&pack));
-        let slices: Vec<PolicySet> = requests.iter().map(|r| engine.explain(r).unwrap().slice).collect();
+        let slices: Vec<PolicySet> = requests
+            .iter()
+            .map(|r| engine.explain(r).unwrap().slice)
+            .collect();
         let mut i = 0;
         group.bench_function(BenchmarkId::new("raw_cedar", rules), |b| {
             b.iter(|| {
