@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod output;
+mod serve;
 
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,10 @@ enum Command {
         /// The pack directory.
         pack: PathBuf,
     },
+    /// Serve decisions over HTTP, with the decision log in the data directory.
+    Serve(serve::ServeArgs),
+    /// Query the decision log (also while a server runs).
+    Log(serve::LogArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
             json,
         } => check(&pack, request.as_deref(), requests.as_deref(), json),
         Command::Test { pack } => test(&pack),
+        Command::Serve(args) => serve::serve(args),
+        Command::Log(args) => serve::log(args),
     };
     match result {
         Ok(code) => code,

@@ -148,6 +148,11 @@ impl Engine {
         }
     }
 
+    /// The engine's time now.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The pack decisions are made under.
     pub fn pack(&self) -> &Arc<Pack> {
         &self.pack
@@ -739,7 +744,8 @@ fn cedar_datetime(now: Timestamp) -> String {
     now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-fn decision_id(now: Timestamp) -> String {
+/// A new decision id: a ULID at `now`.
+pub fn decision_id(now: Timestamp) -> String {
     let at = SystemTime::UNIX_EPOCH
         + std::time::Duration::from_millis(u64::try_from(now.as_millisecond()).unwrap_or(0));
     Ulid::from_datetime(at).to_string()

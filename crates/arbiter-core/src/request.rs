@@ -55,6 +55,18 @@ pub struct TypedRef {
     pub id: String,
 }
 
+impl std::fmt::Display for EntityRef {
+    /// The Cedar spelling, `Type::"id"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntityRef::Text(text) => f.write_str(text),
+            EntityRef::Typed(TypedRef { ty, id }) => {
+                write!(f, "{ty}::{}", Value::String(id.clone()))
+            }
+        }
+    }
+}
+
 impl EntityRef {
     /// The reference as a Cedar uid; `field` names it in the error.
     pub fn to_uid(&self, field: &str) -> Result<EntityUid, RequestError> {

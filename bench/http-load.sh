@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# HTTP load benchmark (issue #3), loopback only, bounded in time:
+#   1. `arbiter serve` on the example pack, decision log on (SQLite, batched), and a bare
+#      axum endpoint doing the same JSON work, each driven by oha at fixed concurrency;
+#   2. arbiter again at half of the bare endpoint's throughput, for p99 at that load.
+# Prints decisions/s and p50/p99 for each, and the ratio.
+# Usage: bench/http-load.sh [seconds per run, default 10] [concurrency, default 32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-10}"
+CONC="${2:-32}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+OHA="${OHA:-$(command -v oha || echo /work/tools/bin/oha)}"
+if [ ! -x "$OHA" ]; then
+  echo "installing oha from crates.io into /work/tools" >&2
+  cargo install oha --root /work/tools >&2
+  OHA=/work/tools/bin/oha
+fi
+cargo build --release -p arbiter-cli -p arbiter-server --example bare >&2
+BIN="$CARGO_TARGET_DIR/release"
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+BODY='{"principal":"Agent::\"support-bot\"","action":"Action::\"read_ticket\"","resource":"Ticket::\"T-1\"","context":{},"session":"load"}'
+
+ARBITER_ADMIN_TOKEN=bench ARBITER_LOG=warn "$BIN/arbiter" serve --pack examples/agents-and-pipelines \
+  --data "$WORK/data" --listen 127.0.0.1:18700 2>"$WORK/arbiter.log" &
+"$BIN/examples/bare" 127.0.0.1:18799 2>"$WORK/bare.log" &
+for port in 18700 18799; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" -o /dev/null -X POST 2>/dev/null && break
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+
+run() { # name url extra-args...
+  local name="$1" url="$2"; shift 2
+  "$OHA" -z "${SECS}s" -c "$CONC" -m POST -H 'content-type: application/json' -d "$BODY" \
+    --no-tui --output-format json "$@" "$url" > "$WORK/$name.json"
+  python3 - "$name" "$WORK/$name.json" <<'PY'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+s, p = d["summary"], d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+print(f"{name:>22}: {s['requestsPerSec']:10.0f} req/s  p50 {p['p50']*1000:7.3f} ms  p99 {p['p99']*1000:7.3f} ms  status {codes}")
+PY
+}
+
+run bare "http://127.0.0.1:18799/v1/decide"
+run arbiter "http://127.0.0.1:18700/v1/decide"
+BARE=$(python3 -c "import json;print(json.load(open('$WORK/bare.json'))['summary']['requestsPerSec'])")
+ARB=$(python3 -c "import json;print(json.load(open('$WORK/arbiter.json'))['summary']['requestsPerSec'])")
+HALF=$(python3 -c "print(int($BARE/2))")
+run "arbiter@half-load" "http://127.0.0.1:18700/v1/decide" -q "$HALF"
+python3 -c "print(f'arbiter / bare throughput: {$ARB/$BARE:.2f}x  (half load = {$HALF} req/s)')"
+LOGGED=$(ARBITER_ADMIN_TOKEN=bench curl -s -H 'Authorization: Bearer bench' 'http://127.0.0.1:18700/metrics' | grep -E '^arbiter_decisions_total' | awk '{s+=$2} END {print s}')
+echo "decisions counted by arbiter: $LOGGED"

@@ -1,0 +1,237 @@
+//! `arbiter serve` and `arbiter log`: wiring the server to the process (signals, the
+//! listener, the generated admin token) and reading the decision log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use arbiter_server::{App, Durability, Options};
+use arbiter_store::{DecisionQuery, Store};
+
+use crate::Failure;
+
+/// Arguments of `arbiter serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The pack directory.
+    #[arg(long)]
+    pub pack: PathBuf,
+    /// The data directory: the decision log (SQLite), keys, the generated admin token.
+    #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
+    pub data: PathBuf,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8700", env = "ARBITER_LISTEN")]
+    pub listen: SocketAddr,
+    /// `batched` answers once a decision is queued for the log; `sync` once it is committed.
+    #[arg(long, default_value = "batched", value_parser = ["batched", "sync"])]
+    pub durability: String,
+    /// Listen beyond loopback without PEP tokens on decision endpoints.
+    #[arg(long)]
+    pub allow_open_decisions: bool,
+    /// The largest request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// The admin token (otherwise the one in the data dir, generated on first start).
+    #[arg(long = "admin-token-env", hide = true, env = "ARBITER_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
+    let mut options = Options::new(&args.pack, &args.data);
+    options.durability = if args.durability == "sync" {
+        Durability::Sync
+    } else {
+        Durability::Batched
+    };
+    options.body_limit = args.body_limit;
+    options.admin_token = args.admin_token.clone();
+    let (app, generated) = App::start(options)
+        .await
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    if !args.listen.ip().is_loopback() && !app.requires_pep_tokens() && !args.allow_open_decisions {
+        app.shutdown().await;
+        return Err(Failure::Input(format!(
+            "refusing to listen on {} without PEP tokens: set [server] pep_tokens in arbiter.toml, \
+             or pass --allow-open-decisions",
+            args.listen
+        )));
+    }
+    if let Some(token) = generated {
+        eprintln!(
+            "generated the admin token (kept in {}/admin.token, shown once):\n{token}",
+            args.data.display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Input(format!("cannot listen on {}: {e}", args.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Input(format!("no local address: {e}")))?;
+    eprintln!("arbiter listening on http://{local}");
+    spawn_reload_on_hangup(app.clone());
+    arbiter_server::serve(app, listener, terminated())
+        .await
+        .map_err(|e| Failure::Input(format!("server error: {e}")))?;
+    eprintln!("arbiter stopped; the decision log is drained");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP reloads the pack.
+fn spawn_reload_on_hangup(app: std::sync::Arc<App>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            match app.reload().await {
+                Ok(version) => eprintln!("SIGHUP: reloaded {version}"),
+                Err(problems) => {
+                    eprintln!("SIGHUP: reload refused, the running pack stays:\n{problems}")
+                }
+            }
+        }
+    });
+}
+
+/// Arguments of `arbiter log`.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// The data directory.
+    #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
+    pub data: PathBuf,
+    /// Only decisions at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only decisions before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only decisions where this rule fired.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only this principal (`Agent::"bot"`).
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Only this action (`Action::"read"`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only `allow`, `deny` or `invalid`.
+    #[arg(long, value_parser = ["allow", "deny", "invalid"])]
+    pub decision: Option<String>,
+    /// Only decisions where a rule fired in this mode.
+    #[arg(long, value_parser = ["audit", "warn", "enforce"])]
+    pub mode: Option<String>,
+    /// How many, newest first (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Continue from a previous page's `next`.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// JSON: `{"decisions": [...], "next": …}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn log(args: LogArgs) -> Result<ExitCode, Failure> {
+    let time = |field: &str, v: &Option<String>| -> Result<Option<jiff::Timestamp>, Failure> {
+        v.as_ref()
+            .map(|t| {
+                t.parse().map_err(|e| {
+                    Failure::Input(format!("--{field}: `{t}` is not an RFC 3339 time ({e})"))
+                })
+            })
+            .transpose()
+    };
+    let query = DecisionQuery {
+        since: time("since", &args.since)?,
+        until: time("until", &args.until)?,
+        rule: args.rule.clone(),
+        principal: args.principal.clone(),
+        action: args.action.clone(),
+        decision: args.decision.clone(),
+        mode: args.mode.clone(),
+        limit: args.limit,
+        cursor: args.cursor.clone(),
+    };
+    let store = Store::open_read_only(&args.data).map_err(|e| Failure::Input(e.to_string()))?;
+    let page = store
+        .query_decisions(&query)
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    if args.json {
+        let text = serde_json::to_string(&page).map_err(|e| Failure::Input(e.to_string()))?;
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24}  {:<8}  {:<8}  {:<28}  {:<24}  {:<28}  rules",
+        "time", "decision", "effect", "principal", "action", "resource"
+    );
+    for d in &page.decisions {
+        let mut rules: Vec<String> = d
+            .enforced
+            .iter()
+            .map(|r| format!("{r} (enforce)"))
+            .collect();
+        rules.extend(d.warnings.iter().map(|r| format!("{r} (warn)")));
+        rules.extend(
+            d.audit
+                .iter()
+                .filter_map(|a| a.get("rule").and_then(|r| r.as_str()))
+                .map(|r| format!("{r} (audit)")),
+        );
+        let time = d.time.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        println!(
+            "{:<24}  {:<8}  {:<8}  {:<28}  {:<24}  {:<28}  {}",
+            time,
+            d.decision,
+            d.effect.as_deref().unwrap_or("-"),
+            d.principal.as_deref().unwrap_or("-"),
+            d.action.as_deref().unwrap_or("-"),
+            d.resource.as_deref().unwrap_or("-"),
+            rules.join(", ")
+        );
+    }
+    if let Some(next) = &page.next {
+        println!("more: --cursor {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,680 @@
+//! The server's state and routes. Handlers are a few lines each: they check who is
+//! calling, then call into the engine, the store or the reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arbiter_core::response::Outcome;
+use arbiter_core::{Decision, DecisionRequest, Engine, Pack, RequestError, TimeSource};
+use arbiter_store::{
+    DecisionQuery, DecisionRecord, Durability, LogWriter, Masker, PackVersion, RuleVersion, Store,
+};
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::auth::{AdminTokens, PepTokens};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The pack directory.
+    pub pack: PathBuf,
+    /// The data directory (SQLite, keys, the generated admin token).
+    pub data: PathBuf,
+    /// Batched (default) or commit-before-answer.
+    pub durability: Durability,
+    /// The largest request body, in bytes.
+    pub body_limit: usize,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait.
+    pub concurrency: usize,
+    /// The decision log's queue capacity.
+    pub log_capacity: usize,
+    /// The admin token from `ARBITER_ADMIN_TOKEN`, if set.
+    pub admin_token: Option<String>,
+}
+
+impl Options {
+    /// Defaults for a pack and a data directory.
+    pub fn new(pack: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Self {
+        Self {
+            pack: pack.into(),
+            data: data.into(),
+            durability: Durability::Batched,
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            concurrency: 1024,
+            log_capacity: 8192,
+            admin_token: None,
+        }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct App {
+    options: Options,
+    engine: ArcSwap<Engine>,
+    peps: ArcSwap<PepTokens>,
+    admins: AdminTokens,
+    store: Store,
+    log: LogWriter,
+    masker: Masker,
+    metrics: Metrics,
+    reloading: Mutex<()>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The pack did not load.
+    #[error("{0}")]
+    Pack(arbiter_core::diag::Problems),
+    /// The data directory or the store failed.
+    #[error("{0}")]
+    Store(#[from] arbiter_store::StoreError),
+    /// A file in the data directory could not be read or written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl App {
+    /// Loads the pack, opens the store and starts the log writer. Returns the app and, when
+    /// an admin token was just generated, that token (to print once).
+    pub async fn start(options: Options) -> Result<(Arc<App>, Option<String>), StartError> {
+        let pack_dir = options.pack.clone();
+        let pack = tokio::task::spawn_blocking(move || Pack::load(pack_dir))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(StartError::Pack)?;
+        let store = Store::open(&options.data)?;
+        let (admins, generated) =
+            AdminTokens::load_or_create(&options.data, options.admin_token.as_deref())?;
+        let masker = Masker::load_or_create(&options.data)?;
+        let log = LogWriter::start(&store, options.durability, options.log_capacity)?;
+        store.record_pack_version(&pack_version(&pack))?;
+        let peps = PepTokens::from_config(&pep_hashes(&pack));
+        let engine = Engine::new(Arc::new(pack)).with_time_source(TimeSource::ClockOnly);
+        let app = App {
+            options,
+            engine: ArcSwap::from_pointee(engine),
+            peps: ArcSwap::from_pointee(peps),
+            admins,
+            store,
+            log,
+            masker,
+            metrics: Metrics::new(),
+            reloading: Mutex::new(()),
+        };
+        Ok((Arc::new(app), generated))
+    }
+
+    /// Whether decision endpoints require PEP tokens.
+    pub fn requires_pep_tokens(&self) -> bool {
+        self.peps.load().required()
+    }
+
+    /// The routes, with body limits, timeouts and a concurrency bound as layers.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/decide", post(decide))
+            .route("/v1/decide/batch", post(decide_batch))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .route("/v1/policy", get(policy))
+            .route("/v1/policy/reload", post(reload))
+            .route("/v1/decisions", get(decisions))
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(self.options.body_limit))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                self.options.request_timeout,
+            ))
+            .layer(tower::limit::ConcurrencyLimitLayer::new(
+                self.options.concurrency,
+            ))
+            .with_state(Arc::clone(self))
+    }
+
+    /// Loads the pack again and swaps it in atomically; sessions and throttles carry over.
+    /// A pack with problems is refused and the running one stays.
+    pub async fn reload(&self) -> Result<String, arbiter_core::diag::Problems> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let dir = self.options.pack.clone();
+        let loaded = tokio::task::spawn_blocking(move || Pack::load(dir))
+            .await
+            .unwrap_or_else(|e| {
+                Err(arbiter_core::diag::Problems(vec![
+                    arbiter_core::diag::Problem::in_file(
+                        ".",
+                        format!("the reload task failed: {e}"),
+                    ),
+                ]))
+            });
+        let pack = match loaded {
+            Ok(pack) => pack,
+            Err(problems) => {
+                self.metrics.reloaded(false);
+                tracing::warn!(%problems, "reload refused; the running pack stays");
+                return Err(problems);
+            }
+        };
+        let store = self.store.clone();
+        let record = pack_version(&pack);
+        match tokio::task::spawn_blocking(move || store.record_pack_version(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "recording the pack version"),
+            Err(e) => tracing::error!(error = %e, "recording the pack version"),
+        }
+        let version = pack.version().to_owned();
+        self.peps
+            .store(Arc::new(PepTokens::from_config(&pep_hashes(&pack))));
+        let next = self.engine.load().with_pack(Arc::new(pack));
+        self.engine.store(Arc::new(next));
+        self.metrics.reloaded(true);
+        tracing::info!(%version, "pack reloaded");
+        Ok(version)
+    }
+
+    /// Drains the decision log.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.log.shutdown().await {
+            tracing::error!(error = %e, "draining the decision log");
+        }
+    }
+
+    fn check_pep(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let peps = self.peps.load();
+        if peps.required() && !peps.check(headers) {
+            return Err(ApiError::unauthorized(
+                "a PEP token is required on decision endpoints",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_admin(&self, headers: &HeaderMap) -> Result<&str, ApiError> {
+        self.admins
+            .check(headers)
+            .ok_or_else(|| ApiError::unauthorized("an admin token is required"))
+    }
+
+    /// One request: decide it and record it. The outer error is for the whole HTTP call
+    /// (the log is down); the inner one is this request's own.
+    async fn decide_one(
+        &self,
+        engine: &Engine,
+        value: Value,
+    ) -> Result<Result<Decision, RequestError>, ApiError> {
+        let started = Instant::now();
+        let parsed = DecisionRequest::from_value(value.clone());
+        let result = parsed
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| engine.decide(r));
+        let latency = started.elapsed();
+        let record = self.record(engine, value, parsed.ok().as_ref(), &result, latency);
+        match &result {
+            Ok(decision) => self.metrics.decided(decision, latency.as_secs_f64()),
+            Err(error) => self.metrics.refused(error.code()),
+        }
+        self.log.append(record).await.map_err(|e| {
+            tracing::error!(error = %e, "decision log append");
+            ApiError::log_unavailable()
+        })?;
+        Ok(result)
+    }
+
+    /// The body as JSON; a body that is not (too large, not JSON) is refused and
+    /// recorded as `invalid` like any other bad request.
+    async fn body_or_record(&self, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+        let preview = body.as_ref().ok().map(|b| {
+            let end = b.len().min(4096);
+            Value::String(String::from_utf8_lossy(b.get(..end).unwrap_or_default()).into_owned())
+        });
+        match json_body(body) {
+            Ok(value) => Ok(value),
+            Err(refusal) => {
+                self.metrics.refused(refusal.code());
+                let engine = self.engine.load();
+                let time = engine.now();
+                let record = DecisionRecord {
+                    decision_id: arbiter_core::engine::decision_id(time),
+                    time,
+                    policy_version: engine.pack().version().to_owned(),
+                    principal: None,
+                    action: None,
+                    resource: None,
+                    session: None,
+                    credential_id: None,
+                    decision: "invalid".to_owned(),
+                    effect: None,
+                    enforced: Vec::new(),
+                    warnings: Vec::new(),
+                    audit: Vec::new(),
+                    errors: Vec::new(),
+                    reason: None,
+                    error: refusal.body().get("error").cloned(),
+                    latency_us: 0,
+                    request: preview.unwrap_or(Value::Null),
+                };
+                self.log
+                    .append(record)
+                    .await
+                    .map_err(|_| ApiError::log_unavailable())?;
+                Err(refusal)
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        mut request: Value,
+        parsed: Option<&DecisionRequest>,
+        result: &Result<Decision, RequestError>,
+        latency: Duration,
+    ) -> DecisionRecord {
+        let pack = engine.pack();
+        let mask: Vec<String> = pack
+            .config()
+            .log
+            .mask
+            .iter()
+            .map(|p| p.get_ref().clone())
+            .collect();
+        if !mask.is_empty() {
+            self.masker.mask(&mut request, &mask);
+        }
+        let time = engine.now();
+        let mut record = DecisionRecord {
+            decision_id: String::new(),
+            time,
+            policy_version: pack.version().to_owned(),
+            principal: parsed.map(|r| r.principal.to_string()),
+            action: parsed.map(|r| r.action.to_string()),
+            resource: parsed.map(|r| r.resource.to_string()),
+            session: parsed.and_then(|r| r.session.clone()),
+            credential_id: None,
+            decision: "invalid".to_owned(),
+            effect: None,
+            enforced: Vec::new(),
+            warnings: Vec::new(),
+            audit: Vec::new(),
+            errors: Vec::new(),
+            reason: None,
+            error: None,
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            request,
+        };
+        match result {
+            Ok(d) => {
+                record.decision_id = d.decision_id.clone();
+                record.decision = match d.decision {
+                    Outcome::Allow => "allow",
+                    Outcome::Deny => "deny",
+                }
+                .to_owned();
+                record.effect = d.effect.map(|e| e.as_str().to_owned());
+                record.enforced = d.enforced.clone();
+                record.warnings = d.warnings.iter().map(|w| w.rule.clone()).collect();
+                record.audit = d
+                    .audit
+                    .iter()
+                    .filter_map(|a| serde_json::to_value(a).ok())
+                    .collect();
+                record.errors = d
+                    .errors
+                    .iter()
+                    .filter_map(|e| serde_json::to_value(e).ok())
+                    .collect();
+                record.reason = d.reason.clone();
+            }
+            Err(error) => {
+                record.decision_id = arbiter_core::engine::decision_id(time);
+                record.error = error.to_json().get("error").cloned();
+            }
+        }
+        record
+    }
+}
+
+fn pep_hashes(pack: &Pack) -> Vec<String> {
+    pack.config()
+        .server
+        .pep_tokens
+        .iter()
+        .map(|t| t.get_ref().clone())
+        .collect()
+}
+
+fn pack_version(pack: &Pack) -> PackVersion {
+    PackVersion {
+        version: pack.version().to_owned(),
+        loaded_at: jiff::Timestamp::now(),
+        rules: pack
+            .rules()
+            .iter()
+            .map(|r| RuleVersion {
+                id: r.id.clone(),
+                hash: r.hash.clone(),
+                kind: r.kind.as_str().to_owned(),
+                mode: r.mode.map(|m| m.as_str().to_owned()),
+                effect: r.effect.map(|e| e.as_str().to_owned()),
+            })
+            .collect(),
+    }
+}
+
+/// The body as JSON, or the right 4xx.
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "payload_too_large",
+                "the request body is larger than the limit",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                rejection.body_text(),
+            )
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("not JSON: {e}"),
+        )
+    })
+}
+
+fn request_error(error: &RequestError) -> ApiError {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(status, error.code(), error.to_string())
+}
+
+fn decision_response(decision: &Decision) -> Response {
+    let mut response = (StatusCode::OK, axum::Json(decision)).into_response();
+    if let Some(retry) = decision.retry_after_s
+        && let Ok(value) = HeaderValue::from_str(&retry.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+async fn decide(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    app.check_pep(&headers)?;
+    if !app.log.is_healthy() {
+        return Err(ApiError::log_unavailable());
+    }
+    let value = app.body_or_record(body).await?;
+    let engine = app.engine.load_full();
+    match app.decide_one(&engine, value).await? {
+        Ok(decision) => Ok(decision_response(&decision)),
+        Err(error) => Err(request_error(&error)),
+    }
+}
+
+/// The most requests one batch may carry.
+const MAX_BATCH: usize = 1_000;
+
+async fn decide_batch(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    app.check_pep(&headers)?;
+    if !app.log.is_healthy() {
+        return Err(ApiError::log_unavailable());
+    }
+    let value = app.body_or_record(body).await?;
+    let requests = match value {
+        Value::Object(mut map) if map.len() == 1 && map.contains_key("requests") => {
+            match map.remove("requests") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_request",
+                        "`requests` must be a list",
+                    ));
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "a batch is {\"requests\": [...]} and nothing else",
+            ));
+        }
+    };
+    if requests.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "a batch holds at most {MAX_BATCH} requests, this one {}",
+                requests.len()
+            ),
+        ));
+    }
+    // One pack for the whole batch, even if a reload lands in between.
+    let engine = app.engine.load_full();
+    let mut responses = Vec::with_capacity(requests.len());
+    for request in requests {
+        let answer = match app.decide_one(&engine, request).await? {
+            Ok(decision) => serde_json::to_value(&decision).map_err(ApiError::internal)?,
+            Err(error) => error.to_json(),
+        };
+        responses.push(answer);
+    }
+    Ok(axum::Json(json!({ "responses": responses })).into_response())
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let mut problems = Vec::new();
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.check_writable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("store not writable: {e}")),
+        Err(e) => problems.push(format!("store check failed: {e}")),
+    }
+    if !app.log.is_healthy() {
+        problems.push(format!(
+            "decision log failing ({} write errors so far)",
+            app.log.write_errors()
+        ));
+    }
+    let version = app.engine.load().pack().version().to_owned();
+    if problems.is_empty() {
+        axum::Json(json!({"status": "ready", "policy_version": version})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({"status": "not_ready", "policy_version": version, "problems": problems}),
+            ),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = app
+        .metrics
+        .render(app.log.queue_depth(), app.log.write_errors());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn policy(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.check_admin(&headers)?;
+    let engine = app.engine.load();
+    let pack = engine.pack();
+    let rules: Vec<Value> = pack
+        .rules()
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "kind": r.kind, "mode": r.mode, "effect": r.effect,
+                "severity": r.severity, "maps": r.maps.iter().map(|m| &m.id).collect::<Vec<_>>(),
+                "limit": r.limit.map(|l| l.to_string()), "on_error": r.on_error,
+                "file": r.file, "line": r.line, "hash": r.hash,
+            })
+        })
+        .collect();
+    let scopes: serde_json::Map<String, Value> = pack
+        .default_deny_scopes()
+        .into_iter()
+        .map(|(ty, mode)| (format!("default-deny:{ty}"), json!(mode)))
+        .collect();
+    Ok(axum::Json(json!({
+        "policy_version": pack.version(),
+        "rules": rules,
+        "default_deny": {"mode": pack.config().default_deny.mode, "scopes": scopes},
+    }))
+    .into_response())
+}
+
+async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let admin = app.check_admin(&headers)?.to_owned();
+    match app.reload().await {
+        Ok(version) => {
+            tracing::info!(%admin, %version, "reload requested");
+            Ok(
+                axum::Json(json!({"status": "reloaded", "policy_version": version}))
+                    .into_response(),
+            )
+        }
+        Err(problems) => {
+            let running = app.engine.load().pack().version().to_owned();
+            let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_pack",
+                format!(
+                    "the pack has {} problem(s); the running pack ({running}) stays",
+                    list.len()
+                ),
+            )
+            .with_details(json!(list)))
+        }
+    }
+}
+
+/// `GET /v1/decisions` filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionsParams {
+    since: Option<String>,
+    until: Option<String>,
+    rule: Option<String>,
+    principal: Option<String>,
+    action: Option<String>,
+    decision: Option<String>,
+    mode: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn decisions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<DecisionsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    app.check_admin(&headers)?;
+    let Query(params) =
+        params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let query = decision_query(params)?;
+    let store = app.store.clone();
+    let page = tokio::task::spawn_blocking(move || store.query_decisions(&query))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            arbiter_store::StoreError::InvalidQuery(_)
+            | arbiter_store::StoreError::InvalidCursor { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.to_string())
+            }
+            other => ApiError::internal(other),
+        })?;
+    Ok(axum::Json(page).into_response())
+}
+
+fn decision_query(p: DecisionsParams) -> Result<DecisionQuery, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", m);
+    let time = |field: &str, v: Option<String>| -> Result<Option<jiff::Timestamp>, ApiError> {
+        v.map(|t| {
+            t.parse()
+                .map_err(|e| bad(format!("`{field}`: `{t}` is not an RFC 3339 time ({e})")))
+        })
+        .transpose()
+    };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad(format!("`limit` must be 1 to 1000, not {limit}")));
+    }
+    if let Some(d) = &p.decision
+        && !["allow", "deny", "invalid"].contains(&d.as_str())
+    {
+        return Err(bad(format!(
+            "`decision` must be allow, deny or invalid, not `{d}`"
+        )));
+    }
+    if let Some(m) = &p.mode
+        && !["audit", "warn", "enforce"].contains(&m.as_str())
+    {
+        return Err(bad(format!(
+            "`mode` must be audit, warn or enforce, not `{m}`"
+        )));
+    }
+    Ok(DecisionQuery {
+        since: time("since", p.since)?,
+        until: time("until", p.until)?,
+        rule: p.rule,
+        principal: p.principal,
+        action: p.action,
+        decision: p.decision,
+        mode: p.mode,
+        limit,
+        cursor: p.cursor,
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}

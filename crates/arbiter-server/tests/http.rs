@@ -1,0 +1,563 @@
+//! The real server on a loopback port, spoken to over HTTP: decisions equal the offline
+//! engine's, admin endpoints refuse missing or wrong tokens, a broken reload keeps the
+//! running pack, bad input gets the right 4xx and the server stays healthy, and every
+//! decision lands in the log.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test"
+)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
+use arbiter_server::{App, Durability, Options};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const ADMIN: &str = "test-admin-token";
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pack: PathBuf,
+    data: PathBuf,
+    _dirs: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(durability: Durability) -> Server {
+        let dirs = tempfile::tempdir().unwrap();
+        let pack = dirs.path().join("pack");
+        copy_dir(&example(), &pack);
+        let data = dirs.path().join("data");
+        Self::start_in(dirs, pack, data, durability).await
+    }
+
+    async fn start_in(
+        dirs: tempfile::TempDir,
+        pack: PathBuf,
+        data: PathBuf,
+        durability: Durability,
+    ) -> Server {
+        let mut options = Options::new(&pack, &data);
+        options.durability = durability;
+        options.admin_token = Some(ADMIN.to_owned());
+        let (app, _) = App::start(options).await.unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(arbiter_server::serve(app, listener, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            base,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+            pack,
+            data,
+            _dirs: dirs,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body, headers)
+    }
+
+    async fn raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            headers,
+        )
+    }
+}
+
+fn session_requests() -> Vec<Value> {
+    let text = fs::read_to_string(example().join("requests/agent-session.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            // The server uses its own clock.
+            v.as_object_mut().unwrap().remove("time");
+            v
+        })
+        .collect()
+}
+
+fn without_ids(mut v: Value) -> Value {
+    if let Some(map) = v.as_object_mut() {
+        map.remove("decision_id");
+    }
+    v
+}
+
+#[tokio::test]
+async fn decisions_over_http_equal_the_offline_engine() {
+    let mut server = Server::start(Durability::Batched).await;
+    let pack = Arc::new(Pack::load(&server.pack).unwrap());
+    let offline = Engine::new(pack).with_time_source(TimeSource::ClockOnly);
+    let requests = session_requests();
+    let mut over_http = Vec::new();
+    for r in &requests {
+        let (status, body, _) = server.post("/v1/decide", r).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        over_http.push(without_ids(body));
+    }
+    let expected: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let d = offline
+                .decide(&DecisionRequest::from_value(r.clone()).unwrap())
+                .unwrap();
+            without_ids(serde_json::to_value(d).unwrap())
+        })
+        .collect();
+    assert_eq!(over_http, expected);
+    assert_eq!(over_http[1]["effect"], "revoke");
+    assert_eq!(over_http[2]["reason"], "session:terminated");
+
+    // The batch endpoint answers in order, with a fresh session id so state starts clean.
+    let batch: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if r.get("session").is_some() {
+                r["session"] = json!("batch-1");
+            }
+            r
+        })
+        .collect();
+    let (status, body, _) = server
+        .post("/v1/decide/batch", &json!({ "requests": batch }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let answers: Vec<Value> = body["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cloned()
+        .map(without_ids)
+        .collect();
+    assert_eq!(answers, expected);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_refuse_missing_or_wrong_tokens() {
+    let mut server = Server::start(Durability::Batched).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/policy"),
+        (reqwest::Method::POST, "/v1/policy/reload"),
+        (reqwest::Method::GET, "/v1/decisions"),
+    ] {
+        for token in [None, Some("wrong"), Some("")] {
+            let (status, body, headers) = server.admin(method.clone(), path, token).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}"
+            );
+            assert_eq!(body["error"]["code"], "unauthorized");
+            assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer");
+        }
+        let (status, _, _) = server.admin(method.clone(), path, Some(ADMIN)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{method} {path} with the admin token"
+        );
+    }
+    // Probes are open.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, _) = server.admin(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_reload_keeps_the_running_pack_and_state_survives_a_good_one() {
+    let mut server = Server::start(Durability::Batched).await;
+    let (_, policy, _) = server
+        .admin(reqwest::Method::GET, "/v1/policy", Some(ADMIN))
+        .await;
+    let before = policy["policy_version"].as_str().unwrap().to_owned();
+    // A session reads a secret: the next egress in it will be revoked.
+    let requests = session_requests();
+    assert_eq!(
+        server.post("/v1/decide", &requests[0]).await.1["decision"],
+        "allow"
+    );
+
+    let file = server.pack.join("policies/agents.cedar");
+    let good = fs::read_to_string(&file).unwrap();
+    fs::write(
+        &file,
+        format!(
+            "{good}\n@id(\"broken\")\n@mode(\"sometimes\")\nforbid(principal, action, resource);\n"
+        ),
+    )
+    .unwrap();
+    let (status, body, _) = server
+        .admin(reqwest::Method::POST, "/v1/policy/reload", Some(ADMIN))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_pack");
+    assert!(
+        body["error"]["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("policies/agents.cedar"),
+        "{body}"
+    );
+    let (_, policy, _) = server
+        .admin(reqwest::Method::GET, "/v1/policy", Some(ADMIN))
+        .await;
+    assert_eq!(policy["policy_version"], before.as_str());
+    // Still serving with the old pack.
+    let (status, _, _) = server.post("/v1/decide", &requests[3]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A good change reloads, and the session's state carries over.
+    fs::write(&file, format!("{good}\n// a harmless change\n")).unwrap();
+    let (status, body, _) = server
+        .admin(reqwest::Method::POST, "/v1/policy/reload", Some(ADMIN))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_ne!(body["policy_version"], before.as_str());
+    let (_, after, _) = server.post("/v1/decide", &requests[1]).await;
+    assert_eq!(after["effect"], "revoke", "{after}");
+    assert_eq!(after["policy_version"], body["policy_version"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_the_right_4xx_and_the_server_stays_healthy() {
+    let mut server = Server::start(Durability::Batched).await;
+    let ok = json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"", "resource": "Ticket::\"T-1\""});
+    let with = |key: &str, value: Value| {
+        let mut v = ok.clone();
+        v[key] = value;
+        v
+    };
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"".to_vec(), 400, "malformed_request"),
+        (b"{".to_vec(), 400, "malformed_request"),
+        (b"null".to_vec(), 400, "malformed_request"),
+        (b"[]".to_vec(), 400, "malformed_request"),
+        (b"\"text\"".to_vec(), 400, "malformed_request"),
+        (b"{}".to_vec(), 400, "malformed_request"),
+        (vec![0xff, 0xfe, 0x00], 400, "malformed_request"),
+        (deep.into_bytes(), 400, "malformed_request"),
+        (json!({"principal": 1, "action": "Action::\"read_ticket\"", "resource": "Ticket::\"T-1\""}).to_string().into_bytes(), 400, "malformed_request"),
+        (with("extra", json!(1)).to_string().into_bytes(), 400, "malformed_request"),
+        (with("principal", json!("Agent::bot")).to_string().into_bytes(), 400, "malformed_request"),
+        (with("principal", json!({"type": "Agent"})).to_string().into_bytes(), 400, "malformed_request"),
+        (with("principal", json!({"type": "Agent", "id": "a", "x": 1})).to_string().into_bytes(), 400, "malformed_request"),
+        (with("context", json!([1, 2])).to_string().into_bytes(), 400, "malformed_request"),
+        (with("context", json!("x")).to_string().into_bytes(), 400, "malformed_request"),
+        (with("session", json!(5)).to_string().into_bytes(), 400, "malformed_request"),
+        (with("credential", json!({"t": 1})).to_string().into_bytes(), 400, "malformed_request"),
+        (with("time", json!("2026-11-26T10:00:00Z")).to_string().into_bytes(), 422, "time_not_allowed"),
+        (with("action", json!("Action::\"launch\"")).to_string().into_bytes(), 422, "invalid_request"),
+        (with("principal", json!("Robot::\"r2\"")).to_string().into_bytes(), 422, "invalid_request"),
+        (with("resource", json!("Secret::\"prod/db-password\"")).to_string().into_bytes(), 422, "invalid_request"),
+        (with("context", json!({"unexpected": true})).to_string().into_bytes(), 422, "invalid_request"),
+        (with("session", json!("")).to_string().into_bytes(), 422, "invalid_request"),
+        (with("session", json!("x".repeat(300))).to_string().into_bytes(), 422, "invalid_request"),
+        (with("context", json!({"session": {}})).to_string().into_bytes(), 422, "reserved_context_key"),
+        (with("context", json!({"now": "2026"})).to_string().into_bytes(), 422, "reserved_context_key"),
+        (with("context", json!({"credential": {}})).to_string().into_bytes(), 422, "reserved_context_key"),
+        (with("context", json!({"in_intent": true})).to_string().into_bytes(), 422, "reserved_context_key"),
+        (with("context", json!({"novel": false})).to_string().into_bytes(), 422, "reserved_context_key"),
+        (with("entities", json!([{"uid": {"type": "Ticket", "id": "T-9"}, "attrs": {}, "parents": []}])).to_string().into_bytes(), 422, "invalid_entities"),
+        (vec![b' '; 2 * 1024 * 1024], 413, "payload_too_large"),
+    ];
+    assert!(cases.len() >= 30);
+    for (n, (body, status, code)) in cases.into_iter().enumerate() {
+        let (got, answer) = server.raw("/v1/decide", body).await;
+        assert_eq!(got.as_u16(), status, "case {n}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "case {n}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "case {n}"
+        );
+    }
+    // Batches: not the shape, too many.
+    let (status, _) = server.raw("/v1/decide/batch", b"[]".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let many: Vec<Value> = (0..1001).map(|_| ok.clone()).collect();
+    let (status, body, _) = server
+        .post("/v1/decide/batch", &json!({ "requests": many }))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // Still healthy and deciding.
+    let (status, _, _) = server.admin(reqwest::Method::GET, "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body, _) = server.post("/v1/decide", &ok).await;
+    assert_eq!(
+        (status, body["decision"].as_str()),
+        (StatusCode::OK, Some("allow"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_decision_is_in_the_log_and_queryable() {
+    let mut server = Server::start(Durability::Sync).await;
+    let mut ids = Vec::new();
+    for r in session_requests() {
+        let (_, body, _) = server.post("/v1/decide", &r).await;
+        ids.push(body["decision_id"].as_str().unwrap().to_owned());
+    }
+    let (status, _) = server.raw("/v1/decide", b"{".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Sync durability: committed before the answer, so visible at once.
+    let (status, page, _) = server
+        .admin(
+            reqwest::Method::GET,
+            "/v1/decisions?limit=1000",
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let logged: Vec<&str> = page["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap())
+        .collect();
+    for id in &ids {
+        assert!(logged.contains(&id.as_str()), "{id} is logged");
+    }
+    assert_eq!(
+        logged.len(),
+        ids.len() + 1,
+        "the invalid request is logged too"
+    );
+    let (_, invalid, _) = server
+        .admin(
+            reqwest::Method::GET,
+            "/v1/decisions?decision=invalid",
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(invalid["decisions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        invalid["decisions"][0]["error"]["code"],
+        "malformed_request"
+    );
+    let (_, revoked, _) = server
+        .admin(
+            reqwest::Method::GET,
+            "/v1/decisions?rule=agent.no-egress-after-secret&mode=enforce",
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(revoked["decisions"].as_array().unwrap().len(), 1);
+    let (_, paged, _) = server
+        .admin(reqwest::Method::GET, "/v1/decisions?limit=2", Some(ADMIN))
+        .await;
+    assert_eq!(paged["decisions"].as_array().unwrap().len(), 2);
+    assert!(paged["next"].is_string());
+    for bad in [
+        "/v1/decisions?limit=0",
+        "/v1/decisions?limit=1001",
+        "/v1/decisions?since=yesterday",
+        "/v1/decisions?colour=red",
+        "/v1/decisions?cursor=not-a-ulid",
+        "/v1/decisions?mode=sometimes",
+    ] {
+        let (status, body, _) = server.admin(reqwest::Method::GET, bad, Some(ADMIN)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    // Metrics count what happened.
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("arbiter_decisions_total{decision=\"deny\",effect=\"revoke\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "arbiter_rule_fired_total{rule=\"agent.no-egress-after-secret\",mode=\"enforce\"} 1"
+    ));
+    assert!(metrics.contains("arbiter_invalid_requests_total{code=\"malformed_request\"} 1"));
+    assert!(metrics.contains("arbiter_decision_latency_seconds_count"));
+    assert!(metrics.contains("arbiter_log_queue_depth"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn batched_decisions_are_visible_within_a_second_and_drained_on_shutdown() {
+    let mut server = Server::start(Durability::Batched).await;
+    let request = json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"", "resource": "Ticket::\"T-1\""});
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let (_, body, _) = server.post("/v1/decide", &request).await;
+        ids.push(body["decision_id"].as_str().unwrap().to_owned());
+    }
+    let last = ids.last().unwrap().clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut seen = false;
+    while std::time::Instant::now() < deadline {
+        // Ids made in the same millisecond do not sort by arrival, so look for it.
+        let (_, page, _) = server
+            .admin(reqwest::Method::GET, "/v1/decisions?limit=20", Some(ADMIN))
+            .await;
+        let newest = page["decisions"].as_array().cloned().unwrap_or_default();
+        if newest.iter().any(|d| d["decision_id"] == last.as_str()) {
+            seen = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(seen, "the newest decision is visible within 1 s");
+    server.stop().await;
+    let store = arbiter_store::Store::open_read_only(&server.data).unwrap();
+    let page = store
+        .query_decisions(&arbiter_store::DecisionQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.decisions.len(), ids.len());
+}
+
+#[tokio::test]
+async fn pep_tokens_guard_decisions_when_configured_and_throttles_set_retry_after() {
+    let dirs = tempfile::tempdir().unwrap();
+    let pack = dirs.path().join("pack");
+    copy_dir(&example(), &pack);
+    let hash = {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(b"pep-secret"))
+        )
+    };
+    let config = fs::read_to_string(pack.join("arbiter.toml")).unwrap();
+    fs::write(
+        pack.join("arbiter.toml"),
+        format!("{config}\n[server]\npep_tokens = [\"{hash}\"]\n"),
+    )
+    .unwrap();
+    let data = dirs.path().join("data");
+    let mut server = Server::start_in(dirs, pack, data, Durability::Batched).await;
+    let request = json!({"principal": "Agent::\"ops-copilot\"", "action": "Action::\"create_token\"",
+        "resource": "Service::\"billing-api-staging\"", "context": {"ttl_s": 600, "scopes": ["read"]}});
+    let (status, body, _) = server.post("/v1/decide", &request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let call = || {
+        server
+            .client
+            .post(format!("{}/v1/decide", server.base))
+            .bearer_auth("pep-secret")
+            .json(&request)
+            .send()
+    };
+    let mut throttled = None;
+    for _ in 0..5 {
+        let response = call().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = response.json().await.unwrap();
+        if body["effect"] == "throttle" {
+            throttled = Some((retry, body));
+            break;
+        }
+    }
+    let (retry, body) = throttled.expect("the fourth mint within a minute is throttled");
+    assert_eq!(
+        retry.as_deref(),
+        Some(body["retry_after_s"].to_string().as_str())
+    );
+    server.stop().await;
+}

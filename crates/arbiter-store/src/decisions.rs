@@ -1,0 +1,288 @@
+//! The decision log's records, and reading them back a page at a time.
+//!
+//! A record is stored whole as JSON beside the columns the filters use; `decision_rules`
+//! holds one row per fired rule and mode. Pages run newest first by decision id (a ULID,
+//! so by time); a page's cursor is its last id.
+
+use arbiter_core::rule::Mode;
+use jiff::Timestamp;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Transaction, params, params_from_iter};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::error::StoreError;
+use crate::store::Store;
+
+/// The largest page [`Store::query_decisions`] returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The values of [`DecisionRecord::decision`].
+pub const DECISIONS: &[&str] = &["allow", "deny", "invalid"];
+
+/// One decision-log record: enough to replay the request (DESIGN §4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// A ULID, so ids sort by time. Requests that were invalid get one too.
+    pub decision_id: String,
+    /// When the decision was made.
+    pub time: Timestamp,
+    /// The pack version that decided.
+    pub policy_version: String,
+    /// The principal's Cedar uid; `None` when the request could not be parsed.
+    pub principal: Option<String>,
+    /// The action's Cedar uid; `None` when the request could not be parsed.
+    pub action: Option<String>,
+    /// The resource's Cedar uid; `None` when the request could not be parsed.
+    pub resource: Option<String>,
+    /// The PEP's session id.
+    pub session: Option<String>,
+    /// The id of the credential presented.
+    pub credential_id: Option<String>,
+    /// `allow`, `deny` or `invalid`.
+    pub decision: String,
+    /// The effect applied, if any.
+    pub effect: Option<String>,
+    /// Enforced rules that decided a deny.
+    pub enforced: Vec<String>,
+    /// Fired `warn` rules (ids).
+    pub warnings: Vec<String>,
+    /// Fired `audit` rules: `{"rule", "would"}`.
+    pub audit: Vec<serde_json::Value>,
+    /// Evaluation errors: `{"rule", "message", "handled_as"}`.
+    pub errors: Vec<serde_json::Value>,
+    /// Why a deny.
+    pub reason: Option<String>,
+    /// For an invalid request: `{"code", "message"}`.
+    pub error: Option<serde_json::Value>,
+    /// Time spent deciding, in microseconds.
+    pub latency_us: u64,
+    /// The request as received, context masked.
+    pub request: serde_json::Value,
+}
+
+impl DecisionRecord {
+    /// The rules that fired, with the mode each fired in.
+    fn fired_rules(&self) -> Vec<(String, Mode)> {
+        let enforced = self
+            .enforced
+            .iter()
+            .map(|rule| (rule.clone(), Mode::Enforce));
+        let warned = self.warnings.iter().map(|rule| (rule.clone(), Mode::Warn));
+        let audited = self
+            .audit
+            .iter()
+            .filter_map(|entry| entry.get("rule")?.as_str())
+            .map(|rule| (rule.to_owned(), Mode::Audit));
+        enforced.chain(warned).chain(audited).collect()
+    }
+}
+
+/// What to read from the decision log. Every filter that is set must match.
+#[derive(Clone, Debug, Default)]
+pub struct DecisionQuery {
+    /// Decisions at or after this time.
+    pub since: Option<Timestamp>,
+    /// Decisions before this time.
+    pub until: Option<Timestamp>,
+    /// Decisions where this rule fired (enforced, warned or audited).
+    pub rule: Option<String>,
+    /// The principal's Cedar uid, exactly.
+    pub principal: Option<String>,
+    /// The action's Cedar uid, exactly.
+    pub action: Option<String>,
+    /// `allow`, `deny` or `invalid`.
+    pub decision: Option<String>,
+    /// `enforce`, `warn` or `audit`: a rule fired in that mode (with `rule`: that rule did).
+    pub mode: Option<String>,
+    /// Page size, 1 to [`MAX_PAGE`]; values outside are brought into that range.
+    pub limit: u32,
+    /// Where to continue: the `next` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of decisions, newest first.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecisionPage {
+    /// The decisions.
+    pub decisions: Vec<DecisionRecord>,
+    /// The cursor for the next page; `None` on the last one.
+    pub next: Option<String>,
+}
+
+/// A record made ready for the log writer: serialized, its filter columns extracted.
+///
+/// Built in [`LogWriter::append`](crate::LogWriter::append), on the caller's thread, so the
+/// writer thread only talks to SQLite.
+#[derive(Debug)]
+pub(crate) struct Row {
+    decision_id: String,
+    time_us: i64,
+    principal: Option<String>,
+    action: Option<String>,
+    decision: String,
+    rules: Vec<(String, Mode)>,
+    json: String,
+}
+
+impl Row {
+    pub(crate) fn new(record: &DecisionRecord) -> Result<Row, serde_json::Error> {
+        Ok(Row {
+            json: serde_json::to_string(record)?,
+            decision_id: record.decision_id.clone(),
+            time_us: record.time.as_microsecond(),
+            principal: record.principal.clone(),
+            action: record.action.clone(),
+            decision: record.decision.clone(),
+            rules: record.fired_rules(),
+        })
+    }
+
+    /// Inserts the row in `tx`. A decision id already stored is left as it is, so writing
+    /// a batch twice changes nothing.
+    pub(crate) fn insert(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO decisions
+                 (decision_id, time_us, principal, action, decision, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                self.decision_id,
+                self.time_us,
+                self.principal,
+                self.action,
+                self.decision,
+                self.json
+            ])?;
+        if inserted == 0 {
+            return Ok(());
+        }
+        let mut insert_rule = tx.prepare_cached(
+            "INSERT OR IGNORE INTO decision_rules (decision_id, rule, mode) VALUES (?1, ?2, ?3)",
+        )?;
+        for (rule, mode) in &self.rules {
+            insert_rule.execute(params![self.decision_id, rule, mode.as_str()])?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// One page of the decision log, newest first.
+    ///
+    /// Times filter at microsecond precision; `since` is inclusive and `until` exclusive.
+    /// Unknown `decision` or `mode` words are [`StoreError::InvalidQuery`]; a cursor that is
+    /// not a decision id is [`StoreError::InvalidCursor`].
+    pub fn query_decisions(&self, q: &DecisionQuery) -> Result<DecisionPage, StoreError> {
+        let limit = q.limit.clamp(1, MAX_PAGE);
+        let (sql, args) = select_page(q, limit)?;
+
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map(params_from_iter(args), |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(err)?;
+        let mut decisions = Vec::new();
+        for row in rows {
+            let (decision_id, json) = row.map_err(err)?;
+            let record = serde_json::from_str(&json)
+                .map_err(|e| self.corrupt(format!("decision {decision_id}: {e}")))?;
+            decisions.push(record);
+        }
+
+        let more = decisions.len() > limit as usize;
+        decisions.truncate(limit as usize);
+        let next = if more {
+            decisions
+                .last()
+                .map(|d: &DecisionRecord| d.decision_id.clone())
+        } else {
+            None
+        };
+        Ok(DecisionPage { decisions, next })
+    }
+}
+
+/// The SQL and arguments for one page: one row more than `limit`, to know whether there
+/// is a next page.
+fn select_page(q: &DecisionQuery, limit: u32) -> Result<(String, Vec<SqlValue>), StoreError> {
+    let mut sql = String::from("SELECT d.decision_id, d.record FROM decisions d WHERE 1 = 1");
+    let mut args = Vec::new();
+    let mut push = |clause: &str, arg: SqlValue| {
+        sql.push_str(clause);
+        args.push(arg);
+    };
+
+    if let Some(since) = q.since {
+        push(
+            " AND d.time_us >= ?",
+            SqlValue::Integer(since.as_microsecond()),
+        );
+    }
+    if let Some(until) = q.until {
+        push(
+            " AND d.time_us < ?",
+            SqlValue::Integer(until.as_microsecond()),
+        );
+    }
+    if let Some(principal) = &q.principal {
+        push(" AND d.principal = ?", SqlValue::Text(principal.clone()));
+    }
+    if let Some(action) = &q.action {
+        push(" AND d.action = ?", SqlValue::Text(action.clone()));
+    }
+    if let Some(decision) = &q.decision {
+        if !DECISIONS.contains(&decision.as_str()) {
+            return Err(StoreError::InvalidQuery(format!(
+                "decision {decision:?} is not one of {}",
+                DECISIONS.join(", ")
+            )));
+        }
+        push(" AND d.decision = ?", SqlValue::Text(decision.clone()));
+    }
+    let mode = match &q.mode {
+        Some(word) => Some(Mode::from_word(word).ok_or_else(|| {
+            StoreError::InvalidQuery(format!(
+                "mode {word:?} is not one of {}",
+                Mode::WORDS.join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    match (&q.rule, mode) {
+        (Some(rule), Some(mode)) => {
+            push(
+                " AND EXISTS (SELECT 1 FROM decision_rules r
+                   WHERE r.decision_id = d.decision_id AND r.rule = ?",
+                SqlValue::Text(rule.clone()),
+            );
+            push(" AND r.mode = ?)", SqlValue::Text(mode.as_str().to_owned()));
+        }
+        (Some(rule), None) => push(
+            " AND EXISTS (SELECT 1 FROM decision_rules r
+               WHERE r.decision_id = d.decision_id AND r.rule = ?)",
+            SqlValue::Text(rule.clone()),
+        ),
+        (None, Some(mode)) => push(
+            " AND EXISTS (SELECT 1 FROM decision_rules r
+               WHERE r.decision_id = d.decision_id AND r.mode = ?)",
+            SqlValue::Text(mode.as_str().to_owned()),
+        ),
+        (None, None) => {}
+    }
+    if let Some(cursor) = &q.cursor {
+        let after = Ulid::from_string(cursor).map_err(|_| StoreError::InvalidCursor {
+            cursor: cursor.clone(),
+        })?;
+        push(" AND d.decision_id < ?", SqlValue::Text(after.to_string()));
+    }
+    push(
+        " ORDER BY d.decision_id DESC LIMIT ?",
+        SqlValue::Integer(i64::from(limit) + 1),
+    );
+    Ok((sql, args))
+}

@@ -1,0 +1,37 @@
+//! arbiter's embedded store (DESIGN §4, §6): the decision log, pack versions and the
+//! masking key, in SQLite under one data directory.
+//!
+//! The server opens a [`Store`] and starts a [`LogWriter`] on it; `arbiter log` opens the
+//! same directory with [`Store::open_read_only`] while the server runs. The `Store`'s
+//! methods block on SQLite: async callers run them on `spawn_blocking`. The writer does
+//! its SQLite work on a thread of its own, so [`LogWriter::append`] only waits on a queue.
+//!
+//! - `store`: opening the database (WAL, busy timeout, migrations), the shared connection,
+//!   the readiness probe.
+//! - `schema`: the versioned migrations.
+//! - `decisions`: [`DecisionRecord`], and reading the log a page at a time
+//!   ([`DecisionQuery`], [`DecisionPage`]).
+//! - `writer`: [`LogWriter`], batching with back-pressure, retry and drain.
+//! - `packs`: [`PackVersion`]s and their rules' hashes, and every load.
+//! - `mask`: [`Masker`], keyed hashing of request values before they are logged.
+//! - `error`: [`StoreError`].
+//!
+//! Data directory layout: `arbiter.db` (with SQLite's `-wal` and `-shm` beside it) and
+//! `mask.key`.
+
+#![forbid(unsafe_code)]
+
+mod decisions;
+mod error;
+mod mask;
+mod packs;
+mod schema;
+mod store;
+mod writer;
+
+pub use decisions::{DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, MAX_PAGE};
+pub use error::StoreError;
+pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
+pub use packs::{PackLoad, PackVersion, RuleVersion};
+pub use store::{DB_FILE, Store};
+pub use writer::{Durability, LogError, LogWriter, MAX_BATCH};

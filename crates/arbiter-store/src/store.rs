@@ -1,0 +1,219 @@
+//! Opening the database: where it lives, how SQLite is configured, and the one connection
+//! that queries and small writes share.
+//!
+//! Every method here blocks on SQLite; async callers run them on `spawn_blocking`.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::StoreError;
+use crate::schema::{LATEST_VERSION, MIGRATIONS};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "arbiter.db";
+
+/// How long a connection waits for another one's write lock before it reports `busy`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How hard SQLite pushes a commit to disk.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Synchronous {
+    /// In WAL mode: durable across a crash of the process, not of the machine.
+    Normal,
+    /// Every commit is on disk before it returns.
+    Full,
+}
+
+/// The embedded store: SQLite in `<data_dir>/arbiter.db`, in WAL mode, migrated on open.
+///
+/// Clone is cheap; clones share one connection, used for queries and for pack versions.
+/// The decision log is written by a [`LogWriter`](crate::LogWriter) on its own connection.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    data_dir: PathBuf,
+    db_path: PathBuf,
+    read_only: bool,
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`: the directory (mode 0700 when
+    /// created), the database, WAL mode, and every pending migration.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        create_data_dir(data_dir)?;
+        let db_path = data_dir.join(DB_FILE);
+        let mut conn = connect(&db_path, Synchronous::Normal)?;
+        MIGRATIONS
+            .to_latest(&mut conn)
+            .map_err(|cause| StoreError::Migrate {
+                path: db_path.clone(),
+                cause,
+            })?;
+        Ok(Store::from_parts(data_dir, db_path, false, conn))
+    }
+
+    /// Opens an existing store for reading only, for example for `arbiter log` while a
+    /// server writes to it. Fails if there is no database, or if its schema is not the one
+    /// this build reads.
+    pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
+        let db_path = data_dir.join(DB_FILE);
+        if !db_path.is_file() {
+            return Err(StoreError::Missing { path: db_path });
+        }
+        let open_err = |cause| StoreError::Open {
+            path: db_path.clone(),
+            cause,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&db_path, flags).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_err)?;
+        if found != LATEST_VERSION {
+            let hint = if found < LATEST_VERSION {
+                "open it once read-write (start the server) to migrate it"
+            } else {
+                "it was written by a newer arbiter; upgrade this one"
+            };
+            return Err(StoreError::SchemaVersion {
+                path: db_path,
+                found,
+                expected: LATEST_VERSION,
+                hint,
+            });
+        }
+        Ok(Store::from_parts(data_dir, db_path, true, conn))
+    }
+
+    fn from_parts(data_dir: &Path, db_path: PathBuf, read_only: bool, conn: Connection) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                db_path,
+                read_only,
+                conn: Mutex::new(conn),
+            }),
+        }
+    }
+
+    /// The data directory this store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.inner.db_path
+    }
+
+    /// Whether this store was opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// A cheap probe for readiness: takes the database's write lock and lets it go.
+    ///
+    /// Waits up to the busy timeout (5 s) if another connection holds the lock.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let mut conn = self.writable_connection()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|cause| self.sqlite_error(cause))?;
+        tx.rollback().map_err(|cause| self.sqlite_error(cause))
+    }
+
+    /// The shared connection. A panic while it was held leaves SQLite consistent (an open
+    /// transaction rolls back when dropped), so a poisoned lock is taken over.
+    pub(crate) fn connection(&self) -> MutexGuard<'_, Connection> {
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shared connection, for a write.
+    pub(crate) fn writable_connection(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::ReadOnly {
+                path: self.inner.db_path.clone(),
+            });
+        }
+        Ok(self.connection())
+    }
+
+    /// A new connection of its own, for the log writer.
+    pub(crate) fn connect_writer(
+        &self,
+        synchronous: Synchronous,
+    ) -> Result<Connection, StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::ReadOnly {
+                path: self.inner.db_path.clone(),
+            });
+        }
+        connect(&self.inner.db_path, synchronous)
+    }
+
+    pub(crate) fn sqlite_error(&self, cause: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.inner.db_path.clone(),
+            cause,
+        }
+    }
+
+    pub(crate) fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.inner.db_path.clone(),
+            detail,
+        }
+    }
+}
+
+/// Creates the data directory, readable by its owner only, unless it exists.
+pub(crate) fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|cause| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            cause,
+        })
+}
+
+/// Opens a read-write connection in WAL mode.
+fn connect(db_path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
+    let open_err = |cause| StoreError::Open {
+        path: db_path.to_path_buf(),
+        cause,
+    };
+    let conn = Connection::open(db_path).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+        .map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NoWal {
+            path: db_path.to_path_buf(),
+            mode,
+        });
+    }
+    let level = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", level)
+        .map_err(open_err)?;
+    Ok(conn)
+}
