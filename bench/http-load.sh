@@ -16,7 +16,8 @@ if [ ! -x "$OHA" ]; then
   cargo install oha --root /work/tools >&2
   OHA=/work/tools/bin/oha
 fi
-cargo build --release -p arbiter-cli -p arbiter-server --example bare >&2
+cargo build --release -p arbiter-cli >&2
+cargo build --release -p arbiter-server --example bare >&2
 BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    /// Reload the pack when its files change.
+    #[arg(long)]
+    pub watch: bool,
     /// The admin token (otherwise the one in the data dir, generated on first start).
     #[arg(long = "admin-token-env", hide = true, env = "ARBITER_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
@@ -84,6 +87,14 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::Input(format!("no local address: {e}")))?;
     eprintln!("arbiter listening on http://{local}");
     spawn_reload_on_hangup(app.clone());
+    let _watcher =
+        if args.watch {
+            Some(arbiter_server::watch::watch(app.clone()).map_err(|e| {
+                Failure::Input(format!("cannot watch {}: {e}", args.pack.display()))
+            })?)
+        } else {
+            None
+        };
     arbiter_server::serve(app, listener, terminated())
         .await
         .map_err(|e| Failure::Input(format!("server error: {e}")))?;

@@ -122,6 +122,22 @@ impl App {
         Ok((Arc::new(app), generated))
     }
 
+    /// The pack directory.
+    pub fn pack_dir(&self) -> std::path::PathBuf {
+        self.options.pack.clone()
+    }
+
+    /// The metrics as `GET /metrics` shows them.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .render(self.log.queue_depth(), self.log.write_errors())
+    }
+
+    /// The version of the pack in force.
+    pub fn policy_version(&self) -> String {
+        self.engine.load().pack().version().to_owned()
+    }
+
     /// Whether decision endpoints require PEP tokens.
     pub fn requires_pep_tokens(&self) -> bool {
         self.peps.load().required()

@@ -9,6 +9,7 @@
 //! - [`auth`]: admin and PEP tokens.
 //! - [`error`]: the one error → response mapping.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`watch`]: reload when the pack's files change.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;

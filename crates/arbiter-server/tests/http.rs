@@ -561,3 +561,48 @@ async fn pep_tokens_guard_decisions_when_configured_and_throttles_set_retry_afte
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn watch_reloads_a_changed_pack_and_refuses_a_broken_one() {
+    let dirs = tempfile::tempdir().unwrap();
+    let pack = dirs.path().join("pack");
+    copy_dir(&example(), &pack);
+    let mut options = Options::new(&pack, dirs.path().join("data"));
+    options.admin_token = Some(ADMIN.to_owned());
+    let (app, _) = App::start(options).await.unwrap();
+    let _watcher = arbiter_server::watch::watch(Arc::clone(&app)).unwrap();
+    let before = app.policy_version();
+    let file = pack.join("policies/agents.cedar");
+    let good = fs::read_to_string(&file).unwrap();
+    // A broken save: refused, the running pack stays.
+    fs::write(
+        &file,
+        format!("{good}\n@id(\"broken\")\nforbid(principal, action, resource\n"),
+    )
+    .unwrap();
+    // File events arrive when they arrive: wait for the refusal, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app
+        .metrics_text()
+        .contains("arbiter_pack_reloads_total{code=\"rejected\"} 1")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.metrics_text()
+            .contains("arbiter_pack_reloads_total{code=\"rejected\"} 1")
+    );
+    assert_eq!(
+        app.policy_version(),
+        before,
+        "a broken pack is never swapped in"
+    );
+    fs::write(&file, format!("{good}\n// edited\n")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.policy_version() == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_ne!(app.policy_version(), before, "the edited pack was reloaded");
+    app.shutdown().await;
+}
