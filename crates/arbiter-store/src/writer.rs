@@ -26,6 +26,9 @@ use crate::store::{Store, Synchronous};
 /// The most records one transaction commits.
 pub const MAX_BATCH: usize = 512;
 
+/// How long a batched writer lets the queue fill after a commit.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The first wait before retrying a failed batch; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -293,6 +296,13 @@ fn run(
                 unwritten,
                 last_error: e.to_string(),
             });
+        }
+        // Batched: nobody waits for a commit, so after one let the queue fill for a
+        // moment (bounded by its capacity). Under load this turns a wake-up and a
+        // transaction per record into one per batch; when idle, the next record is
+        // still written at once.
+        if shared.durability == Durability::Batched && !rx.is_closed() {
+            thread::sleep(LINGER);
         }
     }
     Ok(())
