@@ -606,3 +606,96 @@ async fn watch_reloads_a_changed_pack_and_refuses_a_broken_one() {
     assert_ne!(app.policy_version(), before, "the edited pack was reloaded");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn while_the_log_cannot_write_no_decision_is_made_and_readyz_says_so() {
+    let mut server = Server::start(Durability::Batched).await;
+    let request = json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"", "resource": "Ticket::\"T-1\""});
+    let (status, first, _) = server.post("/v1/decide", &request).await;
+    assert_eq!(status, StatusCode::OK);
+    // Every insert now fails, as a full or broken disk would make it.
+    let db = rusqlite::Connection::open(server.data.join(arbiter_store::DB_FILE)).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fail_inserts BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+    )
+    .unwrap();
+    let (status, second, _) = server.post("/v1/decide", &request).await;
+    assert_eq!(status, StatusCode::OK, "queued before the failure is known");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut refused = None;
+    while std::time::Instant::now() < deadline {
+        let (status, body, _) = server.post("/v1/decide", &request).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("decisions are refused while the log cannot write");
+    assert_eq!(refused["error"]["code"], "log_unavailable");
+    let (status, ready, _) = server.admin(reqwest::Method::GET, "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("arbiter_log_write_errors 0"), "{metrics}");
+
+    // The disk recovers: the held records land and decisions resume.
+    db.execute_batch("DROP TRIGGER fail_inserts;").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if server.admin(reqwest::Method::GET, "/readyz", None).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, _, _) = server.post("/v1/decide", &request).await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+    let store = arbiter_store::Store::open_read_only(&server.data).unwrap();
+    let logged: Vec<String> = store
+        .query_decisions(&arbiter_store::DecisionQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .decisions
+        .into_iter()
+        .map(|d| d.decision_id)
+        .collect();
+    for acknowledged in [&first, &second] {
+        let id = acknowledged["decision_id"].as_str().unwrap();
+        assert!(
+            logged.iter().any(|l| l == id),
+            "{id} was acknowledged and must be logged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn masked_context_values_never_reach_the_log() {
+    let mut server = Server::start(Durability::Sync).await;
+    let request = json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"comment_ticket\"",
+        "resource": "Ticket::\"T-1\"", "context": {"body": "the customer's card is 4111 1111 1111 1111"}});
+    let (status, decision, _) = server.post("/v1/decide", &request).await;
+    assert_eq!(status, StatusCode::OK, "{decision}");
+    let (_, page, _) = server
+        .admin(reqwest::Method::GET, "/v1/decisions", Some(ADMIN))
+        .await;
+    let logged = &page["decisions"][0];
+    assert_eq!(logged["decision_id"], decision["decision_id"]);
+    let body = logged["request"]["context"]["body"].as_str().unwrap();
+    assert!(body.starts_with(arbiter_store::MASK_PREFIX), "{body}");
+    assert!(
+        !page.to_string().contains("4111"),
+        "the secret is nowhere in the log"
+    );
+    server.stop().await;
+}
