@@ -61,6 +61,7 @@ pub struct Engine {
     credentials: Arc<dyn CredentialVerifier>,
     time: TimeSource,
     authorizer: Arc<Authorizer>,
+    ids: Arc<std::sync::Mutex<ulid::Generator>>,
 }
 
 /// A request that passed step 1.
@@ -101,6 +102,7 @@ impl Engine {
             credentials: Arc::new(NoIssuers),
             time: TimeSource::ClockOnly,
             authorizer: Arc::new(Authorizer::new()),
+            ids: Arc::new(std::sync::Mutex::new(ulid::Generator::new())),
         }
     }
 
@@ -145,6 +147,18 @@ impl Engine {
         Self {
             pack,
             ..self.clone()
+        }
+    }
+
+    /// A new decision id at `now`: a ULID, increasing within this engine (and every engine
+    /// made from it with `with_pack`), so the log's newest-first order is arrival order.
+    pub fn new_decision_id(&self, now: Timestamp) -> String {
+        let at = system_time(now);
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        match ids.generate_from_datetime(at) {
+            Ok(id) => id.to_string(),
+            // The random part overflowed within one millisecond: fall back to a fresh id.
+            Err(_) => Ulid::from_datetime(at).to_string(),
         }
     }
 
@@ -194,7 +208,7 @@ impl Engine {
             session.as_ref().map(|(k, _)| *k),
             credential.as_ref(),
         );
-        decision.decision_id = decision_id(valid.now);
+        decision.decision_id = self.new_decision_id(valid.now);
         Ok(decision)
     }
 
@@ -294,9 +308,14 @@ impl Engine {
                 "`action`: {action} is not an action of the pack's schema"
             )));
         }
-        let context =
+        // An empty context needs no parsing; `Request::new` below still checks it
+        // against the schema.
+        let context = if context.is_empty() {
+            Ok(Context::empty())
+        } else {
             Context::from_json_value(Value::Object(context), schema.map(|s| (s, &action)))
-                .map_err(|e| RequestError::Invalid(format!("`context`: {}", cedar_message(&e))))?;
+        }
+        .map_err(|e| RequestError::Invalid(format!("`context`: {}", cedar_message(&e))))?;
         let checked = Request::new(
             principal.clone(),
             action.clone(),
@@ -726,7 +745,7 @@ impl Engine {
             audit: Vec::new(),
             errors: Vec::new(),
             reason: Some(reason),
-            decision_id: decision_id(now),
+            decision_id: self.new_decision_id(now),
             policy_version: self.pack.version().to_owned(),
         }
     }
@@ -744,11 +763,9 @@ fn cedar_datetime(now: Timestamp) -> String {
     now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// A new decision id: a ULID at `now`.
-pub fn decision_id(now: Timestamp) -> String {
-    let at = SystemTime::UNIX_EPOCH
-        + std::time::Duration::from_millis(u64::try_from(now.as_millisecond()).unwrap_or(0));
-    Ulid::from_datetime(at).to_string()
+fn system_time(now: Timestamp) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(now.as_millisecond()).unwrap_or(0))
 }
 
 fn cedar_message(e: &dyn miette::Diagnostic) -> String {

@@ -411,3 +411,39 @@ fn the_example_pack_passes_its_own_tests() {
             && scopes.values().any(|m| m.as_str() == "enforce")
     );
 }
+
+#[test]
+fn decision_ids_increase_in_arrival_order() {
+    let (_d, pack) = pack("");
+    let (engine, _clock) = engine(&pack);
+    // The clock stands still: every id is made in the same millisecond.
+    let ids: Vec<String> = (0..200)
+        .map(|_| {
+            engine
+                .decide(&egress("Agent::\"bot\"", "a", None))
+                .unwrap()
+                .decision_id
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids sort in arrival order"
+    );
+    // An engine on a reloaded pack keeps counting from the same generator.
+    let reloaded = engine.with_pack(Arc::clone(&pack));
+    let next = reloaded
+        .decide(&egress("Agent::\"bot\"", "a", None))
+        .unwrap()
+        .decision_id;
+    assert!(&next > ids.last().unwrap());
+}
+
+#[test]
+fn a_missing_required_context_is_invalid_even_when_empty() {
+    let (_d, pack) = pack("");
+    let (engine, _) = engine(&pack);
+    let empty = req(
+        json!({"principal": "Agent::\"bot\"", "action": "Action::\"egress\"", "resource": "Secret::\"db\"", "context": {}}),
+    );
+    assert_eq!(engine.decide(&empty).unwrap_err().code(), "invalid_request");
+}

@@ -269,7 +269,7 @@ impl App {
                 let engine = self.engine.load();
                 let time = engine.now();
                 let record = DecisionRecord {
-                    decision_id: arbiter_core::engine::decision_id(time),
+                    decision_id: engine.new_decision_id(time),
                     time,
                     policy_version: engine.pack().version().to_owned(),
                     principal: None,
@@ -361,7 +361,7 @@ impl App {
                 record.reason = d.reason.clone();
             }
             Err(error) => {
-                record.decision_id = arbiter_core::engine::decision_id(time);
+                record.decision_id = engine.new_decision_id(time);
                 record.error = error.to_json().get("error").cloned();
             }
         }
