@@ -28,11 +28,20 @@ struct CodeLabels {
     code: String,
 }
 
+/// Counter handles for the hot path, so a decision allocates no label strings.
+#[derive(Debug, Default)]
+struct Handles {
+    /// By (allow, deny) × (none, throttle, deny, revoke).
+    decisions: Vec<Counter>,
+    /// Rule id → counters by mode (enforce, warn, audit).
+    fired: std::sync::RwLock<std::collections::HashMap<String, [Counter; 3]>>,
+}
+
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    handles: Handles,
     registry: Registry,
-    decisions: Family<DecisionLabels, Counter>,
     fired: Family<RuleLabels, Counter>,
     invalid: Family<CodeLabels, Counter>,
     latency: Histogram,
@@ -92,9 +101,22 @@ impl Metrics {
             write_errors.clone(),
         );
         registry.register("pack_reloads", "Pack reloads by outcome", reloads.clone());
+        let mut handles = Handles::default();
+        for decision in ["allow", "deny"] {
+            for effect in ["none", "throttle", "deny", "revoke"] {
+                handles.decisions.push(
+                    decisions
+                        .get_or_create(&DecisionLabels {
+                            decision: decision.to_owned(),
+                            effect: effect.to_owned(),
+                        })
+                        .clone(),
+                );
+            }
+        }
         Self {
+            handles,
             registry,
-            decisions,
             fired,
             invalid,
             latency,
@@ -106,29 +128,56 @@ impl Metrics {
 
     /// Counts one decision.
     pub fn decided(&self, decision: &Decision, seconds: f64) {
-        let effect = decision.effect.map_or("none", |e| e.as_str());
-        let outcome = match decision.decision {
-            arbiter_core::response::Outcome::Allow => "allow",
-            arbiter_core::response::Outcome::Deny => "deny",
+        let row = match decision.decision {
+            arbiter_core::response::Outcome::Allow => 0,
+            arbiter_core::response::Outcome::Deny => 4,
         };
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                decision: outcome.to_owned(),
-                effect: effect.to_owned(),
-            })
-            .inc();
-        let fire = |rule: &str, mode: &str| {
-            self.fired
-                .get_or_create(&RuleLabels {
-                    rule: rule.to_owned(),
-                    mode: mode.to_owned(),
-                })
-                .inc();
+        let column = match decision.effect {
+            None => 0,
+            Some(arbiter_core::rule::Effect::Throttle) => 1,
+            Some(arbiter_core::rule::Effect::Deny) => 2,
+            Some(arbiter_core::rule::Effect::Revoke) => 3,
         };
-        decision.enforced.iter().for_each(|r| fire(r, "enforce"));
-        decision.warnings.iter().for_each(|w| fire(&w.rule, "warn"));
-        decision.audit.iter().for_each(|a| fire(&a.rule, "audit"));
+        if let Some(counter) = self.handles.decisions.get(row + column) {
+            counter.inc();
+        }
+        let fired = decision
+            .enforced
+            .iter()
+            .map(|r| (r.as_str(), 0))
+            .chain(decision.warnings.iter().map(|w| (w.rule.as_str(), 1)))
+            .chain(decision.audit.iter().map(|a| (a.rule.as_str(), 2)));
+        for (rule, mode) in fired {
+            self.fire(rule, mode);
+        }
         self.latency.observe(seconds);
+    }
+
+    fn fire(&self, rule: &str, mode: usize) {
+        let known = self.handles.fired.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(counter) = known.get(rule).and_then(|c| c.get(mode)) {
+            counter.inc();
+            return;
+        }
+        drop(known);
+        let mut known = self
+            .handles
+            .fired
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let counters = known.entry(rule.to_owned()).or_insert_with(|| {
+            ["enforce", "warn", "audit"].map(|m| {
+                self.fired
+                    .get_or_create(&RuleLabels {
+                        rule: rule.to_owned(),
+                        mode: m.to_owned(),
+                    })
+                    .clone()
+            })
+        });
+        if let Some(counter) = counters.get(mode) {
+            counter.inc();
+        }
     }
 
     /// Counts a request refused before a decision.
