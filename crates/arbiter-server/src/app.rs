@@ -213,6 +213,15 @@ impl App {
         }
     }
 
+    /// A decision endpoint's gate: the PEP token, and a log that can record the decision.
+    fn admit(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.check_pep(headers)?;
+        if !self.log.is_healthy() {
+            return Err(ApiError::log_unavailable());
+        }
+        Ok(())
+    }
+
     fn check_pep(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let peps = self.peps.load();
         if peps.required() && !peps.check(headers) {
@@ -256,38 +265,23 @@ impl App {
     }
 
     /// The body as JSON; a body that is not (too large, not JSON) is refused and
-    /// recorded as `invalid` like any other bad request.
+    /// recorded as `invalid` like any other bad request, with its size but not its bytes.
     async fn body_or_record(&self, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-        let preview = body.as_ref().ok().map(|b| {
-            let end = b.len().min(4096);
-            Value::String(String::from_utf8_lossy(b.get(..end).unwrap_or_default()).into_owned())
-        });
+        // A body that is not a request is not logged as it came: masking could not reach
+        // into it, and it may carry what masking is there to hide. Its size is kept.
+        let size = body.as_ref().map(Bytes::len).ok();
         match json_body(body) {
             Ok(value) => Ok(value),
             Err(refusal) => {
                 self.metrics.refused(refusal.code());
                 let engine = self.engine.load();
-                let time = engine.now();
-                let record = DecisionRecord {
-                    decision_id: engine.new_decision_id(time),
-                    time,
-                    policy_version: engine.pack().version().to_owned(),
-                    principal: None,
-                    action: None,
-                    resource: None,
-                    session: None,
-                    credential_id: None,
-                    decision: "invalid".to_owned(),
-                    effect: None,
-                    enforced: Vec::new(),
-                    warnings: Vec::new(),
-                    audit: Vec::new(),
-                    errors: Vec::new(),
-                    reason: None,
-                    error: refusal.body().get("error").cloned(),
-                    latency_us: 0,
-                    request: preview.unwrap_or(Value::Null),
-                };
+                let mut record = blank_record(
+                    &engine,
+                    None,
+                    json!({ "unparsed_bytes": size }),
+                    Duration::ZERO,
+                );
+                record.error = refusal.body().get("error").cloned();
                 self.log
                     .append(record)
                     .await
@@ -316,30 +310,14 @@ impl App {
         if !mask.is_empty() {
             self.masker.mask(&mut request, &mask);
         }
-        let time = engine.now();
-        let mut record = DecisionRecord {
-            decision_id: String::new(),
-            time,
-            policy_version: pack.version().to_owned(),
-            principal: parsed.map(|r| r.principal.to_string()),
-            action: parsed.map(|r| r.action.to_string()),
-            resource: parsed.map(|r| r.resource.to_string()),
-            session: parsed.and_then(|r| r.session.clone()),
-            credential_id: None,
-            decision: "invalid".to_owned(),
-            effect: None,
-            enforced: Vec::new(),
-            warnings: Vec::new(),
-            audit: Vec::new(),
-            errors: Vec::new(),
-            reason: None,
-            error: None,
-            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            request,
-        };
+        let id = result.as_ref().ok().map(|d| d.decision_id.clone());
+        let mut record = blank_record(engine, id, request, latency);
+        record.principal = parsed.map(|r| r.principal.to_string());
+        record.action = parsed.map(|r| r.action.to_string());
+        record.resource = parsed.map(|r| r.resource.to_string());
+        record.session = parsed.and_then(|r| r.session.clone());
         match result {
             Ok(d) => {
-                record.decision_id = d.decision_id.clone();
                 record.decision = match d.decision {
                     Outcome::Allow => "allow",
                     Outcome::Deny => "deny",
@@ -360,12 +338,40 @@ impl App {
                     .collect();
                 record.reason = d.reason.clone();
             }
-            Err(error) => {
-                record.decision_id = engine.new_decision_id(time);
-                record.error = error.to_json().get("error").cloned();
-            }
+            Err(error) => record.error = error.to_json().get("error").cloned(),
         }
         record
+    }
+}
+
+/// A record of an invalid request (with a fresh id unless one is given); a decision fills
+/// in the rest.
+fn blank_record(
+    engine: &Engine,
+    decision_id: Option<String>,
+    request: Value,
+    latency: Duration,
+) -> DecisionRecord {
+    let time = engine.now();
+    DecisionRecord {
+        decision_id: decision_id.unwrap_or_else(|| engine.new_decision_id(time)),
+        time,
+        policy_version: engine.pack().version().to_owned(),
+        principal: None,
+        action: None,
+        resource: None,
+        session: None,
+        credential_id: None,
+        decision: "invalid".to_owned(),
+        effect: None,
+        enforced: Vec::new(),
+        warnings: Vec::new(),
+        audit: Vec::new(),
+        errors: Vec::new(),
+        reason: None,
+        error: None,
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        request,
     }
 }
 
@@ -443,10 +449,7 @@ async fn decide(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    app.check_pep(&headers)?;
-    if !app.log.is_healthy() {
-        return Err(ApiError::log_unavailable());
-    }
+    app.admit(&headers)?;
     let value = app.body_or_record(body).await?;
     let engine = app.engine.load_full();
     match app.decide_one(&engine, value).await? {
@@ -463,10 +466,7 @@ async fn decide_batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    app.check_pep(&headers)?;
-    if !app.log.is_healthy() {
-        return Err(ApiError::log_unavailable());
-    }
+    app.admit(&headers)?;
     let value = app.body_or_record(body).await?;
     let requests = match value {
         Value::Object(mut map) if map.len() == 1 && map.contains_key("requests") => {
