@@ -425,6 +425,11 @@ async fn every_decision_is_in_the_log_and_queryable() {
         invalid["decisions"][0]["error"]["code"],
         "malformed_request"
     );
+    // The bytes of a body that is not a request are not kept (masking cannot reach them).
+    assert_eq!(
+        invalid["decisions"][0]["request"],
+        json!({"unparsed_bytes": 1})
+    );
     let (_, revoked, _) = server
         .admin(
             reqwest::Method::GET,
