@@ -42,29 +42,88 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     fn terminate(&self, key: &SessionKey, now: Timestamp);
 }
 
-/// Sessions in memory.
-#[derive(Debug, Default)]
+impl SessionView {
+    fn new(now: Timestamp, terminated: bool) -> Self {
+        Self {
+            touched: Arc::default(),
+            actions: 0,
+            started: now,
+            terminated,
+        }
+    }
+}
+
+/// How many sessions the in-memory store keeps by default.
+pub const DEFAULT_SESSION_CAPACITY: usize = 100_000;
+
+/// Sessions in memory, at most `capacity` of them: past it, the tenth of the live
+/// sessions idle the longest are forgotten (a forgotten session starts again empty).
+/// Terminated sessions are never forgotten, so a revoked session stays revoked.
+#[derive(Debug)]
 pub struct MemorySessions {
-    sessions: Mutex<HashMap<SessionKey, SessionView>>,
+    sessions: Mutex<HashMap<SessionKey, (SessionView, Timestamp)>>,
+    capacity: usize,
+}
+
+impl Default for MemorySessions {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_SESSION_CAPACITY)
+    }
+}
+
+impl MemorySessions {
+    /// A store keeping at most about `capacity` sessions.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// How many sessions are kept.
+    pub fn len(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Whether no session is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets the longest-idle tenth of the live sessions (amortized: once per tenth of
+    /// the capacity of new sessions).
+    fn evict(sessions: &mut HashMap<SessionKey, (SessionView, Timestamp)>, capacity: usize) {
+        let mut live: Vec<(Timestamp, SessionKey)> = sessions
+            .iter()
+            .filter(|(_, (view, _))| !view.terminated)
+            .map(|(key, (_, seen))| (*seen, key.clone()))
+            .collect();
+        live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, key) in live.into_iter().take((capacity / 10).max(1)) {
+            sessions.remove(&key);
+        }
+    }
 }
 
 impl SessionStore for MemorySessions {
     fn open(&self, key: &SessionKey, now: Timestamp) -> SessionView {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions
+        if !sessions.contains_key(key) && sessions.len() >= self.capacity {
+            Self::evict(&mut sessions, self.capacity);
+        }
+        let (view, seen) = sessions
             .entry(key.clone())
-            .or_insert_with(|| SessionView {
-                touched: Arc::default(),
-                actions: 0,
-                started: now,
-                terminated: false,
-            })
-            .clone()
+            .or_insert_with(|| (SessionView::new(now, false), now));
+        *seen = now.max(*seen);
+        view.clone()
     }
 
     fn record_allowed(&self, key: &SessionKey, touched: &[String]) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(session) = sessions.get_mut(key) {
+        if let Some((session, _)) = sessions.get_mut(key) {
             if touched.iter().any(|t| !session.touched.contains(t)) {
                 let set = Arc::make_mut(&mut session.touched);
                 set.extend(touched.iter().cloned());
@@ -77,12 +136,8 @@ impl SessionStore for MemorySessions {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions
             .entry(key.clone())
-            .or_insert_with(|| SessionView {
-                touched: Arc::default(),
-                actions: 0,
-                started: now,
-                terminated: true,
-            })
+            .or_insert_with(|| (SessionView::new(now, true), now))
+            .0
             .terminated = true;
     }
 }
@@ -144,19 +199,84 @@ impl Bucket {
     }
 }
 
-/// Throttle buckets in memory.
-#[derive(Debug, Default)]
+/// How many throttle buckets the in-memory store keeps before it sweeps.
+pub const DEFAULT_BUCKET_CAPACITY: usize = 100_000;
+
+/// Throttle buckets in memory. Past `capacity` buckets, the ones that have refilled
+/// completely are dropped: a full bucket and no bucket behave the same, so nothing a
+/// throttle counts is ever forgotten. Sweeps are amortized (the next one waits until the
+/// store has grown by a tenth of its capacity again).
+#[derive(Debug)]
 pub struct MemoryThrottles {
-    buckets: Mutex<HashMap<ThrottleKey, Bucket>>,
+    buckets: Mutex<Buckets>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_key: HashMap<ThrottleKey, (Bucket, Limit)>,
+    sweep_at: usize,
+}
+
+impl Default for MemoryThrottles {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_BUCKET_CAPACITY)
+    }
+}
+
+impl MemoryThrottles {
+    /// A store that sweeps past about `capacity` buckets.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            buckets: Mutex::new(Buckets {
+                by_key: HashMap::new(),
+                sweep_at: capacity,
+            }),
+            capacity,
+        }
+    }
+
+    /// How many buckets are kept.
+    pub fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key
+            .len()
+    }
+
+    /// Whether no bucket is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Bucket {
+    /// Whether the bucket has refilled completely by `now`.
+    fn is_full_at(&self, limit: Limit, now: Timestamp) -> bool {
+        let rate = f64::from(limit.count) / limit.per.duration().as_secs_f64();
+        let elapsed = now.duration_since(self.last).as_secs_f64().max(0.0);
+        self.tokens + elapsed * rate >= f64::from(limit.count)
+    }
 }
 
 impl ThrottleStore for MemoryThrottles {
     fn take(&self, key: &ThrottleKey, limit: Limit, now: Timestamp) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        buckets
+        if !buckets.by_key.contains_key(key) && buckets.by_key.len() >= buckets.sweep_at {
+            buckets
+                .by_key
+                .retain(|_, (bucket, limit)| !bucket.is_full_at(*limit, now));
+            buckets.sweep_at = buckets.by_key.len() + (self.capacity / 10).max(1);
+            buckets.sweep_at = buckets.sweep_at.max(self.capacity);
+        }
+        let (bucket, kept) = buckets
+            .by_key
             .entry(key.clone())
-            .or_insert_with(|| Bucket::full(limit, now))
-            .take(limit, now)
+            .or_insert_with(|| (Bucket::full(limit, now), limit));
+        *kept = limit;
+        bucket.take(limit, now)
     }
 }
 
@@ -213,6 +333,66 @@ mod tests {
                         .expect("ok")
                 )
                 .is_err()
+        );
+    }
+
+    fn key(principal: &str, id: &str) -> SessionKey {
+        SessionKey {
+            principal: principal.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn past_capacity_the_longest_idle_live_sessions_go_and_terminated_ones_stay() {
+        let store = MemorySessions::with_capacity(10);
+        store.terminate(&key("a", "revoked"), at(0));
+        for n in 0..9 {
+            store.open(&key("a", &format!("s{n}")), at(n + 1));
+        }
+        // s0 is used again, so s1 is now the longest idle.
+        store.record_allowed(&key("a", "s0"), &["read".into()]);
+        store.open(&key("a", "s0"), at(100));
+        store.open(&key("a", "new"), at(101));
+        assert_eq!(store.len(), 10);
+        assert!(store.open(&key("a", "revoked"), at(102)).terminated);
+        assert!(
+            store
+                .open(&key("a", "s0"), at(103))
+                .touched
+                .contains("read")
+        );
+        let sessions = store.sessions.lock().expect("lock");
+        assert!(
+            !sessions.contains_key(&key("a", "s1")),
+            "the longest idle live session went"
+        );
+    }
+
+    #[test]
+    fn only_refilled_buckets_are_swept() {
+        let limit = Limit::parse("1/1m").expect("valid");
+        let store = MemoryThrottles::with_capacity(4);
+        let bucket = |n: usize| ThrottleKey {
+            rule: "r".into(),
+            principal: format!("p{n}"),
+            shadow: false,
+        };
+        // p0 and p1 are emptied late; p2 and p3 early, so they refill first.
+        assert_eq!(store.take(&bucket(2), limit, at(0)), Ok(()));
+        assert_eq!(store.take(&bucket(3), limit, at(0)), Ok(()));
+        assert_eq!(store.take(&bucket(0), limit, at(50)), Ok(()));
+        assert_eq!(store.take(&bucket(1), limit, at(50)), Ok(()));
+        // At 70 s p2 and p3 have refilled and can go; p0 and p1 have not.
+        assert_eq!(store.take(&bucket(4), limit, at(70)), Ok(()));
+        assert_eq!(store.len(), 3);
+        assert!(
+            store.take(&bucket(0), limit, at(71)).is_err(),
+            "p0 still counts"
+        );
+        assert!(
+            store.take(&bucket(1), limit, at(71)).is_err(),
+            "p1 still counts"
         );
     }
 
