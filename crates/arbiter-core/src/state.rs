@@ -101,7 +101,7 @@ impl MemorySessions {
             .filter(|(_, (view, _))| !view.terminated)
             .map(|(key, (_, seen))| (*seen, key.clone()))
             .collect();
-        live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        live.sort_unstable_by_key(|(seen, _)| *seen);
         for (_, key) in live.into_iter().take((capacity / 10).max(1)) {
             sessions.remove(&key);
         }
