@@ -163,6 +163,7 @@ impl App {
             .layer(tower::limit::ConcurrencyLimitLayer::new(
                 self.options.concurrency,
             ))
+            .layer(axum::middleware::map_response(json_errors))
             .with_state(Arc::clone(self))
     }
 
@@ -689,6 +690,37 @@ fn decision_query(p: DecisionsParams) -> Result<DecisionQuery, ApiError> {
         limit,
         cursor: p.cursor,
     })
+}
+
+/// Errors made outside the handlers (a method not allowed, a timeout) carry a plain body;
+/// every error answered is `{"error": {"code", "message"}}`, so they are rewritten.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let mut rewritten = ApiError::new(status, code, message).into_response();
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
 }
 
 async fn not_found() -> ApiError {

@@ -361,6 +361,24 @@ async fn malformed_requests_get_the_right_4xx_and_the_server_stays_healthy() {
             "case {n}"
         );
     }
+    // Errors made outside the handlers are JSON too.
+    let response = server
+        .client
+        .get(format!("{}/v1/decide", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().get("allow").is_some());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let (status, body, _) = server
+        .admin(reqwest::Method::GET, "/v2/nothing", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     // Batches: not the shape, too many.
     let (status, _) = server.raw("/v1/decide/batch", b"[]".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
