@@ -109,7 +109,17 @@ fn load_file(path: &Path, relative: &Path) -> Result<TestFile, Vec<Problem>> {
         FileShape::One(t) => vec![t],
     };
     let mut problems = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for test in &tests {
+        if !names.insert(test.name.as_str()) {
+            problems.push(Problem::in_file(
+                relative,
+                format!(
+                    "two tests are named `{}`; names must be unique in a file",
+                    test.name
+                ),
+            ));
+        }
         if test.steps.is_empty() {
             problems.push(Problem::in_file(
                 relative,
@@ -117,14 +127,25 @@ fn load_file(path: &Path, relative: &Path) -> Result<TestFile, Vec<Problem>> {
             ));
         }
         for (n, step) in test.steps.iter().enumerate() {
+            let at = format!("test `{}` step {}", test.name, n + 1);
+            if step.expect.is_empty() {
+                problems.push(Problem::in_file(
+                    relative,
+                    format!("{at}: `expect` checks nothing"),
+                ));
+            }
+            if step.expect.contains_key("error") && step.expect.len() > 1 {
+                problems.push(Problem::in_file(
+                    relative,
+                    format!("{at}: `expect` has `error` (a refused request) and decision fields; a request is either refused or decided"),
+                ));
+            }
             for key in step.expect.keys() {
                 if !EXPECT_KEYS.contains(&key.as_str()) {
                     problems.push(Problem::in_file(
                         relative,
                         format!(
-                            "test `{}` step {}: unknown expect key `{key}` (known: {})",
-                            test.name,
-                            n + 1,
+                            "{at}: unknown expect key `{key}` (known: {})",
                             EXPECT_KEYS.join(", ")
                         ),
                     ));
@@ -335,6 +356,35 @@ mod tests {
                 .iter()
                 .any(|m| m.contains("missing"))
         );
+    }
+
+    fn write(yaml: &str) -> Result<Vec<TestFile>, Problems> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("tests")).expect("mkdir");
+        std::fs::write(dir.path().join("tests/t.yaml"), yaml).expect("write");
+        load_tests(dir.path())
+    }
+
+    #[test]
+    fn tests_that_check_nothing_or_contradict_themselves_are_broken() {
+        let step =
+            "request: {principal: 'A::\"a\"', action: 'Action::\"x\"', resource: 'R::\"r\"'}";
+        let empty = write(&format!(
+            "- name: t\n  steps:\n    - {{{step}, expect: {{}}}}\n"
+        ));
+        assert!(empty.is_err_and(|p| p.to_string().contains("checks nothing")));
+        let both = write(&format!(
+            "- name: t\n  steps:\n    - {{{step}, expect: {{error: invalid_request, decision: deny}}}}\n"
+        ));
+        assert!(both.is_err_and(|p| p.to_string().contains("either refused or decided")));
+        let twice = write(&format!(
+            "- name: t\n  steps:\n    - {{{step}, expect: {{decision: deny}}}}\n- name: t\n  steps:\n    - {{{step}, expect: {{decision: deny}}}}\n"
+        ));
+        assert!(twice.is_err_and(|p| p.to_string().contains("two tests are named `t`")));
+        let fine = write(&format!(
+            "- name: t\n  steps:\n    - {{{step}, expect: {{decision: deny}}}}\n"
+        ));
+        assert!(fine.is_ok_and(|files| files.len() == 1));
     }
 
     #[test]
