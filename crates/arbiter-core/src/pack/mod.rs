@@ -15,6 +15,8 @@ use cedar_policy::{
 };
 use sha2::{Digest, Sha256};
 
+use toml::Spanned;
+
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::diag::{self, Problem, Problems};
@@ -177,6 +179,8 @@ struct Loader<'a> {
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
     hasher: Sha256,
+    /// `arbiter.toml` as read, to place problems found after parsing.
+    config_text: String,
 }
 
 /// Where a policy came from, to place validator messages.
@@ -193,6 +197,7 @@ impl<'a> Loader<'a> {
             problems: Vec::new(),
             warnings: Vec::new(),
             hasher: Sha256::new(),
+            config_text: String::new(),
         }
     }
 
@@ -295,6 +300,7 @@ impl<'a> Loader<'a> {
         let Some(text) = self.read(Path::new(CONFIG_FILE)) else {
             return Config::default();
         };
+        self.config_text.clone_from(&text);
         match toml::from_str::<Config>(&text) {
             Ok(config) => config,
             Err(e) => {
@@ -572,85 +578,60 @@ impl<'a> Loader<'a> {
                 .action_groups()
                 .map(|a| a.id().unescaped().to_owned()),
         );
-        let text = fs::read_to_string(self.dir.join(CONFIG_FILE)).unwrap_or_default();
-        let mut bad = |span: std::ops::Range<usize>, message: String| {
-            self.problems
-                .push(Problem::in_file(CONFIG_FILE, message).at_offset(&text, span.start));
-        };
-        for ty in config.default_deny.principal_types.keys() {
-            if !principal_types.contains(ty.get_ref()) {
-                bad(
-                    ty.span(),
-                    format!(
-                        "[default_deny] principal_types: `{}` is not a principal type of any action in the schema",
-                        ty.get_ref()
-                    ),
-                );
-            }
-        }
-        for ty in &config.credentials.required_for {
-            if !types.contains(ty.get_ref()) {
-                bad(
-                    ty.span(),
-                    format!(
-                        "[credentials] required_for: unknown entity type `{}`",
-                        ty.get_ref()
-                    ),
-                );
-            }
-        }
-        for ty in &config.requests.entity_types {
-            if !types.contains(ty.get_ref()) {
-                bad(
-                    ty.span(),
-                    format!(
-                        "[requests] entity_types: unknown entity type `{}`",
-                        ty.get_ref()
-                    ),
-                );
-            }
-        }
+        let keys: Vec<&Spanned<String>> = config.default_deny.principal_types.keys().collect();
+        self.unknown_names(keys, &principal_types, |ty| {
+            format!("[default_deny] principal_types: `{ty}` is not a principal type of any action in the schema")
+        });
+        self.unknown_names(&config.credentials.required_for, &types, |ty| {
+            format!("[credentials] required_for: unknown entity type `{ty}`")
+        });
+        self.unknown_names(&config.requests.entity_types, &types, |ty| {
+            format!("[requests] entity_types: unknown entity type `{ty}`")
+        });
         for (name, intent) in &config.intents {
-            for action in &intent.actions {
-                if !action_ids.contains(action.get_ref()) {
-                    bad(
-                        action.span(),
-                        format!(
-                            "[intents.{name}] actions: `{}` is not an action or action group of the schema",
-                            action.get_ref()
-                        ),
-                    );
-                }
-            }
+            self.unknown_names(&intent.actions, &action_ids, |a| {
+                format!(
+                    "[intents.{name}] actions: `{a}` is not an action or action group of the schema"
+                )
+            });
         }
         for (name, chain) in &config.chains {
-            for step in &chain.steps {
-                if !action_ids.contains(step.get_ref()) {
-                    bad(
-                        step.span(),
-                        format!(
-                            "[chains.{name}] steps: `{}` is not an action or action group of the schema",
-                            step.get_ref()
-                        ),
-                    );
-                }
+            self.unknown_names(&chain.steps, &action_ids, |a| {
+                format!(
+                    "[chains.{name}] steps: `{a}` is not an action or action group of the schema"
+                )
+            });
+        }
+    }
+
+    /// A problem, placed in `arbiter.toml`, for every name that is not `known`.
+    fn unknown_names<'n>(
+        &mut self,
+        names: impl IntoIterator<Item = &'n Spanned<String>>,
+        known: &HashSet<String>,
+        message: impl Fn(&str) -> String,
+    ) {
+        for name in names {
+            if !known.contains(name.get_ref()) {
+                self.config_problem(name.span(), message(name.get_ref()));
             }
         }
     }
 
+    /// A problem in `arbiter.toml` at byte `at` of its text.
+    fn config_problem(&mut self, span: std::ops::Range<usize>, message: String) {
+        self.problems
+            .push(Problem::in_file(CONFIG_FILE, message).at_offset(&self.config_text, span.start));
+    }
+
     fn check_config(&mut self, config: &Config) {
-        let text = fs::read_to_string(self.dir.join(CONFIG_FILE)).unwrap_or_default();
-        let mut bad = |span: std::ops::Range<usize>, message: String| {
-            self.problems
-                .push(Problem::in_file(CONFIG_FILE, message).at_offset(&text, span.start));
-        };
         for token in &config.server.pep_tokens {
             let ok = token
                 .get_ref()
                 .strip_prefix("sha256:")
                 .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
             if !ok {
-                bad(
+                self.config_problem(
                     token.span(),
                     "[server] pep_tokens: each entry is `sha256:` and 64 hex digits \
                      (the hash of a token, never the token itself)"
@@ -664,7 +645,7 @@ impl<'a> Loader<'a> {
                 .strip_prefix("context.")
                 .is_some_and(|rest| !rest.is_empty() && rest.split('.').all(|seg| !seg.is_empty()));
             if !ok {
-                bad(
+                self.config_problem(
                     path.span(),
                     format!(
                         "[log] mask: `{p}` is not a path into the context (e.g. `context.args.password`)"
