@@ -23,6 +23,27 @@ use tokio::sync::oneshot;
 
 const ADMIN: &str = "test-admin-token";
 
+/// Polls `check` until it holds or `within` has passed (file events and the log writer
+/// run on their own time); says whether it held.
+async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
 }
@@ -93,6 +114,18 @@ impl Server {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.base);
+        self.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     async fn post(
@@ -473,15 +506,7 @@ async fn every_decision_is_in_the_log_and_queryable() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
     // Metrics count what happened.
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("arbiter_decisions_total{decision=\"deny\",effect=\"revoke\"} 1"),
         "{metrics}"
@@ -505,20 +530,14 @@ async fn batched_decisions_are_visible_within_a_second_and_drained_on_shutdown()
         ids.push(body["decision_id"].as_str().unwrap().to_owned());
     }
     let last = ids.last().unwrap().clone();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    let mut seen = false;
-    while std::time::Instant::now() < deadline {
-        // Ids made in the same millisecond do not sort by arrival, so look for it.
+    // Ids increase in arrival order, so the last answer is the newest record.
+    let seen = eventually(SECOND, || async {
         let (_, page, _) = server
-            .admin(reqwest::Method::GET, "/v1/decisions?limit=20", Some(ADMIN))
+            .admin(reqwest::Method::GET, "/v1/decisions?limit=1", Some(ADMIN))
             .await;
-        let newest = page["decisions"].as_array().cloned().unwrap_or_default();
-        if newest.iter().any(|d| d["decision_id"] == last.as_str()) {
-            seen = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+        page["decisions"][0]["decision_id"] == last.as_str()
+    })
+    .await;
     assert!(seen, "the newest decision is visible within 1 s");
     server.stop().await;
     let store = arbiter_store::Store::open_read_only(&server.data).unwrap();
@@ -604,17 +623,12 @@ async fn watch_reloads_a_changed_pack_and_refuses_a_broken_one() {
     )
     .unwrap();
     // File events arrive when they arrive: wait for the refusal, bounded.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !app
-        .metrics_text()
-        .contains("arbiter_pack_reloads_total{code=\"rejected\"} 1")
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let rejected = "arbiter_pack_reloads_total{code=\"rejected\"} 1";
     assert!(
-        app.metrics_text()
-            .contains("arbiter_pack_reloads_total{code=\"rejected\"} 1")
+        eventually(10 * SECOND, || async {
+            app.metrics_text().contains(rejected)
+        })
+        .await
     );
     assert_eq!(
         app.policy_version(),
@@ -622,10 +636,8 @@ async fn watch_reloads_a_changed_pack_and_refuses_a_broken_one() {
         "a broken pack is never swapped in"
     );
     fs::write(&file, format!("{good}\n// edited\n")).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.policy_version() == before && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let reloaded = eventually(10 * SECOND, || async { app.policy_version() != before }).await;
+    assert!(reloaded, "the edited pack was reloaded");
     assert_ne!(app.policy_version(), before, "the edited pack was reloaded");
     app.shutdown().await;
 }
@@ -645,40 +657,33 @@ async fn while_the_log_cannot_write_no_decision_is_made_and_readyz_says_so() {
     .unwrap();
     let (status, second, _) = server.post("/v1/decide", &request).await;
     assert_eq!(status, StatusCode::OK, "queued before the failure is known");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut refused = None;
-    while std::time::Instant::now() < deadline {
+    let refused = std::sync::Mutex::new(None);
+    eventually(10 * SECOND, || async {
         let (status, body, _) = server.post("/v1/decide", &request).await;
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            refused = Some(body);
-            break;
+        let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
+        if unavailable {
+            *refused.lock().unwrap() = Some(body);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let refused = refused.expect("decisions are refused while the log cannot write");
+        unavailable
+    })
+    .await;
+    let refused = refused
+        .into_inner()
+        .unwrap()
+        .expect("decisions are refused while the log cannot write");
     assert_eq!(refused["error"]["code"], "log_unavailable");
     let (status, ready, _) = server.admin(reqwest::Method::GET, "/readyz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(!metrics.contains("arbiter_log_write_errors 0"), "{metrics}");
 
     // The disk recovers: the held records land and decisions resume.
     db.execute_batch("DROP TRIGGER fail_inserts;").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if server.admin(reqwest::Method::GET, "/readyz", None).await.0 == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let ready = eventually(10 * SECOND, || async {
+        server.admin(reqwest::Method::GET, "/readyz", None).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "ready again once the disk recovers");
     let (status, _, _) = server.post("/v1/decide", &request).await;
     assert_eq!(status, StatusCode::OK);
     server.stop().await;
