@@ -300,16 +300,10 @@ impl App {
         result: &Result<Decision, RequestError>,
         latency: Duration,
     ) -> DecisionRecord {
-        let pack = engine.pack();
-        let mask: Vec<String> = pack
-            .config()
-            .log
-            .mask
-            .iter()
-            .map(|p| p.get_ref().clone())
-            .collect();
+        let mask = &engine.pack().config().log.mask;
         if !mask.is_empty() {
-            self.masker.mask(&mut request, &mask);
+            self.masker
+                .mask(&mut request, mask.iter().map(|p| p.get_ref()));
         }
         let id = result.as_ref().ok().map(|d| d.decision_id.clone());
         let mut record = blank_record(engine, id, request, latency);

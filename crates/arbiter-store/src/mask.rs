@@ -62,9 +62,9 @@ impl Masker {
     /// Replaces the value at each dotted path (e.g. `context.args.password`, from the
     /// request's root; a number indexes an array) with `hmac-sha256:<hex>` of the value's
     /// canonical JSON. Paths that are absent are ignored.
-    pub fn mask(&self, request: &mut Value, paths: &[String]) {
+    pub fn mask<P: AsRef<str>>(&self, request: &mut Value, paths: impl IntoIterator<Item = P>) {
         for path in paths {
-            if let Some(value) = lookup_mut(request, path) {
+            if let Some(value) = lookup_mut(request, path.as_ref()) {
                 *value = Value::String(self.masked(value));
             }
         }

@@ -42,7 +42,7 @@ fn masking_replaces_nested_values_and_leaves_the_rest() {
     let mut req = request();
     masker.mask(
         &mut req,
-        &paths(&[
+        paths(&[
             "context.args.password",
             "context.args.opts",
             "context.headers.authorization",
