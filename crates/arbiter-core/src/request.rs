@@ -94,9 +94,9 @@ impl DecisionRequest {
         serde_json::from_str(text).map_err(|e| RequestError::Malformed(describe_json_error(&e)))
     }
 
-    /// Parses one request from a JSON value.
-    pub fn from_value(value: Value) -> Result<Self, RequestError> {
-        serde_json::from_value(value).map_err(|e| RequestError::Malformed(describe_json_error(&e)))
+    /// Parses one request from a JSON value (without copying it).
+    pub fn from_value(value: &Value) -> Result<Self, RequestError> {
+        Self::deserialize(value).map_err(|e| RequestError::Malformed(describe_json_error(&e)))
     }
 
     /// The context as a JSON object (empty when absent).

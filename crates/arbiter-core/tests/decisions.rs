@@ -95,7 +95,7 @@ fn pack(config: &str) -> (tempfile::TempDir, Arc<Pack>) {
 }
 
 fn req(v: serde_json::Value) -> DecisionRequest {
-    DecisionRequest::from_value(v).unwrap()
+    DecisionRequest::from_value(&v).unwrap()
 }
 
 fn engine(pack: &Arc<Pack>) -> (Engine, Arc<ManualClock>) {

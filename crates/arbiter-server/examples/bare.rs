@@ -16,7 +16,7 @@ async fn decide(body: Bytes) -> Response {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let Ok(request) = DecisionRequest::from_value(value) else {
+    let Ok(request) = DecisionRequest::from_value(&value) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let decision = Decision {

@@ -247,7 +247,7 @@ impl App {
         value: Value,
     ) -> Result<Result<Decision, RequestError>, ApiError> {
         let started = Instant::now();
-        let parsed = DecisionRequest::from_value(value.clone());
+        let parsed = DecisionRequest::from_value(&value);
         let result = parsed
             .as_ref()
             .map_err(Clone::clone)

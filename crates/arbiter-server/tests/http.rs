@@ -215,7 +215,7 @@ async fn decisions_over_http_equal_the_offline_engine() {
         .iter()
         .map(|r| {
             let d = offline
-                .decide(&DecisionRequest::from_value(r.clone()).unwrap())
+                .decide(&DecisionRequest::from_value(r).unwrap())
                 .unwrap();
             without_ids(serde_json::to_value(d).unwrap())
         })
