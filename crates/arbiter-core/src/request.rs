@@ -113,15 +113,15 @@ impl DecisionRequest {
 
 fn describe_json_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    if text.contains("did not match any variant of untagged enum EntityRef") {
-        format!(
-            "an entity reference must be `Type::\"id\"` or {{\"type\": …, \"id\": …}} (at line {} column {})",
-            e.line(),
-            e.column()
-        )
-    } else {
-        text
+    if !text.contains("did not match any variant of untagged enum EntityRef") {
+        return text;
     }
+    let at = if e.line() > 0 {
+        format!(" (at line {} column {})", e.line(), e.column())
+    } else {
+        String::new()
+    };
+    format!("an entity reference must be `Type::\"id\"` or {{\"type\": …, \"id\": …}}{at}")
 }
 
 /// Why a request was refused before any decision was made.
