@@ -131,6 +131,15 @@ impl fmt::Display for Problems {
     }
 }
 
+/// A Cedar error as one line: its message and, when it has one, its help.
+pub fn cedar_message(e: &dyn miette::Diagnostic) -> String {
+    let mut message = e.to_string();
+    if let Some(help) = e.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use serde_json::Value;
 use ulid::Ulid;
 
 use crate::clock::{Clock, SystemClock};
+use crate::diag::cedar_message;
 use crate::identity::{CredentialFailure, CredentialVerifier, NoIssuers, VerifiedCredential};
 use crate::index::Slice;
 use crate::needs::Needs;
@@ -714,16 +715,19 @@ impl Engine {
         session: Option<&SessionKey>,
         credential: Option<&VerifiedCredential>,
     ) {
-        let revoked = decision.effect == Some(Effect::Revoke)
-            && fired
-                .iter()
-                .any(|f| f.rule.is_enforced() && f.effect == Effect::Revoke);
-        if revoked {
+        let revoking = (decision.effect == Some(Effect::Revoke))
+            .then(|| {
+                fired
+                    .iter()
+                    .find(|f| f.rule.is_enforced() && f.effect == Effect::Revoke)
+            })
+            .flatten();
+        if let Some(by) = revoking {
             if let Some(key) = session {
                 self.sessions.terminate(key, valid.now);
             }
             if let Some(credential) = credential {
-                self.credentials.revoke(credential, valid.now);
+                self.credentials.revoke(credential, &by.rule.id, valid.now);
             }
         }
         if decision.decision == Outcome::Allow
@@ -766,12 +770,4 @@ fn cedar_datetime(now: Timestamp) -> String {
 fn system_time(now: Timestamp) -> SystemTime {
     SystemTime::UNIX_EPOCH
         + std::time::Duration::from_millis(u64::try_from(now.as_millisecond()).unwrap_or(0))
-}
-
-fn cedar_message(e: &dyn miette::Diagnostic) -> String {
-    let mut message = e.to_string();
-    if let Some(help) = e.help() {
-        message.push_str(&format!(" (help: {help})"));
-    }
-    message
 }

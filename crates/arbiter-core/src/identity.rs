@@ -22,6 +22,9 @@ pub struct VerifiedCredential {
     pub issued_at: Timestamp,
     /// When it expires.
     pub expires_at: Timestamp,
+    /// Principal attributes it vouches for (claims an exchange copied from the upstream
+    /// token). They describe the principal only when the pack's entities do not.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a credential does not count; the decision's reason is `credential:<why>`.
@@ -72,8 +75,9 @@ impl CredentialFailure {
 pub trait CredentialVerifier: Send + Sync + std::fmt::Debug {
     /// Verifies a compact token at `now`.
     fn verify(&self, token: &str, now: Timestamp) -> Result<VerifiedCredential, CredentialFailure>;
-    /// Revokes a token (an enforced `revoke` fired while it was presented).
-    fn revoke(&self, credential: &VerifiedCredential, now: Timestamp);
+    /// Revokes a token because the enforced `revoke` rule `rule` fired while it was
+    /// presented. Durable before it returns, where the implementation has a store.
+    fn revoke(&self, credential: &VerifiedCredential, rule: &str, now: Timestamp);
 }
 
 /// No issuer is configured: nothing verifies.
@@ -92,5 +96,5 @@ impl CredentialVerifier for NoIssuers {
         Err(CredentialFailure::UnknownIssuer)
     }
 
-    fn revoke(&self, _credential: &VerifiedCredential, _now: Timestamp) {}
+    fn revoke(&self, _credential: &VerifiedCredential, _rule: &str, _now: Timestamp) {}
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 /// A positive duration written as a count and a unit: `s`, `m`, `h` or `d` (`1m`, `10s`,
 /// `7d`). A bare unit (`m`) means one of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period(Duration);
 
 impl Period {
@@ -50,6 +50,16 @@ impl Period {
     /// A period of whole days.
     pub const fn days(days: u64) -> Self {
         Self(Duration::from_secs(days * 86_400))
+    }
+
+    /// A period of whole hours.
+    pub const fn hours(hours: u64) -> Self {
+        Self(Duration::from_secs(hours * 3_600))
+    }
+
+    /// A period of whole seconds.
+    pub const fn seconds_of(seconds: u64) -> Self {
+        Self(Duration::from_secs(seconds))
     }
 
     /// The length of the period.

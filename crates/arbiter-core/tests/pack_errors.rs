@@ -380,3 +380,114 @@ fn templates_are_refused() {
     let p = only_problem("@id(\"t\")\npermit(principal == ?principal, action, resource);");
     assert!(p.starts_with("policies/rules.cedar:"), "{p}");
 }
+
+/// A pack with these `[[issuers]]` and a JWKS file `keys.json`, and its problems rendered.
+fn issuer_problems(config: &str, jwks: &str) -> Vec<String> {
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    fs::write(dir.path().join("keys.json"), jwks).unwrap();
+    problems(dir.path())
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+const JWKS: &str =
+    r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+#[test]
+fn a_good_issuer_loads() {
+    let config = r#"
+[[issuers]]
+name = "ci"
+preset = "github-actions"
+audience = "arbiter"
+jwks_file = "keys.json"
+principal = 'Agent::"{repository}"'
+"#;
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    fs::write(dir.path().join("keys.json"), JWKS).unwrap();
+    let pack = Pack::load(dir.path()).unwrap();
+    let keys = pack.issuer_keys("ci").unwrap();
+    assert_eq!(keys.jwks.as_deref(), Some(JWKS));
+    assert_eq!(
+        pack.config().issuers[0].iss(),
+        Some("https://token.actions.githubusercontent.com")
+    );
+}
+
+#[test]
+fn issuer_mistakes_are_each_located() {
+    let config = r#"
+[credentials]
+leeway = "10m"
+
+[[issuers]]
+name = "k8s"
+preset = "kubernetes"
+audience = "arbiter"
+jwks_file = "keys.json"
+algorithms = ["RS256", "HS256"]
+principal = 'Robot::"{namespace}/{serviceaccount}"'
+
+[[issuers]]
+name = "spiffe"
+preset = "spiffe"
+issuer = "https://spire"
+audience = "arbiter"
+jwks_url = "http://spire.example/keys"
+principal = 'Agent::"{sub}"'
+attributes = { level = "team" }
+intents = ["nope"]
+"#;
+    let found = issuer_problems(config, JWKS);
+    let expect = [
+        "arbiter.toml: [credentials] leeway = \"10m\" is more than 5m",
+        "arbiter.toml:6:8: [[issuers]] `k8s`: `issuer` (the `iss` its tokens carry) is required",
+        "arbiter.toml:10:24: [[issuers]] `k8s`: algorithm `HS256` is not accepted",
+        "arbiter.toml:11:13: [[issuers]] `k8s` principal: `Robot` is not an entity type",
+        "arbiter.toml:18:12: [[issuers]] `spiffe`: jwks_url must be https://",
+        "arbiter.toml:19:13: [[issuers]] `spiffe` attributes do not fit the schema's `Agent`",
+        "arbiter.toml:21:12: [[issuers]] `spiffe` intents: `nope` is not an [intents] entry",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "expected a problem starting `{e}` in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+}
+
+#[test]
+fn a_jwks_file_that_is_not_a_key_set_is_an_error() {
+    let config = r#"
+[[issuers]]
+name = "ci"
+preset = "github-actions"
+audience = "arbiter"
+jwks_file = "keys.json"
+principal = 'Agent::"{repository}"'
+"#;
+    let found = issuer_problems(config, r#"{"keys": []}"#);
+    assert_eq!(
+        found,
+        ["keys.json: not a JWKS: it needs a non-empty `keys` array"]
+    );
+    let outside = config.replace("keys.json", "../keys.json");
+    let found = issuer_problems(&outside, JWKS);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].contains("jwks_file must be a path inside the pack"));
+}
+
+#[test]
+fn an_intent_longer_than_the_credential_limit_is_an_error() {
+    let config =
+        "[credentials]\nmax_ttl = \"1h\"\n[intents.long]\nactions = [\"call\"]\nmax_ttl = \"2h\"\n";
+    let found = issuer_problems(config, JWKS);
+    assert_eq!(
+        found,
+        [
+            "arbiter.toml: [intents.long] max_ttl = \"2h\" is longer than [credentials] max_ttl = \"1h\""
+        ]
+    );
+}

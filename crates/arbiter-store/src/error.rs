@@ -92,6 +92,12 @@ pub enum StoreError {
     /// A query filter has a value outside its vocabulary.
     #[error("invalid decision query: {0}")]
     InvalidQuery(String),
+    /// A value given to the store breaks its rules (for example an empty revocation).
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong, naming the field.
+        message: String,
+    },
     /// A cursor that no page handed out.
     #[error("invalid cursor {cursor:?}: pass the `next` value of a previous page")]
     InvalidCursor {

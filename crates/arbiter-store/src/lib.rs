@@ -1,5 +1,5 @@
-//! arbiter's embedded store (DESIGN §4, §6): the decision log, pack versions and the
-//! masking key, in SQLite under one data directory.
+//! arbiter's embedded store (DESIGN §4, §6): the decision log, pack versions, revocations
+//! and the masking key, in SQLite under one data directory.
 //!
 //! The server opens a [`Store`] and starts a [`LogWriter`] on it; `arbiter log` opens the
 //! same directory with [`Store::open_read_only`] while the server runs. The `Store`'s
@@ -13,6 +13,8 @@
 //!   ([`DecisionQuery`], [`DecisionPage`]).
 //! - `writer`: [`LogWriter`], batching with back-pressure, retry and drain.
 //! - `packs`: [`PackVersion`]s and their rules' hashes, and every load.
+//! - `revocations`: [`Revocation`]s of tokens, principals and sessions, durable when
+//!   [`Store::revoke`] returns, read back in commit order with [`Store::revocations_since`].
 //! - `mask`: [`Masker`], keyed hashing of request values before they are logged.
 //! - `error`: [`StoreError`].
 //!
@@ -25,6 +27,7 @@ mod decisions;
 mod error;
 mod mask;
 mod packs;
+mod revocations;
 mod schema;
 mod store;
 mod writer;
@@ -33,5 +36,6 @@ pub use decisions::{DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, MAX_
 pub use error::StoreError;
 pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
 pub use packs::{PackLoad, PackVersion, RuleVersion};
+pub use revocations::{MAX_REVOCATION_VALUE, Revocation, RevocationKind};
 pub use store::{DB_FILE, Store};
 pub use writer::{Durability, LogError, LogWriter, MAX_BATCH};

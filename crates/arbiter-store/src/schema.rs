@@ -60,7 +60,29 @@ CREATE TABLE pack_loads (
 );
 ";
 
-const STEPS: &[M<'static>] = &[M::up(V1)];
+/// Version 2: revocations (of a token, a principal or a session), in the order they were
+/// committed.
+///
+/// `seq` is `AUTOINCREMENT` so that a number is never handed out twice, even once expired
+/// rows are pruned: a poller that has seen `seq` n asks for what is after n and must not
+/// miss a row that reused it. For kind `principal`, `at_us` is the cut-off (tokens issued
+/// before it are revoked); `principal` is set for kind `session` only.
+const V2: &str = "
+CREATE TABLE revocations (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind          TEXT NOT NULL CHECK (kind IN ('jti', 'principal', 'session')),
+    value         TEXT NOT NULL,
+    principal     TEXT CHECK (principal IS NULL OR kind = 'session'),
+    reason        TEXT NOT NULL,
+    \"by\"        TEXT NOT NULL,
+    at            TEXT NOT NULL,
+    at_us         INTEGER NOT NULL,
+    expires_at_us INTEGER
+);
+CREATE INDEX revocations_kind_value ON revocations (kind, value);
+";
+
+const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2)];
 
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -31,8 +31,13 @@ pub(crate) enum Synchronous {
 
 /// The embedded store: SQLite in `<data_dir>/arbiter.db`, in WAL mode, migrated on open.
 ///
-/// Clone is cheap; clones share one connection, used for queries and for pack versions.
-/// The decision log is written by a [`LogWriter`](crate::LogWriter) on its own connection.
+/// Clone is cheap; clones share one connection, used for queries, pack versions and
+/// revocations. The decision log is written by a [`LogWriter`](crate::LogWriter) on its
+/// own connection.
+///
+/// The shared connection commits with `synchronous = FULL`: its writes are few and small,
+/// and a revocation must survive a power loss once [`Store::revoke`] has returned. Reads do
+/// not pay for it.
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -52,7 +57,7 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         create_data_dir(data_dir)?;
         let db_path = data_dir.join(DB_FILE);
-        let mut conn = connect(&db_path, Synchronous::Normal)?;
+        let mut conn = connect(&db_path, Synchronous::Full)?;
         MIGRATIONS
             .to_latest(&mut conn)
             .map_err(|cause| StoreError::Migrate {

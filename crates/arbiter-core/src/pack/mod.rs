@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{ALGORITHMS, Config, Issuer, PrincipalTemplate};
 use crate::diag::{self, Problem, Problems};
 use crate::index::SliceIndex;
 use crate::rule::{Mode, Rule};
@@ -39,6 +39,8 @@ pub struct Pack {
     index: SliceIndex,
     action_groups: HashMap<EntityUid, Vec<String>>,
     request_entity_types: HashSet<EntityTypeName>,
+    /// Per `[[issuers]]` name: its parsed principal template and its JWKS file's text.
+    issuers: HashMap<String, IssuerKeys>,
     /// `default-deny:<Type>` and its mode, for the principal types the schema knows.
     scopes: HashMap<EntityTypeName, (String, Mode)>,
     version: String,
@@ -51,6 +53,15 @@ const SCHEMA_FILE: &str = "schema.cedarschema";
 const SCHEMA_JSON_FILE: &str = "schema.cedarschema.json";
 const ENTITIES_FILE: &str = "entities.json";
 const POLICIES_DIR: &str = "policies";
+
+/// What the loader checked of an upstream issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerKeys {
+    /// Its `principal`, parsed.
+    pub principal: PrincipalTemplate,
+    /// Its `jwks_file`, as read (and hashed into the pack version).
+    pub jwks: Option<String>,
+}
 
 impl Pack {
     /// Loads and validates the pack in `dir`. On failure, every problem found is returned.
@@ -66,6 +77,11 @@ impl Pack {
     /// `arbiter.toml`.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The checked parts of the `[[issuers]]` entry with this name.
+    pub fn issuer_keys(&self, name: &str) -> Option<&IssuerKeys> {
+        self.issuers.get(name)
     }
 
     /// The framework catalog, with the pack's own frameworks.
@@ -227,6 +243,7 @@ impl<'a> Loader<'a> {
             self.check_config_against_schema(&config, schema);
         }
         self.check_config(&config);
+        let issuers = self.check_issuers(&config, schema.as_ref());
         let request_entity_types = self.request_entity_types(&config);
         if !self.problems.is_empty() {
             return Err(Problems(self.problems));
@@ -253,6 +270,7 @@ impl<'a> Loader<'a> {
             index,
             action_groups,
             request_entity_types,
+            issuers,
             scopes: HashMap::new(),
             version,
             warnings: self.warnings,
@@ -671,6 +689,258 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// `[credentials]` limits and every `[[issuers]]` entry: a mistake here would let the
+    /// wrong tokens in, so each is an error.
+    fn check_issuers(
+        &mut self,
+        config: &Config,
+        schema: Option<&Schema>,
+    ) -> HashMap<String, IssuerKeys> {
+        let credentials = &config.credentials;
+        if credentials.leeway.seconds() > 300 {
+            self.problems.push(Problem::in_file(
+                CONFIG_FILE,
+                format!(
+                    "[credentials] leeway = \"{}\" is more than 5m: expired tokens would pass",
+                    credentials.leeway
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("issuer", &credentials.issuer),
+            ("audience", &credentials.audience),
+        ] {
+            if value.trim().is_empty() {
+                self.problems.push(Problem::in_file(
+                    CONFIG_FILE,
+                    format!("[credentials] {field} is empty"),
+                ));
+            }
+        }
+        for (name, intent) in &config.intents {
+            if let Some(ttl) = intent.max_ttl
+                && ttl > credentials.max_ttl
+            {
+                self.problems.push(Problem::in_file(
+                    CONFIG_FILE,
+                    format!(
+                        "[intents.{name}] max_ttl = \"{ttl}\" is longer than [credentials] \
+                         max_ttl = \"{}\"",
+                        credentials.max_ttl
+                    ),
+                ));
+            }
+        }
+        let mut out = HashMap::new();
+        for issuer in &config.issuers {
+            if let Some(keys) = self.check_issuer(config, issuer, schema) {
+                let name = issuer.name.get_ref().clone();
+                if out.insert(name.clone(), keys).is_some() {
+                    self.config_problem(
+                        issuer.name.span(),
+                        format!("[[issuers]] `{name}` is defined twice"),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn check_issuer(
+        &mut self,
+        config: &Config,
+        issuer: &Issuer,
+        schema: Option<&Schema>,
+    ) -> Option<IssuerKeys> {
+        let name = issuer.name.get_ref();
+        let before = self.problems.len();
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            self.config_problem(
+                issuer.name.span(),
+                format!("[[issuers]] name `{name}`: use letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        let at = issuer.name.span();
+        match issuer.iss() {
+            Some(iss) if !iss.trim().is_empty() => {}
+            _ => self.config_problem(
+                at.clone(),
+                format!("[[issuers]] `{name}`: `issuer` (the `iss` its tokens carry) is required"),
+            ),
+        }
+        if issuer.audience.get_ref().trim().is_empty() {
+            self.config_problem(
+                issuer.audience.span(),
+                format!("[[issuers]] `{name}`: `audience` is empty"),
+            );
+        }
+        let algorithms = issuer.algorithms();
+        if algorithms.is_empty() {
+            self.config_problem(
+                at.clone(),
+                format!("[[issuers]] `{name}`: `algorithms` is empty"),
+            );
+        }
+        for alg in issuer.algorithms.iter().flatten() {
+            if !ALGORITHMS.contains(&alg.get_ref().as_str()) {
+                self.config_problem(
+                    alg.span(),
+                    format!(
+                        "[[issuers]] `{name}`: algorithm `{}` is not accepted (only {})",
+                        alg.get_ref(),
+                        ALGORITHMS.join(", ")
+                    ),
+                );
+            }
+        }
+        let jwks = match (&issuer.jwks_file, &issuer.jwks_url) {
+            (Some(file), None) => self.read_jwks(name, file),
+            (None, Some(url)) => {
+                let u = url.get_ref();
+                let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|p| {
+                        u.strip_prefix(p)
+                            .is_some_and(|r| r.is_empty() || r.starts_with([':', '/']))
+                    });
+                if !u.starts_with("https://") && !local {
+                    self.config_problem(
+                        url.span(),
+                        format!(
+                            "[[issuers]] `{name}`: jwks_url must be https:// (plain http only on loopback)"
+                        ),
+                    );
+                }
+                None
+            }
+            _ => {
+                self.config_problem(
+                    at.clone(),
+                    format!("[[issuers]] `{name}`: give exactly one of `jwks_file` and `jwks_url`"),
+                );
+                None
+            }
+        };
+        let principal = match PrincipalTemplate::parse(issuer.principal.get_ref()) {
+            Ok(t) => Some(t),
+            Err(message) => {
+                self.config_problem(
+                    issuer.principal.span(),
+                    format!("[[issuers]] `{name}` principal: {message}"),
+                );
+                None
+            }
+        };
+        if let (Some(template), Some(schema)) = (&principal, schema) {
+            self.check_issuer_principal(name, issuer, template, schema);
+        }
+        for intent in issuer.intents.iter().flatten() {
+            if !config.intents.contains_key(intent.get_ref()) {
+                self.config_problem(
+                    intent.span(),
+                    format!(
+                        "[[issuers]] `{name}` intents: `{}` is not an [intents] entry",
+                        intent.get_ref()
+                    ),
+                );
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(IssuerKeys {
+            principal: principal?,
+            jwks,
+        })
+    }
+
+    /// The template's type is an entity type of the schema, and the principal an exchange
+    /// builds (its attributes, as strings) is one the schema accepts.
+    fn check_issuer_principal(
+        &mut self,
+        name: &str,
+        issuer: &Issuer,
+        template: &PrincipalTemplate,
+        schema: &Schema,
+    ) {
+        let span = issuer.principal.span();
+        if !schema.entity_types().any(|t| t == template.type_name()) {
+            self.config_problem(
+                span,
+                format!(
+                    "[[issuers]] `{name}` principal: `{}` is not an entity type of the schema",
+                    template.type_name()
+                ),
+            );
+            return;
+        }
+        if issuer.attributes.is_empty() {
+            // No entity is built from the token: the principal is the pack's entity, or none.
+            return;
+        }
+        let uid = EntityUid::from_type_name_and_id(
+            template.type_name().clone(),
+            cedar_policy::EntityId::new("example"),
+        );
+        let attrs = issuer
+            .attributes
+            .keys()
+            .map(|a| {
+                (
+                    a.clone(),
+                    cedar_policy::RestrictedExpression::new_string("example".to_owned()),
+                )
+            })
+            .collect();
+        let fits = cedar_policy::Entity::new(uid, attrs, HashSet::new())
+            .map_err(|e| e.to_string())
+            .and_then(|e| {
+                Entities::from_entities([e], Some(schema))
+                    .map(drop)
+                    .map_err(|e| error_chain(&e))
+            });
+        if let Err(message) = fits {
+            self.config_problem(
+                span,
+                format!(
+                    "[[issuers]] `{name}` attributes do not fit the schema's `{}` \
+                     (each is copied from a claim as a String): {message}",
+                    template.type_name()
+                ),
+            );
+        }
+    }
+
+    /// Reads an issuer's JWKS file (part of the pack, so part of its version).
+    fn read_jwks(&mut self, name: &str, file: &Spanned<String>) -> Option<String> {
+        let relative = Path::new(file.get_ref());
+        if relative.is_absolute() || relative.components().any(|c| c.as_os_str() == "..") {
+            self.config_problem(
+                file.span(),
+                format!("[[issuers]] `{name}`: jwks_file must be a path inside the pack"),
+            );
+            return None;
+        }
+        let text = self.read(relative)?;
+        let keys = serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| format!("not JSON: {e}"))
+            .and_then(
+                |v| match v.get("keys").and_then(serde_json::Value::as_array) {
+                    Some(keys) if !keys.is_empty() => Ok(()),
+                    _ => Err("not a JWKS: it needs a non-empty `keys` array".to_owned()),
+                },
+            );
+        if let Err(message) = keys {
+            self.problems.push(Problem::in_file(relative, message));
+            return None;
+        }
+        Some(text)
+    }
+
     fn request_entity_types(&mut self, config: &Config) -> HashSet<EntityTypeName> {
         let mut out = HashSet::new();
         for ty in &config.requests.entity_types {
@@ -717,4 +987,16 @@ fn lineage_ids(action: &EntityUid, entities: &Entities) -> Vec<String> {
         ids.extend(groups);
     }
     ids
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
