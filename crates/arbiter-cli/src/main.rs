@@ -7,6 +7,7 @@
 
 mod output;
 mod serve;
+mod token;
 
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Query the decision log (also while a server runs).
     Log(serve::LogArgs),
+    /// Issue, revoke and list credentials; rotate the signing key.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Test { pack } => test(&pack),
         Command::Serve(args) => serve::serve(args),
         Command::Log(args) => serve::log(args),
+        Command::Token(command) => token::run(command),
     };
     match result {
         Ok(code) => code,
@@ -97,6 +102,15 @@ impl From<Problems> for Failure {
     fn from(problems: Problems) -> Self {
         Failure::Input(problems.to_string())
     }
+}
+
+/// Who runs the command, for records that say who did what.
+fn who() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "cli".to_owned())
 }
 
 fn load(pack: &Path) -> Result<Arc<Pack>, Failure> {

@@ -850,3 +850,163 @@ fn test_names_every_broken_test_file() {
         .unwrap_or_else(|| panic!("the misspelt file is not named: {}", run.stderr));
     assert!(typo.contains("decison"), "{typo}");
 }
+
+// ------------------------------------------------------------------------- token
+
+#[test]
+fn token_issue_revoke_list_and_rotate_on_a_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    let pack = example();
+    let p = pack.to_str().unwrap();
+    let issued = arbiter(
+        [
+            "token",
+            "issue",
+            "--pack",
+            p,
+            "--data",
+            d,
+            "--principal",
+            "Agent::\"support-bot\"",
+            "--ttl",
+            "10m",
+            "--intent",
+            "triage",
+            "--session",
+            "s1",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(issued.code, 0, "{}", issued.stderr);
+    let minted = &issued.json_lines()[0];
+    let token = minted["token"].as_str().unwrap();
+    assert_eq!(token.split('.').count(), 3);
+    let jti = minted["jti"].as_str().unwrap();
+
+    // Too long for the intent, an unknown intent, an unknown type: exit 2, and why.
+    for (args, says) in [
+        (["--ttl", "45m", "--intent", "triage"], "triage"),
+        (["--ttl", "2h", "--session", "s"], "max_ttl"),
+        (["--ttl", "5m", "--intent", "nope"], "nope"),
+    ] {
+        let mut all = vec![
+            "token",
+            "issue",
+            "--pack",
+            p,
+            "--data",
+            d,
+            "--principal",
+            "Agent::\"support-bot\"",
+        ];
+        all.extend(args);
+        let mut cmd = Command::cargo_bin("arbiter").unwrap();
+        let out = cmd.args(&all).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
+        assert!(stderr.contains(says), "{stderr} mentions {says}");
+    }
+    let robot = arbiter(
+        [
+            "token",
+            "issue",
+            "--pack",
+            p,
+            "--data",
+            d,
+            "--principal",
+            "Robot::\"r\"",
+            "--ttl",
+            "5m",
+        ],
+        None,
+    );
+    assert_eq!(robot.code, 2);
+    assert!(
+        robot.stderr.contains("no entity type `Robot`"),
+        "{}",
+        robot.stderr
+    );
+
+    let revoked = arbiter(
+        [
+            "token", "revoke", "--data", d, "--jti", jti, "--reason", "test", "--by", "ci",
+        ],
+        None,
+    );
+    assert_eq!(revoked.code, 0, "{}", revoked.stderr);
+    assert!(
+        revoked.stdout.starts_with(&format!("revoked jti {jti}")),
+        "{}",
+        revoked.stdout
+    );
+    let session = arbiter(
+        [
+            "token",
+            "revoke",
+            "--data",
+            d,
+            "--session",
+            "s1",
+            "--principal",
+            "Agent::\"support-bot\"",
+            "--reason",
+            "done",
+        ],
+        None,
+    );
+    assert_eq!(session.code, 0, "{}", session.stderr);
+    let neither = arbiter(["token", "revoke", "--data", d, "--reason", "x"], None);
+    assert_eq!(neither.code, 2);
+    let listed = arbiter(["token", "revocations", "--data", d, "--json"], None);
+    let all = &listed.json_lines()[0]["revocations"];
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(
+        (&all[0]["kind"], &all[0]["value"], &all[0]["by"]),
+        (&json!("jti"), &json!(jti), &json!("ci"))
+    );
+    assert_eq!(
+        (&all[1]["kind"], &all[1]["principal"]),
+        (&json!("session"), &json!("Agent::\"support-bot\""))
+    );
+
+    let kid = |token: &str| -> String {
+        use base64::Engine as _;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap();
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let rotated = arbiter(["token", "rotate-key", "--pack", p, "--data", d], None);
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    assert_eq!(fs::read_dir(data.path().join("keys")).unwrap().count(), 2);
+    let again = arbiter(
+        [
+            "token",
+            "issue",
+            "--pack",
+            p,
+            "--data",
+            d,
+            "--principal",
+            "Agent::\"support-bot\"",
+            "--ttl",
+            "1m",
+        ],
+        None,
+    );
+    let new_kid = kid(again.stdout.trim());
+    assert_ne!(new_kid, kid(token));
+    assert!(
+        rotated
+            .stdout
+            .starts_with(&format!("new signing key {new_kid}")),
+        "{}",
+        rotated.stdout
+    );
+}

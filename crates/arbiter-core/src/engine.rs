@@ -1,7 +1,7 @@
 //! The decision (DESIGN §3), top to bottom in [`Engine::decide`], each step a call named
 //! after it. The CLI, the server and replay all decide through this one function.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -176,18 +176,30 @@ impl Engine {
     /// Decides one request (DESIGN §3). An `Err` means the request itself was bad; every
     /// decision, deny and throttle included, is an `Ok`.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, RequestError> {
-        let (valid, checked) = self.validate(request)?;
+        let (mut valid, checked) = self.validate(request)?;
         let credential = match self.verify_identity(request, &valid) {
             Ok(credential) => credential,
             Err(failure) => {
                 return Ok(self.refuse(valid.now, format!("credential:{}", failure.as_str())));
             }
         };
+        // A credential bound to a session binds the request to it (DESIGN §3 step 2).
+        if valid.session.is_none()
+            && let Some(id) = credential.as_ref().and_then(|c| c.session.clone())
+        {
+            valid.session = Some(SessionKey {
+                principal: valid.principal.to_string(),
+                id,
+            });
+        }
         let session = valid
             .session
             .as_ref()
             .map(|key| (key, self.sessions.open(key, valid.now)));
-        if session.as_ref().is_some_and(|(_, s)| s.terminated) {
+        let terminated = session.as_ref().is_some_and(|(key, s)| {
+            s.terminated || self.credentials.session_revoked(&key.principal, &key.id)
+        });
+        if terminated {
             return Ok(self.refuse(valid.now, "session:terminated".to_owned()));
         }
         let slice = self.slice(&valid);
@@ -198,7 +210,15 @@ impl Engine {
             session.as_ref().map(|(_, s)| s),
             credential.as_ref(),
         )?;
-        let entities = valid.entities.as_ref().unwrap_or(self.pack.entities());
+        let vouched = credential
+            .as_ref()
+            .map(|c| self.vouched_principal(&valid, c))
+            .transpose()?
+            .flatten();
+        let entities = vouched
+            .as_ref()
+            .or(valid.entities.as_ref())
+            .unwrap_or(self.pack.entities());
         let evaluation = self.evaluate(&slice, &cedar_request, entities);
         let fired = self.apply_throttles(&evaluation, &valid);
         let mut decision = self.outcome(&valid, evaluation, &fired);
@@ -210,6 +230,7 @@ impl Engine {
             credential.as_ref(),
         );
         decision.decision_id = self.new_decision_id(valid.now);
+        decision.credential_id = credential.map(|c| c.jti);
         Ok(decision)
     }
 
@@ -439,6 +460,35 @@ impl Engine {
         Ok(Some(credential))
     }
 
+    /// The principal as its credential describes it, when the credential carries
+    /// attributes and the entity store does not know the principal (a stored entity is
+    /// never overridden).
+    fn vouched_principal(
+        &self,
+        valid: &Valid,
+        credential: &VerifiedCredential,
+    ) -> Result<Option<Entities>, RequestError> {
+        if credential.attributes.is_empty() || self.pack.entities().get(&valid.principal).is_some()
+        {
+            return Ok(None);
+        }
+        let bad = |m: String| RequestError::Invalid(format!("the credential's attributes: {m}"));
+        let attrs = credential
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())))
+            .collect();
+        let entity = cedar_policy::Entity::new(valid.principal.clone(), attrs, HashSet::new())
+            .map_err(|e| bad(e.to_string()))?;
+        let base = valid
+            .entities
+            .clone()
+            .unwrap_or_else(|| self.pack.entities().clone());
+        base.add_entities([entity], self.pack.schema())
+            .map(Some)
+            .map_err(|e| bad(cedar_message(&e)))
+    }
+
     /// Step 3: the reserved context keys, from the session, the clock and the credential.
     fn with_reserved_context(
         &self,
@@ -645,6 +695,7 @@ impl Engine {
             reason: None,
             decision_id: String::new(),
             policy_version: self.pack.version().to_owned(),
+            credential_id: None,
         };
         for f in fired {
             match f.rule.mode.unwrap_or(Mode::Audit) {
@@ -725,6 +776,8 @@ impl Engine {
         if let Some(by) = revoking {
             if let Some(key) = session {
                 self.sessions.terminate(key, valid.now);
+                self.credentials
+                    .revoke_session(&key.principal, &key.id, &by.rule.id, valid.now);
             }
             if let Some(credential) = credential {
                 self.credentials.revoke(credential, &by.rule.id, valid.now);
@@ -751,6 +804,7 @@ impl Engine {
             reason: Some(reason),
             decision_id: self.new_decision_id(now),
             policy_version: self.pack.version().to_owned(),
+            credential_id: None,
         }
     }
 }

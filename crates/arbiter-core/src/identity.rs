@@ -78,6 +78,13 @@ pub trait CredentialVerifier: Send + Sync + std::fmt::Debug {
     /// Revokes a token because the enforced `revoke` rule `rule` fired while it was
     /// presented. Durable before it returns, where the implementation has a store.
     fn revoke(&self, credential: &VerifiedCredential, rule: &str, now: Timestamp);
+    /// Whether the session `id` of `principal` (a Cedar uid string) has been revoked, by
+    /// an administrator or by a `revoke` effect before a restart.
+    fn session_revoked(&self, _principal: &str, _id: &str) -> bool {
+        false
+    }
+    /// Records durably that the enforced `revoke` rule `rule` ended this session.
+    fn revoke_session(&self, _principal: &str, _id: &str, _rule: &str, _now: Timestamp) {}
 }
 
 /// No issuer is configured: nothing verifies.

@@ -67,4 +67,8 @@ pub struct Decision {
     pub decision_id: String,
     /// The pack version the decision was made under.
     pub policy_version: String,
+    /// The `jti` of the credential that was verified for it, for the decision log (not
+    /// part of the answer).
+    #[serde(skip)]
+    pub credential_id: Option<String>,
 }

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arbiter_core::clock::ManualClock;
+use arbiter_core::identity::{CredentialFailure, CredentialVerifier, VerifiedCredential};
 use arbiter_core::request::RequestError;
 use arbiter_core::response::Outcome;
 use arbiter_core::rule::{Effect, OnError};
@@ -446,4 +447,198 @@ fn a_missing_required_context_is_invalid_even_when_empty() {
         json!({"principal": "Agent::\"bot\"", "action": "Action::\"egress\"", "resource": "Secret::\"db\"", "context": {}}),
     );
     assert_eq!(engine.decide(&empty).unwrap_err().code(), "invalid_request");
+}
+
+/// Tokens are their own names; what each verifies to is set by the test. Revocations
+/// are recorded so the test can see them.
+#[derive(Debug, Default)]
+struct FakeVerifier {
+    tokens: std::collections::HashMap<String, VerifiedCredential>,
+    revoked: std::sync::Mutex<Vec<(String, String)>>,
+    revoked_sessions: std::sync::Mutex<Vec<(String, String, String)>>,
+}
+
+impl CredentialVerifier for FakeVerifier {
+    fn verify(
+        &self,
+        token: &str,
+        _now: jiff::Timestamp,
+    ) -> Result<VerifiedCredential, CredentialFailure> {
+        if self.revoked.lock().unwrap().iter().any(|(t, _)| t == token) {
+            return Err(CredentialFailure::Revoked);
+        }
+        self.tokens
+            .get(token)
+            .cloned()
+            .ok_or(CredentialFailure::BadSignature)
+    }
+
+    fn revoke(&self, credential: &VerifiedCredential, rule: &str, _now: jiff::Timestamp) {
+        self.revoked
+            .lock()
+            .unwrap()
+            .push((credential.jti.clone(), rule.to_owned()));
+    }
+
+    fn session_revoked(&self, principal: &str, id: &str) -> bool {
+        self.revoked_sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, i, _)| p == principal && i == id)
+    }
+
+    fn revoke_session(&self, principal: &str, id: &str, rule: &str, _now: jiff::Timestamp) {
+        self.revoked_sessions.lock().unwrap().push((
+            principal.to_owned(),
+            id.to_owned(),
+            rule.to_owned(),
+        ));
+    }
+}
+
+fn credential(jti: &str, principal: &str, session: Option<&str>) -> VerifiedCredential {
+    VerifiedCredential {
+        jti: jti.to_owned(),
+        issuer: "arbiter".to_owned(),
+        principal: principal.parse().unwrap(),
+        intent: None,
+        session: session.map(str::to_owned),
+        issued_at: "2026-11-26T09:55:00Z".parse().unwrap(),
+        expires_at: "2026-11-26T10:05:00Z".parse().unwrap(),
+        attributes: std::collections::BTreeMap::new(),
+    }
+}
+
+#[test]
+fn a_verified_credential_binds_principal_and_session_and_revoke_revokes_it() {
+    let (_d, pack) = pack("");
+    let mut fake = FakeVerifier::default();
+    fake.tokens.insert(
+        "t-bot".into(),
+        credential("t-bot", "Agent::\"bot\"", Some("s1")),
+    );
+    let fake = Arc::new(fake);
+    let (engine, _) = engine(&pack);
+    let engine = engine.with_credentials(fake.clone());
+    let call = |action: &str, principal: &str, session: Option<&str>| {
+        let mut v = json!({"principal": principal, "action": action, "resource": "Secret::\"db\"",
+                           "context": {}, "credential": "t-bot"});
+        if action.contains("egress") {
+            v["context"] = json!({"host": "example.com"});
+        }
+        if let Some(s) = session {
+            v["session"] = json!(s);
+        }
+        engine.decide(&req(v)).unwrap()
+    };
+    let read = "Action::\"read_secret\"";
+    let egress = "Action::\"egress\"";
+    let other = call(read, "Agent::\"other\"", None);
+    assert_eq!(
+        other.reason.as_deref(),
+        Some("credential:principal_mismatch")
+    );
+    let elsewhere = call(read, "Agent::\"bot\"", Some("s2"));
+    assert_eq!(
+        elsewhere.reason.as_deref(),
+        Some("credential:session_mismatch")
+    );
+    // No session in the request: the token's session is the one, so the read is
+    // remembered there and the egress after it revokes.
+    let first = call(read, "Agent::\"bot\"", None);
+    assert_eq!(first.decision, Outcome::Allow);
+    assert_eq!(first.credential_id.as_deref(), Some("t-bot"));
+    let out = call(egress, "Agent::\"bot\"", None);
+    assert_eq!(
+        (out.decision, out.effect, out.enforced.as_slice()),
+        (
+            Outcome::Deny,
+            Some(Effect::Revoke),
+            ["no-egress-after-secret".to_owned()].as_slice()
+        )
+    );
+    assert_eq!(
+        *fake.revoked.lock().unwrap(),
+        [("t-bot".to_owned(), "no-egress-after-secret".to_owned())]
+    );
+    assert_eq!(
+        *fake.revoked_sessions.lock().unwrap(),
+        [(
+            "Agent::\"bot\"".to_owned(),
+            "s1".to_owned(),
+            "no-egress-after-secret".to_owned()
+        )]
+    );
+    assert_eq!(
+        call(read, "Agent::\"bot\"", None).reason.as_deref(),
+        Some("credential:revoked")
+    );
+}
+
+#[test]
+fn a_session_revoked_elsewhere_is_terminated_here() {
+    let (_d, pack) = pack("");
+    let fake = Arc::new(FakeVerifier::default());
+    fake.revoked_sessions.lock().unwrap().push((
+        "Agent::\"bot\"".to_owned(),
+        "s9".to_owned(),
+        "admin".to_owned(),
+    ));
+    let (engine, _) = engine(&pack);
+    let engine = engine.with_credentials(fake);
+    let d = engine
+        .decide(&egress("Agent::\"bot\"", "a.com", Some("s9")))
+        .unwrap();
+    assert_eq!(d.reason.as_deref(), Some("session:terminated"));
+    let d = engine
+        .decide(&egress("Agent::\"bot\"", "a.com", Some("s8")))
+        .unwrap();
+    assert_eq!(d.decision, Outcome::Allow);
+}
+
+#[test]
+fn credential_attributes_describe_only_principals_the_store_does_not_know() {
+    let policies = r#"
+@id("ops-team")
+permit(principal, action == Action::"read_secret", resource)
+  when { principal has team && principal.team == "ops" };
+"#;
+    let schema = "entity Agent { team?: String, tier?: Long };\nentity Secret;\naction read_secret appliesTo { principal: [Agent], resource: [Secret], context: {} };\n";
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("policies")).unwrap();
+    fs::write(dir.path().join("policies/r.cedar"), policies).unwrap();
+    fs::write(dir.path().join("schema.cedarschema"), schema).unwrap();
+    fs::write(
+        dir.path().join("entities.json"),
+        r#"[{"uid": {"type": "Agent", "id": "stored"}, "attrs": {"tier": 2}, "parents": []}]"#,
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("arbiter.toml"),
+        "[default_deny]\nmode = \"enforce\"\n",
+    )
+    .unwrap();
+    let pack = Arc::new(Pack::load(dir.path()).unwrap());
+    let mut fake = FakeVerifier::default();
+    let mut vouched = credential("t-new", "Agent::\"new\"", None);
+    vouched.attributes.insert("team".into(), "ops".into());
+    fake.tokens.insert("t-new".into(), vouched);
+    let mut stored = credential("t-stored", "Agent::\"stored\"", None);
+    stored.attributes.insert("team".into(), "ops".into());
+    fake.tokens.insert("t-stored".into(), stored);
+    let (engine, _) = engine(&pack);
+    let engine = engine.with_credentials(Arc::new(fake));
+    let read = |who: &str, token: &str| {
+        engine
+            .decide(&req(json!({"principal": format!("Agent::\"{who}\""), "action": "Action::\"read_secret\"",
+                                "resource": "Secret::\"db\"", "credential": token})))
+            .unwrap()
+    };
+    // The stored entity keeps its own attributes (no team): the credential cannot add one.
+    let stored = read("stored", "t-stored");
+    assert_eq!(stored.decision, Outcome::Deny, "{stored:?}");
+    // A principal the store does not know is described by its credential.
+    let new = read("new", "t-new");
+    assert_eq!(new.decision, Outcome::Allow, "{new:?}");
 }

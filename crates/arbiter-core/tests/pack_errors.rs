@@ -401,6 +401,7 @@ fn a_good_issuer_loads() {
 name = "ci"
 preset = "github-actions"
 audience = "arbiter"
+algorithms = ["EdDSA"]
 jwks_file = "keys.json"
 principal = 'Agent::"{repository}"'
 "#;
@@ -426,7 +427,7 @@ name = "k8s"
 preset = "kubernetes"
 audience = "arbiter"
 jwks_file = "keys.json"
-algorithms = ["RS256", "HS256"]
+algorithms = ["EdDSA", "HS256"]
 principal = 'Robot::"{namespace}/{serviceaccount}"'
 
 [[issuers]]
@@ -488,6 +489,25 @@ fn an_intent_longer_than_the_credential_limit_is_an_error() {
         found,
         [
             "arbiter.toml: [intents.long] max_ttl = \"2h\" is longer than [credentials] max_ttl = \"1h\""
+        ]
+    );
+}
+
+#[test]
+fn a_key_set_that_cannot_verify_the_issuers_algorithms_is_an_error() {
+    let config = r#"
+[[issuers]]
+name = "ci"
+preset = "github-actions"
+audience = "arbiter"
+jwks_file = "keys.json"
+principal = 'Agent::"{repository}"'
+"#;
+    let found = issuer_problems(config, JWKS);
+    assert_eq!(
+        found,
+        [
+            "keys.json: no key in it can verify RS256 (issuer `ci`): RS256 needs an RSA key, ES256 an EC P-256 key, EdDSA an OKP Ed25519 key"
         ]
     );
 }

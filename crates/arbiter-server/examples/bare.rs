@@ -31,6 +31,7 @@ async fn decide(body: Bytes) -> Response {
         decision_id: "01JZZZZZZZZZZZZZZZZZZZZZZZ".to_owned(),
         policy_version: "sha256:0000000000000000000000000000000000000000000000000000000000000000"
             .to_owned(),
+        credential_id: None,
     };
     axum::Json(decision).into_response()
 }

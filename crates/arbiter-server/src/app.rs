@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 
 use crate::auth::{AdminTokens, PepTokens};
 use crate::error::ApiError;
+use crate::identity::{self, Identity};
 use crate::metrics::Metrics;
 
 /// How the server runs.
@@ -74,7 +75,9 @@ pub struct App {
     log: LogWriter,
     masker: Masker,
     metrics: Metrics,
+    identity: Identity,
     reloading: Mutex<()>,
+    poller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why the server could not start.
@@ -89,6 +92,9 @@ pub enum StartError {
     /// A file in the data directory could not be read or written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The signing keys, the revocations or the pack's issuers could not be loaded.
+    #[error("{0}")]
+    Identity(String),
 }
 
 impl App {
@@ -107,7 +113,11 @@ impl App {
         let log = LogWriter::start(&store, options.durability, options.log_capacity)?;
         store.record_pack_version(&pack_version(&pack))?;
         let peps = PepTokens::from_config(&pep_hashes(&pack));
-        let engine = Engine::new(Arc::new(pack)).with_time_source(TimeSource::ClockOnly);
+        let identity =
+            Identity::start(&options.data, &store, &pack).map_err(StartError::Identity)?;
+        let engine = Engine::new(Arc::new(pack))
+            .with_time_source(TimeSource::ClockOnly)
+            .with_credentials(identity.verifier());
         let app = App {
             options,
             engine: ArcSwap::from_pointee(engine),
@@ -117,9 +127,33 @@ impl App {
             log,
             masker,
             metrics: Metrics::new(),
+            identity,
             reloading: Mutex::new(()),
+            poller: std::sync::Mutex::new(None),
         };
-        Ok((Arc::new(app), generated))
+        let app = Arc::new(app);
+        let weak = Arc::downgrade(&app);
+        let poller = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::identity::POLL_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(app) = weak.upgrade() else { return };
+                app.identity.poll().await;
+            }
+        });
+        *app.poller.lock().unwrap_or_else(|p| p.into_inner()) = Some(poller);
+        Ok((app, generated))
+    }
+
+    /// The engine in force.
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    /// Keys, revocations and upstream issuers.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The pack directory.
@@ -154,6 +188,13 @@ impl App {
             .route("/v1/policy", get(policy))
             .route("/v1/policy/reload", post(reload))
             .route("/v1/decisions", get(decisions))
+            .route("/.well-known/jwks.json", get(identity::jwks))
+            .route("/v1/credentials", post(identity::mint))
+            .route("/v1/token", post(identity::exchange))
+            .route(
+                "/v1/revocations",
+                post(identity::revoke).get(identity::revocations),
+            )
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(self.options.body_limit))
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -190,6 +231,16 @@ impl App {
                 return Err(problems);
             }
         };
+        let verifier = match self.identity.reconfigure(&pack) {
+            Ok(verifier) => verifier,
+            Err(message) => {
+                self.metrics.reloaded(false);
+                tracing::warn!(%message, "reload refused; the running pack stays");
+                return Err(arbiter_core::diag::Problems(vec![
+                    arbiter_core::diag::Problem::in_file("arbiter.toml", message),
+                ]));
+            }
+        };
         let store = self.store.clone();
         let record = pack_version(&pack);
         match tokio::task::spawn_blocking(move || store.record_pack_version(&record)).await {
@@ -200,15 +251,22 @@ impl App {
         let version = pack.version().to_owned();
         self.peps
             .store(Arc::new(PepTokens::from_config(&pep_hashes(&pack))));
-        let next = self.engine.load().with_pack(Arc::new(pack));
+        let next = self
+            .engine
+            .load()
+            .with_pack(Arc::new(pack))
+            .with_credentials(verifier);
         self.engine.store(Arc::new(next));
         self.metrics.reloaded(true);
         tracing::info!(%version, "pack reloaded");
         Ok(version)
     }
 
-    /// Drains the decision log.
+    /// Stops the background work and drains the decision log.
     pub async fn shutdown(&self) {
+        if let Some(poller) = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            poller.abort();
+        }
         if let Err(e) = self.log.shutdown().await {
             tracing::error!(error = %e, "draining the decision log");
         }
@@ -233,7 +291,7 @@ impl App {
         Ok(())
     }
 
-    fn check_admin(&self, headers: &HeaderMap) -> Result<&str, ApiError> {
+    pub(crate) fn check_admin(&self, headers: &HeaderMap) -> Result<&str, ApiError> {
         self.admins
             .check(headers)
             .ok_or_else(|| ApiError::unauthorized("an admin token is required"))
@@ -300,6 +358,14 @@ impl App {
         result: &Result<Decision, RequestError>,
         latency: Duration,
     ) -> DecisionRecord {
+        // A presented token is a bearer secret: the log keeps its hash, never the token.
+        if let Some(token) = request
+            .as_object_mut()
+            .and_then(|m| m.get_mut("credential"))
+            .filter(|t| t.is_string())
+        {
+            *token = Value::String(token_fingerprint(token.as_str().unwrap_or_default()));
+        }
         let mask = &engine.pack().config().log.mask;
         if !mask.is_empty() {
             self.masker
@@ -332,6 +398,7 @@ impl App {
                     .filter_map(|e| serde_json::to_value(e).ok())
                     .collect();
                 record.reason = d.reason.clone();
+                record.credential_id = d.credential_id.clone();
             }
             Err(error) => record.error = error.to_json().get("error").cloned(),
         }
@@ -370,6 +437,17 @@ fn blank_record(
     }
 }
 
+/// `sha256:` and the first 16 bytes of the token's hash, in hex: enough to tell tokens
+/// apart in the log, useless to present.
+fn token_fingerprint(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    format!(
+        "sha256:{}",
+        hex::encode(digest.get(..16).unwrap_or_default())
+    )
+}
+
 fn pep_hashes(pack: &Pack) -> Vec<String> {
     pack.config()
         .server
@@ -399,22 +477,7 @@ fn pack_version(pack: &Pack) -> PackVersion {
 
 /// The body as JSON, or the right 4xx.
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                "payload_too_large",
-                "the request body is larger than the limit",
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                rejection.body_text(),
-            )
-        }
-    })?;
+    let bytes = ApiError::read_body(body)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -56,6 +56,29 @@ impl ApiError {
         )
     }
 
+    /// A request body, or the error for a body that could not be read: 413 when it is
+    /// larger than the limit, 400 otherwise.
+    pub fn read_body(
+        body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    ) -> Result<axum::body::Bytes, ApiError> {
+        body.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    status,
+                    "payload_too_large",
+                    "the request body is larger than the limit",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_request",
+                    rejection.body_text(),
+                )
+            }
+        })
+    }
+
     /// The stable error code.
     pub fn code(&self) -> &'static str {
         self.code

@@ -8,6 +8,7 @@
 //! - [`app`]: state and handlers.
 //! - [`auth`]: admin and PEP tokens.
 //! - [`error`]: the one error → response mapping.
+//! - [`identity`]: signing keys, minting, token exchange, revocations.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`watch`]: reload when the pack's files change.
 
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod identity;
 pub mod metrics;
 pub mod watch;
 

@@ -798,7 +798,7 @@ impl<'a> Loader<'a> {
             }
         }
         let jwks = match (&issuer.jwks_file, &issuer.jwks_url) {
-            (Some(file), None) => self.read_jwks(name, file),
+            (Some(file), None) => self.read_jwks(name, file, &algorithms),
             (None, Some(url)) => {
                 let u = url.get_ref();
                 let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
@@ -916,7 +916,12 @@ impl<'a> Loader<'a> {
     }
 
     /// Reads an issuer's JWKS file (part of the pack, so part of its version).
-    fn read_jwks(&mut self, name: &str, file: &Spanned<String>) -> Option<String> {
+    fn read_jwks(
+        &mut self,
+        name: &str,
+        file: &Spanned<String>,
+        algorithms: &[&str],
+    ) -> Option<String> {
         let relative = Path::new(file.get_ref());
         if relative.is_absolute() || relative.components().any(|c| c.as_os_str() == "..") {
             self.config_problem(
@@ -930,7 +935,12 @@ impl<'a> Loader<'a> {
             .map_err(|e| format!("not JSON: {e}"))
             .and_then(
                 |v| match v.get("keys").and_then(serde_json::Value::as_array) {
-                    Some(keys) if !keys.is_empty() => Ok(()),
+                    Some(keys) if keys.iter().any(|k| usable_with(k, algorithms)) => Ok(()),
+                    Some(keys) if !keys.is_empty() => Err(format!(
+                        "no key in it can verify {} (issuer `{name}`): RS256 needs an RSA key, \
+                         ES256 an EC P-256 key, EdDSA an OKP Ed25519 key",
+                        algorithms.join(" or ")
+                    )),
                     _ => Err("not a JWKS: it needs a non-empty `keys` array".to_owned()),
                 },
             );
@@ -999,4 +1009,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// Whether a JWK could verify one of `algorithms` (its type and curve fit, it is not an
+/// encryption key, and its own `alg`, if it names one, is among them). The full parse
+/// happens where tokens are verified; this catches a key set for the wrong algorithm at
+/// load.
+fn usable_with(key: &serde_json::Value, algorithms: &[&str]) -> bool {
+    let field = |name: &str| key.get(name).and_then(serde_json::Value::as_str);
+    if field("use").is_some_and(|u| u != "sig") {
+        return false;
+    }
+    algorithms.iter().any(|alg| {
+        let fits = match *alg {
+            "RS256" => field("kty") == Some("RSA"),
+            "ES256" => field("kty") == Some("EC") && field("crv") == Some("P-256"),
+            "EdDSA" => field("kty") == Some("OKP") && field("crv") == Some("Ed25519"),
+            _ => false,
+        };
+        fits && field("alg").is_none_or(|a| a == *alg)
+    })
 }

@@ -1,0 +1,297 @@
+//! The compact JWS serialization, read without trusting it: splitting a token, decoding its
+//! parts, and typed access to claims. Nothing here verifies a signature; callers trust a
+//! claim only after theirs has verified.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Map, Value};
+
+/// Tokens longer than this are refused before anything is decoded. Real workload tokens
+/// are a few kilobytes at most.
+pub(crate) const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// A decoded JSON object: a token's header or its claims.
+pub(crate) type Object = Map<String, Value>;
+
+/// A token split into its parts, header and claims decoded. Untrusted.
+#[derive(Debug)]
+pub(crate) struct Compact<'t> {
+    pub header: Object,
+    pub claims: Object,
+    /// `header.payload` as sent: what the signature covers.
+    pub signing_input: &'t str,
+    /// The signature part, still encoded: an `alg` is judged before the signature is read.
+    pub signature: &'t str,
+}
+
+/// Splits a compact JWS into its three parts and decodes header and claims as JSON
+/// objects. A JWS with critical extensions (`crit`) is refused: arbiter knows none.
+pub(crate) fn split(token: &str) -> Result<Compact<'_>, String> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(format!("the token is longer than {MAX_TOKEN_BYTES} bytes"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a compact JWS (three base64url parts separated by `.`)".to_owned());
+    };
+    let signing_input = token
+        .get(..header.len() + 1 + payload.len())
+        .ok_or_else(|| "not a compact JWS".to_owned())?;
+    let header_object = object(header, "header")?;
+    if header_object.contains_key("crit") {
+        return Err(
+            "the header has critical extensions (`crit`), which arbiter does not support"
+                .to_owned(),
+        );
+    }
+    Ok(Compact {
+        claims: object(payload, "payload")?,
+        header: header_object,
+        signing_input,
+        signature,
+    })
+}
+
+fn object(part: &str, what: &str) -> Result<Object, String> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| format!("the {what} is not base64url"))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(format!("the {what} is not a JSON object")),
+        Err(_) => Err(format!("the {what} is not UTF-8 JSON")),
+    }
+}
+
+/// base64url without padding, as JWS uses everywhere.
+pub(crate) fn encode(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url without padding, strictly (no padding, no stray bits).
+pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// The header's `alg`, when it is a string.
+pub(crate) fn alg(header: &Object) -> Option<&str> {
+    header.get("alg").and_then(Value::as_str)
+}
+
+/// The signature algorithms arbiter implements: those of
+/// [`arbiter_core::config::ALGORITHMS`]. `none` and HMAC have no variant, so no path can
+/// reach them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alg {
+    EdDsa,
+    Es256,
+    Rs256,
+}
+
+impl Alg {
+    /// The algorithm a JWS `alg` names, if arbiter accepts it at all.
+    pub(crate) fn from_name(name: &str) -> Option<Alg> {
+        match name {
+            "EdDSA" => Some(Alg::EdDsa),
+            "ES256" => Some(Alg::Es256),
+            "RS256" => Some(Alg::Rs256),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Alg::EdDsa => "EdDSA",
+            Alg::Es256 => "ES256",
+            Alg::Rs256 => "RS256",
+        }
+    }
+
+    pub(crate) fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Alg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Alg::Es256 => jsonwebtoken::Algorithm::ES256,
+            Alg::Rs256 => jsonwebtoken::Algorithm::RS256,
+        }
+    }
+}
+
+/// An optional string claim; `Err` when it is there with another type.
+pub(crate) fn optional_string<'a>(
+    claims: &'a Object,
+    name: &str,
+) -> Result<Option<&'a str>, String> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("claim `{name}` is {}, not a string", kind(other))),
+    }
+}
+
+/// An optional NumericDate claim (seconds since the epoch; a fraction is dropped).
+pub(crate) fn optional_date(claims: &Object, name: &str) -> Result<Option<Timestamp>, String> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let Value::Number(number) = value else {
+        return Err(format!("claim `{name}` is {}, not a number", kind(value)));
+    };
+    let seconds = match (number.as_i64(), number.as_f64()) {
+        (Some(i), _) => Some(i),
+        // Beyond ±1e13 s no Timestamp exists anyway; the bound keeps the cast exact.
+        (None, Some(f)) if f.is_finite() && f.abs() < 1e13 => Some(f.floor() as i64),
+        _ => None,
+    };
+    seconds
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .map(Some)
+        .ok_or_else(|| format!("claim `{name}` is not a representable time"))
+}
+
+/// Whether `aud` (a string or an array of strings) contains `audience`. A token without
+/// `aud` is for no one.
+pub(crate) fn audience_contains(claims: &Object, audience: &str) -> Result<bool, String> {
+    match claims.get("aud") {
+        None => Ok(false),
+        Some(Value::String(s)) => Ok(s == audience),
+        Some(Value::Array(items)) => {
+            let mut found = false;
+            for item in items {
+                match item {
+                    Value::String(s) => found |= s == audience,
+                    other => {
+                        return Err(format!("claim `aud` holds {}, not strings", kind(other)));
+                    }
+                }
+            }
+            Ok(found)
+        }
+        Some(other) => Err(format!("claim `aud` is {}, not a string", kind(other))),
+    }
+}
+
+/// A JSON value's kind, for messages.
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Where a token stands in time at `now`, with `leeway` of clock skew either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Validity {
+    Valid,
+    Expired,
+    NotYetValid,
+}
+
+/// A token is expired from `exp + leeway` on (RFC 7519: valid only before `exp`), and not
+/// yet valid before `not_before - leeway`.
+pub(crate) fn validity(
+    now: Timestamp,
+    not_before: Option<Timestamp>,
+    expires_at: Timestamp,
+    leeway: SignedDuration,
+) -> Validity {
+    let deadline = expires_at.checked_add(leeway).unwrap_or(Timestamp::MAX);
+    if now >= deadline {
+        return Validity::Expired;
+    }
+    let skewed = now.checked_add(leeway).unwrap_or(Timestamp::MAX);
+    match not_before {
+        Some(nbf) if skewed < nbf => Validity::NotYetValid,
+        _ => Validity::Valid,
+    }
+}
+
+/// A period of leeway as a signed duration (periods are at most a hundred years).
+pub(crate) fn leeway(period: arbiter_core::period::Period) -> SignedDuration {
+    SignedDuration::try_from(period.duration()).unwrap_or(SignedDuration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        encode(s.as_bytes())
+    }
+
+    #[test]
+    fn split_refuses_every_shape_but_three_parts_of_objects() {
+        let good = format!("{}.{}.sig", b64(r#"{"alg":"EdDSA"}"#), b64(r#"{"a":1}"#));
+        assert!(split(&good).is_ok());
+        for bad in [
+            String::new(),
+            "..".to_owned(),
+            "...".to_owned(),
+            "a.b".to_owned(),
+            format!("{good}.x"),
+            format!("{}.{}.s", b64("[1,2]"), b64("{}")),
+            format!("{}.{}.s", b64("{}"), b64("[1,2]")),
+            format!("{}.{}.s", b64("{}"), encode([0xff, 0xfe, 0x7b])),
+            format!("{}=.{}.s", b64("{}"), b64("{}")),
+            format!("{}.{}.s", b64(r#"{"crit":["b64"]}"#), b64("{}")),
+            "x".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
+            assert!(split(&bad).is_err(), "{bad:.80}");
+        }
+    }
+
+    #[test]
+    fn dates_are_numbers_in_range() {
+        let claims: Object = serde_json::from_str(
+            r#"{"a": 10, "b": 10.9, "c": "10", "d": 1e300, "e": 99999999999999999}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            optional_date(&claims, "a").unwrap(),
+            Some(Timestamp::from_second(10).unwrap())
+        );
+        assert_eq!(
+            optional_date(&claims, "b").unwrap(),
+            Some(Timestamp::from_second(10).unwrap())
+        );
+        assert_eq!(optional_date(&claims, "z").unwrap(), None);
+        for bad in ["c", "d", "e"] {
+            assert!(optional_date(&claims, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn audience_is_a_string_or_strings() {
+        let claims = |aud: &str| -> Object {
+            serde_json::from_str(&format!(r#"{{"aud": {aud}}}"#)).unwrap()
+        };
+        assert_eq!(audience_contains(&claims(r#""x""#), "x"), Ok(true));
+        assert_eq!(audience_contains(&claims(r#"["y","x"]"#), "x"), Ok(true));
+        assert_eq!(audience_contains(&claims(r#"["y"]"#), "x"), Ok(false));
+        assert!(audience_contains(&claims(r#"["x", 1]"#), "x").is_err());
+        assert!(audience_contains(&claims("7"), "x").is_err());
+        assert_eq!(audience_contains(&Object::new(), "x"), Ok(false));
+    }
+
+    #[test]
+    fn validity_at_the_edges_of_leeway() {
+        let t = |s| Timestamp::from_second(s).unwrap();
+        let leeway = SignedDuration::from_secs(30);
+        assert_eq!(validity(t(129), None, t(100), leeway), Validity::Valid);
+        assert_eq!(validity(t(130), None, t(100), leeway), Validity::Expired);
+        assert_eq!(
+            validity(t(70), Some(t(100)), t(200), leeway),
+            Validity::Valid
+        );
+        assert_eq!(
+            validity(t(69), Some(t(100)), t(200), leeway),
+            Validity::NotYetValid
+        );
+    }
+}

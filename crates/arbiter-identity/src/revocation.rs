@@ -1,0 +1,197 @@
+//! What is revoked, held in memory for the check at every decision. The server loads the
+//! revocations from its store at start, applies new ones as they are committed, and gives
+//! the [`Verifier`](crate::Verifier) a [`RevocationSink`] to make the ones it decides
+//! itself (a `revoke` effect) durable. This crate has no database.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{PoisonError, RwLock};
+
+use arbiter_core::identity::VerifiedCredential;
+use cedar_policy::EntityUid;
+use jiff::Timestamp;
+
+/// One revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// One token, by its `jti`.
+    Jti(String),
+    /// Every token of a principal (its Cedar uid, `Agent::"bot"`) issued before `before`.
+    Principal {
+        /// The principal's Cedar uid.
+        principal: String,
+        /// The cut-off: tokens issued earlier are revoked, later ones are not.
+        before: Timestamp,
+    },
+    /// A session: of one principal, or of every principal when `principal` is `None`.
+    Session {
+        /// The session's principal (its Cedar uid).
+        principal: Option<String>,
+        /// The session id.
+        id: String,
+    },
+}
+
+/// Makes a revocation durable (the server writes it to its store).
+pub trait RevocationSink: Send + Sync + Debug {
+    /// Persists `revoked` with `reason`; `Err` says why it could not.
+    fn persist(&self, revoked: &Revoked, reason: &str) -> Result<(), String>;
+}
+
+/// The revocations in force. Readers never wait for each other.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    sets: RwLock<Sets>,
+}
+
+#[derive(Debug, Default)]
+struct Sets {
+    jtis: HashSet<String>,
+    /// Principal → the latest cut-off.
+    principals: HashMap<String, Timestamp>,
+    /// Session ids revoked for every principal.
+    sessions: HashSet<String>,
+    /// Principal → its revoked session ids.
+    principal_sessions: HashMap<String, HashSet<String>>,
+}
+
+impl Revocations {
+    /// Applies a revocation. A principal revoked twice keeps the later cut-off.
+    pub fn apply(&self, revoked: &Revoked) {
+        let mut sets = self.sets.write().unwrap_or_else(PoisonError::into_inner);
+        match revoked {
+            Revoked::Jti(jti) => {
+                sets.jtis.insert(jti.clone());
+            }
+            Revoked::Principal { principal, before } => {
+                let cut = sets
+                    .principals
+                    .entry(canonical(principal))
+                    .or_insert(*before);
+                *cut = (*cut).max(*before);
+            }
+            Revoked::Session {
+                principal: None,
+                id,
+            } => {
+                sets.sessions.insert(id.clone());
+            }
+            Revoked::Session {
+                principal: Some(principal),
+                id,
+            } => {
+                sets.principal_sessions
+                    .entry(canonical(principal))
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+    }
+
+    /// Whether the credential is revoked: its `jti`, its principal with a cut-off after it
+    /// was issued, or its session (for its principal or for all).
+    pub fn is_revoked(&self, credential: &VerifiedCredential) -> bool {
+        let sets = self.sets.read().unwrap_or_else(PoisonError::into_inner);
+        if sets.jtis.contains(&credential.jti) {
+            return true;
+        }
+        if sets.principals.is_empty() && sets.principal_sessions.is_empty() {
+            return credential
+                .session
+                .as_ref()
+                .is_some_and(|s| sets.sessions.contains(s));
+        }
+        let principal = credential.principal.to_string();
+        if sets
+            .principals
+            .get(&principal)
+            .is_some_and(|before| credential.issued_at < *before)
+        {
+            return true;
+        }
+        credential
+            .session
+            .as_ref()
+            .is_some_and(|s| sets.session_revoked(&principal, s))
+    }
+
+    /// Whether this session of this principal (its Cedar uid) is revoked.
+    pub fn session_revoked(&self, principal: &str, session: &str) -> bool {
+        let sets = self.sets.read().unwrap_or_else(PoisonError::into_inner);
+        sets.session_revoked(&canonical(principal), session)
+    }
+}
+
+impl Sets {
+    fn session_revoked(&self, principal: &str, session: &str) -> bool {
+        self.sessions.contains(session)
+            || self
+                .principal_sessions
+                .get(principal)
+                .is_some_and(|ids| ids.contains(session))
+    }
+}
+
+/// A principal's uid as Cedar prints it, so that `Agent::"bot"` and `Agent :: "bot"` are
+/// one principal. Text that is not a uid is kept as it is: it matches no credential.
+fn canonical(principal: &str) -> String {
+    principal
+        .parse::<EntityUid>()
+        .map_or_else(|_| principal.to_owned(), |uid| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential(principal: &str, session: Option<&str>, issued: i64) -> VerifiedCredential {
+        VerifiedCredential {
+            jti: "j1".to_owned(),
+            issuer: "arbiter".to_owned(),
+            principal: principal.parse().unwrap(),
+            intent: None,
+            session: session.map(str::to_owned),
+            issued_at: Timestamp::from_second(issued).unwrap(),
+            expires_at: Timestamp::from_second(issued + 60).unwrap(),
+            attributes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_principal_revoked_twice_keeps_the_later_cut_off() {
+        let r = Revocations::default();
+        let at = |s| Timestamp::from_second(s).unwrap();
+        let bot = r#"Agent::"bot""#;
+        r.apply(&Revoked::Principal {
+            principal: bot.to_owned(),
+            before: at(200),
+        });
+        r.apply(&Revoked::Principal {
+            principal: "Agent :: \"bot\"".to_owned(),
+            before: at(100),
+        });
+        assert!(r.is_revoked(&credential(bot, None, 150)));
+        assert!(!r.is_revoked(&credential(bot, None, 200)));
+        assert!(!r.is_revoked(&credential(r#"Agent::"other""#, None, 150)));
+    }
+
+    #[test]
+    fn sessions_are_revoked_for_one_principal_or_for_all() {
+        let r = Revocations::default();
+        r.apply(&Revoked::Session {
+            principal: Some(r#"Agent::"a""#.to_owned()),
+            id: "s1".to_owned(),
+        });
+        r.apply(&Revoked::Session {
+            principal: None,
+            id: "s2".to_owned(),
+        });
+        assert!(r.session_revoked(r#"Agent::"a""#, "s1"));
+        assert!(!r.session_revoked(r#"Agent::"b""#, "s1"));
+        assert!(r.session_revoked(r#"Agent::"b""#, "s2"));
+        assert!(r.is_revoked(&credential(r#"Agent::"a""#, Some("s1"), 0)));
+        assert!(!r.is_revoked(&credential(r#"Agent::"b""#, Some("s1"), 0)));
+        assert!(r.is_revoked(&credential(r#"Agent::"b""#, Some("s2"), 0)));
+        assert!(!r.is_revoked(&credential(r#"Agent::"a""#, None, 0)));
+    }
+}

@@ -1,0 +1,310 @@
+//! Verification of arbiter's own tokens, at every decision that presents one (DESIGN §3
+//! step 2). Signature, issuer and audience are checked once per token and remembered; the
+//! time window and revocation are checked on every call, against the `now` it is given.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arbiter_core::config::Credentials;
+use arbiter_core::identity::{CredentialFailure, CredentialVerifier, VerifiedCredential};
+use arc_swap::ArcSwap;
+use cedar_policy::EntityUid;
+use ed25519_dalek::Signature;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+
+use crate::cache::{self, TokenCache};
+use crate::jws::{self, Object, Validity};
+use crate::keyring::Keyring;
+use crate::revocation::{RevocationSink, Revocations, Revoked};
+
+/// Verifies arbiter's tokens and revokes them; the engine's
+/// [`CredentialVerifier`].
+pub struct Verifier {
+    state: ArcSwap<State>,
+    issuer: String,
+    audience: String,
+    leeway: SignedDuration,
+    revocations: Arc<Revocations>,
+    sink: Arc<dyn RevocationSink>,
+}
+
+/// The keys and what was verified with them: a new keyring starts a new cache, so no
+/// token is taken on the word of a key that is gone.
+struct State {
+    keyring: Keyring,
+    cache: TokenCache<Verified>,
+}
+
+/// What a token's signature established; the same whenever it is presented.
+#[derive(Debug)]
+struct Verified {
+    credential: VerifiedCredential,
+    /// `nbf`, or `iat` when it has none.
+    not_before: Timestamp,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keyring", &self.state.load().keyring)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier of tokens signed by `keyring`'s keys, issued and meant as `credentials`
+    /// says.
+    pub fn new(
+        keyring: Keyring,
+        credentials: &Credentials,
+        revocations: Arc<Revocations>,
+        sink: Arc<dyn RevocationSink>,
+    ) -> Verifier {
+        Verifier {
+            state: ArcSwap::from_pointee(State::new(keyring)),
+            issuer: credentials.issuer.clone(),
+            audience: credentials.audience.clone(),
+            leeway: jws::leeway(credentials.leeway),
+            revocations,
+            sink,
+        }
+    }
+
+    /// Verifies with these keys from now on (after a rotation).
+    pub fn set_keyring(&self, keyring: Keyring) {
+        self.state.store(Arc::new(State::new(keyring)));
+    }
+
+    /// The keys it verifies with; the active one is the one to mint with.
+    pub fn keyring(&self) -> Keyring {
+        self.state.load().keyring.clone()
+    }
+
+    /// Checks signature, issuer, audience and claim types: what does not change with time.
+    fn verify_signed(&self, keyring: &Keyring, token: &str) -> Result<Verified, CredentialFailure> {
+        let compact = jws::split(token).map_err(|_| CredentialFailure::Malformed)?;
+        // Only EdDSA: `none`, HMAC (a public key used as a shared secret) and the other
+        // algorithms never reach a key.
+        if jws::alg(&compact.header) != Some("EdDSA") {
+            return Err(CredentialFailure::BadSignature);
+        }
+        // Read before the signature only to refuse early; nothing is trusted yet.
+        match compact.claims.get("iss") {
+            Some(Value::String(iss)) if *iss == self.issuer => {}
+            Some(Value::String(_)) | None => return Err(CredentialFailure::UnknownIssuer),
+            Some(_) => return Err(CredentialFailure::Malformed),
+        }
+        let key = compact
+            .header
+            .get("kid")
+            .and_then(Value::as_str)
+            .and_then(|kid| keyring.verifying_key(kid))
+            .ok_or(CredentialFailure::BadSignature)?;
+        let signature = jws::decode(compact.signature)
+            .and_then(|bytes| Signature::from_slice(&bytes).ok())
+            .ok_or(CredentialFailure::BadSignature)?;
+        key.verify_strict(compact.signing_input.as_bytes(), &signature)
+            .map_err(|_| CredentialFailure::BadSignature)?;
+        // Signed by arbiter from here on.
+        match jws::audience_contains(&compact.claims, &self.audience) {
+            Ok(true) => {}
+            Ok(false) => return Err(CredentialFailure::WrongAudience),
+            Err(_) => return Err(CredentialFailure::Malformed),
+        }
+        credential(&compact.claims).map_err(|_| CredentialFailure::Malformed)
+    }
+
+    /// Checks what changes with time: the validity window at `now`, and revocation.
+    fn check_now(&self, verified: &Verified, now: Timestamp) -> Result<(), CredentialFailure> {
+        match jws::validity(
+            now,
+            Some(verified.not_before),
+            verified.credential.expires_at,
+            self.leeway,
+        ) {
+            Validity::Valid => {}
+            Validity::Expired => return Err(CredentialFailure::Expired),
+            Validity::NotYetValid => return Err(CredentialFailure::NotYetValid),
+        }
+        if self.revocations.is_revoked(&verified.credential) {
+            return Err(CredentialFailure::Revoked);
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn new(keyring: Keyring) -> State {
+        State {
+            keyring,
+            cache: TokenCache::new(cache::CAPACITY),
+        }
+    }
+}
+
+/// The credential a signed token's claims describe.
+fn credential(claims: &Object) -> Result<Verified, String> {
+    let required_string = |name: &str| -> Result<String, String> {
+        match jws::optional_string(claims, name)? {
+            Some(s) if !s.is_empty() => Ok(s.to_owned()),
+            _ => Err(format!("claim `{name}` is missing or empty")),
+        }
+    };
+    let optional = |name: &str| -> Result<Option<String>, String> {
+        match jws::optional_string(claims, name)? {
+            Some("") => Err(format!("claim `{name}` is empty")),
+            other => Ok(other.map(str::to_owned)),
+        }
+    };
+    let required_date = |name: &str| -> Result<Timestamp, String> {
+        jws::optional_date(claims, name)?.ok_or_else(|| format!("claim `{name}` is missing"))
+    };
+    let sub = required_string("sub")?;
+    let principal = sub
+        .parse::<EntityUid>()
+        .map_err(|e| format!("claim `sub` is not a Cedar entity uid: {e}"))?;
+    let issued_at = required_date("iat")?;
+    let iss = required_string("iss")?;
+    let via = optional("via")?;
+    let attributes = match claims.get("attrs") {
+        None => BTreeMap::new(),
+        Some(Value::Object(attrs)) => attrs
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Err(format!(
+                    "attribute `{k}` is {}, not a string",
+                    jws::kind(other)
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "claim `attrs` is {}, not an object",
+                jws::kind(other)
+            ));
+        }
+    };
+    Ok(Verified {
+        not_before: jws::optional_date(claims, "nbf")?.unwrap_or(issued_at),
+        credential: VerifiedCredential {
+            jti: required_string("jti")?,
+            issuer: via.unwrap_or(iss),
+            principal,
+            intent: optional("intent")?,
+            session: optional("session")?,
+            issued_at,
+            expires_at: required_date("exp")?,
+            attributes,
+        },
+    })
+}
+
+impl CredentialVerifier for Verifier {
+    fn verify(&self, token: &str, now: Timestamp) -> Result<VerifiedCredential, CredentialFailure> {
+        if token.len() > jws::MAX_TOKEN_BYTES {
+            return Err(CredentialFailure::Malformed);
+        }
+        let state = self.state.load();
+        let key = cache::key(token);
+        let verified = match state.cache.get(&key) {
+            Some(verified) => verified,
+            None => {
+                let verified = Arc::new(self.verify_signed(&state.keyring, token)?);
+                state.cache.insert(key, Arc::clone(&verified));
+                verified
+            }
+        };
+        self.check_now(&verified, now)?;
+        Ok(verified.credential.clone())
+    }
+
+    fn revoke(&self, credential: &VerifiedCredential, rule: &str, _now: Timestamp) {
+        let reason = format!("revoke effect of rule {rule}");
+        let mut revoked = vec![Revoked::Jti(credential.jti.clone())];
+        if let Some(session) = &credential.session {
+            revoked.push(Revoked::Session {
+                principal: Some(credential.principal.to_string()),
+                id: session.clone(),
+            });
+        }
+        for r in &revoked {
+            self.revocations.apply(r);
+            if let Err(error) = self.sink.persist(r, &reason) {
+                tracing::error!(revoked = ?r, %error, "a revocation could not be persisted; it applies in memory only");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct NoStore;
+
+    impl RevocationSink for NoStore {
+        fn persist(&self, _: &Revoked, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_repeat_is_served_from_the_cache_and_still_checked_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let keyring = Keyring::load_or_create(dir.path(), now).unwrap();
+        let credentials = Credentials::default();
+        let verifier = Verifier::new(
+            keyring.clone(),
+            &credentials,
+            Arc::default(),
+            Arc::new(NoStore),
+        );
+        let request = crate::MintRequest {
+            principal: r#"Agent::"bot""#.parse().unwrap(),
+            ttl: std::time::Duration::from_secs(60),
+            intent: None,
+            session: None,
+            audience: None,
+            attributes: BTreeMap::new(),
+            via: None,
+        };
+        let minted = crate::mint(&keyring, &credentials, &BTreeMap::new(), &request, now).unwrap();
+        let first = verifier.verify(&minted.token, now).unwrap();
+        let state = verifier.state.load();
+        assert_eq!(state.cache.len(), 1);
+
+        // Mark the cached entry: a repeat returns it rather than verifying again.
+        let mut marked = first.clone();
+        marked.jti = "from-the-cache".to_owned();
+        state.cache.insert(
+            cache::key(&minted.token),
+            Arc::new(Verified {
+                credential: marked,
+                not_before: now,
+            }),
+        );
+        assert_eq!(
+            verifier.verify(&minted.token, now).unwrap().jti,
+            "from-the-cache"
+        );
+        let late = now.checked_add(SignedDuration::from_secs(90)).unwrap();
+        assert_eq!(
+            verifier.verify(&minted.token, late),
+            Err(CredentialFailure::Expired)
+        );
+
+        // New keys, new cache.
+        verifier.set_keyring(keyring);
+        assert_eq!(verifier.state.load().cache.len(), 0);
+        assert_eq!(verifier.verify(&minted.token, now), Ok(first));
+    }
+}
