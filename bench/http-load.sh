@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # HTTP load benchmark (issue #3), loopback only, bounded in time:
-#   1. `arbiter serve` on the example pack, decision log on (SQLite, batched), and a bare
-#      axum endpoint doing the same JSON work, each driven by oha at fixed concurrency;
-#   2. arbiter again at half of the bare endpoint's throughput, for p99 at that load.
+#   1. `arbiter serve` on the example pack, decision log on (SQLite, batched), a bare
+#      axum endpoint doing the same JSON work, and that endpoint plus raw Cedar on the
+#      same pack (no log), each driven by oha at fixed concurrency;
+#   2. arbiter again at half of the bare endpoint's throughput, for p99 at that load;
+#   3. arbiter with the same request presenting a credential (a token minted through
+#      POST /v1/credentials), for the cost of verification per decision.
 # Prints decisions/s and p50/p99 for each, and the ratio.
 # Usage: bench/http-load.sh [seconds per run, default 10] [concurrency, default 32]
 set -euo pipefail
@@ -27,14 +30,15 @@ BODY='{"principal":"Agent::\"support-bot\"","action":"Action::\"read_ticket\"","
 ARBITER_ADMIN_TOKEN=bench ARBITER_LOG=warn "$BIN/arbiter" serve --pack examples/agents-and-pipelines \
   --data "$WORK/data" --listen 127.0.0.1:18700 2>"$WORK/arbiter.log" &
 "$BIN/examples/bare" 127.0.0.1:18799 2>"$WORK/bare.log" &
-for port in 18700 18799; do
+"$BIN/examples/bare" 127.0.0.1:18798 examples/agents-and-pipelines 2>"$WORK/bare-cedar.log" &
+for port in 18700 18799 18798; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" -o /dev/null -X POST 2>/dev/null && break
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
 run() { # name url extra-args...
   local name="$1" url="$2"; shift 2
-  "$OHA" -z "${SECS}s" -c "$CONC" -m POST -H 'content-type: application/json' -d "$BODY" \
+  "$OHA" -z "${SECS}s" -c "$CONC" -m POST -H 'content-type: application/json' -d "${RUN_BODY:-$BODY}" \
     --no-tui --output-format json "$@" "$url" > "$WORK/$name.json"
   python3 - "$name" "$WORK/$name.json" <<'PY'
 import json, sys
@@ -47,11 +51,21 @@ PY
 }
 
 run bare "http://127.0.0.1:18799/v1/decide"
+run "bare+raw-cedar" "http://127.0.0.1:18798/v1/decide"
 run arbiter "http://127.0.0.1:18700/v1/decide"
 BARE=$(python3 -c "import json;print(json.load(open('$WORK/bare.json'))['summary']['requestsPerSec'])")
 ARB=$(python3 -c "import json;print(json.load(open('$WORK/arbiter.json'))['summary']['requestsPerSec'])")
 HALF=$(python3 -c "print(int($BARE/2))")
 run "arbiter@half-load" "http://127.0.0.1:18700/v1/decide" -q "$HALF"
+CEDAR=$(python3 -c "import json;print(json.load(open('$WORK/bare+raw-cedar.json'))['summary']['requestsPerSec'])")
 python3 -c "print(f'arbiter / bare throughput: {$ARB/$BARE:.2f}x  (half load = {$HALF} req/s)')"
+python3 -c "print(f'arbiter / bare+raw-cedar throughput: {$ARB/$CEDAR:.2f}x')"
+TOKEN=$(curl -sf -H 'Authorization: Bearer bench' -H 'content-type: application/json' \
+  -d '{"principal":"Agent::\"support-bot\"","ttl":"1h"}' http://127.0.0.1:18700/v1/credentials \
+  | python3 -c 'import json,sys;print(json.load(sys.stdin)["token"])')
+RUN_BODY=$(python3 -c "import json,sys;b=json.loads(sys.argv[1]);b['credential']=sys.argv[2];print(json.dumps(b))" "$BODY" "$TOKEN") \
+  run "arbiter+credential" "http://127.0.0.1:18700/v1/decide"
+CRED=$(python3 -c "import json;print(json.load(open('$WORK/arbiter+credential.json'))['summary']['requestsPerSec'])")
+python3 -c "print(f'with a credential: {$CRED/$ARB:.2f}x the throughput without ({1e6/$CRED - 1e6/$ARB:+.2f} us per decision at saturation)')"
 LOGGED=$(ARBITER_ADMIN_TOKEN=bench curl -s -H 'Authorization: Bearer bench' 'http://127.0.0.1:18700/metrics' | grep -E '^arbiter_decisions_total' | awk '{s+=$2} END {print s}')
 echo "decisions counted by arbiter: $LOGGED"

@@ -200,7 +200,10 @@ impl Engine {
             s.terminated || self.credentials.session_revoked(&key.principal, &key.id)
         });
         if terminated {
-            return Ok(self.refuse(valid.now, "session:terminated".to_owned()));
+            let mut refused = self.refuse(valid.now, "session:terminated".to_owned());
+            refused.credential_id = credential.map(|c| c.jti);
+            refused.session = valid.session.map(|k| k.id);
+            return Ok(refused);
         }
         let slice = self.slice(&valid);
         let cedar_request = self.with_reserved_context(
@@ -231,6 +234,7 @@ impl Engine {
         );
         decision.decision_id = self.new_decision_id(valid.now);
         decision.credential_id = credential.map(|c| c.jti);
+        decision.session = valid.session.map(|k| k.id);
         Ok(decision)
     }
 
@@ -696,6 +700,7 @@ impl Engine {
             decision_id: String::new(),
             policy_version: self.pack.version().to_owned(),
             credential_id: None,
+            session: None,
         };
         for f in fired {
             match f.rule.mode.unwrap_or(Mode::Audit) {
@@ -805,6 +810,7 @@ impl Engine {
             decision_id: self.new_decision_id(now),
             policy_version: self.pack.version().to_owned(),
             credential_id: None,
+            session: None,
         }
     }
 }

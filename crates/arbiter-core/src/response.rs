@@ -71,4 +71,8 @@ pub struct Decision {
     /// part of the answer).
     #[serde(skip)]
     pub credential_id: Option<String>,
+    /// The session the decision was made in: the request's, or the one its credential
+    /// is bound to. For the decision log (not part of the answer).
+    #[serde(skip)]
+    pub session: Option<String>,
 }

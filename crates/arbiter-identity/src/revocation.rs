@@ -32,10 +32,11 @@ pub enum Revoked {
     },
 }
 
-/// Makes a revocation durable (the server writes it to its store).
+/// Makes a revocation by a `revoke` effect durable (the server writes it to its store).
 pub trait RevocationSink: Send + Sync + Debug {
-    /// Persists `revoked` with `reason`; `Err` says why it could not.
-    fn persist(&self, revoked: &Revoked, reason: &str) -> Result<(), String>;
+    /// Persists `revoked`, made by the enforced `revoke` rule `rule`; `Err` says why it
+    /// could not.
+    fn persist(&self, revoked: &Revoked, rule: &str) -> Result<(), String>;
 }
 
 /// The revocations in force. Readers never wait for each other.

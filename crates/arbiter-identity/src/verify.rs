@@ -120,6 +120,16 @@ impl Verifier {
         credential(&compact.claims).map_err(|_| CredentialFailure::Malformed)
     }
 
+    /// A revocation by a `revoke` effect: in force here at once, and durable when the
+    /// sink can make it so. A failure to persist is logged; the revocation still applies
+    /// to this process (the decision that caused it is a deny either way).
+    fn apply_and_persist(&self, revoked: &Revoked, rule: &str) {
+        self.revocations.apply(revoked);
+        if let Err(error) = self.sink.persist(revoked, rule) {
+            tracing::error!(?revoked, %error, "a revocation could not be persisted; it applies in memory only");
+        }
+    }
+
     /// Checks what changes with time: the validity window at `now`, and revocation.
     fn check_now(&self, verified: &Verified, now: Timestamp) -> Result<(), CredentialFailure> {
         match jws::validity(
@@ -225,21 +235,22 @@ impl CredentialVerifier for Verifier {
         Ok(verified.credential.clone())
     }
 
+    /// The token only: the engine ends the request's session (the token's, when it is
+    /// bound to one) through [`CredentialVerifier::revoke_session`].
     fn revoke(&self, credential: &VerifiedCredential, rule: &str, _now: Timestamp) {
-        let reason = format!("revoke effect of rule {rule}");
-        let mut revoked = vec![Revoked::Jti(credential.jti.clone())];
-        if let Some(session) = &credential.session {
-            revoked.push(Revoked::Session {
-                principal: Some(credential.principal.to_string()),
-                id: session.clone(),
-            });
-        }
-        for r in &revoked {
-            self.revocations.apply(r);
-            if let Err(error) = self.sink.persist(r, &reason) {
-                tracing::error!(revoked = ?r, %error, "a revocation could not be persisted; it applies in memory only");
-            }
-        }
+        self.apply_and_persist(&Revoked::Jti(credential.jti.clone()), rule);
+    }
+
+    fn session_revoked(&self, principal: &str, id: &str) -> bool {
+        self.revocations.session_revoked(principal, id)
+    }
+
+    fn revoke_session(&self, principal: &str, id: &str, rule: &str, _now: Timestamp) {
+        let revoked = Revoked::Session {
+            principal: Some(principal.to_owned()),
+            id: id.to_owned(),
+        };
+        self.apply_and_persist(&revoked, rule);
     }
 }
 

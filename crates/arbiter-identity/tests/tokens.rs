@@ -360,7 +360,7 @@ fn revoked_tokens_principals_and_sessions_are_refused() {
 }
 
 #[test]
-fn the_revoke_effect_revokes_the_token_and_its_session_and_persists_both() {
+fn the_revoke_effect_revokes_the_token_and_the_session_and_persists_both() {
     let (_dir, keyring) = keyring();
     let (verifier, revocations, sink) = verifier(&keyring);
     let mut in_session = request(30);
@@ -368,13 +368,17 @@ fn the_revoke_effect_revokes_the_token_and_its_session_and_persists_both() {
     let minted = mint_at(&keyring, &in_session, "10:00:00");
     let credential = verifier.verify(&minted.token, at("10:01:00")).unwrap();
     verifier.revoke(&credential, "agent.no-egress-after-secret", at("10:01:00"));
+    assert!(!verifier.session_revoked(BOT, "s-9"));
+    verifier.revoke_session(BOT, "s-9", "agent.no-egress-after-secret", at("10:01:00"));
+    assert!(verifier.session_revoked(BOT, "s-9"));
+    assert!(!verifier.session_revoked(BOT, "s-8"));
 
     assert_eq!(
         verifier.verify(&minted.token, at("10:02:00")),
         Err(CredentialFailure::Revoked)
     );
     assert!(revocations.session_revoked(BOT, "s-9"));
-    let reason = "revoke effect of rule agent.no-egress-after-secret".to_owned();
+    let reason = "agent.no-egress-after-secret".to_owned();
     assert_eq!(
         *sink.persisted.lock().unwrap(),
         [

@@ -399,6 +399,9 @@ impl App {
                     .collect();
                 record.reason = d.reason.clone();
                 record.credential_id = d.credential_id.clone();
+                if d.session.is_some() {
+                    record.session = d.session.clone();
+                }
             }
             Err(error) => record.error = error.to_json().get("error").cloned(),
         }

@@ -71,8 +71,9 @@ struct StoreSink {
 }
 
 impl RevocationSink for StoreSink {
-    fn persist(&self, revoked: &Revoked, reason: &str) -> Result<(), String> {
-        let record = revocation_record(revoked, reason, "revoke-effect", Timestamp::now());
+    fn persist(&self, revoked: &Revoked, rule: &str) -> Result<(), String> {
+        let reason = format!("revoke effect of rule {rule}");
+        let record = revocation_record(revoked, &reason, &format!("rule:{rule}"), Timestamp::now());
         self.store
             .revoke(&record)
             .map(drop)
@@ -347,7 +348,10 @@ fn minted_json(minted: &Minted) -> Value {
     json!({"token": minted.token, "jti": minted.jti, "expires_at": minted.expires_at})
 }
 
-/// `POST /v1/token` body (RFC 8693; JSON or form-encoded).
+/// `POST /v1/token` body (RFC 8693; JSON or form-encoded). RFC 8693's `scope` names the
+/// intent (one); its `requested_token_type` may ask for a JWT or an access token, which
+/// is the same here. Delegation (`actor_token`) and `resource` are refused by name rather
+/// than ignored.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExchangeBody {
@@ -355,9 +359,55 @@ struct ExchangeBody {
     subject_token: String,
     subject_token_type: String,
     intent: Option<String>,
+    scope: Option<String>,
+    requested_token_type: Option<String>,
     ttl: Option<String>,
     session: Option<String>,
     audience: Option<String>,
+    resource: Option<String>,
+    actor_token: Option<String>,
+    actor_token_type: Option<String>,
+}
+
+/// RFC 8693's token type for an OAuth access token.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+impl ExchangeBody {
+    /// The intent asked for, by `intent` or by `scope`; the parameters arbiter does not
+    /// support are refused by name.
+    fn checked_intent(&self) -> Result<Option<String>, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m);
+        if self.actor_token.is_some() || self.actor_token_type.is_some() {
+            return Err(bad(
+                "delegation (`actor_token`) is not supported: exchange the workload's own token"
+                    .to_owned(),
+            ));
+        }
+        if self.resource.is_some() {
+            return Err(bad(
+                "`resource` is not supported: use `audience` for the token's `aud`".to_owned(),
+            ));
+        }
+        if let Some(asked) = &self.requested_token_type
+            && asked != JWT_TOKEN_TYPE
+            && asked != ACCESS_TOKEN_TYPE
+        {
+            return Err(bad(format!(
+                "requested_token_type must be `{JWT_TOKEN_TYPE}` or `{ACCESS_TOKEN_TYPE}`"
+            )));
+        }
+        match (&self.intent, &self.scope) {
+            (Some(intent), Some(scope)) if intent != scope => Err(bad(
+                "`intent` and `scope` name different intents; give one".to_owned(),
+            )),
+            (_, Some(scope)) if scope.split_whitespace().count() != 1 => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "`scope` names one intent",
+            )),
+            (intent, scope) => Ok(intent.clone().or_else(|| scope.clone())),
+        }
+    }
 }
 
 /// The TTL of an exchanged token when the caller names none: short, and never more than
@@ -377,8 +427,15 @@ pub async fn exchange(
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let body: ExchangeBody = if form {
         let bytes = ApiError::read_body(body)?;
-        serde_urlencoded::from_bytes(&bytes)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?
+        // The parser's message may quote the body, and the body holds a bearer token.
+        serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "not a form with grant_type, subject_token and subject_token_type \
+                 (and optionally intent or scope, ttl, session, audience, requested_token_type)",
+            )
+        })?
     } else {
         json_of(body)?
     };
@@ -396,6 +453,7 @@ pub async fn exchange(
             format!("subject_token_type must be `{JWT_TOKEN_TYPE}` or `{ID_TOKEN_TYPE}`"),
         ));
     }
+    let intent = body.checked_intent()?;
     let engine = app.engine();
     let pack = engine.pack();
     let now = engine.now();
@@ -412,7 +470,7 @@ pub async fn exchange(
                 format!("the subject token was refused: {} ({e})", e.code()),
             )
         })?;
-    if let (Some(intent), Some(allowed)) = (&body.intent, &exchanged.allowed_intents)
+    if let (Some(intent), Some(allowed)) = (&intent, &exchanged.allowed_intents)
         && !allowed.contains(intent)
     {
         return Err(ApiError::new(
@@ -429,8 +487,7 @@ pub async fn exchange(
         Some(t) => ttl_of(t)?,
         None => {
             let credentials = &pack.config().credentials;
-            let intent_max = body
-                .intent
+            let intent_max = intent
                 .as_ref()
                 .and_then(|i| pack.config().intents.get(i))
                 .and_then(|i| i.max_ttl);
@@ -444,7 +501,7 @@ pub async fn exchange(
     let request = MintRequest {
         principal: exchanged.principal.clone(),
         ttl,
-        intent: body.intent,
+        intent,
         session: body.session,
         audience: body.audience,
         attributes: exchanged.attributes,

@@ -196,6 +196,22 @@ async fn an_exchanged_token_works_within_intent_and_a_revoke_effect_revokes_it_f
     let mut server = Server::start_in(_dirs, pack, data, Durability::Sync).await;
     let restarted = decide(&server, &token, "read_ticket", "Ticket::\"T-1\"", json!({})).await;
     assert_eq!(restarted["reason"], "credential:revoked", "{restarted}");
+    // The session ended durably too: a fresh token cannot continue it.
+    let (_, fresh) = admin_post(
+        &server,
+        "/v1/credentials",
+        &json!({"principal": "Agent::\"ops-copilot\"", "ttl": "5m"}),
+    )
+    .await;
+    let (_, in_session, _) = server
+        .post(
+            "/v1/decide",
+            &json!({"principal": "Agent::\"ops-copilot\"", "action": "Action::\"read_secret\"",
+                    "resource": "Secret::\"staging/db-password\"", "session": "e2e",
+                    "credential": fresh["token"]}),
+        )
+        .await;
+    assert_eq!(in_session["reason"], "session:terminated", "{in_session}");
     let (status, listed, _) = server
         .admin(reqwest::Method::GET, "/v1/revocations", Some(ADMIN))
         .await;
@@ -206,7 +222,12 @@ async fn an_exchanged_token_works_within_intent_and_a_revoke_effect_revokes_it_f
         .iter()
         .map(|r| (r["kind"].as_str().unwrap(), r["value"].as_str().unwrap()))
         .collect();
-    assert_eq!(kinds, [("jti", jti.as_str()), ("session", "e2e")]);
+    // The session first: the engine ends it, then revokes the token.
+    assert_eq!(kinds, [("session", "e2e"), ("jti", jti.as_str())]);
+    assert_eq!(
+        listed["revocations"][0]["by"],
+        "rule:agent.no-egress-after-secret"
+    );
 
     // The log names the credential by its jti and never holds the token itself.
     let (_, page, _) = server
@@ -219,12 +240,12 @@ async fn an_exchanged_token_works_within_intent_and_a_revoke_effect_revokes_it_f
     let text = page.to_string();
     assert!(!text.contains(&token), "the raw token is in the log");
     let records = page["decisions"].as_array().unwrap();
-    assert_eq!(records.len(), 5, "{page}");
+    assert_eq!(records.len(), 6, "{page}");
     assert!(
         records
             .iter()
             .filter(|r| r["decision"] == "allow")
-            .all(|r| r["credential_id"] == json!(jti)),
+            .all(|r| r["credential_id"] == json!(jti) && r["session"] == "e2e"),
         "{page}"
     );
     server.stop().await;
@@ -267,7 +288,22 @@ async fn exchanges_that_must_fail_do() {
             "invalid_request",
         ),
         (
-            json!({"grant_type": EXCHANGE, "subject_token": good, "subject_token_type": JWT, "scope": "all"}),
+            json!({"grant_type": EXCHANGE, "subject_token": good, "subject_token_type": JWT, "scope": "triage staging-maintenance"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+        ),
+        (
+            json!({"grant_type": EXCHANGE, "subject_token": good, "subject_token_type": JWT, "actor_token": good}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"grant_type": EXCHANGE, "subject_token": good, "subject_token_type": JWT, "requested_token_type": "urn:x"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"grant_type": EXCHANGE, "subject_token": good, "subject_token_type": JWT, "colour": "blue"}),
             StatusCode::BAD_REQUEST,
             "malformed_request",
         ),
@@ -300,6 +336,27 @@ async fn exchanges_that_must_fail_do() {
     assert_eq!(response.status(), StatusCode::OK);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["expires_in"], 300);
+    // RFC 8693's `scope` names the intent.
+    let (status, scoped) = exchange(
+        &server,
+        json!({"grant_type": EXCHANGE, "subject_token": good, "subject_token_type": JWT, "scope": "triage",
+               "requested_token_type": "urn:ietf:params:oauth:token-type:access_token"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{scoped}");
+    // A form that cannot be read is refused without quoting it: it holds a bearer token.
+    let response = server
+        .client
+        .post(format!("{}/v1/token", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("subject_token={good}&grant_type=%zz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("malformed_request"), "{text}");
+    assert!(!text.contains(&good), "the token is echoed: {text}");
     server.stop().await;
 }
 
@@ -370,6 +427,25 @@ async fn minted_tokens_verify_against_the_published_keys_and_admins_can_revoke()
         .await;
     assert_eq!(bare["reason"], "credential:missing");
 
+    // An administrator ends a session: every request in it is refused from then on.
+    let (_, fresh) = admin_post(&server, "/v1/credentials", &mint).await;
+    let in_session = |session: &'static str| {
+        let body = json!({"principal": "Agent::\"ops-copilot\"", "action": "Action::\"read_secret\"",
+                          "resource": "Secret::\"staging/db-password\"", "session": session,
+                          "credential": fresh["token"]});
+        let server = &server;
+        async move { server.post("/v1/decide", &body).await.1 }
+    };
+    assert_eq!(in_session("s-admin").await["decision"], "allow");
+    let (status, _) = admin_post(
+        &server,
+        "/v1/revocations",
+        &json!({"session": "s-admin", "reason": "incident 42"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(in_session("s-admin").await["reason"], "session:terminated");
+    assert_eq!(in_session("s-other").await["decision"], "allow");
     let (status, answer) = admin_post(
         &server,
         "/v1/revocations",
@@ -392,6 +468,7 @@ async fn minted_tokens_verify_against_the_published_keys_and_admins_can_revoke()
         read_secret(&server, &token).await["reason"],
         "credential:revoked"
     );
+
     server.stop().await;
 }
 

@@ -935,7 +935,13 @@ impl<'a> Loader<'a> {
             .map_err(|e| format!("not JSON: {e}"))
             .and_then(
                 |v| match v.get("keys").and_then(serde_json::Value::as_array) {
-                    Some(keys) if keys.iter().any(|k| usable_with(k, algorithms)) => Ok(()),
+                    // No algorithms is reported on its own; every key would be unusable.
+                    Some(keys)
+                        if algorithms.is_empty()
+                            || keys.iter().any(|k| usable_with(k, algorithms)) =>
+                    {
+                        Ok(())
+                    }
                     Some(keys) if !keys.is_empty() => Err(format!(
                         "no key in it can verify {} (issuer `{name}`): RS256 needs an RSA key, \
                          ES256 an EC P-256 key, EdDSA an OKP Ed25519 key",

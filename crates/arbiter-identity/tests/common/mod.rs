@@ -44,11 +44,11 @@ pub struct RecordingSink {
 }
 
 impl RevocationSink for RecordingSink {
-    fn persist(&self, revoked: &Revoked, reason: &str) -> Result<(), String> {
+    fn persist(&self, revoked: &Revoked, rule: &str) -> Result<(), String> {
         self.persisted
             .lock()
             .unwrap()
-            .push((revoked.clone(), reason.to_owned()));
+            .push((revoked.clone(), rule.to_owned()));
         if self.fail {
             Err("the store is read-only".to_owned())
         } else {
