@@ -417,6 +417,34 @@ async fn minted_tokens_verify_against_the_published_keys_and_admins_can_revoke()
         "{jwks}"
     );
     assert_eq!(read_secret(&server, &token).await["decision"], "allow");
+    // The token names ops-copilot: it cannot speak for another agent, and what it
+    // vouches for cannot be claimed through the context either.
+    let (_, other, _) = server
+        .post(
+            "/v1/decide",
+            &json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"",
+                    "resource": "Ticket::\"T-1\"", "credential": token}),
+        )
+        .await;
+    assert_eq!(other["reason"], "credential:principal_mismatch", "{other}");
+    for key in ["credential", "in_intent"] {
+        let (status, spoofed, _) = server
+            .post(
+                "/v1/decide",
+                &json!({"principal": "Agent::\"ops-copilot\"", "action": "Action::\"read_ticket\"",
+                        "resource": "Ticket::\"T-1\"", "credential": token,
+                        "context": {key: true}}),
+            )
+            .await;
+        assert_eq!(
+            (status, spoofed["error"]["code"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("reserved_context_key")
+            ),
+            "{spoofed}"
+        );
+    }
     // Agents must present a credential here.
     let (_, bare, _) = server
         .post(
