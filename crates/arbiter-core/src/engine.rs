@@ -235,6 +235,7 @@ impl Engine {
         decision.decision_id = self.new_decision_id(valid.now);
         decision.credential_id = credential.map(|c| c.jti);
         decision.session = valid.session.map(|k| k.id);
+        decision.in_scope = Some(Arc::clone(&slice.ids));
         Ok(decision)
     }
 
@@ -701,6 +702,7 @@ impl Engine {
             policy_version: self.pack.version().to_owned(),
             credential_id: None,
             session: None,
+            in_scope: None,
         };
         for f in fired {
             match f.rule.mode.unwrap_or(Mode::Audit) {
@@ -811,6 +813,7 @@ impl Engine {
             policy_version: self.pack.version().to_owned(),
             credential_id: None,
             session: None,
+            in_scope: None,
         }
     }
 }

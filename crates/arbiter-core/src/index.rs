@@ -28,8 +28,8 @@ pub(crate) struct Slice {
     /// Every policy of the slice, forbids turned into permits: Cedar's reasons are then
     /// all the satisfied policies.
     pub all: PolicySet,
-    /// The rule ids in the slice.
-    pub ids: Vec<String>,
+    /// The rule ids in the slice: the rules in scope of its requests.
+    pub ids: Arc<[String]>,
     /// The reserved context keys the slice's policies read.
     pub needs: Needs,
 }
@@ -167,7 +167,11 @@ impl SliceIndex {
                 needs = needs.union(s.needs);
             }
         }
-        Slice { all, ids, needs }
+        Slice {
+            all,
+            ids: ids.into(),
+            needs,
+        }
     }
 }
 

@@ -75,4 +75,8 @@ pub struct Decision {
     /// is bound to. For the decision log (not part of the answer).
     #[serde(skip)]
     pub session: Option<String>,
+    /// The rules in scope of the request (the slice it evaluated), for the evidence
+    /// readiness counts (not part of the answer).
+    #[serde(skip)]
+    pub in_scope: Option<std::sync::Arc<[String]>>,
 }

@@ -85,6 +85,7 @@ async fn decide(State(cedar): State<Arc<Cedar>>, body: Bytes) -> Response {
             .to_owned(),
         credential_id: None,
         session: None,
+        in_scope: None,
     };
     axum::Json(decision).into_response()
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use arbiter_core::response::Outcome;
 use arbiter_core::{Decision, DecisionRequest, Engine, Pack, RequestError, TimeSource};
 use arbiter_store::{
-    DecisionQuery, DecisionRecord, Durability, LogWriter, Masker, PackVersion, RuleVersion, Store,
+    DecisionQuery, DecisionRecord, Durability, Evidence, LogWriter, Masker, PackVersion,
+    RuleVersion, Store,
 };
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -399,6 +400,7 @@ impl App {
                     .collect();
                 record.reason = d.reason.clone();
                 record.credential_id = d.credential_id.clone();
+                record.evidence = evidence(engine.pack(), parsed, d);
                 if d.session.is_some() {
                     record.session = d.session.clone();
                 }
@@ -437,6 +439,37 @@ fn blank_record(
         error: None,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         request,
+        evidence: Evidence::default(),
+    }
+}
+
+/// What the decision adds to findings and readiness: the rules in scope, the
+/// default-deny scope of the principal's type (when the decision reached the outcome), and
+/// what each fired warn rule would do.
+fn evidence(pack: &Pack, parsed: Option<&DecisionRequest>, d: &Decision) -> Evidence {
+    let scope = d.in_scope.as_ref().and_then(|_| {
+        let principal = parsed?.principal.to_uid("principal").ok()?;
+        Some(
+            pack.default_deny_scope(principal.type_name())
+                .0
+                .into_owned(),
+        )
+    });
+    let warned = d
+        .warnings
+        .iter()
+        .map(|w| {
+            let would = pack
+                .rule(&w.rule)
+                .and_then(|r| r.effect)
+                .unwrap_or(arbiter_core::rule::Effect::Deny);
+            (w.rule.clone(), would.as_str().to_owned())
+        })
+        .collect();
+    Evidence {
+        in_scope: d.in_scope.clone(),
+        scope,
+        warned,
     }
 }
 

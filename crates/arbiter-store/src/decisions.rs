@@ -59,6 +59,23 @@ pub struct DecisionRecord {
     pub latency_us: u64,
     /// The request as received, context masked.
     pub request: serde_json::Value,
+    /// What the decision adds to findings and readiness beyond the record; kept in
+    /// `findings` and `rule_days`, not in the record itself.
+    #[serde(skip)]
+    pub evidence: Evidence,
+}
+
+/// What a decision adds to the lifecycle's evidence, besides its fired rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// The rules in scope of the request: the slice it evaluated.
+    pub in_scope: Option<std::sync::Arc<[String]>>,
+    /// The default-deny scope of the principal's type (`default-deny:<Type>`), in scope
+    /// of every decision that reached the outcome.
+    pub scope: Option<String>,
+    /// What each fired `warn` rule would do enforced (`deny`, `throttle`, `revoke`), by
+    /// rule id.
+    pub warned: Vec<(String, String)>,
 }
 
 impl DecisionRecord {

@@ -32,7 +32,7 @@ mod schema;
 mod store;
 mod writer;
 
-pub use decisions::{DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, MAX_PAGE};
+pub use decisions::{DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, Evidence, MAX_PAGE};
 pub use error::StoreError;
 pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
 pub use packs::{PackLoad, PackVersion, RuleVersion};

@@ -82,7 +82,90 @@ CREATE TABLE revocations (
 CREATE INDEX revocations_kind_value ON revocations (kind, value);
 ";
 
-const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2)];
+/// Version 3: the evidence of the audit→enforce lifecycle (DESIGN §4).
+///
+/// - `findings`: audit and warn firings (default-deny scopes included) grouped by
+///   (rule, principal, action, resource), kept current by the log writer in the same
+///   transaction as the decisions; `decisive` counts the firings of allowed decisions.
+/// - `reviews`: every verdict on a finding, never updated or deleted; the latest is the
+///   finding's.
+/// - `rule_days`: per rule (and default-deny scope), per UTC day and pack version, how
+///   often it was in scope of a decision, fired and errored: what readiness counts.
+/// - `promotions`: every promote and demote, forced or not, with who and why.
+/// - `baseline_pairs` / `baselines`: the (principal, action) pairs a frozen baseline
+///   holds, and each freeze.
+const V3: &str = "
+CREATE TABLE findings (
+    id            TEXT NOT NULL PRIMARY KEY,
+    rule          TEXT NOT NULL,
+    mode          TEXT NOT NULL CHECK (mode IN ('audit', 'warn')),
+    would         TEXT NOT NULL,
+    principal     TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    count         INTEGER NOT NULL,
+    decisive      INTEGER NOT NULL,
+    first_seen_us INTEGER NOT NULL,
+    last_seen_us  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX findings_rule ON findings (rule, last_seen_us);
+CREATE INDEX findings_principal ON findings (principal, last_seen_us);
+
+CREATE TABLE reviews (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    finding_id TEXT NOT NULL,
+    verdict    TEXT NOT NULL CHECK (verdict IN ('expected', 'legitimate')),
+    \"by\"     TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    at_us      INTEGER NOT NULL,
+    note       TEXT NOT NULL
+);
+CREATE INDEX reviews_finding ON reviews (finding_id, seq);
+
+CREATE TABLE rule_days (
+    rule           TEXT NOT NULL,
+    day            INTEGER NOT NULL,
+    policy_version TEXT NOT NULL,
+    evaluations    INTEGER NOT NULL,
+    fired          INTEGER NOT NULL,
+    errors         INTEGER NOT NULL,
+    first_us       INTEGER NOT NULL,
+    last_us        INTEGER NOT NULL,
+    PRIMARY KEY (rule, day, policy_version)
+) WITHOUT ROWID;
+
+CREATE TABLE promotions (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule      TEXT NOT NULL,
+    from_mode TEXT NOT NULL,
+    to_mode   TEXT NOT NULL,
+    forced    INTEGER NOT NULL,
+    reason    TEXT,
+    \"by\"    TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    at_us     INTEGER NOT NULL,
+    verdict   TEXT NOT NULL
+);
+CREATE INDEX promotions_rule ON promotions (rule, seq);
+
+CREATE TABLE baselines (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    \"by\"    TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    at_us     INTEGER NOT NULL,
+    since_us  INTEGER,
+    pairs     INTEGER NOT NULL
+);
+
+CREATE TABLE baseline_pairs (
+    principal TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    baseline  INTEGER NOT NULL,
+    PRIMARY KEY (principal, action)
+) WITHOUT ROWID;
+";
+
+const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -541,7 +541,7 @@ fn a_database_from_a_newer_arbiter_is_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the database {} has schema version 99 and this arbiter reads version 2: \
+            "the database {} has schema version 99 and this arbiter reads version 3: \
              it was written by a newer arbiter; upgrade this one",
             db.display()
         )

@@ -43,6 +43,7 @@ pub fn record(n: u64) -> DecisionRecord {
             "resource": format!(r#"Ticket::"T-{n}""#),
             "context": {}
         }),
+        evidence: Default::default(),
     }
 }
 
