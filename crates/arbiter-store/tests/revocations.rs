@@ -277,12 +277,16 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
         writer.append(record(2)).await.unwrap();
         writer.shutdown().await.unwrap();
     }
-    // Take the database back to version 1: version 2 only added `revocations` (and its
-    // index, dropped with it). SQLite keeps the `sqlite_sequence` table that AUTOINCREMENT
-    // created, empty, which version 2 does not depend on.
+    // Take the database back to version 1: versions 2 and 3 only added tables (their
+    // indexes are dropped with them). SQLite keeps the `sqlite_sequence` table that
+    // AUTOINCREMENT created, empty, which no version depends on.
     rusqlite::Connection::open(dir.path().join("arbiter.db"))
         .unwrap()
-        .execute_batch("DROP TABLE revocations; PRAGMA user_version = 1;")
+        .execute_batch(
+            "DROP TABLE revocations; DROP TABLE findings; DROP TABLE reviews; \
+             DROP TABLE rule_days; DROP TABLE promotions; DROP TABLE baselines; \
+             DROP TABLE baseline_pairs; PRAGMA user_version = 1;",
+        )
         .unwrap();
 
     let err = Store::open_read_only(dir.path()).unwrap_err();
@@ -291,7 +295,7 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
             err,
             StoreError::SchemaVersion {
                 found: 1,
-                expected: 2,
+                expected: 3,
                 ..
             }
         ),
