@@ -22,8 +22,8 @@ use crate::request::{DecisionRequest, RequestError};
 use crate::response::{AuditEntry, Decision, EvalError, Outcome, Warning};
 use crate::rule::{Effect, Kind, Mode, OnError, Rule};
 use crate::state::{
-    MemorySessions, MemoryThrottles, SessionKey, SessionStore, SessionView, ThrottleKey,
-    ThrottleStore,
+    Baseline, MemorySessions, MemoryThrottles, NoBaseline, SessionKey, SessionStore, SessionView,
+    ThrottleKey, ThrottleStore,
 };
 
 /// Cedar's answer on the slice for one request; see [`Engine::explain`].
@@ -60,6 +60,7 @@ pub struct Engine {
     sessions: Arc<dyn SessionStore>,
     throttles: Arc<dyn ThrottleStore>,
     credentials: Arc<dyn CredentialVerifier>,
+    baseline: Arc<dyn Baseline>,
     time: TimeSource,
     authorizer: Arc<Authorizer>,
     ids: Arc<std::sync::Mutex<ulid::Generator>>,
@@ -101,6 +102,7 @@ impl Engine {
             sessions: Arc::new(MemorySessions::default()),
             throttles: Arc::new(MemoryThrottles::default()),
             credentials: Arc::new(NoIssuers),
+            baseline: Arc::new(NoBaseline),
             time: TimeSource::ClockOnly,
             authorizer: Arc::new(Authorizer::new()),
             ids: Arc::new(std::sync::Mutex::new(ulid::Generator::new())),
@@ -132,6 +134,13 @@ impl Engine {
     #[must_use]
     pub fn with_credentials(mut self, credentials: Arc<dyn CredentialVerifier>) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// Marks pairs outside this frozen baseline `novel`.
+    #[must_use]
+    pub fn with_baseline(mut self, baseline: Arc<dyn Baseline>) -> Self {
+        self.baseline = baseline;
         self
     }
 
@@ -206,12 +215,21 @@ impl Engine {
             return Ok(refused);
         }
         let slice = self.slice(&valid);
+        // Uid strings are built only when a baseline is frozen.
+        let pair = self
+            .baseline
+            .is_frozen()
+            .then(|| (valid.principal.to_string(), valid.action.to_string()));
+        let novel = pair
+            .as_ref()
+            .and_then(|(principal, action)| self.baseline.novel(principal, action));
         let cedar_request = self.with_reserved_context(
             &valid,
             checked,
             slice.needs,
             session.as_ref().map(|(_, s)| s),
             credential.as_ref(),
+            novel,
         )?;
         let vouched = credential
             .as_ref()
@@ -236,6 +254,12 @@ impl Engine {
         decision.credential_id = credential.map(|c| c.jti);
         decision.session = valid.session.map(|k| k.id);
         decision.in_scope = Some(Arc::clone(&slice.ids));
+        decision.novel = novel;
+        if let Some((principal, action)) = pair.filter(|_| novel == Some(true))
+            && decision.decision == Outcome::Allow
+        {
+            self.baseline.seen(&principal, &action);
+        }
         Ok(decision)
     }
 
@@ -245,7 +269,8 @@ impl Engine {
     /// whole policy set.
     pub fn explain(&self, request: &DecisionRequest) -> Result<Explanation, RequestError> {
         let (valid, checked) = self.validate(request)?;
-        let cedar_request = self.with_reserved_context(&valid, checked, Needs::ALL, None, None)?;
+        let cedar_request =
+            self.with_reserved_context(&valid, checked, Needs::ALL, None, None, None)?;
         let entities = valid
             .entities
             .clone()
@@ -502,6 +527,7 @@ impl Engine {
         needs: Needs,
         session: Option<&SessionView>,
         credential: Option<&VerifiedCredential>,
+        novel: Option<bool>,
     ) -> Result<Request, RequestError> {
         let seconds = |from: Timestamp| valid.now.duration_since(from).as_secs().max(0);
         let mut pairs = Vec::with_capacity(4);
@@ -560,6 +586,9 @@ impl Engine {
                 ));
             }
             pairs.push(("credential".to_owned(), record(fields)?));
+        }
+        if let Some(novel) = novel.filter(|_| needs.novel) {
+            pairs.push(("novel".to_owned(), RestrictedExpression::new_bool(novel)));
         }
         if pairs.is_empty() {
             // No policy of the slice reads a reserved key: the validated request is the one.
@@ -703,6 +732,7 @@ impl Engine {
             credential_id: None,
             session: None,
             in_scope: None,
+            novel: None,
         };
         for f in fired {
             match f.rule.mode.unwrap_or(Mode::Audit) {
@@ -814,6 +844,7 @@ impl Engine {
             credential_id: None,
             session: None,
             in_scope: None,
+            novel: None,
         }
     }
 }

@@ -79,4 +79,8 @@ pub struct Decision {
     /// readiness counts (not part of the answer).
     #[serde(skip)]
     pub in_scope: Option<std::sync::Arc<[String]>>,
+    /// Whether the (principal, action) pair is outside the frozen baseline (`None`
+    /// while none is frozen), for the decision log (not part of the answer).
+    #[serde(skip)]
+    pub novel: Option<bool>,
 }

@@ -414,3 +414,81 @@ mod tests {
         assert!(store.open(&key, at(12)).terminated);
     }
 }
+
+/// The frozen baseline (DESIGN §4): the (principal, action) pairs each identity is known
+/// to do. Once one is frozen, a decision on a pair outside it is `novel`.
+pub trait Baseline: Send + Sync + std::fmt::Debug {
+    /// Whether a baseline is frozen (so [`Baseline::novel`] is worth asking).
+    fn is_frozen(&self) -> bool;
+    /// `None` while no baseline is frozen; else whether `principal` (a Cedar uid string)
+    /// has never done `action` (a Cedar uid string).
+    fn novel(&self, principal: &str, action: &str) -> Option<bool>;
+    /// The pair was allowed: it is known from now on.
+    fn seen(&self, principal: &str, action: &str);
+}
+
+/// No baseline frozen: nothing is novel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoBaseline;
+
+impl Baseline for NoBaseline {
+    fn is_frozen(&self) -> bool {
+        false
+    }
+
+    fn novel(&self, _principal: &str, _action: &str) -> Option<bool> {
+        None
+    }
+
+    fn seen(&self, _principal: &str, _action: &str) {}
+}
+
+/// A frozen baseline in memory: the pairs, and those allowed since the freeze.
+#[derive(Debug, Default)]
+pub struct MemoryBaseline {
+    /// Principal → the actions it is known to do; `None` until a baseline is frozen.
+    pairs: std::sync::RwLock<Option<HashMap<String, std::collections::HashSet<String>>>>,
+}
+
+impl MemoryBaseline {
+    /// Freezes `pairs` as the baseline, replacing any earlier one.
+    pub fn freeze(&self, pairs: impl IntoIterator<Item = (String, String)>) {
+        let mut by_principal: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        for (principal, action) in pairs {
+            by_principal.entry(principal).or_default().insert(action);
+        }
+        *self.pairs.write().unwrap_or_else(|p| p.into_inner()) = Some(by_principal);
+    }
+}
+
+impl Baseline for MemoryBaseline {
+    fn is_frozen(&self) -> bool {
+        self.pairs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn novel(&self, principal: &str, action: &str) -> Option<bool> {
+        let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
+        let known = pairs
+            .as_ref()?
+            .get(principal)
+            .is_some_and(|actions| actions.contains(action));
+        Some(!known)
+    }
+
+    fn seen(&self, principal: &str, action: &str) {
+        if let Some(pairs) = self
+            .pairs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            pairs
+                .entry(principal.to_owned())
+                .or_default()
+                .insert(action.to_owned());
+        }
+    }
+}

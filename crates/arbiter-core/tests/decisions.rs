@@ -642,3 +642,46 @@ permit(principal, action == Action::"read_secret", resource)
     let new = read("new", "t-new");
     assert_eq!(new.decision, Outcome::Allow, "{new:?}");
 }
+
+#[test]
+fn novel_is_set_exactly_for_pairs_first_seen_after_a_freeze() {
+    let (_d, pack) = pack("[default_deny]\nmode = \"enforce\"\n");
+    let baseline = Arc::new(arbiter_core::state::MemoryBaseline::default());
+    let (engine, _) = engine(&pack);
+    let engine = engine.with_baseline(baseline.clone());
+    let read = |who: &str| {
+        req(
+            json!({"principal": format!("{who}"), "action": "Action::\"read_secret\"",
+                   "resource": "Secret::\"db\""}),
+        )
+    };
+    // Nothing is novel before a freeze.
+    assert_eq!(engine.decide(&read("Agent::\"bot\"")).unwrap().novel, None);
+    baseline.freeze([(
+        "Agent::\"bot\"".to_owned(),
+        "Action::\"read_secret\"".to_owned(),
+    )]);
+    assert_eq!(
+        engine.decide(&read("Agent::\"bot\"")).unwrap().novel,
+        Some(false)
+    );
+    // CiJob::"build" never read a secret: novel the first time, known once allowed.
+    let first = engine.decide(&read("CiJob::\"build\"")).unwrap();
+    assert_eq!((first.decision, first.novel), (Outcome::Allow, Some(true)));
+    assert_eq!(
+        engine.decide(&read("CiJob::\"build\"")).unwrap().novel,
+        Some(false)
+    );
+    // A refused pair stays novel: the identity still has never done it.
+    let open = req(
+        json!({"principal": "Agent::\"bot\"", "action": "Action::\"open_file\"",
+                          "resource": "File::\"stored\""}),
+    );
+    for _ in 0..2 {
+        let refused = engine.decide(&open).unwrap();
+        assert_eq!(
+            (refused.decision, refused.novel),
+            (Outcome::Deny, Some(true))
+        );
+    }
+}
