@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod lifecycle;
 mod output;
 mod serve;
 mod token;
@@ -66,6 +67,19 @@ enum Command {
     /// Issue, revoke and list credentials; rotate the signing key.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Audit and warn firings grouped by (rule, principal, action, resource).
+    Findings(lifecycle::FindingsArgs),
+    /// Label a finding: `expected` (the rule is right) or `legitimate` (it would break
+    /// needed work).
+    Review(lifecycle::ReviewArgs),
+    /// Whether each rule not enforced yet is ready to be, from the evidence.
+    Readiness(lifecycle::ReadinessArgs),
+    /// Set a rule's @mode to enforce (or --to warn) in its source file, if it is ready.
+    Promote(lifecycle::ModeArgs),
+    /// Set a rule's @mode back to audit (or --to warn).
+    Demote(lifecycle::ModeArgs),
+    /// What each identity actually does; --suggest prints least-privilege permits.
+    Baseline(lifecycle::BaselineArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +96,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Log(args) => serve::log(args),
         Command::Token(command) => token::run(command),
+        Command::Findings(args) => lifecycle::findings(args),
+        Command::Review(args) => lifecycle::review(args),
+        Command::Readiness(args) => lifecycle::readiness(args),
+        Command::Promote(args) => lifecycle::set_mode(args, true),
+        Command::Demote(args) => lifecycle::set_mode(args, false),
+        Command::Baseline(args) => lifecycle::baseline(args),
     };
     match result {
         Ok(code) => code,

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use arbiter_core::response::Outcome;
 use arbiter_core::{Decision, DecisionRequest, Engine, Pack, RequestError, TimeSource};
 use arbiter_store::{
-    DecisionQuery, DecisionRecord, Durability, Evidence, LogWriter, Masker, PackVersion,
-    RuleVersion, Store,
+    DecisionQuery, DecisionRecord, Durability, Evidence, LogWriter, Masker, PackVersion, Store,
 };
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -26,6 +25,7 @@ use tokio::sync::Mutex;
 use crate::auth::{AdminTokens, PepTokens};
 use crate::error::ApiError;
 use crate::identity::{self, Identity};
+use crate::lifecycle::{self, StoreBaseline};
 use crate::metrics::Metrics;
 
 /// How the server runs.
@@ -77,6 +77,7 @@ pub struct App {
     masker: Masker,
     metrics: Metrics,
     identity: Identity,
+    baseline: Arc<StoreBaseline>,
     reloading: Mutex<()>,
     poller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -116,9 +117,11 @@ impl App {
         let peps = PepTokens::from_config(&pep_hashes(&pack));
         let identity =
             Identity::start(&options.data, &store, &pack).map_err(StartError::Identity)?;
+        let baseline = Arc::new(StoreBaseline::load(&store)?);
         let engine = Engine::new(Arc::new(pack))
             .with_time_source(TimeSource::ClockOnly)
-            .with_credentials(identity.verifier());
+            .with_credentials(identity.verifier())
+            .with_baseline(baseline.clone());
         let app = App {
             options,
             engine: ArcSwap::from_pointee(engine),
@@ -129,6 +132,7 @@ impl App {
             masker,
             metrics: Metrics::new(),
             identity,
+            baseline,
             reloading: Mutex::new(()),
             poller: std::sync::Mutex::new(None),
         };
@@ -141,6 +145,12 @@ impl App {
                 tick.tick().await;
                 let Some(app) = weak.upgrade() else { return };
                 app.identity.poll().await;
+                let baseline = Arc::clone(&app.baseline);
+                match tokio::task::spawn_blocking(move || baseline.refresh()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "reading the baseline"),
+                    Err(e) => tracing::error!(error = %e, "reading the baseline"),
+                }
             }
         });
         *app.poller.lock().unwrap_or_else(|p| p.into_inner()) = Some(poller);
@@ -150,6 +160,11 @@ impl App {
     /// The engine in force.
     pub(crate) fn engine(&self) -> Arc<Engine> {
         self.engine.load_full()
+    }
+
+    /// The store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Keys, revocations and upstream issuers.
@@ -196,6 +211,9 @@ impl App {
                 "/v1/revocations",
                 post(identity::revoke).get(identity::revocations),
             )
+            .route("/v1/findings", get(lifecycle::findings))
+            .route("/v1/findings/{id}/review", post(lifecycle::review))
+            .route("/v1/readiness", get(lifecycle::readiness))
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(self.options.body_limit))
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -401,6 +419,7 @@ impl App {
                 record.reason = d.reason.clone();
                 record.credential_id = d.credential_id.clone();
                 record.evidence = evidence(engine.pack(), parsed, d);
+                record.novel = d.novel;
                 if d.session.is_some() {
                     record.session = d.session.clone();
                 }
@@ -440,6 +459,7 @@ fn blank_record(
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         request,
         evidence: Evidence::default(),
+        novel: None,
     }
 }
 
@@ -494,21 +514,7 @@ fn pep_hashes(pack: &Pack) -> Vec<String> {
 }
 
 fn pack_version(pack: &Pack) -> PackVersion {
-    PackVersion {
-        version: pack.version().to_owned(),
-        loaded_at: jiff::Timestamp::now(),
-        rules: pack
-            .rules()
-            .iter()
-            .map(|r| RuleVersion {
-                id: r.id.clone(),
-                hash: r.hash.clone(),
-                kind: r.kind.as_str().to_owned(),
-                mode: r.mode.map(|m| m.as_str().to_owned()),
-                effect: r.effect.map(|e| e.as_str().to_owned()),
-            })
-            .collect(),
-    }
+    arbiter_lifecycle::readiness::pack_version(pack, jiff::Timestamp::now())
 }
 
 /// The body as JSON, or the right 4xx.

@@ -9,6 +9,7 @@
 //! - [`auth`]: admin and PEP tokens.
 //! - [`error`]: the one error → response mapping.
 //! - [`identity`]: signing keys, minting, token exchange, revocations.
+//! - [`lifecycle`]: findings, reviews, readiness, and the frozen baseline.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`watch`]: reload when the pack's files change.
 
@@ -18,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod watch;
 

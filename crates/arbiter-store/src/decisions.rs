@@ -4,6 +4,8 @@
 //! holds one row per fired rule and mode. Pages run newest first by decision id (a ULID,
 //! so by time); a page's cursor is its last id.
 
+use std::sync::Arc;
+
 use arbiter_core::rule::Mode;
 use jiff::Timestamp;
 use rusqlite::types::Value as SqlValue;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::error::StoreError;
+use crate::findings::Firing;
 use crate::store::Store;
 
 /// The largest page [`Store::query_decisions`] returns.
@@ -59,6 +62,9 @@ pub struct DecisionRecord {
     pub latency_us: u64,
     /// The request as received, context masked.
     pub request: serde_json::Value,
+    /// Once a baseline is frozen: whether this principal had never done this action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub novel: Option<bool>,
     /// What the decision adds to findings and readiness beyond the record; kept in
     /// `findings` and `rule_days`, not in the record itself.
     #[serde(skip)]
@@ -69,7 +75,7 @@ pub struct DecisionRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evidence {
     /// The rules in scope of the request: the slice it evaluated.
-    pub in_scope: Option<std::sync::Arc<[String]>>,
+    pub in_scope: Option<Arc<[String]>>,
     /// The default-deny scope of the principal's type (`default-deny:<Type>`), in scope
     /// of every decision that reached the outcome.
     pub scope: Option<String>,
@@ -127,37 +133,83 @@ pub struct DecisionPage {
     pub next: Option<String>,
 }
 
-/// A record made ready for the log writer: serialized, its filter columns extracted.
+/// A record made ready for the log writer: serialized, its filter columns and its
+/// evidence extracted.
 ///
 /// Built in [`LogWriter::append`](crate::LogWriter::append), on the caller's thread, so the
-/// writer thread only talks to SQLite.
+/// writer thread only counts and talks to SQLite.
 #[derive(Debug)]
 pub(crate) struct Row {
     decision_id: String,
-    time_us: i64,
-    principal: Option<String>,
-    action: Option<String>,
-    decision: String,
-    rules: Vec<(String, Mode)>,
+    pub(crate) time_us: i64,
+    pub(crate) policy_version: String,
+    pub(crate) principal: Option<String>,
+    pub(crate) action: Option<String>,
+    /// Only kept when there are `firings`: nothing else on the writer's side needs it.
+    pub(crate) resource: Option<String>,
+    /// `allow`, `deny` or `invalid`.
+    pub(crate) decision: String,
+    /// Every fired rule with its mode: `decision_rules`, and `fired` in `rule_days`.
+    pub(crate) rules: Vec<(String, Mode)>,
     json: String,
+    /// The audit and warn firings that findings group; none for an invalid request.
+    pub(crate) firings: Vec<Firing>,
+    /// The rules whose evaluation errored.
+    pub(crate) errored: Vec<String>,
+    /// The rules in scope; `None` for an invalid request.
+    pub(crate) in_scope: Option<Arc<[String]>>,
+    /// The default-deny scope in scope; `None` for an invalid request.
+    pub(crate) scope: Option<String>,
 }
 
 impl Row {
-    pub(crate) fn new(record: &DecisionRecord) -> Result<Row, serde_json::Error> {
+    pub(crate) fn new(record: DecisionRecord) -> Result<Row, serde_json::Error> {
+        let json = serde_json::to_string(&record)?;
+        let rules = record.fired_rules();
+        let errored = record
+            .errors
+            .iter()
+            .filter_map(|entry| entry.get("rule")?.as_str())
+            .map(str::to_owned)
+            .collect();
+        let invalid = record.decision == "invalid";
+        let firings = if invalid {
+            Vec::new()
+        } else {
+            Firing::of(&record)
+        };
+        let Evidence {
+            in_scope, scope, ..
+        } = record.evidence;
+        let (in_scope, scope) = if invalid {
+            (None, None)
+        } else {
+            (in_scope, scope)
+        };
         Ok(Row {
-            json: serde_json::to_string(record)?,
-            decision_id: record.decision_id.clone(),
+            json,
+            decision_id: record.decision_id,
             time_us: record.time.as_microsecond(),
-            principal: record.principal.clone(),
-            action: record.action.clone(),
-            decision: record.decision.clone(),
-            rules: record.fired_rules(),
+            policy_version: record.policy_version,
+            principal: record.principal,
+            action: record.action,
+            resource: if firings.is_empty() {
+                None
+            } else {
+                record.resource
+            },
+            decision: record.decision,
+            rules,
+            firings,
+            errored,
+            in_scope,
+            scope,
         })
     }
 
-    /// Inserts the row in `tx`. A decision id already stored is left as it is, so writing
-    /// a batch twice changes nothing.
-    pub(crate) fn insert(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    /// Inserts the row in `tx`, and says whether it did. A decision id already stored is
+    /// left as it is, so writing a batch twice changes nothing.
+    pub(crate) fn insert(&self, tx: &Transaction<'_>) -> rusqlite::Result<bool> {
         let inserted = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO decisions
@@ -173,7 +225,7 @@ impl Row {
                 self.json
             ])?;
         if inserted == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let mut insert_rule = tx.prepare_cached(
             "INSERT OR IGNORE INTO decision_rules (decision_id, rule, mode) VALUES (?1, ?2, ?3)",
@@ -181,7 +233,7 @@ impl Row {
         for (rule, mode) in &self.rules {
             insert_rule.execute(params![self.decision_id, rule, mode.as_str()])?;
         }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -1,5 +1,6 @@
-//! arbiter's embedded store (DESIGN §4, §6): the decision log, pack versions, revocations
-//! and the masking key, in SQLite under one data directory.
+//! arbiter's embedded store (DESIGN §4, §6): the decision log, the evidence of the
+//! audit→enforce lifecycle, pack versions, revocations and the masking key, in SQLite
+//! under one data directory.
 //!
 //! The server opens a [`Store`] and starts a [`LogWriter`] on it; `arbiter log` opens the
 //! same directory with [`Store::open_read_only`] while the server runs. The `Store`'s
@@ -11,7 +12,13 @@
 //! - `schema`: the versioned migrations.
 //! - `decisions`: [`DecisionRecord`], and reading the log a page at a time
 //!   ([`DecisionQuery`], [`DecisionPage`]).
-//! - `writer`: [`LogWriter`], batching with back-pressure, retry and drain.
+//! - `writer`: [`LogWriter`], batching with back-pressure, retry and drain; each batch
+//!   also brings findings and `rule_days` up to date in its transaction.
+//! - `findings`: [`Finding`]s, audit and warn firings grouped by (rule, principal, action,
+//!   resource), and their append-only [`Review`]s ([`Store::findings`], [`Store::review`]).
+//! - `rule_days`: [`RuleDay`], per rule, UTC day and pack version, how often it was in
+//!   scope, fired and errored: what readiness counts ([`Store::rule_days`]).
+//! - `promotions`: every [`Promotion`] and demotion of a rule's mode, with who and why.
 //! - `packs`: [`PackVersion`]s and their rules' hashes, and every load.
 //! - `revocations`: [`Revocation`]s of tokens, principals and sessions, durable when
 //!   [`Store::revoke`] returns, read back in commit order with [`Store::revocations_since`].
@@ -23,19 +30,27 @@
 
 #![forbid(unsafe_code)]
 
+mod baseline;
 mod decisions;
 mod error;
+mod findings;
 mod mask;
 mod packs;
+mod promotions;
 mod revocations;
+mod rule_days;
 mod schema;
 mod store;
 mod writer;
 
+pub use baseline::{BaselineQuery, Observed};
 pub use decisions::{DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, Evidence, MAX_PAGE};
 pub use error::StoreError;
+pub use findings::{FINDING_STATUSES, Finding, FindingQuery, Review, UnknownVerdict, Verdict};
 pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
 pub use packs::{PackLoad, PackVersion, RuleVersion};
+pub use promotions::Promotion;
 pub use revocations::{MAX_REVOCATION_VALUE, Revocation, RevocationKind};
+pub use rule_days::RuleDay;
 pub use store::{DB_FILE, Store};
 pub use writer::{Durability, LogError, LogWriter, MAX_BATCH};

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::decisions::{DecisionRecord, Row};
 use crate::error::StoreError;
 use crate::store::{Store, Synchronous};
+use crate::{findings, rule_days};
 
 /// The most records one transaction commits.
 pub const MAX_BATCH: usize = 512;
@@ -64,6 +65,10 @@ pub struct LogWriter {
 
 /// What the writer thread receives.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a record is moved through the queue once; boxing it would cost an allocation per decision to shrink a message sent once per shutdown"
+)]
 enum Message {
     Record(Pending),
     /// Take nothing more; write what is queued, then stop.
@@ -165,7 +170,7 @@ impl LogWriter {
                 "its last write failed ({last}); retrying"
             )));
         }
-        let row = Row::new(&record)
+        let row = Row::new(record)
             .map_err(|e| LogError::Unavailable(format!("the record cannot be serialized: {e}")))?;
         let (committed, acknowledged) = match self.shared.durability {
             Durability::Batched => (None, None),
@@ -352,15 +357,22 @@ fn commit_until_written(
     }
 }
 
-/// One transaction for the whole batch.
+/// One transaction for the whole batch: its decisions, and what they add to findings and
+/// `rule_days`, so that a decision and its evidence are committed together or not at all.
 fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()> {
     // A failed commit can leave the transaction open; start clean.
     if !conn.is_autocommit() {
         conn.execute_batch("ROLLBACK")?;
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut inserted = Vec::with_capacity(batch.len());
     for pending in batch {
-        pending.row.insert(&tx)?;
+        // A decision already stored has been counted already.
+        if pending.row.insert(&tx)? {
+            inserted.push(&pending.row);
+        }
     }
+    findings::tally(&tx, &inserted)?;
+    rule_days::tally(&tx, &inserted)?;
     tx.commit()
 }

@@ -44,6 +44,7 @@ pub fn record(n: u64) -> DecisionRecord {
             "context": {}
         }),
         evidence: Default::default(),
+        novel: None,
     }
 }
 

@@ -1,0 +1,542 @@
+//! The audit→enforce lifecycle on the command line (DESIGN §4): `findings`, `review`,
+//! `readiness`, `promote`, `demote` and `baseline`. They read the data directory a server
+//! writes (also while it runs) and, for `promote`/`demote`, edit the pack's source.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use arbiter_core::rule::Mode;
+use arbiter_lifecycle::promote::{self, Target};
+use arbiter_lifecycle::readiness::{self, History, Readiness, Verdict};
+use arbiter_store::{BaselineQuery, Finding, FindingQuery, Promotion, Review, Store};
+use clap::{Args, Subcommand};
+use jiff::Timestamp;
+
+use crate::{Failure, load, who};
+
+/// `arbiter findings`.
+#[derive(Debug, Args)]
+pub struct FindingsArgs {
+    /// The data directory.
+    #[arg(long, default_value = "./arbiter-data")]
+    data: PathBuf,
+    /// Only this rule's findings.
+    #[arg(long)]
+    rule: Option<String>,
+    /// `open`, `expected` or `legitimate`.
+    #[arg(long, value_parser = ["open", "expected", "legitimate"])]
+    status: Option<String>,
+    /// Only this principal's (a Cedar uid).
+    #[arg(long)]
+    principal: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `arbiter review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// The finding's id.
+    id: String,
+    /// `expected` (the rule is right: this should be blocked) or `legitimate` (needed
+    /// work the rule would break).
+    #[arg(long, value_parser = ["expected", "legitimate"])]
+    verdict: String,
+    /// Why.
+    #[arg(long)]
+    note: String,
+    /// Who (default: the user running the command).
+    #[arg(long)]
+    by: Option<String>,
+    /// The data directory.
+    #[arg(long, default_value = "./arbiter-data")]
+    data: PathBuf,
+}
+
+/// `arbiter readiness`.
+#[derive(Debug, Args)]
+pub struct ReadinessArgs {
+    /// One rule (or `default-deny:<Type>`); exit 1 unless it is ready.
+    rule: Option<String>,
+    /// The pack directory.
+    #[arg(long)]
+    pack: PathBuf,
+    /// The data directory.
+    #[arg(long, default_value = "./arbiter-data")]
+    data: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `arbiter promote` / `arbiter demote`.
+#[derive(Debug, Args)]
+pub struct ModeArgs {
+    /// The rule, or `default-deny:<Type>`.
+    rule: String,
+    /// The pack directory (its source is edited).
+    #[arg(long)]
+    pack: PathBuf,
+    /// The data directory (evidence, and the record of the change).
+    #[arg(long, default_value = "./arbiter-data")]
+    data: PathBuf,
+    /// The mode to set instead of the default (promote: enforce; demote: audit).
+    #[arg(long, value_parser = ["audit", "warn", "enforce"])]
+    to: Option<String>,
+    /// Promote although the rule is not ready (needs --reason).
+    #[arg(long, requires = "reason")]
+    force: bool,
+    /// Why (required with --force; recorded).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who (default: the user running the command).
+    #[arg(long)]
+    by: Option<String>,
+    /// Show the diff only; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `arbiter baseline`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BaselineArgs {
+    #[command(subcommand)]
+    command: Option<BaselineCommand>,
+    /// The pack directory.
+    #[arg(long)]
+    pack: Option<PathBuf>,
+    /// The data directory.
+    #[arg(long, default_value = "./arbiter-data")]
+    data: PathBuf,
+    /// Only this principal (a Cedar uid).
+    #[arg(long)]
+    principal: Option<String>,
+    /// Only decisions since this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Print least-privilege permits covering what was observed, as a .cedar file.
+    #[arg(long)]
+    suggest: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `arbiter baseline freeze`.
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Record what each identity does now; from then on a first-seen (principal, action)
+    /// pair is `novel`.
+    Freeze {
+        /// The data directory.
+        #[arg(long, default_value = "./arbiter-data")]
+        data: PathBuf,
+        /// Only decisions since this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Who (default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+fn input<E: std::fmt::Display>(e: E) -> Failure {
+    Failure::Input(e.to_string())
+}
+
+fn time(flag: &str, text: Option<&str>) -> Result<Option<Timestamp>, Failure> {
+    text.map(|t| {
+        t.parse()
+            .map_err(|e| Failure::Input(format!("--{flag}: `{t}` is not an RFC 3339 time ({e})")))
+    })
+    .transpose()
+}
+
+/// `arbiter findings`.
+pub fn findings(args: FindingsArgs) -> Result<ExitCode, Failure> {
+    let store = Store::open_read_only(&args.data).map_err(input)?;
+    let found = store
+        .findings(&FindingQuery {
+            rule: args.rule,
+            status: args.status,
+            principal: args.principal,
+            limit: None,
+        })
+        .map_err(input)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "findings": found }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if found.is_empty() {
+        println!("no findings");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = table(&[
+        "id",
+        "status",
+        "rule",
+        "mode",
+        "would",
+        "principal",
+        "action",
+        "resource",
+        "count",
+        "decisive",
+        "last seen",
+    ]);
+    for f in &found {
+        table.add_row(vec![
+            f.id.clone(),
+            status(f),
+            f.rule.clone(),
+            f.mode.clone(),
+            f.would.clone(),
+            f.principal.clone(),
+            f.action.clone(),
+            f.resource.clone(),
+            f.count.to_string(),
+            f.decisive.to_string(),
+            f.last_seen.to_string(),
+        ]);
+    }
+    println!("{table}");
+    let open = found.iter().filter(|f| f.status == "open").count();
+    if open > 0 {
+        println!(
+            "{open} open finding(s): review each with `arbiter review ID --verdict expected|legitimate --note …`"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(f: &Finding) -> String {
+    match &f.review {
+        Some(r) => format!("{} ({})", f.status, r.by),
+        None => f.status.clone(),
+    }
+}
+
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    table
+}
+
+/// `arbiter review`.
+pub fn review(args: ReviewArgs) -> Result<ExitCode, Failure> {
+    if args.note.trim().is_empty() {
+        return Err(Failure::Input("--note must say why".to_owned()));
+    }
+    let store = Store::open(&args.data).map_err(input)?;
+    let review = Review {
+        verdict: args.verdict.parse().map_err(input)?,
+        by: args.by.unwrap_or_else(who),
+        at: Timestamp::now(),
+        note: args.note,
+    };
+    let finding = store.review(&args.id, &review).map_err(input)?;
+    println!(
+        "{}: {} by {} ({} firings, {} decisive)",
+        finding.id, finding.status, review.by, finding.count, finding.decisive
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Readiness from the store's evidence, at `now`.
+fn assess(
+    pack: &arbiter_core::Pack,
+    store: &Store,
+    rule: Option<&str>,
+    now: Timestamp,
+) -> Result<Vec<Readiness>, Failure> {
+    let versions = store.pack_versions().map_err(input)?;
+    let loads = store.pack_loads().map_err(input)?;
+    let days = store.rule_days(rule).map_err(input)?;
+    let findings = store
+        .findings(&FindingQuery {
+            rule: rule.map(str::to_owned),
+            ..FindingQuery::default()
+        })
+        .map_err(input)?;
+    let history = History {
+        versions: &versions,
+        loads: &loads,
+        days: &days,
+        findings: &findings,
+    };
+    Ok(readiness::readiness(pack, history, now, rule))
+}
+
+/// `arbiter readiness`.
+pub fn readiness(args: ReadinessArgs) -> Result<ExitCode, Failure> {
+    let pack = load(&args.pack)?;
+    let store = Store::open_read_only(&args.data).map_err(input)?;
+    let all = assess(&pack, &store, args.rule.as_deref(), Timestamp::now())?;
+    if let Some(rule) = &args.rule
+        && all.is_empty()
+    {
+        let known = pack.rule(rule).is_some()
+            || pack
+                .default_deny_scopes()
+                .keys()
+                .any(|t| format!("default-deny:{t}") == *rule);
+        return Err(Failure::Input(if known {
+            format!("`{rule}` is enforced (or a permit): readiness is for rules not enforced yet")
+        } else {
+            format!(
+                "no rule or default-deny scope `{rule}` in {}",
+                args.pack.display()
+            )
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "readiness": all }));
+    } else {
+        print_readiness(&all);
+    }
+    let not_ready = args.rule.is_some() && all.iter().any(|r| r.verdict != Verdict::Ready);
+    Ok(if not_ready {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_readiness(all: &[Readiness]) {
+    if all.is_empty() {
+        println!("every rule and scope is enforced");
+        return;
+    }
+    // What no one is looking at comes first: overdue, then unreviewed findings.
+    let mut sorted: Vec<&Readiness> = all.iter().collect();
+    sorted.sort_by_key(|r| {
+        (
+            !r.overdue,
+            r.verdict != Verdict::NeedsReview,
+            r.verdict != Verdict::Noisy,
+            r.rule.clone(),
+        )
+    });
+    for r in sorted {
+        let flag = if r.overdue { "  OVERDUE" } else { "" };
+        let unreviewed = match (r.verdict, r.evidence.oldest_open_finding_days) {
+            (Verdict::NeedsReview, Some(days)) => {
+                format!("  UNREVIEWED for {days} day(s)")
+            }
+            _ => String::new(),
+        };
+        println!(
+            "{}  [{}]  {}{flag}{unreviewed}",
+            r.rule,
+            r.mode.as_str(),
+            r.verdict.as_str()
+        );
+        for reason in &r.reasons {
+            println!("    - {reason}");
+        }
+        let e = &r.evidence;
+        println!(
+            "    evidence: {} day(s) in mode, {} in-scope decision(s) on {} day(s), {} would-fire, \
+             {} principal(s), findings {} open / {} expected / {} legitimate, {} error(s)",
+            e.days_in_mode,
+            e.evaluations,
+            e.days_with_traffic,
+            e.would_fire,
+            e.distinct_principals,
+            e.open_findings,
+            e.expected_findings,
+            e.legitimate_findings,
+            e.errors
+        );
+    }
+}
+
+/// `arbiter promote` (`up`) or `arbiter demote`.
+pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
+    let pack = load(&args.pack)?;
+    let to = match (&args.to, up) {
+        (Some(word), _) => Mode::from_word(word).unwrap_or(Mode::Enforce),
+        (None, true) => Mode::Enforce,
+        (None, false) => Mode::Audit,
+    };
+    let target = if args.rule.starts_with("default-deny:") {
+        Target::Scope(args.rule.clone())
+    } else {
+        Target::Rule(args.rule.clone())
+    };
+    let edit = promote::set_mode(&pack, &target, to).map_err(input)?;
+    // Promotion (towards enforce) needs the evidence; demotion never does.
+    let rank = |m: Mode| match m {
+        Mode::Audit => 0,
+        Mode::Warn => 1,
+        Mode::Enforce => 2,
+    };
+    let promoting = rank(to) > rank(edit.from);
+    let store = if args.dry_run {
+        Store::open_read_only(&args.data).ok()
+    } else {
+        Some(Store::open(&args.data).map_err(input)?)
+    };
+    let verdict = match (&store, promoting) {
+        (Some(store), true) => assess(&pack, store, Some(&args.rule), Timestamp::now())?
+            .into_iter()
+            .next(),
+        _ => None,
+    };
+    print!("{}", edit.diff());
+    if promoting {
+        match &verdict {
+            Some(r) if r.verdict == Verdict::Ready => {}
+            _ if args.force => {
+                eprintln!("forced: {}", args.reason.as_deref().unwrap_or_default());
+            }
+            Some(r) => {
+                eprintln!("refused: `{}` is {}", r.rule, r.verdict.as_str());
+                for reason in &r.reasons {
+                    eprintln!("  - {reason}");
+                }
+                eprintln!("(--force --reason \"…\" overrides, and is recorded)");
+                return Ok(ExitCode::from(1));
+            }
+            None => {
+                eprintln!(
+                    "refused: no evidence for `{}` in {}",
+                    args.rule,
+                    args.data.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    if args.dry_run {
+        eprintln!("dry run: nothing changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    edit.write(&args.pack).map_err(input)?;
+    if let Some(store) = &store {
+        store
+            .record_promotion(&Promotion {
+                seq: 0,
+                rule: args.rule.clone(),
+                from_mode: edit.from.as_str().to_owned(),
+                to_mode: to.as_str().to_owned(),
+                forced: promoting
+                    && args.force
+                    && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready),
+                reason: args.reason.clone(),
+                by: args.by.clone().unwrap_or_else(who),
+                at: Timestamp::now(),
+                verdict: verdict.map_or("none", |r| r.verdict.as_str()).to_owned(),
+            })
+            .map_err(input)?;
+    }
+    eprintln!(
+        "{} is now {} in {}; commit the change and reload the server",
+        args.rule,
+        to.as_str(),
+        edit.file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `arbiter baseline`.
+pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
+    if let Some(BaselineCommand::Freeze { data, since, by }) = args.command {
+        let store = Store::open(&data).map_err(input)?;
+        let since = time("since", since.as_deref())?;
+        let (seq, pairs) = store
+            .freeze_baseline(&by.unwrap_or_else(who), since, Timestamp::now())
+            .map_err(input)?;
+        println!(
+            "baseline #{seq} frozen: {pairs} (principal, action) pair(s); a running server marks \
+             first-seen pairs novel within a second"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open_read_only(&args.data).map_err(input)?;
+    let query = BaselineQuery {
+        principal: args.principal.clone(),
+        since: time("since", args.since.as_deref())?,
+    };
+    let bar = progress_bar();
+    let observed = store
+        .observed(&query, &mut |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        })
+        .map_err(input)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.suggest {
+        let dir = args
+            .pack
+            .as_ref()
+            .ok_or_else(|| Failure::Input("--suggest needs --pack".to_owned()))?;
+        let pack = load(dir)?;
+        let suggestion =
+            arbiter_lifecycle::baseline::suggest(&pack, &observed).map_err(Failure::Input)?;
+        print!("{}", suggestion.cedar);
+        for note in &suggestion.notes {
+            eprintln!("note: {note}");
+        }
+        eprintln!(
+            "{} permit(s) covering {} observed (principal, action, resource)",
+            suggestion.policies,
+            observed.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "observed": observed }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if observed.is_empty() {
+        println!("nothing observed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = table(&[
+        "principal",
+        "action",
+        "resource type",
+        "resource",
+        "count",
+        "first seen",
+        "last seen",
+    ]);
+    for o in &observed {
+        table.add_row(vec![
+            o.principal.clone(),
+            o.action.clone(),
+            o.resource_type.clone(),
+            o.resource.clone(),
+            o.count.to_string(),
+            o.first_seen.to_string(),
+            o.last_seen.to_string(),
+        ]);
+    }
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bar on a terminal; nothing when stderr is not one.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} reading the decision log [{bar:40}] {pos}/{len} ({eta})",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

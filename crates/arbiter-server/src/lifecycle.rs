@@ -1,0 +1,238 @@
+//! The audit→enforce lifecycle over HTTP (DESIGN §4): findings and their reviews, and
+//! readiness. Reviews are committed before they are answered and record the admin
+//! token's name as who reviewed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arbiter_core::state::{Baseline, MemoryBaseline};
+use arbiter_lifecycle::readiness::{self, History};
+use arbiter_store::{FindingQuery, Review, Store, Verdict};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// `GET /v1/findings` filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsParams {
+    rule: Option<String>,
+    status: Option<String>,
+    principal: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/findings` (admin): findings, the most recently seen first.
+pub async fn findings(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<FindingsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    app.check_admin(&headers)?;
+    let Query(p) = params.map_err(|e| bad_query(e.body_text()))?;
+    if let Some(s) = &p.status
+        && !["open", "expected", "legitimate"].contains(&s.as_str())
+    {
+        return Err(bad_query(format!(
+            "`status` must be open, expected or legitimate, not `{s}`"
+        )));
+    }
+    if p.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
+        return Err(bad_query("`limit` must be 1 to 10000".to_owned()));
+    }
+    let query = FindingQuery {
+        rule: p.rule,
+        status: p.status,
+        principal: p.principal,
+        limit: p.limit,
+    };
+    let store = app.store().clone();
+    let found = blocking(move || store.findings(&query)).await?;
+    Ok(axum::Json(json!({ "findings": found })).into_response())
+}
+
+/// `POST /v1/findings/{id}/review` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    verdict: String,
+    note: String,
+}
+
+/// `POST /v1/findings/{id}/review` (admin): who reviewed is the admin token's name.
+pub async fn review(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let admin = app.check_admin(&headers)?.to_owned();
+    let bytes = ApiError::read_body(body)?;
+    let body: ReviewBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("a review is {{\"verdict\", \"note\"}}: {e}"),
+        )
+    })?;
+    let verdict: Verdict = body
+        .verdict
+        .parse()
+        .map_err(|e: arbiter_store::UnknownVerdict| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            )
+        })?;
+    if body.note.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`note` must say why",
+        ));
+    }
+    let review = Review {
+        verdict,
+        by: admin,
+        at: app.engine().now(),
+        note: body.note,
+    };
+    let store = app.store().clone();
+    let exists = {
+        let store = store.clone();
+        let id = id.clone();
+        blocking(move || store.finding(&id)).await?
+    };
+    if exists.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no finding `{id}`"),
+        ));
+    }
+    let finding = blocking(move || store.review(&id, &review)).await?;
+    Ok((StatusCode::CREATED, axum::Json(finding)).into_response())
+}
+
+/// `GET /v1/readiness` filter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessParams {
+    rule: Option<String>,
+}
+
+/// `GET /v1/readiness` (admin): every non-enforced rule and scope of the pack in force.
+pub async fn readiness(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<ReadinessParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    app.check_admin(&headers)?;
+    let Query(p) = params.map_err(|e| bad_query(e.body_text()))?;
+    let engine = app.engine();
+    let now = engine.now();
+    let store = app.store().clone();
+    let pack = Arc::clone(engine.pack());
+    let rule = p.rule;
+    let answer = blocking(move || {
+        let versions = store.pack_versions()?;
+        let loads = store.pack_loads()?;
+        let days = store.rule_days(rule.as_deref())?;
+        let findings = store.findings(&FindingQuery {
+            rule: rule.clone(),
+            ..FindingQuery::default()
+        })?;
+        let history = History {
+            versions: &versions,
+            loads: &loads,
+            days: &days,
+            findings: &findings,
+        };
+        Ok(readiness::readiness(&pack, history, now, rule.as_deref()))
+    })
+    .await?;
+    Ok(axum::Json(json!({ "readiness": answer })).into_response())
+}
+
+/// The frozen baseline as the engine sees it: in memory, with every pair allowed since
+/// the freeze written to the store, and a freeze made elsewhere picked up on poll.
+#[derive(Debug)]
+pub struct StoreBaseline {
+    memory: MemoryBaseline,
+    store: Store,
+    /// The `seq` of the freeze in memory (0: none).
+    frozen: AtomicI64,
+}
+
+impl StoreBaseline {
+    /// The baseline the store holds, if one is frozen.
+    pub fn load(store: &Store) -> Result<StoreBaseline, arbiter_store::StoreError> {
+        let baseline = StoreBaseline {
+            memory: MemoryBaseline::default(),
+            store: store.clone(),
+            frozen: AtomicI64::new(0),
+        };
+        baseline.refresh()?;
+        Ok(baseline)
+    }
+
+    /// Loads the frozen set again when a newer freeze was made.
+    pub fn refresh(&self) -> Result<(), arbiter_store::StoreError> {
+        let latest = self.store.latest_baseline()?;
+        if latest != self.frozen.load(Ordering::Acquire)
+            && let Some(pairs) = self.store.baseline_pairs()?
+        {
+            self.memory.freeze(pairs);
+            self.frozen.store(latest, Ordering::Release);
+            tracing::info!(
+                baseline = latest,
+                "baseline frozen; first-seen pairs are novel"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Baseline for StoreBaseline {
+    fn is_frozen(&self) -> bool {
+        self.memory.is_frozen()
+    }
+
+    fn novel(&self, principal: &str, action: &str) -> Option<bool> {
+        self.memory.novel(principal, action)
+    }
+
+    fn seen(&self, principal: &str, action: &str) {
+        self.memory.seen(principal, action);
+        // Once per pair: a lost write only makes the pair novel once more after a restart.
+        if let Err(e) = self.store.add_baseline_pair(principal, action) {
+            tracing::error!(error = %e, %principal, %action, "recording a pair in the baseline");
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, arbiter_store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            arbiter_store::StoreError::Invalid { message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+            }
+            other => ApiError::internal(other),
+        })
+}
+
+fn bad_query(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message)
+}

@@ -1,0 +1,388 @@
+//! The baseline (DESIGN §4): what each identity actually did, read from the decision log,
+//! and the (principal, action) pairs a frozen baseline holds, so that a pair seen for the
+//! first time after the freeze can be flagged `novel`.
+//!
+//! A decision counts as something an identity *did* when it was allowed, or when only a
+//! default-deny scope in audit or warn would have denied it: that traffic is the
+//! allow-list a scope is learning. Invalid requests and every other deny are not
+//! behaviour to keep.
+//!
+//! The log can hold millions of decisions, so nothing here loads records: `observed`
+//! streams one row per decision (the resource taken out of the record by SQLite's
+//! `json_extract`) and keeps one counter per distinct (principal, action, resource), and
+//! the freeze copies its pairs with one `INSERT … SELECT DISTINCT`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::Timestamp;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::store::Store;
+
+/// How many decisions [`Store::observed`] reads between two calls of its progress callback.
+const PROGRESS_EVERY: u64 = 10_000;
+
+/// SQL, over `decisions d`: some default-deny scope fired in audit or warn. Read from
+/// `decision_rules` (its primary key starts with the decision id) rather than from the
+/// record's JSON. `substr` rather than `LIKE`, which ignores case.
+const DEFAULT_DENIED: &str = "EXISTS (SELECT 1 FROM decision_rules r
+    WHERE r.decision_id = d.decision_id AND r.mode IN ('audit', 'warn')
+      AND substr(r.rule, 1, 13) = 'default-deny:')";
+
+/// SQL, over `decisions d`: the decision is something its principal did. The engine
+/// allows what only a non-enforced scope would deny; a deny with nothing enforced and
+/// such a scope fired is counted too, as the same thing.
+fn counted() -> String {
+    format!(
+        "(d.decision = 'allow' OR (d.decision = 'deny' AND {DEFAULT_DENIED}
+            AND NOT EXISTS (SELECT 1 FROM decision_rules r
+                WHERE r.decision_id = d.decision_id AND r.mode = 'enforce')))"
+    )
+}
+
+/// One thing an identity did: a (principal, action, resource) and how often.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    /// The principal's Cedar uid, as logged (`Agent::"bot"`).
+    pub principal: String,
+    /// The action's Cedar uid, as logged.
+    pub action: String,
+    /// The resource's Cedar uid, as logged.
+    pub resource: String,
+    /// The resource's entity type (`Ticket`, `Acme::Doc`).
+    pub resource_type: String,
+    /// The decisions counted: `allowed + default_denied_in_audit`.
+    pub count: u64,
+    /// The first of them.
+    pub first_seen: Timestamp,
+    /// The last of them.
+    pub last_seen: Timestamp,
+    /// Those a permit allowed.
+    pub allowed: u64,
+    /// Those that no permit matched, let through only because the principal type's
+    /// default-deny scope is in audit or warn.
+    pub default_denied_in_audit: u64,
+}
+
+/// Which decisions [`Store::observed`] reads. Every filter that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct BaselineQuery {
+    /// The principal's Cedar uid, exactly.
+    pub principal: Option<String>,
+    /// Decisions at or after this time.
+    pub since: Option<Timestamp>,
+}
+
+impl Store {
+    /// What identities actually did: one [`Observed`] per (principal, action, resource),
+    /// sorted by them, counting the decisions that were allowed or that only a
+    /// default-deny scope in audit or warn would have denied (nothing enforced). Invalid
+    /// decisions and every other deny are left out.
+    ///
+    /// `progress(done, total)` is called before the first decision is read, every few
+    /// thousand decisions, and once `done == total`; `total` is the number of decisions
+    /// the query's filters select, counted ones or not.
+    ///
+    /// Memory grows with the number of distinct (principal, action, resource), not with
+    /// the number of decisions. The shared connection is held for the whole scan, in one
+    /// read transaction, so `total` and the rows read agree even while a server writes.
+    pub fn observed(
+        &self,
+        q: &BaselineQuery,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<Observed>, StoreError> {
+        let (range, args) = range_filter(q);
+        let mut conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        // A read transaction: one snapshot for the count and the scan.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(err)?;
+
+        let total: i64 = tx
+            .query_row(
+                &format!("SELECT count(*) FROM decisions d WHERE 1 = 1{range}"),
+                params_from_iter(args.iter()),
+                |row| row.get(0),
+            )
+            .map_err(err)?;
+        let total = u64::try_from(total).unwrap_or(0);
+        progress(0, total);
+
+        // The resource is NULL for a decision that does not count, which saves reading
+        // its JSON; the last column tells the two kinds of counted decision apart.
+        let sql = format!(
+            "SELECT d.principal, d.action, d.time_us,
+                    CASE WHEN {counted} THEN json_extract(d.record, '$.resource') END,
+                    CASE WHEN d.decision = 'allow' THEN {DEFAULT_DENIED} ELSE 1 END
+             FROM decisions d WHERE 1 = 1{range}",
+            counted = counted(),
+        );
+        let mut tally = Tally::default();
+        let mut done = 0_u64;
+        {
+            let mut stmt = tx.prepare(&sql).map_err(err)?;
+            let mut rows = stmt.query(params_from_iter(args.iter())).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                done += 1;
+                if done.is_multiple_of(PROGRESS_EVERY) {
+                    progress(done, total);
+                }
+                let text = |column| {
+                    let value = row.get_ref(column).map_err(err)?;
+                    value.as_str_or_null().map_err(|e| {
+                        self.corrupt(format!("a decision's column {column} is not text: {e}"))
+                    })
+                };
+                let (Some(principal), Some(action), Some(resource)) =
+                    (text(0)?, text(1)?, text(3)?)
+                else {
+                    continue;
+                };
+                let time_us: i64 = row.get(2).map_err(err)?;
+                let default_denied: bool = row.get(4).map_err(err)?;
+                tally.add(principal, action, resource, time_us, default_denied);
+            }
+        }
+        tx.commit().map_err(err)?;
+        progress(total, total);
+        tally.into_observed(|detail| self.corrupt(detail))
+    }
+
+    /// Freezes the baseline: every (principal, action) pair of [`Store::observed`] (all
+    /// principals, decisions at or after `since`) becomes baseline number `seq`, replacing
+    /// the pairs of the previous one. Returns `(seq, pairs)`.
+    ///
+    /// Committed, with `synchronous = FULL`, before it returns. A read-only store refuses
+    /// with [`StoreError::ReadOnly`].
+    pub fn freeze_baseline(
+        &self,
+        by: &str,
+        since: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<(i64, u64), StoreError> {
+        let mut conn = self.writable_connection()?;
+        let err = |cause| self.sqlite_error(cause);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO baselines (\"by\", at, at_us, since_us, pairs)
+             VALUES (?1, ?2, ?3, ?4, 0)",
+            params![
+                by,
+                now.to_string(),
+                now.as_microsecond(),
+                since.map(Timestamp::as_microsecond)
+            ],
+        )
+        .map_err(err)?;
+        let seq = tx.last_insert_rowid();
+        tx.execute("DELETE FROM baseline_pairs", []).map_err(err)?;
+        let (range, mut args) = range_filter(&BaselineQuery {
+            principal: None,
+            since,
+        });
+        args.insert(0, SqlValue::Integer(seq));
+        // The same selection as `observed`, so the frozen pairs are exactly its pairs.
+        let pairs = tx
+            .execute(
+                &format!(
+                    "INSERT INTO baseline_pairs (principal, action, baseline)
+                     SELECT DISTINCT d.principal, d.action, ? FROM decisions d
+                     WHERE d.principal IS NOT NULL AND d.action IS NOT NULL AND {counted}
+                       AND json_extract(d.record, '$.resource') IS NOT NULL{range}",
+                    counted = counted(),
+                ),
+                params_from_iter(args),
+            )
+            .map_err(err)?;
+        tx.execute(
+            "UPDATE baselines SET pairs = ?1 WHERE seq = ?2",
+            params![i64::try_from(pairs).unwrap_or(i64::MAX), seq],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok((seq, u64::try_from(pairs).unwrap_or(u64::MAX)))
+    }
+
+    /// The `seq` of the latest freeze, 0 when there was none: a server polls it to pick up
+    /// a freeze made by the CLI.
+    pub fn latest_baseline(&self) -> Result<i64, StoreError> {
+        let conn = self.connection();
+        latest_baseline(&conn)
+            .map(|seq| seq.unwrap_or(0))
+            .map_err(|cause| self.sqlite_error(cause))
+    }
+
+    /// The (principal, action) pairs of the frozen baseline, with those added since; `None`
+    /// when no baseline was ever frozen.
+    pub fn baseline_pairs(&self) -> Result<Option<HashSet<(String, String)>>, StoreError> {
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        if latest_baseline(&conn).map_err(err)?.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = conn
+            .prepare("SELECT principal, action FROM baseline_pairs")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(err)?;
+        let mut pairs = HashSet::new();
+        for row in rows {
+            pairs.insert(row.map_err(err)?);
+        }
+        Ok(Some(pairs))
+    }
+
+    /// Adds a pair seen after the freeze to the baseline, so that it is novel only the
+    /// first time. Adding a pair it holds changes nothing. Before any freeze there is no
+    /// baseline to add to, and nothing is stored.
+    ///
+    /// Committed, with `synchronous = FULL`, before it returns.
+    pub fn add_baseline_pair(&self, principal: &str, action: &str) -> Result<(), StoreError> {
+        let conn = self.writable_connection()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO baseline_pairs (principal, action, baseline)
+             SELECT ?1, ?2, seq FROM baselines ORDER BY seq DESC LIMIT 1",
+            params![principal, action],
+        )
+        .map_err(|cause| self.sqlite_error(cause))?;
+        Ok(())
+    }
+}
+
+/// The latest freeze's `seq`.
+fn latest_baseline(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT max(seq) FROM baselines", [], |row| row.get(0))
+}
+
+/// The `AND …` clauses over `decisions d` for the query's filters, and their arguments.
+fn range_filter(q: &BaselineQuery) -> (String, Vec<SqlValue>) {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    if let Some(since) = q.since {
+        sql.push_str(" AND d.time_us >= ?");
+        args.push(SqlValue::Integer(since.as_microsecond()));
+    }
+    if let Some(principal) = &q.principal {
+        sql.push_str(" AND d.principal = ?");
+        args.push(SqlValue::Text(principal.clone()));
+    }
+    (sql, args)
+}
+
+/// The counters of one (principal, action, resource).
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    allowed: u64,
+    default_denied: u64,
+    first_us: i64,
+    last_us: i64,
+}
+
+/// Counters by principal, action and resource. Nested maps so that a row that adds to an
+/// existing counter is looked up by `&str` and allocates nothing.
+#[derive(Debug, Default)]
+struct Tally {
+    by_principal: HashMap<String, HashMap<String, HashMap<String, Counts>>>,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        principal: &str,
+        action: &str,
+        resource: &str,
+        time_us: i64,
+        default_denied: bool,
+    ) {
+        let actions = entry(&mut self.by_principal, principal, HashMap::new);
+        let resources = entry(actions, action, HashMap::new);
+        let counts = entry(resources, resource, || Counts {
+            allowed: 0,
+            default_denied: 0,
+            first_us: time_us,
+            last_us: time_us,
+        });
+        counts.first_us = counts.first_us.min(time_us);
+        counts.last_us = counts.last_us.max(time_us);
+        if default_denied {
+            counts.default_denied += 1;
+        } else {
+            counts.allowed += 1;
+        }
+    }
+
+    /// The rows, sorted by principal, action and resource.
+    fn into_observed(
+        self,
+        corrupt: impl Fn(String) -> StoreError,
+    ) -> Result<Vec<Observed>, StoreError> {
+        let mut sorted = BTreeMap::new();
+        for (principal, actions) in self.by_principal {
+            for (action, resources) in actions {
+                for (resource, counts) in resources {
+                    sorted.insert((principal.clone(), action.clone(), resource), counts);
+                }
+            }
+        }
+        let time = |us: i64| {
+            Timestamp::from_microsecond(us)
+                .map_err(|e| corrupt(format!("decision time {us} µs: {e}")))
+        };
+        let mut observed = Vec::with_capacity(sorted.len());
+        for ((principal, action, resource), counts) in sorted {
+            observed.push(Observed {
+                resource_type: resource_type(&resource).to_owned(),
+                principal,
+                action,
+                resource,
+                count: counts.allowed + counts.default_denied,
+                first_seen: time(counts.first_us)?,
+                last_seen: time(counts.last_us)?,
+                allowed: counts.allowed,
+                default_denied_in_audit: counts.default_denied,
+            });
+        }
+        Ok(observed)
+    }
+}
+
+/// The value under `key`, made by `new` if missing: the key is allocated only then.
+fn entry<'m, V>(map: &'m mut HashMap<String, V>, key: &str, new: impl FnOnce() -> V) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), new());
+    }
+    map.get_mut(key)
+        .expect("inserted just above if it was missing")
+}
+
+/// The entity type of a Cedar uid's text: `Ticket` for `Ticket::"T-1"`, `Acme::Doc` for
+/// `Acme::Doc::"x"`, empty if the text is not a uid.
+///
+/// The type ends at the *first* `::"`: a type name holds no `"`, while an id may (an id
+/// ending in `::` is written `…::"`), so the last one can be inside the id.
+fn resource_type(uid: &str) -> &str {
+    uid.find("::\"")
+        .and_then(|end| uid.get(..end))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resource_type;
+
+    #[test]
+    fn the_resource_type_is_the_text_before_the_id() {
+        assert_eq!(resource_type(r#"Ticket::"T-1""#), "Ticket");
+        assert_eq!(resource_type(r#"Acme::Doc::"x""#), "Acme::Doc");
+        assert_eq!(resource_type(r#"Ticket::"a::""#), "Ticket");
+        assert_eq!(resource_type(r#"Ticket::"say \"hi\"::""#), "Ticket");
+        assert_eq!(resource_type("not a uid"), "");
+    }
+}

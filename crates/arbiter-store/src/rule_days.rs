@@ -1,0 +1,209 @@
+//! How often each rule (and default-deny scope) was in scope of a decision, fired and
+//! errored, per UTC day and pack version: the evidence readiness counts (DESIGN §4).
+//!
+//! The log writer adds every batch's counts in the batch's transaction ([`tally`]). This
+//! runs for every decision, so a batch is counted in a map keyed by values borrowed from
+//! its records: nothing is allocated per in-scope rule, and SQLite sees one upsert per
+//! (rule, day, version) per batch.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use rusqlite::{Transaction, params};
+
+use crate::decisions::Row;
+use crate::error::StoreError;
+use crate::store::Store;
+
+/// Microseconds in a UTC day (days have no leap seconds in unix time).
+const DAY_US: i64 = 86_400_000_000;
+
+/// Adds a batch's counts to a row; `SET` expressions see the row as it was.
+const UPSERT_RULE_DAY: &str = "
+    INSERT INTO rule_days (rule, day, policy_version, evaluations, fired, errors,
+                           first_us, last_us)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    ON CONFLICT (rule, day, policy_version) DO UPDATE SET
+        evaluations = evaluations + excluded.evaluations,
+        fired = fired + excluded.fired,
+        errors = errors + excluded.errors,
+        first_us = min(first_us, excluded.first_us),
+        last_us = max(last_us, excluded.last_us)";
+
+/// One rule's (or default-deny scope's) decisions on one UTC day under one pack version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleDay {
+    /// The rule, or a default-deny scope (`default-deny:<Type>`).
+    pub rule: String,
+    /// The UTC day, in days since 1970-01-01.
+    pub day: i64,
+    /// The pack version that decided.
+    pub policy_version: String,
+    /// Decisions that had it in scope.
+    pub evaluations: u64,
+    /// Of those, the ones where it fired, in any mode.
+    pub fired: u64,
+    /// Of those, the ones where its evaluation errored.
+    pub errors: u64,
+    /// The earliest of those decisions, to the microsecond.
+    pub first: Timestamp,
+    /// The latest of those decisions, to the microsecond.
+    pub last: Timestamp,
+}
+
+impl Store {
+    /// The per-day counts of `rule`, or of every rule when `None`, ordered by rule, day
+    /// and pack version.
+    pub fn rule_days(&self, rule: Option<&str>) -> Result<Vec<RuleDay>, StoreError> {
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT rule, day, policy_version, evaluations, fired, errors, first_us, last_us
+                 FROM rule_days WHERE ?1 IS NULL OR rule = ?1
+                 ORDER BY rule, day, policy_version",
+            )
+            .map_err(err)?;
+        let rows = stmt.query_map([rule], RuleDayRow::read).map_err(err)?;
+        let mut days = Vec::new();
+        for row in rows {
+            days.push(self.rule_day_from(row.map_err(err)?)?);
+        }
+        Ok(days)
+    }
+
+    fn rule_day_from(&self, row: RuleDayRow) -> Result<RuleDay, StoreError> {
+        let corrupt = |detail: String| {
+            self.corrupt(format!(
+                "rule_days ({}, {}, {}): {detail}",
+                row.rule, row.day, row.policy_version
+            ))
+        };
+        let count =
+            |name: &str, n: i64| u64::try_from(n).map_err(|_| corrupt(format!("{name} is {n}")));
+        let time = |name: &str, us: i64| {
+            Timestamp::from_microsecond(us).map_err(|e| corrupt(format!("{name} {us}: {e}")))
+        };
+        Ok(RuleDay {
+            evaluations: count("evaluations", row.evaluations)?,
+            fired: count("fired", row.fired)?,
+            errors: count("errors", row.errors)?,
+            first: time("first_us", row.first_us)?,
+            last: time("last_us", row.last_us)?,
+            rule: row.rule,
+            day: row.day,
+            policy_version: row.policy_version,
+        })
+    }
+}
+
+/// A `rule_days` row as SQLite gives it.
+struct RuleDayRow {
+    rule: String,
+    day: i64,
+    policy_version: String,
+    evaluations: i64,
+    fired: i64,
+    errors: i64,
+    first_us: i64,
+    last_us: i64,
+}
+
+impl RuleDayRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<RuleDayRow> {
+        Ok(RuleDayRow {
+            rule: row.get(0)?,
+            day: row.get(1)?,
+            policy_version: row.get(2)?,
+            evaluations: row.get(3)?,
+            fired: row.get(4)?,
+            errors: row.get(5)?,
+            first_us: row.get(6)?,
+            last_us: row.get(7)?,
+        })
+    }
+}
+
+/// A batch's counts for one UTC day under one pack version, by rule (borrowed from the
+/// batch).
+///
+/// Grouped by (day, version) first because a batch seldom spans more than one or two:
+/// finding its group is a comparison, and only the short rule id is hashed per rule.
+struct DayTallies<'a> {
+    day: i64,
+    policy_version: &'a str,
+    rules: HashMap<&'a str, Tally>,
+}
+
+/// A batch's counts for one row.
+struct Tally {
+    evaluations: i64,
+    fired: i64,
+    errors: i64,
+    first_us: i64,
+    last_us: i64,
+}
+
+/// Adds the in-scope counts of `rows`, decisions just inserted in `tx`: every rule in
+/// scope and the default-deny scope count an evaluation; one that fired (in any mode) or
+/// errored counts that too. Invalid requests have nothing in scope.
+pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()> {
+    let mut days: Vec<DayTallies<'_>> = Vec::new();
+    for row in rows {
+        if row.in_scope.is_none() && row.scope.is_none() {
+            continue;
+        }
+        let day = row.time_us.div_euclid(DAY_US);
+        let group = match days
+            .iter()
+            .rposition(|d| d.day == day && d.policy_version == row.policy_version)
+        {
+            Some(group) => group,
+            None => {
+                days.push(DayTallies {
+                    day,
+                    policy_version: &row.policy_version,
+                    rules: HashMap::new(),
+                });
+                days.len() - 1
+            }
+        };
+        let tallies = &mut days.get_mut(group).expect("found or just pushed").rules;
+        let rules = row.in_scope.iter().flat_map(|ids| ids.iter());
+        for rule in rules.chain(row.scope.as_ref()) {
+            let fired = i64::from(row.rules.iter().any(|(r, _)| r == rule));
+            let errored = i64::from(row.errored.iter().any(|r| r == rule));
+            let t = tallies.entry(rule).or_insert(Tally {
+                evaluations: 0,
+                fired: 0,
+                errors: 0,
+                first_us: row.time_us,
+                last_us: row.time_us,
+            });
+            t.evaluations += 1;
+            t.fired += fired;
+            t.errors += errored;
+            t.first_us = t.first_us.min(row.time_us);
+            t.last_us = t.last_us.max(row.time_us);
+        }
+    }
+    if days.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = tx.prepare_cached(UPSERT_RULE_DAY)?;
+    for d in days {
+        for (rule, t) in d.rules {
+            upsert.execute(params![
+                rule,
+                d.day,
+                d.policy_version,
+                t.evaluations,
+                t.fired,
+                t.errors,
+                t.first_us,
+                t.last_us,
+            ])?;
+        }
+    }
+    Ok(())
+}
