@@ -3,7 +3,7 @@
 //! writes (also while it runs) and, for `promote`/`demote`, edit the pack's source.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use arbiter_core::rule::Mode;
@@ -19,7 +19,7 @@ use crate::{Failure, load, who};
 #[derive(Debug, Args)]
 pub struct FindingsArgs {
     /// The data directory.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     data: PathBuf,
     /// Only this rule's findings.
     #[arg(long)]
@@ -51,7 +51,7 @@ pub struct ReviewArgs {
     #[arg(long)]
     by: Option<String>,
     /// The data directory.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     data: PathBuf,
 }
 
@@ -64,7 +64,7 @@ pub struct ReadinessArgs {
     #[arg(long)]
     pack: PathBuf,
     /// The data directory.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     data: PathBuf,
     /// Print JSON.
     #[arg(long)]
@@ -80,7 +80,7 @@ pub struct ModeArgs {
     #[arg(long)]
     pack: PathBuf,
     /// The data directory (evidence, and the record of the change).
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     data: PathBuf,
     /// The mode to set instead of the default (promote: enforce; demote: audit).
     #[arg(long, value_parser = ["audit", "warn", "enforce"])]
@@ -109,7 +109,7 @@ pub struct BaselineArgs {
     #[arg(long)]
     pack: Option<PathBuf>,
     /// The data directory.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     data: PathBuf,
     /// Only this principal (a Cedar uid).
     #[arg(long)]
@@ -132,7 +132,7 @@ pub enum BaselineCommand {
     /// pair is `novel`.
     Freeze {
         /// The data directory.
-        #[arg(long, default_value = "./arbiter-data")]
+        #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
         data: PathBuf,
         /// Only decisions since this time (RFC 3339).
         #[arg(long)]
@@ -145,6 +145,18 @@ pub enum BaselineCommand {
 
 fn input<E: std::fmt::Display>(e: E) -> Failure {
     Failure::Input(e.to_string())
+}
+
+/// The store a server wrote, opened for a write. A data directory without one is an input
+/// error: a mistyped `--data` must not create an empty store and record into it.
+fn open_existing(data: &Path) -> Result<Store, Failure> {
+    if !data.join(arbiter_store::DB_FILE).is_file() {
+        return Err(Failure::Input(format!(
+            "no arbiter store in {} (is --data the server's data directory?)",
+            data.display()
+        )));
+    }
+    Store::open(data).map_err(input)
 }
 
 fn time(flag: &str, text: Option<&str>) -> Result<Option<Timestamp>, Failure> {
@@ -233,7 +245,7 @@ pub fn review(args: ReviewArgs) -> Result<ExitCode, Failure> {
     if args.note.trim().is_empty() {
         return Err(Failure::Input("--note must say why".to_owned()));
     }
-    let store = Store::open(&args.data).map_err(input)?;
+    let store = open_existing(&args.data)?;
     let review = Review {
         verdict: args.verdict.parse().map_err(input)?,
         by: args.by.unwrap_or_else(who),
@@ -381,7 +393,7 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
     let store = if args.dry_run {
         Store::open_read_only(&args.data).ok()
     } else {
-        Some(Store::open(&args.data).map_err(input)?)
+        Some(open_existing(&args.data)?)
     };
     let verdict = match (&store, promoting) {
         (Some(store), true) => assess(&pack, store, Some(&args.rule), Timestamp::now())?
@@ -389,52 +401,63 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
             .next(),
         _ => None,
     };
-    print!("{}", edit.diff());
-    if promoting {
-        match &verdict {
-            Some(r) if r.verdict == Verdict::Ready => {}
-            _ if args.force => {
-                eprintln!("forced: {}", args.reason.as_deref().unwrap_or_default());
-            }
-            Some(r) => {
-                eprintln!("refused: `{}` is {}", r.rule, r.verdict.as_str());
-                for reason in &r.reasons {
-                    eprintln!("  - {reason}");
-                }
-                eprintln!("(--force --reason \"…\" overrides, and is recorded)");
-                return Ok(ExitCode::from(1));
-            }
-            None => {
-                eprintln!(
-                    "refused: no evidence for `{}` in {}",
-                    args.rule,
-                    args.data.display()
-                );
-                return Ok(ExitCode::from(1));
-            }
+    // A refusal shows why and no diff: nothing changes. A dry run shows the diff, and
+    // exits 1 when the change would be refused.
+    let refusal = promoting
+        .then(|| refusal(&args, verdict.as_ref()))
+        .flatten();
+    if args.dry_run {
+        print!("{}", edit.diff());
+    }
+    if let Some(lines) = &refusal {
+        for line in lines {
+            eprintln!("{line}");
         }
+        if args.dry_run {
+            eprintln!("dry run: nothing changed");
+        }
+        return Ok(ExitCode::from(1));
     }
     if args.dry_run {
         eprintln!("dry run: nothing changed");
         return Ok(ExitCode::SUCCESS);
     }
+    if promoting && args.force && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready) {
+        eprintln!("forced: {}", args.reason.as_deref().unwrap_or_default());
+    }
+    print!("{}", edit.diff());
     edit.write(&args.pack).map_err(input)?;
     if let Some(store) = &store {
-        store
-            .record_promotion(&Promotion {
-                seq: 0,
-                rule: args.rule.clone(),
-                from_mode: edit.from.as_str().to_owned(),
-                to_mode: to.as_str().to_owned(),
-                forced: promoting
-                    && args.force
-                    && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready),
-                reason: args.reason.clone(),
-                by: args.by.clone().unwrap_or_else(who),
-                at: Timestamp::now(),
-                verdict: verdict.map_or("none", |r| r.verdict.as_str()).to_owned(),
-            })
-            .map_err(input)?;
+        let recorded = store.record_promotion(&Promotion {
+            seq: 0,
+            rule: args.rule.clone(),
+            from_mode: edit.from.as_str().to_owned(),
+            to_mode: to.as_str().to_owned(),
+            forced: promoting
+                && args.force
+                && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready),
+            reason: args.reason.clone(),
+            by: args.by.clone().unwrap_or_else(who),
+            at: Timestamp::now(),
+            verdict: verdict.map_or("none", |r| r.verdict.as_str()).to_owned(),
+        });
+        if let Err(e) = recorded {
+            // An unrecorded promotion is undone: the record is the audit trail.
+            let undo = promote::Edit {
+                file: edit.file.clone(),
+                before: edit.after.clone(),
+                after: edit.before.clone(),
+                from: edit.to,
+                to: edit.from,
+            };
+            let undone = match undo.write(&args.pack) {
+                Ok(()) => "the file is restored".to_owned(),
+                Err(u) => format!("restoring the file failed too ({u}): check it by hand"),
+            };
+            return Err(Failure::Input(format!(
+                "the change could not be recorded ({e}); {undone}"
+            )));
+        }
     }
     eprintln!(
         "{} is now {} in {}; commit the change and reload the server",
@@ -445,10 +468,29 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why a promotion is refused, as lines for stderr; `None` when it may go ahead.
+fn refusal(args: &ModeArgs, verdict: Option<&Readiness>) -> Option<Vec<String>> {
+    match verdict {
+        Some(r) if r.verdict == Verdict::Ready => None,
+        _ if args.force => None,
+        Some(r) => {
+            let mut lines = vec![format!("refused: `{}` is {}", r.rule, r.verdict.as_str())];
+            lines.extend(r.reasons.iter().map(|reason| format!("  - {reason}")));
+            lines.push("(--force --reason \"…\" overrides, and is recorded)".to_owned());
+            Some(lines)
+        }
+        None => Some(vec![format!(
+            "refused: no evidence for `{}` in {}",
+            args.rule,
+            args.data.display()
+        )]),
+    }
+}
+
 /// `arbiter baseline`.
 pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
     if let Some(BaselineCommand::Freeze { data, since, by }) = args.command {
-        let store = Store::open(&data).map_err(input)?;
+        let store = open_existing(&data)?;
         let since = time("since", since.as_deref())?;
         let (seq, pairs) = store
             .freeze_baseline(&by.unwrap_or_else(who), since, Timestamp::now())

@@ -35,7 +35,7 @@ pub struct IssueArgs {
     #[arg(long)]
     pack: PathBuf,
     /// The data directory holding the signing keys.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, env = "ARBITER_DATA", default_value = "./arbiter-data")]
     data: PathBuf,
     /// The Cedar principal, e.g. `Agent::"support-bot"`.
     #[arg(long)]
@@ -61,7 +61,7 @@ pub struct IssueArgs {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The data directory.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, env = "ARBITER_DATA", default_value = "./arbiter-data")]
     data: PathBuf,
     /// A token's id.
     #[arg(long, conflicts_with_all = ["session"])]
@@ -85,7 +85,7 @@ pub struct RevokeArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// The data directory.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, env = "ARBITER_DATA", default_value = "./arbiter-data")]
     data: PathBuf,
     /// Print JSON.
     #[arg(long)]
@@ -100,7 +100,7 @@ pub struct RotateArgs {
     #[arg(long)]
     pack: PathBuf,
     /// The data directory holding the signing keys.
-    #[arg(long, default_value = "./arbiter-data")]
+    #[arg(long, env = "ARBITER_DATA", default_value = "./arbiter-data")]
     data: PathBuf,
 }
 

@@ -29,7 +29,11 @@ pub struct FindingsParams {
     limit: Option<u32>,
 }
 
-/// `GET /v1/findings` (admin): findings, the most recently seen first.
+/// How many findings `GET /v1/findings` answers when no `limit` is given.
+const DEFAULT_FINDINGS: u32 = 1_000;
+
+/// `GET /v1/findings` (admin): findings, the most recently seen first (at most `limit`,
+/// 1 to 10,000, default 1,000).
 pub async fn findings(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -51,7 +55,7 @@ pub async fn findings(
         rule: p.rule,
         status: p.status,
         principal: p.principal,
-        limit: p.limit,
+        limit: Some(p.limit.unwrap_or(DEFAULT_FINDINGS)),
     };
     let store = app.store().clone();
     let found = blocking(move || store.findings(&query)).await?;
@@ -142,6 +146,20 @@ pub async fn readiness(
     let store = app.store().clone();
     let pack = Arc::clone(engine.pack());
     let rule = p.rule;
+    if let Some(r) = &rule {
+        let known = pack.rule(r).is_some()
+            || pack
+                .default_deny_scopes()
+                .keys()
+                .any(|t| format!("default-deny:{t}") == *r);
+        if !known {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no rule or default-deny scope `{r}` in the pack in force"),
+            ));
+        }
+    }
     let answer = blocking(move || {
         let versions = store.pack_versions()?;
         let loads = store.pack_loads()?;
@@ -213,8 +231,19 @@ impl Baseline for StoreBaseline {
     fn seen(&self, principal: &str, action: &str) {
         self.memory.seen(principal, action);
         // Once per pair: a lost write only makes the pair novel once more after a restart.
-        if let Err(e) = self.store.add_baseline_pair(principal, action) {
-            tracing::error!(error = %e, %principal, %action, "recording a pair in the baseline");
+        // The decision path runs on a runtime worker, and this write waits for the shared
+        // connection, SQLite's write lock (the log writer's batches) and an fsync: it goes
+        // to the blocking pool.
+        let store = self.store.clone();
+        let (principal, action) = (principal.to_owned(), action.to_owned());
+        let write = move || {
+            if let Err(e) = store.add_baseline_pair(&principal, &action) {
+                tracing::error!(error = %e, %principal, %action, "recording a pair in the baseline");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 }

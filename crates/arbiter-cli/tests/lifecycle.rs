@@ -1,0 +1,1275 @@
+//! The audit→enforce lifecycle from the command line (DESIGN §4, §5): `findings`,
+//! `review`, `readiness`, `promote`, `demote` and `baseline` on the data directory a real
+//! `arbiter serve` wrote, and on a copy of the example pack they edit.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use arbiter_core::rule::Mode;
+use arbiter_store::Store;
+use serde_json::{Value, json};
+
+// ------------------------------------------------------------------------- helpers
+
+const ADMIN: &str = "lifecycle-admin-token";
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, files);
+            } else {
+                let bytes = fs::read(&path).unwrap();
+                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files);
+    files
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\n--- stderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `arbiter ARGS` with `envs` set, and no `ARBITER_DATA` from the caller's
+/// environment.
+fn arbiter_with(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut cmd = assert_cmd::Command::cargo_bin("arbiter").unwrap();
+    cmd.args(args).env_remove("ARBITER_DATA");
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    let output = cmd.output().unwrap();
+    Run {
+        code: output
+            .status
+            .code()
+            .expect("arbiter was killed by a signal"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+fn arbiter(args: &[&str]) -> Run {
+    arbiter_with(args, &[])
+}
+
+/// Runs `arbiter ARGS` and requires exit 0.
+fn ok(args: &[&str]) -> Run {
+    let run = arbiter(args);
+    assert_eq!(run.code, 0, "arbiter {args:?}: {run:#?}");
+    run
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// `arbiter serve` as a child process on a loopback port, committing each decision
+/// before answering it (so the CLI sees it at once). Killed if the test fails.
+struct Served {
+    child: Child,
+    base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Served {
+    fn start(pack: &Path, data: &Path) -> Served {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("arbiter"))
+            .args(["serve", "--pack", s(pack), "--data", s(data)])
+            .args(["--listen", "127.0.0.1:0", "--durability", "sync"])
+            .env("ARBITER_ADMIN_TOKEN", ADMIN)
+            .env("ARBITER_LOG", "warn")
+            .env_remove("ARBITER_DATA")
+            .env_remove("ARBITER_LISTEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("arbiter listening on ") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Served {
+            child,
+            base,
+            client,
+        }
+    }
+
+    /// Decides `request`; it must be a decision.
+    fn decide(&self, request: &Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/v1/decide", self.base))
+            .json(request)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    }
+
+    /// The logged record of decision `id`.
+    fn record(&self, id: &str) -> Value {
+        let page: Value = self
+            .client
+            .get(format!("{}/v1/decisions?limit=1000", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        page["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["decision_id"] == id)
+            .unwrap_or_else(|| panic!("decision {id} is logged"))
+            .clone()
+    }
+
+    /// SIGTERM, and a clean exit once the log is drained.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "a clean stop: {exit:?}");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A day-long token: allowed, `tokens.long-ttl` audits a deny.
+fn long_ttl() -> Value {
+    json!({"principal": "Service::\"billing-api\"", "action": "Action::\"create_token\"",
+           "resource": "Service::\"ledger-api\"",
+           "context": {"ttl_s": 86400, "scopes": ["ledger:write"]}})
+}
+
+/// A plain allowed request no rule fires on.
+fn read_ticket() -> Value {
+    json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"",
+           "resource": "Ticket::\"T-1\""})
+}
+
+/// What the example pack's rules make of a small, varied workload.
+fn workload() -> Vec<Value> {
+    vec![
+        long_ttl(),
+        long_ttl(),
+        // Denied by default-deny:Agent (enforced); secrets.agents-never-read-prod audits.
+        json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_secret\"",
+               "resource": "Secret::\"prod/stripe-key\""}),
+        // agent.no-links-in-comments warns.
+        json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"comment_ticket\"",
+               "resource": "Ticket::\"T-1\"",
+               "context": {"body": "see https://login.example.com/reset"}}),
+        // No permit: default-deny:CiJob (audit) would deny.
+        json!({"principal": "CiJob::\"pr-checks\"", "action": "Action::\"deploy\"",
+               "resource": "Service::\"billing-api-staging\"",
+               "context": {"version": "pr-1"}}),
+        // egress.unapproved-endpoint audits.
+        json!({"principal": "CiJob::\"pr-checks\"", "action": "Action::\"http_request\"",
+               "resource": "Endpoint::\"pastebin.com\"",
+               "context": {"method": "GET", "path": "/raw/x"}}),
+        read_ticket(),
+    ]
+}
+
+/// A copy of the example pack and a data directory with the workload's evidence.
+struct Evidence {
+    _dir: tempfile::TempDir,
+    pack: PathBuf,
+    data: PathBuf,
+}
+
+impl Evidence {
+    /// The workload decided by a server that is still running.
+    fn serving() -> (Evidence, Served) {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = dir.path().join("pack");
+        copy_dir(&example(), &pack);
+        let data = dir.path().join("data");
+        let server = Served::start(&pack, &data);
+        for request in workload() {
+            server.decide(&request);
+        }
+        let evidence = Evidence {
+            _dir: dir,
+            pack,
+            data,
+        };
+        (evidence, server)
+    }
+
+    /// The workload decided by a server that has stopped since.
+    fn recorded() -> Evidence {
+        let (evidence, server) = Evidence::serving();
+        server.stop();
+        evidence
+    }
+
+    fn pack(&self) -> &str {
+        s(&self.pack)
+    }
+
+    fn data(&self) -> &str {
+        s(&self.data)
+    }
+
+    /// `arbiter findings --data D --json ARGS`'s findings.
+    fn findings(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["findings", "--data", self.data(), "--json"];
+        all.extend_from_slice(args);
+        ok(&all).json()["findings"].as_array().unwrap().clone()
+    }
+
+    /// The one finding of `rule`.
+    fn finding_of(&self, rule: &str) -> Value {
+        let found = self.findings(&["--rule", rule]);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        found[0].clone()
+    }
+
+    /// `arbiter readiness --json` for one rule.
+    fn readiness_of(&self, rule: &str) -> Value {
+        let run = arbiter(&[
+            "readiness",
+            rule,
+            "--pack",
+            self.pack(),
+            "--data",
+            self.data(),
+            "--json",
+        ]);
+        let all = run.json()["readiness"].as_array().unwrap().clone();
+        assert_eq!(all.len(), 1, "{run:#?}");
+        all[0].clone()
+    }
+
+    fn promotions(&self, rule: &str) -> Vec<arbiter_store::Promotion> {
+        Store::open_read_only(&self.data)
+            .unwrap()
+            .promotions(Some(rule))
+            .unwrap()
+    }
+
+    fn file(&self, name: &str) -> String {
+        fs::read_to_string(self.pack.join(name)).unwrap()
+    }
+}
+
+/// Applies a one-file unified diff to `before`, checking every context and removed
+/// line against it.
+fn apply(diff: &str, before: &str) -> String {
+    let old: Vec<&str> = before.split_inclusive('\n').collect();
+    let mut out = String::new();
+    let mut next = 0; // the next line of `old` not yet copied
+    let mut lines = diff.split_inclusive('\n').peekable();
+    assert!(lines.next().unwrap().starts_with("--- a/"), "{diff}");
+    assert!(lines.next().unwrap().starts_with("+++ b/"), "{diff}");
+    while let Some(header) = lines.next() {
+        let range = header
+            .strip_prefix("@@ -")
+            .unwrap_or_else(|| panic!("a hunk header, not {header:?}"));
+        let start: usize = range.split([',', ' ']).next().unwrap().parse().unwrap();
+        while next + 1 < start {
+            out.push_str(old[next]);
+            next += 1;
+        }
+        while let Some(line) = lines.next_if(|l| !l.starts_with("@@")) {
+            let (tag, text) = line.split_at(1);
+            match tag {
+                " " => {
+                    assert_eq!(old[next], text, "context line {}", next + 1);
+                    out.push_str(text);
+                    next += 1;
+                }
+                "-" => {
+                    assert_eq!(old[next], text, "removed line {}", next + 1);
+                    next += 1;
+                }
+                "+" => out.push_str(text),
+                _ => panic!("not a diff line: {line:?}"),
+            }
+        }
+    }
+    for line in &old[next..] {
+        out.push_str(line);
+    }
+    out
+}
+
+/// The lines of `before` and `after` that differ, as (before, after); both must have
+/// the same number of lines.
+fn changed_lines<'a>(before: &'a str, after: &'a str) -> Vec<(&'a str, &'a str)> {
+    let (b, a): (Vec<&str>, Vec<&str>) = (
+        before.split_inclusive('\n').collect(),
+        after.split_inclusive('\n').collect(),
+    );
+    assert_eq!(
+        b.len(),
+        a.len(),
+        "only lines changed, none added or removed"
+    );
+    b.into_iter().zip(a).filter(|(x, y)| x != y).collect()
+}
+
+fn mode_in_pack(pack: &Path, rule: &str) -> Mode {
+    let pack = arbiter_core::Pack::load(pack).unwrap();
+    match rule.strip_prefix("default-deny:") {
+        Some(ty) => pack.default_deny_scopes()[ty],
+        None => pack.rule(rule).unwrap().mode.unwrap(),
+    }
+}
+
+/// The `@mode` line of `rule`'s annotations in `text`.
+fn mode_line_of<'a>(text: &'a str, rule: &str) -> &'a str {
+    let at = text
+        .find(&format!("@id(\"{rule}\")"))
+        .expect("the rule is in the file");
+    text[at..]
+        .lines()
+        .find(|l| l.starts_with("@mode("))
+        .expect("the rule has a @mode")
+}
+
+// ----------------------------------------------------------------------- findings
+
+#[test]
+fn findings_lists_what_the_server_recorded() {
+    let e = Evidence::recorded();
+    let all = e.findings(&[]);
+    let counts: BTreeMap<&str, (u64, u64)> = all
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap(),
+                (
+                    f["count"].as_u64().unwrap(),
+                    f["decisive"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("agent.no-links-in-comments", (1, 1)),
+            ("default-deny:CiJob", (1, 1)),
+            ("egress.unapproved-endpoint", (1, 1)),
+            ("secrets.agents-never-read-prod", (1, 0)),
+            ("tokens.long-ttl", (2, 2)),
+        ]),
+        "{all:#?}"
+    );
+    let shape: BTreeSet<&str> = [
+        "id",
+        "rule",
+        "mode",
+        "would",
+        "principal",
+        "action",
+        "resource",
+        "count",
+        "decisive",
+        "first_seen",
+        "last_seen",
+        "status",
+        "review",
+    ]
+    .into();
+    for f in &all {
+        let keys: BTreeSet<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, shape, "{f}");
+        assert_eq!((&f["status"], &f["review"]), (&json!("open"), &Value::Null));
+    }
+
+    // Filters.
+    let ci = e.findings(&["--principal", "CiJob::\"pr-checks\""]);
+    let ci_rules: BTreeSet<&str> = ci.iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        ci_rules,
+        ["default-deny:CiJob", "egress.unapproved-endpoint"].into()
+    );
+    assert_eq!(e.findings(&["--status", "open"]).len(), 5);
+    assert!(e.findings(&["--status", "expected"]).is_empty());
+    assert!(e.findings(&["--rule", "no.such-rule"]).is_empty());
+
+    // The human table: one row per finding, and what to do about the open ones.
+    let human = ok(&["findings", "--data", e.data()]);
+    for f in &all {
+        let row = human
+            .stdout
+            .lines()
+            .find(|l| l.contains(f["id"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("a row for {f}:\n{}", human.stdout));
+        for column in ["rule", "mode", "would", "principal", "action", "resource"] {
+            assert!(row.contains(f[column].as_str().unwrap()), "{column}: {row}");
+        }
+        assert!(row.contains("open"), "{row}");
+    }
+    assert!(
+        human.stdout.contains("5 open finding(s)"),
+        "{}",
+        human.stdout
+    );
+
+    // Bad input.
+    let bad = arbiter(&["findings", "--data", e.data(), "--status", "closed"]);
+    assert_eq!(bad.code, 2, "{bad:#?}");
+    let missing = e.data.with_file_name("no-such-data");
+    let missing = arbiter(&["findings", "--data", s(&missing)]);
+    assert_eq!(missing.code, 2, "{missing:#?}");
+    assert!(!missing.stderr.is_empty());
+}
+
+#[test]
+fn the_data_directory_comes_from_arbiter_data_like_for_serve_and_log() {
+    let e = Evidence::recorded();
+    let dir = tempfile::tempdir().unwrap();
+    let run = assert_cmd::Command::cargo_bin("arbiter")
+        .unwrap()
+        .args(["findings", "--json"])
+        .env("ARBITER_DATA", e.data())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let found: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(found["findings"].as_array().unwrap().len(), 5);
+    assert!(
+        !dir.path().join("arbiter-data").exists(),
+        "./arbiter-data was not used"
+    );
+}
+
+#[test]
+fn commands_that_write_refuse_a_data_directory_without_a_store() {
+    let e = Evidence::recorded();
+    let before = snapshot(&e.pack);
+    let missing = e.data.with_file_name("mistyped-data");
+    let id = e.finding_of("tokens.long-ttl")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for args in [
+        vec!["baseline", "freeze", "--data", s(&missing)],
+        vec![
+            "review",
+            &id,
+            "--verdict",
+            "expected",
+            "--note",
+            "n",
+            "--data",
+            s(&missing),
+        ],
+        vec![
+            "promote",
+            "tokens.long-ttl",
+            "--force",
+            "--reason",
+            "r",
+            "--pack",
+            e.pack(),
+            "--data",
+            s(&missing),
+        ],
+        vec![
+            "demote",
+            "agent.no-links-in-comments",
+            "--pack",
+            e.pack(),
+            "--data",
+            s(&missing),
+        ],
+    ] {
+        let run = arbiter(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains("mistyped-data"), "{}", run.stderr);
+        assert!(!missing.exists(), "{args:?} created no store");
+    }
+    assert_eq!(snapshot(&e.pack), before, "no rule changed mode unrecorded");
+}
+
+// ------------------------------------------------------------------------- review
+
+#[test]
+fn a_review_shows_in_findings_and_survives_new_firings_while_the_server_runs() {
+    let (e, server) = Evidence::serving();
+    let id = e.finding_of("tokens.long-ttl")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = ok(&[
+        "review",
+        &id,
+        "--verdict",
+        "expected",
+        "--note",
+        "day-long tokens must go",
+        "--by",
+        "alice",
+        "--data",
+        e.data(),
+    ]);
+    assert!(run.stdout.contains(&id), "{run:#?}");
+    assert!(run.stdout.contains("expected by alice"), "{run:#?}");
+
+    let reviewed = e.finding_of("tokens.long-ttl");
+    assert_eq!(reviewed["status"], "expected");
+    assert_eq!(reviewed["review"]["verdict"], "expected");
+    assert_eq!(reviewed["review"]["by"], "alice");
+    assert_eq!(reviewed["review"]["note"], "day-long tokens must go");
+    let human = ok(&["findings", "--data", e.data()]);
+    let row = human.stdout.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(row.contains("expected (alice)"), "{row}");
+    assert!(
+        human.stdout.contains("4 open finding(s)"),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(
+        e.findings(&["--status", "expected"]),
+        vec![reviewed.clone()]
+    );
+
+    // It fires again on the running server: the verdict stays, the count grows.
+    server.decide(&long_ttl());
+    let again = e.finding_of("tokens.long-ttl");
+    assert_eq!(again["status"], "expected");
+    assert_eq!(again["review"], reviewed["review"]);
+    assert_eq!(
+        (&again["count"], &again["decisive"]),
+        (&json!(3), &json!(3))
+    );
+
+    // Without --by, the user running the command.
+    let link = e.finding_of("agent.no-links-in-comments")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = arbiter_with(
+        &[
+            "review",
+            &link,
+            "--verdict",
+            "legitimate",
+            "--note",
+            "support links to the reset page",
+            "--data",
+            e.data(),
+        ],
+        &[("USER", "bob"), ("LOGNAME", "bob")],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let link = e.finding_of("agent.no-links-in-comments");
+    assert_eq!(link["status"], "legitimate");
+    assert_eq!(link["review"]["by"], "bob");
+    server.stop();
+}
+
+#[test]
+fn bad_reviews_are_refused_and_change_nothing() {
+    let e = Evidence::recorded();
+    let id = e.finding_of("tokens.long-ttl")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = e.data();
+    for args in [
+        vec![
+            "review",
+            "f0000000000000000",
+            "--verdict",
+            "expected",
+            "--note",
+            "n",
+        ],
+        vec!["review", &id, "--verdict", "approve", "--note", "n"],
+        vec!["review", &id, "--verdict", "expected", "--note", " "],
+        vec!["review", &id, "--verdict", "expected"],
+        vec!["review", &id, "--note", "n"],
+    ] {
+        let mut args = args;
+        args.extend(["--data", data]);
+        let run = arbiter(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(!run.stderr.is_empty(), "{args:?} says why");
+    }
+    assert_eq!(e.findings(&["--status", "open"]).len(), 5);
+}
+
+// ---------------------------------------------------------------------- readiness
+
+#[test]
+fn readiness_in_json_and_one_rule_with_its_exit_code() {
+    let e = Evidence::recorded();
+    let run = ok(&[
+        "readiness",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+        "--json",
+    ]);
+    let all = run.json()["readiness"].as_array().unwrap().clone();
+    let rules: BTreeSet<&str> = all.iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules,
+        [
+            "agent.no-links-in-comments",
+            "changes.prod-outside-hours",
+            "default-deny:CiJob",
+            "default-deny:Service",
+            "egress.unapproved-endpoint",
+            "secrets.agents-never-read-prod",
+            "tokens.long-ttl",
+        ]
+        .into()
+    );
+    for r in &all {
+        let keys: BTreeSet<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["evidence", "mode", "overdue", "reasons", "rule", "verdict"].into(),
+            "{r}"
+        );
+        assert!(
+            ["ready", "insufficient_evidence", "needs_review", "noisy"]
+                .contains(&r["verdict"].as_str().unwrap()),
+            "{r}"
+        );
+        assert!(r["overdue"].is_boolean());
+        assert!(r["evidence"].is_object());
+        assert!(!r["reasons"].as_array().unwrap().is_empty(), "{r}");
+    }
+    let verdict = |rule: &str| {
+        all.iter()
+            .find(|r| r["rule"] == rule)
+            .map(|r| r["verdict"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(verdict("tokens.long-ttl"), "needs_review");
+    assert_eq!(verdict("default-deny:CiJob"), "needs_review");
+    assert_eq!(
+        verdict("changes.prod-outside-hours"),
+        "insufficient_evidence"
+    );
+    let long = all.iter().find(|r| r["rule"] == "tokens.long-ttl").unwrap();
+    assert_eq!(long["evidence"]["open_findings"], 1, "{long}");
+    assert_eq!(long["evidence"]["would_fire"], 2, "{long}");
+
+    // One rule that is not ready: exit 1, the verdict word and every reason.
+    let one = arbiter(&[
+        "readiness",
+        "tokens.long-ttl",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(one.code, 1, "{one:#?}");
+    assert!(one.stdout.contains("tokens.long-ttl"), "{}", one.stdout);
+    assert!(one.stdout.contains("needs_review"), "{}", one.stdout);
+    for reason in long["reasons"].as_array().unwrap() {
+        let reason = reason.as_str().unwrap();
+        assert!(
+            one.stdout.contains(&format!("- {reason}")),
+            "{reason:?} in\n{}",
+            one.stdout
+        );
+    }
+    let json_one = e.readiness_of("changes.prod-outside-hours");
+    assert_eq!(json_one["verdict"], "insufficient_evidence");
+    let quiet = arbiter(&[
+        "readiness",
+        "changes.prod-outside-hours",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(quiet.code, 1);
+    assert!(
+        quiet.stdout.contains("insufficient_evidence"),
+        "{}",
+        quiet.stdout
+    );
+
+    // All rules: exit 0 whatever their verdicts.
+    let human = ok(&["readiness", "--pack", e.pack(), "--data", e.data()]);
+    for rule in &rules {
+        assert!(human.stdout.contains(rule), "{rule}: {}", human.stdout);
+    }
+
+    // A rule that is enforced, or not in the pack: input errors.
+    for rule in [
+        "secrets.no-prod-from-pr-jobs",
+        "no.such-rule",
+        "default-deny:Agent",
+    ] {
+        let run = arbiter(&["readiness", rule, "--pack", e.pack(), "--data", e.data()]);
+        assert_eq!(run.code, 2, "{rule}: {run:#?}");
+        assert!(run.stderr.contains(rule), "{run:#?}");
+    }
+}
+
+// ------------------------------------------------------------------ promote, demote
+
+#[test]
+fn promote_refuses_a_rule_that_is_not_ready_and_changes_nothing() {
+    let e = Evidence::recorded();
+    let pack_before = snapshot(&e.pack);
+    let reasons = e.readiness_of("tokens.long-ttl")["reasons"].clone();
+    let run = arbiter(&[
+        "promote",
+        "tokens.long-ttl",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    assert!(run.stderr.contains("needs_review"), "{}", run.stderr);
+    for reason in reasons.as_array().unwrap() {
+        assert!(
+            run.stderr.contains(reason.as_str().unwrap()),
+            "{reason} in\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(snapshot(&e.pack), pack_before, "byte for byte");
+    assert!(e.promotions("tokens.long-ttl").is_empty());
+
+    // A dry run of the same: nothing changes either, and it says it would refuse.
+    let dry = arbiter(&[
+        "promote",
+        "tokens.long-ttl",
+        "--dry-run",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(dry.code, 1, "{dry:#?}");
+    assert!(dry.stderr.contains("refused"), "{}", dry.stderr);
+    assert_eq!(snapshot(&e.pack), pack_before);
+
+    // Unknown rules, permits and a mode already set are input errors.
+    for (rule, extra) in [
+        ("no.such-rule", None),
+        ("agent.support-handles-tickets", None),
+        ("secrets.no-prod-from-pr-jobs", None),
+        ("default-deny:Agent", None),
+        ("tokens.long-ttl", Some("audit")),
+    ] {
+        let mut args = vec!["promote", rule, "--pack", e.pack(), "--data", e.data()];
+        if let Some(to) = extra {
+            args.extend(["--to", to]);
+        }
+        let run = arbiter(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+    }
+    assert_eq!(snapshot(&e.pack), pack_before);
+}
+
+#[test]
+fn force_needs_a_reason() {
+    let e = Evidence::recorded();
+    let before = snapshot(&e.pack);
+    let run = arbiter(&[
+        "promote",
+        "tokens.long-ttl",
+        "--force",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--reason"), "{}", run.stderr);
+    assert_eq!(snapshot(&e.pack), before);
+    assert!(e.promotions("tokens.long-ttl").is_empty());
+}
+
+#[test]
+fn a_dry_run_prints_the_diff_and_changes_nothing() {
+    let e = Evidence::recorded();
+    let before = snapshot(&e.pack);
+    let original = e.file("policies/tokens.cedar");
+    let dry = ok(&[
+        "promote",
+        "tokens.long-ttl",
+        "--dry-run",
+        "--force",
+        "--reason",
+        "try it",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert!(
+        dry.stdout
+            .starts_with("--- a/policies/tokens.cedar\n+++ b/policies/tokens.cedar\n@@ -"),
+        "{}",
+        dry.stdout
+    );
+    let removed: Vec<&str> = dry.stdout.lines().filter(|l| l.starts_with("-@")).collect();
+    let added: Vec<&str> = dry.stdout.lines().filter(|l| l.starts_with("+@")).collect();
+    assert_eq!(removed, ["-@mode(\"audit\")"], "{}", dry.stdout);
+    assert_eq!(added, ["+@mode(\"enforce\")"], "{}", dry.stdout);
+    assert!(dry.stderr.contains("dry run"), "{}", dry.stderr);
+    assert_eq!(snapshot(&e.pack), before, "nothing written");
+    assert!(
+        e.promotions("tokens.long-ttl").is_empty(),
+        "nothing recorded"
+    );
+
+    // The diff is exactly what the promotion then writes.
+    ok(&[
+        "promote",
+        "tokens.long-ttl",
+        "--force",
+        "--reason",
+        "for real",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(
+        apply(&dry.stdout, &original),
+        e.file("policies/tokens.cedar")
+    );
+
+    // A demotion's dry run.
+    let before = snapshot(&e.pack);
+    let dry = ok(&[
+        "demote",
+        "agent.no-links-in-comments",
+        "--dry-run",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert!(
+        dry.stdout.contains("\n-@mode(\"warn\")\n"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("\n+@mode(\"audit\")\n"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(snapshot(&e.pack), before);
+    assert!(e.promotions("agent.no-links-in-comments").is_empty());
+}
+
+#[test]
+fn a_forced_promotion_rewrites_only_the_mode_line_and_is_recorded() {
+    let e = Evidence::recorded();
+    let others = {
+        let mut all = snapshot(&e.pack);
+        all.remove(Path::new("policies/tokens.cedar"));
+        all
+    };
+    let original = e.file("policies/tokens.cedar");
+    let run = arbiter_with(
+        &[
+            "promote",
+            "tokens.long-ttl",
+            "--force",
+            "--reason",
+            "the ledger team moved to 1h tokens",
+            "--pack",
+            e.pack(),
+            "--data",
+            e.data(),
+        ],
+        &[("USER", "carol"), ("LOGNAME", "carol")],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stderr.contains("forced"), "{}", run.stderr);
+
+    // One line changed, the rule's @mode; every other byte and file is as it was.
+    let promoted = e.file("policies/tokens.cedar");
+    assert_eq!(
+        changed_lines(&original, &promoted),
+        [("@mode(\"audit\")\n", "@mode(\"enforce\")\n")]
+    );
+    assert_eq!(
+        mode_line_of(&promoted, "tokens.long-ttl"),
+        "@mode(\"enforce\")"
+    );
+    assert_eq!(
+        promoted,
+        original.replacen("@mode(\"audit\")", "@mode(\"enforce\")", 1)
+    );
+    let mut rest = snapshot(&e.pack);
+    rest.remove(Path::new("policies/tokens.cedar"));
+    assert_eq!(rest, others);
+
+    // The pack still validates, with the rule enforced.
+    let valid = ok(&["validate", e.pack(), "--json"]).json();
+    assert_eq!(
+        valid["by_mode"],
+        json!({"audit": 2, "enforce": 4, "warn": 2})
+    );
+    assert_eq!(mode_in_pack(&e.pack, "tokens.long-ttl"), Mode::Enforce);
+
+    // Recorded: who, why, forced, against which verdict.
+    let recorded = e.promotions("tokens.long-ttl");
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    let p = &recorded[0];
+    assert_eq!(
+        (p.from_mode.as_str(), p.to_mode.as_str()),
+        ("audit", "enforce")
+    );
+    assert!(p.forced);
+    assert_eq!(
+        p.reason.as_deref(),
+        Some("the ledger team moved to 1h tokens")
+    );
+    assert_eq!(p.by, "carol");
+    assert_eq!(p.verdict, "needs_review");
+
+    // An enforced rule has no readiness any more.
+    let gone = arbiter(&[
+        "readiness",
+        "tokens.long-ttl",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(gone.code, 2, "{gone:#?}");
+
+    // Demote: back to audit, the file as it was, byte for byte; demotion needs no
+    // evidence and is recorded unforced.
+    let run = ok(&[
+        "demote",
+        "tokens.long-ttl",
+        "--by",
+        "dave",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert!(run.stdout.contains("+@mode(\"audit\")"), "{}", run.stdout);
+    assert_eq!(e.file("policies/tokens.cedar"), original);
+    assert_eq!(mode_in_pack(&e.pack, "tokens.long-ttl"), Mode::Audit);
+    let recorded = e.promotions("tokens.long-ttl");
+    assert_eq!(recorded.len(), 2);
+    let d = &recorded[1];
+    assert_eq!(
+        (d.from_mode.as_str(), d.to_mode.as_str()),
+        ("enforce", "audit")
+    );
+    assert!(!d.forced);
+    assert_eq!(d.by, "dave");
+    assert!(d.seq > p.seq);
+}
+
+#[test]
+fn promoting_a_default_deny_scope_edits_arbiter_toml() {
+    let e = Evidence::recorded();
+    let original = e.file("arbiter.toml");
+    let policies = {
+        let mut all = snapshot(&e.pack);
+        all.remove(Path::new("arbiter.toml"));
+        all
+    };
+    let refused = arbiter(&[
+        "promote",
+        "default-deny:CiJob",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(refused.code, 1, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("needs_review"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(e.file("arbiter.toml"), original);
+
+    ok(&[
+        "promote",
+        "default-deny:CiJob",
+        "--force",
+        "--reason",
+        "the CI allow-list is complete",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    let promoted = e.file("arbiter.toml");
+    let changed = changed_lines(&original, &promoted);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0].1.contains("CiJob = \"enforce\""), "{changed:?}");
+    assert!(changed[0].1.contains("Agent = \"enforce\""), "{changed:?}");
+    let mut rest = snapshot(&e.pack);
+    rest.remove(Path::new("arbiter.toml"));
+    assert_eq!(rest, policies, "only arbiter.toml changed");
+    let valid = ok(&["validate", e.pack(), "--json"]).json();
+    assert_eq!(
+        valid["default_deny"]["scopes"]["default-deny:CiJob"],
+        "enforce"
+    );
+    assert_eq!(
+        valid["default_deny"]["scopes"]["default-deny:Service"],
+        "audit"
+    );
+    let recorded = e.promotions("default-deny:CiJob");
+    assert_eq!(recorded.len(), 1);
+    assert!(recorded[0].forced);
+    assert_eq!(
+        (recorded[0].from_mode.as_str(), recorded[0].to_mode.as_str()),
+        ("audit", "enforce")
+    );
+
+    ok(&[
+        "demote",
+        "default-deny:CiJob",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(mode_in_pack(&e.pack, "default-deny:CiJob"), Mode::Audit);
+    ok(&["validate", e.pack()]);
+}
+
+// ----------------------------------------------------------------------- baseline
+
+#[test]
+fn baseline_lists_what_identities_did_and_suggests_permits_that_load() {
+    let e = Evidence::recorded();
+    let json = ok(&["baseline", "--pack", e.pack(), "--data", e.data(), "--json"]).json();
+    let rows: BTreeSet<(&str, &str, &str)> = json["observed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["principal"].as_str().unwrap(),
+                o["action"].as_str().unwrap(),
+                o["resource"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Allowed decisions, and those only a default-deny scope in audit denied; not the
+    // agent's read of a prod secret, which was denied.
+    assert_eq!(
+        rows,
+        [
+            (
+                "Agent::\"support-bot\"",
+                "Action::\"comment_ticket\"",
+                "Ticket::\"T-1\""
+            ),
+            (
+                "Agent::\"support-bot\"",
+                "Action::\"read_ticket\"",
+                "Ticket::\"T-1\""
+            ),
+            (
+                "CiJob::\"pr-checks\"",
+                "Action::\"deploy\"",
+                "Service::\"billing-api-staging\""
+            ),
+            (
+                "CiJob::\"pr-checks\"",
+                "Action::\"http_request\"",
+                "Endpoint::\"pastebin.com\""
+            ),
+            (
+                "Service::\"billing-api\"",
+                "Action::\"create_token\"",
+                "Service::\"ledger-api\""
+            ),
+        ]
+        .into(),
+        "{json:#}"
+    );
+    let tokens = json["observed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["action"] == "Action::\"create_token\"")
+        .unwrap();
+    assert_eq!(tokens["count"], 2);
+    assert_eq!(tokens["resource_type"], "Service");
+
+    let human = ok(&["baseline", "--pack", e.pack(), "--data", e.data()]);
+    for (principal, action, resource) in &rows {
+        assert!(
+            human
+                .stdout
+                .lines()
+                .any(|l| l.contains(principal) && l.contains(action) && l.contains(resource)),
+            "a row for {principal} {action} {resource}:\n{}",
+            human.stdout
+        );
+    }
+
+    // --suggest: stdout is a .cedar file Cedar parses, everything else on stderr.
+    let suggest = ok(&[
+        "baseline",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+        "--suggest",
+    ]);
+    let set = cedar_policy::PolicySet::from_str(&suggest.stdout)
+        .unwrap_or_else(|err| panic!("{err}:\n{}", suggest.stdout));
+    assert!(set.policies().count() > 0, "{}", suggest.stdout);
+    let mut ids = BTreeSet::new();
+    for policy in set.policies() {
+        assert_eq!(policy.effect(), cedar_policy::Effect::Permit, "{policy}");
+        let id = policy.annotation("id").expect("an @id").to_owned();
+        assert!(id.starts_with("baseline."), "{id}");
+        assert!(ids.insert(id.clone()), "{id} is unique");
+    }
+    assert!(suggest.stderr.contains("permit(s)"), "{}", suggest.stderr);
+    // It drops into the pack as it is.
+    fs::write(e.pack.join("policies/baseline.cedar"), &suggest.stdout).unwrap();
+    let valid = arbiter(&["validate", e.pack()]);
+    assert_eq!(valid.code, 0, "{valid:#?}\n{}", suggest.stdout);
+
+    // --suggest needs the pack.
+    let no_pack = arbiter(&["baseline", "--data", e.data(), "--suggest"]);
+    assert_eq!(no_pack.code, 2, "{no_pack:#?}");
+}
+
+#[test]
+fn baseline_freeze_prints_the_pair_count_and_a_running_server_marks_novel_pairs() {
+    let (e, server) = Evidence::serving();
+    let run = ok(&["baseline", "freeze", "--data", e.data(), "--by", "erin"]);
+    // Five (principal, action) pairs: the workload's allowed ones.
+    assert!(
+        run.stdout
+            .contains("baseline #1 frozen: 5 (principal, action) pair(s)"),
+        "{}",
+        run.stdout
+    );
+    let store = Store::open_read_only(&e.data).unwrap();
+    assert_eq!(store.latest_baseline().unwrap(), 1);
+    assert_eq!(store.baseline_pairs().unwrap().unwrap().len(), 5);
+
+    // The server picks the freeze up on its own (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last;
+    loop {
+        let id = server.decide(&read_ticket())["decision_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        last = server.record(&id);
+        if last.get("novel") == Some(&json!(false)) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(last["novel"], false, "the freeze was picked up: {last}");
+    let new_pair = json!({"principal": "Service::\"billing-api\"",
+        "action": "Action::\"read_secret\"", "resource": "Secret::\"prod/db-password\""});
+    let id = server.decide(&new_pair)["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logged = server.record(&id);
+    assert_eq!(logged["decision"], "allow", "{logged}");
+    assert_eq!(logged["novel"], true, "{logged}");
+
+    // A second freeze replaces the first.
+    let run = ok(&["baseline", "freeze", "--data", e.data()]);
+    assert!(
+        run.stdout.contains("baseline #2 frozen: 6"),
+        "{}",
+        run.stdout
+    );
+    server.stop();
+}
