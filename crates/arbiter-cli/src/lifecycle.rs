@@ -15,6 +15,40 @@ use jiff::Timestamp;
 
 use crate::{Failure, load, who};
 
+/// Writes to standard output; a reader that went away (`| head`) ends the output quietly
+/// instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `{"<key>": [...]}` written as it is serialized, without building a JSON tree of a
+/// large answer in memory first.
+fn write_json<T: serde::Serialize>(key: &str, items: &[T]) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written = write!(out, "{{\"{key}\":")
+        .map_err(serde_json::Error::io)
+        .and_then(|()| serde_json::to_writer(&mut out, items))
+        .and_then(|()| writeln!(out, "}}").map_err(serde_json::Error::io))
+        .and_then(|()| out.flush().map_err(serde_json::Error::io));
+    match written {
+        Err(e) if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) => Ok(()),
+        other => other.map_err(input),
+    }
+}
+
 /// `arbiter findings`.
 #[derive(Debug, Args)]
 pub struct FindingsArgs {
@@ -85,7 +119,8 @@ pub struct ModeArgs {
     /// The mode to set instead of the default (promote: enforce; demote: audit).
     #[arg(long, value_parser = ["audit", "warn", "enforce"])]
     to: Option<String>,
-    /// Promote although the rule is not ready (needs --reason).
+    /// Promote although the rule is not ready (needs --reason); demotion needs no
+    /// evidence.
     #[arg(long, requires = "reason")]
     force: bool,
     /// Why (required with --force; recorded).
@@ -179,11 +214,11 @@ pub fn findings(args: FindingsArgs) -> Result<ExitCode, Failure> {
         })
         .map_err(input)?;
     if args.json {
-        println!("{}", serde_json::json!({ "findings": found }));
+        write_json("findings", &found)?;
         return Ok(ExitCode::SUCCESS);
     }
     if found.is_empty() {
-        println!("no findings");
+        outln!("no findings");
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = table(&[
@@ -214,10 +249,10 @@ pub fn findings(args: FindingsArgs) -> Result<ExitCode, Failure> {
             f.last_seen.to_string(),
         ]);
     }
-    println!("{table}");
+    outln!("{table}");
     let open = found.iter().filter(|f| f.status == "open").count();
     if open > 0 {
-        println!(
+        outln!(
             "{open} open finding(s): review each with `arbiter review ID --verdict expected|legitimate --note …`"
         );
     }
@@ -253,9 +288,13 @@ pub fn review(args: ReviewArgs) -> Result<ExitCode, Failure> {
         note: args.note,
     };
     let finding = store.review(&args.id, &review).map_err(input)?;
-    println!(
+    outln!(
         "{}: {} by {} ({} firings, {} decisive)",
-        finding.id, finding.status, review.by, finding.count, finding.decisive
+        finding.id,
+        finding.status,
+        review.by,
+        finding.count,
+        finding.decisive
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -308,7 +347,7 @@ pub fn readiness(args: ReadinessArgs) -> Result<ExitCode, Failure> {
         }));
     }
     if args.json {
-        println!("{}", serde_json::json!({ "readiness": all }));
+        write_json("readiness", &all)?;
     } else {
         print_readiness(&all);
     }
@@ -322,7 +361,7 @@ pub fn readiness(args: ReadinessArgs) -> Result<ExitCode, Failure> {
 
 fn print_readiness(all: &[Readiness]) {
     if all.is_empty() {
-        println!("every rule and scope is enforced");
+        outln!("every rule and scope is enforced");
         return;
     }
     // What no one is looking at comes first: overdue, then unreviewed findings.
@@ -343,17 +382,17 @@ fn print_readiness(all: &[Readiness]) {
             }
             _ => String::new(),
         };
-        println!(
+        outln!(
             "{}  [{}]  {}{flag}{unreviewed}",
             r.rule,
             r.mode.as_str(),
             r.verdict.as_str()
         );
         for reason in &r.reasons {
-            println!("    - {reason}");
+            outln!("    - {reason}");
         }
         let e = &r.evidence;
-        println!(
+        outln!(
             "    evidence: {} day(s) in mode, {} in-scope decision(s) on {} day(s), {} would-fire, \
              {} principal(s), findings {} open / {} expected / {} legitimate, {} error(s)",
             e.days_in_mode,
@@ -407,7 +446,7 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
         .then(|| refusal(&args, verdict.as_ref()))
         .flatten();
     if args.dry_run {
-        print!("{}", edit.diff());
+        out!("{}", edit.diff());
     }
     if let Some(lines) = &refusal {
         for line in lines {
@@ -425,7 +464,7 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
     if promoting && args.force && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready) {
         eprintln!("forced: {}", args.reason.as_deref().unwrap_or_default());
     }
-    print!("{}", edit.diff());
+    out!("{}", edit.diff());
     edit.write(&args.pack).map_err(input)?;
     if let Some(store) = &store {
         let recorded = store.record_promotion(&Promotion {
@@ -495,7 +534,7 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
         let (seq, pairs) = store
             .freeze_baseline(&by.unwrap_or_else(who), since, Timestamp::now())
             .map_err(input)?;
-        println!(
+        outln!(
             "baseline #{seq} frozen: {pairs} (principal, action) pair(s); a running server marks \
              first-seen pairs novel within a second"
         );
@@ -526,7 +565,7 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
         let pack = load(dir)?;
         let suggestion =
             arbiter_lifecycle::baseline::suggest(&pack, &observed).map_err(Failure::Input)?;
-        print!("{}", suggestion.cedar);
+        out!("{}", suggestion.cedar);
         for note in &suggestion.notes {
             eprintln!("note: {note}");
         }
@@ -538,11 +577,11 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.json {
-        println!("{}", serde_json::json!({ "observed": observed }));
+        write_json("observed", &observed)?;
         return Ok(ExitCode::SUCCESS);
     }
     if observed.is_empty() {
-        println!("nothing observed");
+        outln!("nothing observed");
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = table(&[
@@ -565,7 +604,7 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
             o.last_seen.to_string(),
         ]);
     }
-    println!("{table}");
+    outln!("{table}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -576,7 +615,7 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     }
     let bar = indicatif::ProgressBar::new(0);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} reading the decision log [{bar:40}] {pos}/{len} ({eta})",
+        "{spinner} reading the decision log [{wide_bar}] {pos}/{len} ({eta})",
     ) {
         bar.set_style(style);
     }

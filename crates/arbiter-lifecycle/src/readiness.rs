@@ -141,6 +141,8 @@ pub fn pack_version(pack: &Pack, loaded_at: Timestamp) -> PackVersion {
         let mut hash = Sha256::new();
         hash.update(id.as_bytes());
         hash.update([0]);
+        hash.update(mode.as_str().as_bytes());
+        hash.update([0]);
         hash.update(allow_list);
         rules.push(RuleVersion {
             id,
@@ -219,15 +221,13 @@ fn one(
         _ => false,
     };
 
-    // Findings since the rule last changed: seen since then, or reviewed since then.
+    // Findings that fired since the rule last changed: a review given later of firings
+    // from before the change judges the old rule, not this one.
     let findings: Vec<&Finding> = history
         .findings
         .iter()
         .filter(|f| f.rule == rule.id)
-        .filter(|f| {
-            last_changed
-                .is_some_and(|c| f.last_seen >= c || f.review.as_ref().is_some_and(|r| r.at >= c))
-        })
+        .filter(|f| last_changed.is_some_and(|c| f.last_seen >= c))
         .collect();
     let with_status = |s: &str| findings.iter().filter(|f| f.status == s).count() as u64;
     let open_findings = with_status("open");
@@ -264,7 +264,8 @@ fn one(
         None => {
             verdicts.insert(Verdict::InsufficientEvidence);
             reasons.push(format!(
-                "no server has run this rule in {} yet: there is no evidence",
+                "the last pack a server loaded does not have this rule in {} as it is now: \
+                 there is no evidence for it yet",
                 mode.as_str()
             ));
         }
@@ -294,15 +295,19 @@ fn one(
             ));
         }
     }
+    // DESIGN §2: `@audit_until` defaults to `max_audit_days` after the rule was first
+    // seen (the first load of the unbroken run in which the pack has had it).
+    let first_seen = timeline.since(|_| true);
+    let days_seen = first_seen.map_or(0, |t| whole_days(now.duration_since(t)));
     let past_until =
         audit_until.filter(|until| jiff::tz::TimeZone::UTC.to_datetime(now).date() > *until);
-    let overdue = past_until.is_some() || days_in_mode > i64::from(config.max_audit_days);
+    let overdue = past_until.is_some() || days_seen > i64::from(config.max_audit_days);
     if let Some(until) = past_until {
         reasons.push(format!("overdue: past its @audit_until ({until})"));
     } else if overdue {
         reasons.push(format!(
-            "overdue: in {} for {days_in_mode} day(s), longer than max_audit_days = {}",
-            mode.as_str(),
+            "overdue: not enforced {days_seen} day(s) after it was first seen, longer than \
+             max_audit_days = {}",
             config.max_audit_days
         ));
     }
@@ -320,12 +325,14 @@ fn one(
     .find(|v| verdicts.contains(v))
     .unwrap_or(Verdict::Ready);
     if verdict == Verdict::Ready {
+        let fired = if would_fire == 0 {
+            "it never would have fired".to_owned()
+        } else {
+            format!("it would have fired {would_fire} time(s), every finding reviewed as expected")
+        };
         reasons.insert(
             0,
-            format!(
-                "{evaluations} in-scope decision(s) over {days_with_traffic} day(s), \
-                 {would_fire} would-fire(s) all reviewed as expected"
-            ),
+            format!("{evaluations} in-scope decision(s) over {days_with_traffic} day(s); {fired}"),
         );
     }
     Readiness {

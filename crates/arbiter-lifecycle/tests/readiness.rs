@@ -301,8 +301,17 @@ async fn a_legitimate_finding_makes_it_noisy_until_a_change_and_new_evidence() {
     assert_eq!(fixed.evidence.days_in_mode, 18);
 
     lab.daily(19, 24).await;
+    // A late review of the firings from before the fix judges the old rule, not this one.
+    lab.review(20, Label::Legitimate);
     let ready = lab.readiness(24, "danger");
     assert_eq!(ready.verdict, Verdict::Ready, "{ready:#?}");
+    assert!(
+        says(
+            &ready,
+            "10 in-scope decision(s) over 9 day(s); it never would have fired"
+        ),
+        "{ready:#?}"
+    );
     assert_eq!(ready.evidence.last_changed, Some(day(16)));
 }
 
@@ -340,7 +349,7 @@ async fn the_default_deny_scope_has_readiness_too_and_enforced_rules_have_none()
     assert_eq!(never_served[0].verdict, Verdict::InsufficientEvidence);
     assert!(says(
         &never_served[0],
-        "no server has run this rule in audit yet"
+        "does not have this rule in audit as it is now"
     ));
     assert!(
         readiness::readiness(&pack, history, day(16), Some("allow")).is_empty(),
