@@ -563,6 +563,30 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
             .as_ref()
             .ok_or_else(|| Failure::Input("--suggest needs --pack".to_owned()))?;
         let pack = load(dir)?;
+        // What reviewers said a rule is right to block is not suggested as allowed.
+        let blocked: std::collections::HashSet<(String, String, String)> = store
+            .findings(&FindingQuery {
+                status: Some("expected".to_owned()),
+                ..FindingQuery::default()
+            })
+            .map_err(input)?
+            .into_iter()
+            .map(|f| (f.principal, f.action, f.resource))
+            .collect();
+        let before = observed.len();
+        let observed: Vec<_> = observed
+            .into_iter()
+            .filter(|o| {
+                !blocked.contains(&(o.principal.clone(), o.action.clone(), o.resource.clone()))
+            })
+            .collect();
+        if observed.len() < before {
+            eprintln!(
+                "left out {} observed (principal, action, resource) that reviewers marked \
+                 `expected` (a rule is right to block them)",
+                before - observed.len()
+            );
+        }
         let suggestion =
             arbiter_lifecycle::baseline::suggest(&pack, &observed).map_err(Failure::Input)?;
         out!("{}", suggestion.cedar);

@@ -1222,6 +1222,39 @@ fn baseline_lists_what_identities_did_and_suggests_permits_that_load() {
     // --suggest needs the pack.
     let no_pack = arbiter(&["baseline", "--data", e.data(), "--suggest"]);
     assert_eq!(no_pack.code, 2, "{no_pack:#?}");
+
+    // What a reviewer marked `expected` (the rule is right to block it) is not suggested.
+    fs::remove_file(e.pack.join("policies/baseline.cedar")).unwrap();
+    let pastebin = e.finding_of("egress.unapproved-endpoint");
+    ok(&[
+        "review",
+        pastebin["id"].as_str().unwrap(),
+        "--verdict",
+        "expected",
+        "--note",
+        "no uploads to pastebin",
+        "--data",
+        e.data(),
+    ]);
+    let after = ok(&[
+        "baseline",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+        "--suggest",
+    ]);
+    assert!(!after.stdout.contains("pastebin.com"), "{}", after.stdout);
+    assert!(
+        suggest.stdout.contains("pastebin.com"),
+        "{}",
+        suggest.stdout
+    );
+    assert!(
+        after.stderr.contains("left out 1 observed"),
+        "{}",
+        after.stderr
+    );
 }
 
 #[test]

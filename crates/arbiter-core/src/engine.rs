@@ -732,6 +732,7 @@ impl Engine {
             credential_id: None,
             session: None,
             in_scope: None,
+            scope: None,
             novel: None,
         };
         for f in fired {
@@ -769,10 +770,11 @@ impl Engine {
             );
             return decision;
         }
-        let permitted = evaluation.permitted;
-        if !permitted {
-            let (scope, mode) = self.pack.default_deny_scope(valid.principal.type_name());
-            let scope = scope.into_owned();
+        // No enforced rule decided: the default-deny scope is consulted.
+        let (scope, mode) = self.pack.default_deny_scope(valid.principal.type_name());
+        let scope = scope.into_owned();
+        decision.scope = Some(scope.clone());
+        if !evaluation.permitted {
             match mode {
                 Mode::Enforce => {
                     decision.decision = Outcome::Deny;
@@ -844,6 +846,7 @@ impl Engine {
             credential_id: None,
             session: None,
             in_scope: None,
+            scope: None,
             novel: None,
         }
     }

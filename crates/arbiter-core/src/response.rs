@@ -79,6 +79,10 @@ pub struct Decision {
     /// readiness counts (not part of the answer).
     #[serde(skip)]
     pub in_scope: Option<std::sync::Arc<[String]>>,
+    /// The default-deny scope (`default-deny:<Type>`) when it was consulted, that is
+    /// when no enforced rule decided first (not part of the answer).
+    #[serde(skip)]
+    pub scope: Option<String>,
     /// Whether the (principal, action) pair is outside the frozen baseline (`None`
     /// while none is frozen), for the decision log (not part of the answer).
     #[serde(skip)]

@@ -685,3 +685,28 @@ fn novel_is_set_exactly_for_pairs_first_seen_after_a_freeze() {
         );
     }
 }
+
+#[test]
+fn the_default_deny_scope_is_named_only_when_it_was_consulted() {
+    let (_d, pack) = pack("");
+    let (engine, _) = engine(&pack);
+    // Allowed by a permit: the scope was consulted (and let it through).
+    let read = engine
+        .decide(&req(
+            json!({"principal": "Agent::\"bot\"", "action": "Action::\"read_secret\"", "resource": "Secret::\"db\""}),
+        ))
+        .unwrap();
+    assert_eq!(read.scope.as_deref(), Some("default-deny:Agent"));
+    // Denied by an enforced rule first: the scope never decided anything.
+    let _ = engine
+        .decide(&egress("CiJob::\"build\"", "a.com", None))
+        .unwrap();
+    for _ in 0..3 {
+        let _ = engine.decide(&egress("CiJob::\"build\"", "a.com", None));
+    }
+    let throttled = engine
+        .decide(&egress("CiJob::\"build\"", "a.com", None))
+        .unwrap();
+    assert_eq!(throttled.enforced, ["egress-rate-enforced"]);
+    assert_eq!(throttled.scope, None);
+}

@@ -140,7 +140,7 @@ impl Lab {
             request: json!({}),
             evidence: Evidence {
                 in_scope: d.in_scope.clone(),
-                scope: Some("default-deny:Agent".to_owned()),
+                scope: d.scope.clone(),
                 warned: vec![],
             },
             novel: None,

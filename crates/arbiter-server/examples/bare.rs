@@ -86,6 +86,7 @@ async fn decide(State(cedar): State<Arc<Cedar>>, body: Bytes) -> Response {
         credential_id: None,
         session: None,
         in_scope: None,
+        scope: None,
         novel: None,
     };
     axum::Json(decision).into_response()

@@ -418,7 +418,7 @@ impl App {
                     .collect();
                 record.reason = d.reason.clone();
                 record.credential_id = d.credential_id.clone();
-                record.evidence = evidence(engine.pack(), parsed, d);
+                record.evidence = evidence(engine.pack(), d);
                 record.novel = d.novel;
                 if d.session.is_some() {
                     record.session = d.session.clone();
@@ -464,17 +464,8 @@ fn blank_record(
 }
 
 /// What the decision adds to findings and readiness: the rules in scope, the
-/// default-deny scope of the principal's type (when the decision reached the outcome), and
-/// what each fired warn rule would do.
-fn evidence(pack: &Pack, parsed: Option<&DecisionRequest>, d: &Decision) -> Evidence {
-    let scope = d.in_scope.as_ref().and_then(|_| {
-        let principal = parsed?.principal.to_uid("principal").ok()?;
-        Some(
-            pack.default_deny_scope(principal.type_name())
-                .0
-                .into_owned(),
-        )
-    });
+/// default-deny scope when it was consulted, and what each fired warn rule would do.
+fn evidence(pack: &Pack, d: &Decision) -> Evidence {
     let warned = d
         .warnings
         .iter()
@@ -488,7 +479,7 @@ fn evidence(pack: &Pack, parsed: Option<&DecisionRequest>, d: &Decision) -> Evid
         .collect();
     Evidence {
         in_scope: d.in_scope.clone(),
-        scope,
+        scope: d.scope.clone(),
         warned,
     }
 }

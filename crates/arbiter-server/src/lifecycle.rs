@@ -188,6 +188,8 @@ pub struct StoreBaseline {
     store: Store,
     /// The `seq` of the freeze in memory (0: none).
     frozen: AtomicI64,
+    /// How many pairs the store held when they were last read.
+    pairs: std::sync::atomic::AtomicU64,
 }
 
 impl StoreBaseline {
@@ -197,23 +199,34 @@ impl StoreBaseline {
             memory: MemoryBaseline::default(),
             store: store.clone(),
             frozen: AtomicI64::new(0),
+            pairs: std::sync::atomic::AtomicU64::new(0),
         };
         baseline.refresh()?;
         Ok(baseline)
     }
 
-    /// Loads the frozen set again when a newer freeze was made.
+    /// Loads the frozen set again when a newer freeze was made, or when pairs were added
+    /// since (another server allowed a first-seen pair).
     pub fn refresh(&self) -> Result<(), arbiter_store::StoreError> {
         let latest = self.store.latest_baseline()?;
-        if latest != self.frozen.load(Ordering::Acquire)
+        if latest == 0 {
+            return Ok(());
+        }
+        // Pairs another server allowed since are picked up too.
+        let count = self.store.baseline_pair_count()?;
+        let newer = latest != self.frozen.load(Ordering::Acquire);
+        if (newer || count != self.pairs.load(Ordering::Acquire))
             && let Some(pairs) = self.store.baseline_pairs()?
         {
+            self.pairs.store(pairs.len() as u64, Ordering::Release);
             self.memory.freeze(pairs);
             self.frozen.store(latest, Ordering::Release);
-            tracing::info!(
-                baseline = latest,
-                "baseline frozen; first-seen pairs are novel"
-            );
+            if newer {
+                tracing::info!(
+                    baseline = latest,
+                    "baseline frozen; first-seen pairs are novel"
+                );
+            }
         }
         Ok(())
     }

@@ -218,6 +218,17 @@ impl Store {
             .map_err(|cause| self.sqlite_error(cause))
     }
 
+    /// How many pairs the frozen baseline holds now (those added since the freeze
+    /// included): a server polls it to learn pairs another server allowed.
+    pub fn baseline_pair_count(&self) -> Result<u64, StoreError> {
+        let conn = self.connection();
+        conn.query_row("SELECT count(*) FROM baseline_pairs", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|n| u64::try_from(n).unwrap_or(0))
+        .map_err(|cause| self.sqlite_error(cause))
+    }
+
     /// The (principal, action) pairs of the frozen baseline, with those added since; `None`
     /// when no baseline was ever frozen.
     pub fn baseline_pairs(&self) -> Result<Option<HashSet<(String, String)>>, StoreError> {
