@@ -24,8 +24,11 @@ use crate::error::StoreError;
 use crate::store::{Store, Synchronous};
 use crate::{findings, rule_days};
 
-/// The most records one transaction commits.
-pub const MAX_BATCH: usize = 512;
+/// The most records one transaction commits. Pages many records touch (a principal's
+/// index leaf, a finding) are written once per batch, so on a large log a bigger batch
+/// writes far less: 4,096 wrote 1,000,000 decisions at 46k a second where 512 managed
+/// 28k (docs/benchmarks.md).
+pub const MAX_BATCH: usize = 4096;
 
 /// How long a batched writer lets the queue fill after a commit.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
