@@ -7,6 +7,7 @@
 
 mod lifecycle;
 mod output;
+mod reload;
 mod serve;
 mod token;
 
@@ -64,6 +65,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Query the decision log (also while a server runs).
     Log(serve::LogArgs),
+    /// Ask a running server to reload its pack (--force --reason for a pack that enforces
+    /// nothing where the running one enforces something).
+    Reload(reload::ReloadArgs),
     /// Issue, revoke and list credentials; rotate the signing key.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Command::Test { pack } => test(&pack),
         Command::Serve(args) => serve::serve(args),
         Command::Log(args) => serve::log(args),
+        Command::Reload(args) => reload::reload(args),
         Command::Token(command) => token::run(command),
         Command::Findings(args) => lifecycle::findings(args),
         Command::Review(args) => lifecycle::review(args),

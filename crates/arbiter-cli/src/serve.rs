@@ -62,6 +62,7 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
     };
     options.body_limit = args.body_limit;
     options.admin_token = args.admin_token.clone();
+    options.require_pep_tokens = !args.listen.ip().is_loopback() && !args.allow_open_decisions;
     let (app, generated) = App::start(options)
         .await
         .map_err(|e| Failure::Input(e.to_string()))?;

@@ -1306,3 +1306,50 @@ fn baseline_freeze_prints_the_pair_count_and_a_running_server_marks_novel_pairs(
     );
     server.stop();
 }
+
+/// Finding 5 of the hostile-input probe: a pack that would enforce nothing is refused by
+/// `arbiter reload` (exit 1) until an operator forces it with a reason.
+#[test]
+fn a_reload_that_would_enforce_nothing_needs_force_and_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack");
+    copy_dir(&example(), &pack);
+    let served = Served::start(&pack, &dir.path().join("data"));
+    fs::remove_dir_all(pack.join("policies")).unwrap();
+    fs::create_dir(pack.join("policies")).unwrap();
+    fs::write(
+        pack.join("policies/open.cedar"),
+        "@id(\"open\")\npermit(principal, action, resource);\n",
+    )
+    .unwrap();
+    let config = fs::read_to_string(pack.join("arbiter.toml")).unwrap();
+    fs::write(
+        pack.join("arbiter.toml"),
+        config.replace("principal_types = { Agent = \"enforce\" }", ""),
+    )
+    .unwrap();
+    let reload = |extra: &[&str]| {
+        Command::new(assert_cmd::cargo::cargo_bin("arbiter"))
+            .args(["reload", "--url", &served.base])
+            .args(extra)
+            .env("ARBITER_ADMIN_TOKEN", ADMIN)
+            .output()
+            .unwrap()
+    };
+    let refused = reload(&[]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("enforces nothing") && said.contains("--force"),
+        "{said}"
+    );
+    assert_eq!(reload(&["--force"]).status.code(), Some(2), "no reason");
+    let forced = reload(&["--force", "--reason", "lockdown drill"]);
+    assert_eq!(
+        forced.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert!(String::from_utf8_lossy(&forced.stdout).starts_with("reloaded: sha256:"));
+}

@@ -59,6 +59,11 @@ pub struct Defaults {
     /// What an evaluation error means for a forbid without `@on_error`.
     #[serde(default = "fail_closed")]
     pub on_error: OnError,
+    /// A pack with no policy at all is an error (a deleted or emptied `policies/` would
+    /// otherwise load, and reload, as a pack that permits and forbids nothing) unless this
+    /// says it is meant: every request then falls to the default-deny scope.
+    #[serde(default)]
+    pub allow_no_policies: bool,
 }
 
 impl Default for Defaults {
@@ -66,6 +71,7 @@ impl Default for Defaults {
         Self {
             mode: Mode::Audit,
             on_error: OnError::Deny,
+            allow_no_policies: false,
         }
     }
 }

@@ -140,9 +140,58 @@ pub fn cedar_message(e: &dyn miette::Diagnostic) -> String {
     message
 }
 
+/// A Cedar error about request data as one line, with every quoted value replaced by
+/// `…`: Cedar quotes the offending value in backticks, and request data may be what
+/// `[log] mask` hides. Names (attributes, types) and entity references stay.
+pub fn cedar_message_redacted(e: &dyn miette::Diagnostic) -> String {
+    redact_quoted(&cedar_message(e))
+}
+
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('`') {
+        let (before, after) = rest.split_at(open);
+        out.push_str(before);
+        let after = after.get(1..).unwrap_or_default();
+        let Some(close) = after.find('`') else {
+            // An unbalanced quote: what follows may be a value.
+            out.push_str("`…");
+            return out;
+        };
+        let quoted = after.get(..close).unwrap_or_default();
+        let is_name = quoted
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && quoted.chars().next().is_some_and(|c| !c.is_ascii_digit());
+        let is_uid = quoted.parse::<cedar_policy::EntityUid>().is_ok();
+        out.push('`');
+        out.push_str(if is_name || is_uid { quoted } else { "…" });
+        out.push('`');
+        rest = after.get(close + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_keeps_names_and_uids_and_drops_values() {
+        let said = redact_quoted(
+            "in attribute `db` on `Config::\"a\"`, type mismatch: value was expected to have \
+             type string, but it actually has type record: `{inner: \"SECRET\"}`",
+        );
+        assert!(!said.contains("SECRET"), "{said}");
+        assert!(
+            said.contains("`db`") && said.contains("`Config::\"a\"`"),
+            "{said}"
+        );
+        assert_eq!(redact_quoted("got `42` and `[1, 2]`"), "got `…` and `…`");
+        assert_eq!(redact_quoted("open `SECRET"), "open `…");
+    }
 
     #[test]
     fn line_col_counts_from_one() {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use ulid::Ulid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::diag::cedar_message;
+use crate::diag::{cedar_message, cedar_message_redacted};
 use crate::identity::{CredentialFailure, CredentialVerifier, NoIssuers, VerifiedCredential};
 use crate::index::Slice;
 use crate::needs::Needs;
@@ -367,7 +367,12 @@ impl Engine {
         } else {
             Context::from_json_value(Value::Object(context), schema.map(|s| (s, &action)))
         }
-        .map_err(|e| RequestError::Invalid(format!("`context`: {}", cedar_message(&e))))?;
+        .map_err(|e| match e {
+            cedar_policy::ContextJsonError::MissingAction(_) => {
+                RequestError::Invalid(cedar_message(&e))
+            }
+            _ => self.context_error(&action, request),
+        })?;
         let checked = Request::new(
             principal.clone(),
             action.clone(),
@@ -375,7 +380,13 @@ impl Engine {
             context,
             schema,
         )
-        .map_err(|e| RequestError::Invalid(cedar_message(&e)))?;
+        .map_err(|e| match e {
+            cedar_policy::RequestValidationError::InvalidContext(_)
+            | cedar_policy::RequestValidationError::TypeOfContext(_) => {
+                self.context_error(&action, request)
+            }
+            other => RequestError::Invalid(cedar_message(&other)),
+        })?;
         let entities = match &request.entities {
             None => None,
             Some(value) => Some(self.request_entities(value, &principal)?),
@@ -391,6 +402,19 @@ impl Engine {
         Ok((valid, checked))
     }
 
+    /// A context that breaks the schema: where and what was expected, never the value
+    /// (Cedar's own message quotes it, and the context is what `[log] mask` hides).
+    fn context_error(&self, action: &EntityUid, request: &DecisionRequest) -> RequestError {
+        let said = request
+            .context
+            .as_ref()
+            .and_then(Value::as_object)
+            .and_then(|context| self.pack.explain_context(action, context));
+        RequestError::Invalid(said.unwrap_or_else(|| {
+            format!("`context` does not conform to the context type of {action} in the schema")
+        }))
+    }
+
     /// Entities the request describes: only of `[requests] entity_types`, never a stored
     /// entity, never the principal, never a member of a stored group.
     fn request_entities(
@@ -403,7 +427,7 @@ impl Engine {
             return Ok(self.pack.entities().clone());
         }
         let described = Entities::from_json_value(value.clone(), self.pack.schema())
-            .map_err(|e| bad(format!("`entities`: {}", cedar_message(&e))))?;
+            .map_err(|e| bad(format!("`entities`: {}", cedar_message_redacted(&e))))?;
         let store = self.pack.entities();
         let allowed = self.pack.request_entity_types();
         // With a schema, Cedar adds the schema's action entities to what it parsed; those
@@ -450,7 +474,7 @@ impl Engine {
                     .cloned(),
                 self.pack.schema(),
             )
-            .map_err(|e| bad(format!("`entities`: {}", cedar_message(&e))))
+            .map_err(|e| bad(format!("`entities`: {}", cedar_message_redacted(&e))))
     }
 
     /// Step 2: who is calling, and is that still valid right now?
@@ -516,7 +540,7 @@ impl Engine {
             .unwrap_or_else(|| self.pack.entities().clone());
         base.add_entities([entity], self.pack.schema())
             .map(Some)
-            .map_err(|e| bad(cedar_message(&e)))
+            .map_err(|e| bad(cedar_message_redacted(&e)))
     }
 
     /// Step 3: the reserved context keys, from the session, the clock and the credential.
@@ -599,7 +623,7 @@ impl Engine {
             .cloned()
             .unwrap_or_else(Context::empty)
             .merge(pairs)
-            .map_err(|e| RequestError::Invalid(cedar_message(&e)))?;
+            .map_err(|e| RequestError::Invalid(cedar_message_redacted(&e)))?;
         Request::new(
             valid.principal.clone(),
             valid.action.clone(),
@@ -607,7 +631,7 @@ impl Engine {
             context,
             None,
         )
-        .map_err(|e| RequestError::Invalid(cedar_message(&e)))
+        .map_err(|e| RequestError::Invalid(cedar_message_redacted(&e)))
     }
 
     fn in_intent(&self, intent: &str, action: &EntityUid) -> bool {

@@ -7,7 +7,7 @@
 //!
 //! - [`pack`]: loading and validating a pack, with every problem located.
 //! - [`engine`]: the decision algorithm.
-//! - [`request`], [`response`]: the wire shapes of a decision.
+//! - [`request`], [`response`]: the wire shapes of a decision; [`json`]: JSON read strictly.
 //! - [`rule`]: modes, effects and the other annotation values.
 //! - [`state`]: sessions and throttle buckets.
 //! - [`identity`]: the seam for credential verification.
@@ -39,6 +39,7 @@ pub mod diag;
 pub mod engine;
 pub mod identity;
 mod index;
+pub mod json;
 mod needs;
 pub mod pack;
 pub mod period;

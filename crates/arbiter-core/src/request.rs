@@ -8,8 +8,12 @@ use serde_json::{Map, Value};
 
 /// One decision request: the JSON body of `POST /v1/decide` and one line of
 /// `arbiter check --requests`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Read by hand rather than by serde's derive: the derive also accepts a struct as a
+/// positional array (`["Agent::\"a\"", …]`), and its messages quote the values they
+/// refuse. Only a JSON object is a request, and a refusal names the field and the
+/// expected type, never the value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionRequest {
     /// Who is calling: `Agent::"bot"` or `{"type": "Agent", "id": "bot"}`.
     pub principal: EntityRef,
@@ -35,7 +39,7 @@ pub struct DecisionRequest {
 }
 
 /// An entity reference in either of Cedar's spellings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum EntityRef {
     /// `Type::"id"`.
@@ -45,8 +49,7 @@ pub enum EntityRef {
 }
 
 /// `{"type": …, "id": …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TypedRef {
     /// The entity type.
     #[serde(rename = "type")]
@@ -88,15 +91,63 @@ impl EntityRef {
     }
 }
 
+/// The fields of a request, in the order the errors list them.
+const FIELDS: [&str; 8] = [
+    "principal",
+    "action",
+    "resource",
+    "context",
+    "session",
+    "credential",
+    "entities",
+    "time",
+];
+
 impl DecisionRequest {
-    /// Parses one request from JSON text.
+    /// Parses one request from JSON text (a duplicate key is refused).
     pub fn from_json(text: &str) -> Result<Self, RequestError> {
-        serde_json::from_str(text).map_err(|e| RequestError::Malformed(describe_json_error(&e)))
+        let value = crate::json::from_str(text)
+            .map_err(|e| RequestError::Malformed(format!("not JSON: {e}")))?;
+        Self::from_value(&value)
     }
 
-    /// Parses one request from a JSON value (without copying it).
+    /// Parses one request from a JSON value: an object with the request's fields and no
+    /// other.
     pub fn from_value(value: &Value) -> Result<Self, RequestError> {
-        Self::deserialize(value).map_err(|e| RequestError::Malformed(describe_json_error(&e)))
+        let Value::Object(map) = value else {
+            return Err(RequestError::Malformed(format!(
+                "a decision request is a JSON object, not {}",
+                crate::json::kind_of(value)
+            )));
+        };
+        if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(RequestError::Malformed(format!(
+                "unknown field `{}`: a request has {}",
+                unknown.escape_debug(),
+                FIELDS.map(|f| format!("`{f}`")).join(", ")
+            )));
+        }
+        let text = |field: &str| -> Result<Option<String>, RequestError> {
+            match map.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(RequestError::Malformed(format!(
+                    "`{field}` must be a string, not {}",
+                    crate::json::kind_of(other)
+                ))),
+            }
+        };
+        let any = |field: &str| map.get(field).filter(|v| !v.is_null()).cloned();
+        Ok(DecisionRequest {
+            principal: EntityRef::from_field(map, "principal")?,
+            action: EntityRef::from_field(map, "action")?,
+            resource: EntityRef::from_field(map, "resource")?,
+            context: any("context"),
+            session: text("session")?,
+            credential: text("credential")?,
+            entities: any("entities"),
+            time: text("time")?,
+        })
     }
 
     /// The context as a JSON object (empty when absent).
@@ -104,24 +155,54 @@ impl DecisionRequest {
         match &self.context {
             None | Some(Value::Null) => Ok(Map::new()),
             Some(Value::Object(map)) => Ok(map.clone()),
-            Some(_) => Err(RequestError::Malformed(
-                "`context` must be a JSON object".to_owned(),
-            )),
+            Some(other) => Err(RequestError::Malformed(format!(
+                "`context` must be a JSON object, not {}",
+                crate::json::kind_of(other)
+            ))),
         }
     }
 }
 
-fn describe_json_error(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    if !text.contains("did not match any variant of untagged enum EntityRef") {
-        return text;
+impl<'de> Deserialize<'de> for DecisionRequest {
+    /// Through a JSON value and [`DecisionRequest::from_value`], so every format (the
+    /// YAML of `arbiter test` too) gets the same strict reading.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Self::from_value(&value).map_err(serde::de::Error::custom)
     }
-    let at = if e.line() > 0 {
-        format!(" (at line {} column {})", e.line(), e.column())
-    } else {
-        String::new()
-    };
-    format!("an entity reference must be `Type::\"id\"` or {{\"type\": …, \"id\": …}}{at}")
+}
+
+impl EntityRef {
+    fn from_field(map: &Map<String, Value>, field: &str) -> Result<EntityRef, RequestError> {
+        let shape = || {
+            RequestError::Malformed(format!(
+                "`{field}` must be an entity reference, `Type::\"id\"` or {{\"type\": …, \"id\": …}}"
+            ))
+        };
+        match map.get(field) {
+            None => Err(RequestError::Malformed(format!("missing field `{field}`"))),
+            Some(Value::String(text)) => Ok(EntityRef::Text(text.clone())),
+            Some(Value::Object(typed)) => match (typed.get("type"), typed.get("id")) {
+                (Some(Value::String(ty)), Some(Value::String(id))) if typed.len() == 2 => {
+                    Ok(EntityRef::Typed(TypedRef {
+                        ty: ty.clone(),
+                        id: id.clone(),
+                    }))
+                }
+                _ => Err(shape()),
+            },
+            Some(_) => Err(shape()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EntityRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let mut map = Map::new();
+        map.insert("entity".to_owned(), value);
+        EntityRef::from_field(&map, "entity").map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why a request was refused before any decision was made.

@@ -201,6 +201,12 @@ fn write_pack(
     fs::write(dir.path().join("policies/rules.cedar"), text).unwrap();
     fs::write(dir.path().join("schema.cedarschema"), SCHEMA).unwrap();
     fs::write(dir.path().join("entities.json"), ENTITIES).unwrap();
+    // A generated pack may have no rule at all: that is meant here (default-deny decides).
+    let config = if config.contains("[defaults]") {
+        config.replacen("[defaults]\n", "[defaults]\nallow_no_policies = true\n", 1)
+    } else {
+        format!("[defaults]\nallow_no_policies = true\n{config}")
+    };
     fs::write(dir.path().join("arbiter.toml"), config).unwrap();
     let pack = Pack::load(dir.path()).unwrap_or_else(|p| panic!("generated pack loads: {p}"));
     (dir, Arc::new(pack))

@@ -511,3 +511,67 @@ principal = 'Agent::"{repository}"'
         ]
     );
 }
+
+/// Finding 2 of the hostile-input probe: 1,000 nested parentheses aborted the process
+/// (a stack overflow in Cedar's parser). Now a located pack error.
+#[test]
+fn a_policy_nested_1000_deep_is_a_located_pack_error_not_a_crash() {
+    let deep = format!(
+        "{OK}@id(\"deep\")\nforbid(principal, action, resource) when {{ {}true{} }};\n",
+        "(".repeat(1_000),
+        ")".repeat(1_000)
+    );
+    let p = only_problem(&deep);
+    assert_located(&p, 4, Some("deep"), "nest more than 64 deep");
+    // A long chain of operators recurses as deep as nesting does.
+    let long = format!(
+        "{OK}@id(\"long\")\nforbid(principal, action, resource) when {{ {} == 1 }};\n",
+        vec!["1"; 5_000].join(" + ")
+    );
+    let p = only_problem(&long);
+    assert_located(&p, 4, Some("long"), "operators in one policy");
+}
+
+/// The deepest policy the loader accepts loads (on the loader's own stack, whatever the
+/// caller's) and decides without taking the process down.
+#[test]
+fn the_deepest_accepted_policy_loads_on_a_small_stack() {
+    let deep = format!(
+        "{OK}@id(\"deep\")\nforbid(principal, action, resource) when {{ {}true{} && {} == 1 }};\n",
+        "(".repeat(60),
+        ")".repeat(60),
+        vec!["1"; 400].join(" + ")
+    );
+    let dir = pack(&[("rules.cedar", &deep)], None, Some(SCHEMA));
+    let path = dir.path().to_owned();
+    // A runtime's blocking thread has 2 MiB.
+    let loaded = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || Pack::load(&path).map(|p| p.rules().len()))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(loaded.unwrap(), 2);
+}
+
+/// Finding 5: a pack whose policies/ is gone or empty loaded as a pack that decides
+/// nothing. It is an error unless arbiter.toml says it is meant.
+#[test]
+fn a_pack_with_no_policy_is_invalid_unless_it_says_so() {
+    let empty = pack(&[], None, Some(SCHEMA));
+    let p = problems(empty.path());
+    assert!(
+        p.iter()
+            .any(|p| p.to_string().contains("the pack has no policy")),
+        "{p:#?}"
+    );
+    let gone = pack(&[], None, Some(SCHEMA));
+    fs::remove_dir(gone.path().join("policies")).unwrap();
+    assert!(!problems(gone.path()).is_empty());
+    let meant = pack(
+        &[],
+        Some("[defaults]\nallow_no_policies = true\n"),
+        Some(SCHEMA),
+    );
+    assert!(Pack::load(meant.path()).is_ok());
+}

@@ -33,6 +33,12 @@ fn pack_with(config: &str, policies: &str) -> TempDir {
     fs::write(dir.path().join("arbiter.toml"), config).unwrap();
     fs::write(dir.path().join("schema.cedarschema"), SCHEMA).unwrap();
     fs::create_dir(dir.path().join("policies")).unwrap();
+    // A pack with no policy does not load; these scope tests need one that decides nothing.
+    let policies = if policies.trim().is_empty() {
+        "@id(\"nothing\")\npermit (principal, action, resource) when { false };\n"
+    } else {
+        policies
+    };
     fs::write(dir.path().join("policies/rules.cedar"), policies).unwrap();
     dir
 }

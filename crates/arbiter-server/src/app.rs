@@ -47,6 +47,47 @@ pub struct Options {
     pub log_capacity: usize,
     /// The admin token from `ARBITER_ADMIN_TOKEN`, if set.
     pub admin_token: Option<String>,
+    /// How long a client has to send a request's headers, and how long a kept-alive
+    /// connection may sit idle before its next request.
+    pub header_read_timeout: Duration,
+    /// Connections held open at once; more wait in the listen backlog. Capped below the
+    /// process's file limit, so the store and the log can always open their files.
+    pub max_connections: usize,
+    /// Decision endpoints must be guarded by PEP tokens (the server listens beyond
+    /// loopback): a pack without `[server] pep_tokens` is refused, at start and at reload.
+    pub require_pep_tokens: bool,
+}
+
+/// An operator's override of a reload guard: who, and why. Recorded like a forced
+/// promotion.
+#[derive(Debug, Clone)]
+pub struct Forced {
+    /// The admin token's name.
+    pub by: String,
+    /// Why; never empty.
+    pub reason: String,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The pack has problems.
+    #[error("{0}")]
+    Invalid(arbiter_core::diag::Problems),
+    /// The pack is valid, but swapping it in would weaken the running controls in a way
+    /// that needs an operator's word (`force` with a reason).
+    #[error("{0}")]
+    NeedsForce(String),
+}
+
+impl ReloadError {
+    /// Every problem, one line each.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ReloadError::Invalid(problems) => problems.0.iter().map(ToString::to_string).collect(),
+            ReloadError::NeedsForce(why) => vec![why.clone()],
+        }
+    }
 }
 
 impl Options {
@@ -61,6 +102,9 @@ impl Options {
             concurrency: 1024,
             log_capacity: 8192,
             admin_token: None,
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            require_pep_tokens: false,
         }
     }
 }
@@ -115,6 +159,11 @@ impl App {
         let log = LogWriter::start(&store, options.durability, options.log_capacity)?;
         store.record_pack_version(&pack_version(&pack))?;
         let peps = PepTokens::from_config(&pep_hashes(&pack));
+        if options.require_pep_tokens && !peps.required() {
+            return Err(StartError::Pack(arbiter_core::diag::Problems(vec![
+                arbiter_core::diag::Problem::in_file("arbiter.toml", OPEN_DECISIONS),
+            ])));
+        }
         let identity =
             Identity::start(&options.data, &store, &pack).map_err(StartError::Identity)?;
         let baseline = Arc::new(StoreBaseline::load(&store)?);
@@ -188,6 +237,11 @@ impl App {
         self.engine.load().pack().version().to_owned()
     }
 
+    /// How the server runs.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
     /// Whether decision endpoints require PEP tokens.
     pub fn requires_pep_tokens(&self) -> bool {
         self.peps.load().required()
@@ -195,7 +249,7 @@ impl App {
 
     /// The routes, with body limits, timeouts and a concurrency bound as layers.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let without_query = Router::new()
             .route("/v1/decide", post(decide))
             .route("/v1/decide/batch", post(decide_batch))
             .route("/healthz", get(healthz))
@@ -203,7 +257,6 @@ impl App {
             .route("/metrics", get(metrics))
             .route("/v1/policy", get(policy))
             .route("/v1/policy/reload", post(reload))
-            .route("/v1/decisions", get(decisions))
             .route("/.well-known/jwks.json", get(identity::jwks))
             .route("/v1/credentials", post(identity::mint))
             .route("/v1/token", post(identity::exchange))
@@ -211,9 +264,13 @@ impl App {
                 "/v1/revocations",
                 post(identity::revoke).get(identity::revocations),
             )
-            .route("/v1/findings", get(lifecycle::findings))
             .route("/v1/findings/{id}/review", post(lifecycle::review))
+            .route_layer(axum::middleware::from_fn(no_query));
+        Router::new()
+            .route("/v1/decisions", get(decisions))
+            .route("/v1/findings", get(lifecycle::findings))
             .route("/v1/readiness", get(lifecycle::readiness))
+            .merge(without_query)
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(self.options.body_limit))
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -228,8 +285,18 @@ impl App {
     }
 
     /// Loads the pack again and swaps it in atomically; sessions and throttles carry over.
-    /// A pack with problems is refused and the running one stays.
-    pub async fn reload(&self) -> Result<String, arbiter_core::diag::Problems> {
+    /// A pack with problems is refused and the running one stays, as is one that would
+    /// remove every enforced control (see [`App::reload_forced`]).
+    pub async fn reload(&self) -> Result<String, ReloadError> {
+        self.reload_forced(None).await
+    }
+
+    /// [`App::reload`], with an operator's override: a pack that leaves no rule or
+    /// default-deny scope in `enforce` where the running one had some is refused unless
+    /// forced, and a forced one is recorded like a forced demotion of every enforced rule
+    /// it removes. A pack that would open the decision endpoints of a server that must
+    /// guard them is refused, forced or not.
+    pub async fn reload_forced(&self, forced: Option<Forced>) -> Result<String, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let dir = self.options.pack.clone();
         let loaded = tokio::task::spawn_blocking(move || Pack::load(dir))
@@ -247,17 +314,40 @@ impl App {
             Err(problems) => {
                 self.metrics.reloaded(false);
                 tracing::warn!(%problems, "reload refused; the running pack stays");
-                return Err(problems);
+                return Err(ReloadError::Invalid(problems));
             }
         };
+        if self.options.require_pep_tokens && pep_hashes(&pack).is_empty() {
+            self.metrics.reloaded(false);
+            tracing::warn!("reload refused: it would open the decision endpoints");
+            return Err(ReloadError::Invalid(arbiter_core::diag::Problems(vec![
+                arbiter_core::diag::Problem::in_file("arbiter.toml", OPEN_DECISIONS),
+            ])));
+        }
+        let removed = enforced_controls(self.engine.load().pack());
+        if !removed.is_empty() && enforced_controls(&pack).is_empty() {
+            let Some(forced) = &forced else {
+                self.metrics.reloaded(false);
+                let why = format!(
+                    "the new pack enforces nothing, and the running one enforces {} ({}): \
+                     reload it with force and a reason (`arbiter reload --force --reason …`) \
+                     if that is meant",
+                    removed.len(),
+                    removed.join(", ")
+                );
+                tracing::warn!(%why, "reload refused; the running pack stays");
+                return Err(ReloadError::NeedsForce(why));
+            };
+            self.record_forced_removal(forced, &removed).await?;
+        }
         let verifier = match self.identity.reconfigure(&pack) {
             Ok(verifier) => verifier,
             Err(message) => {
                 self.metrics.reloaded(false);
                 tracing::warn!(%message, "reload refused; the running pack stays");
-                return Err(arbiter_core::diag::Problems(vec![
+                return Err(ReloadError::Invalid(arbiter_core::diag::Problems(vec![
                     arbiter_core::diag::Problem::in_file("arbiter.toml", message),
-                ]));
+                ])));
             }
         };
         let store = self.store.clone();
@@ -279,6 +369,50 @@ impl App {
         self.metrics.reloaded(true);
         tracing::info!(%version, "pack reloaded");
         Ok(version)
+    }
+
+    /// Records a forced reload that removes every enforced control, before it is applied:
+    /// a reload that cannot be recorded is not applied.
+    async fn record_forced_removal(
+        &self,
+        forced: &Forced,
+        removed: &[String],
+    ) -> Result<(), ReloadError> {
+        let store = self.store.clone();
+        let at = self.engine.load().now();
+        let records: Vec<arbiter_store::Promotion> = removed
+            .iter()
+            .map(|rule| arbiter_store::Promotion {
+                seq: 0,
+                rule: rule.clone(),
+                from_mode: "enforce".to_owned(),
+                to_mode: "audit".to_owned(),
+                forced: true,
+                reason: Some(format!("removed by a forced reload: {}", forced.reason)),
+                by: forced.by.clone(),
+                at,
+                verdict: "removed_by_reload".to_owned(),
+            })
+            .collect();
+        let stored = tokio::task::spawn_blocking(move || {
+            records
+                .iter()
+                .try_for_each(|r| store.record_promotion(r).map(drop))
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {
+                tracing::warn!(by = %forced.by, reason = %forced.reason, removed = ?removed,
+                    "forced reload removes every enforced control");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ReloadError::NeedsForce(format!(
+                "the forced reload could not be recorded, so it is not applied: {e}"
+            ))),
+            Err(e) => Err(ReloadError::NeedsForce(format!(
+                "the forced reload could not be recorded, so it is not applied: {e}"
+            ))),
+        }
     }
 
     /// Stops the background work and drains the decision log.
@@ -330,7 +464,15 @@ impl App {
             .map_err(Clone::clone)
             .and_then(|r| engine.decide(r));
         let latency = started.elapsed();
-        let record = self.record(engine, value, parsed.ok().as_ref(), &result, latency);
+        let record = match parsed {
+            Ok(parsed) => self.record(engine, value, &parsed, &result, latency),
+            // Not a request: masking and fingerprinting could not reach into it, so none of
+            // it is kept but its size and why it was refused.
+            Err(refusal) => {
+                let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
+                refused_record(engine, size, &refusal.to_json())
+            }
+        };
         match &result {
             Ok(decision) => self.metrics.decided(decision, latency.as_secs_f64()),
             Err(error) => self.metrics.refused(error.code()),
@@ -353,13 +495,7 @@ impl App {
             Err(refusal) => {
                 self.metrics.refused(refusal.code());
                 let engine = self.engine.load();
-                let mut record = blank_record(
-                    &engine,
-                    None,
-                    json!({ "unparsed_bytes": size }),
-                    Duration::ZERO,
-                );
-                record.error = refusal.body().get("error").cloned();
+                let record = refused_record(&engine, size.unwrap_or(0), &refusal.body());
                 self.log
                     .append(record)
                     .await
@@ -369,11 +505,14 @@ impl App {
         }
     }
 
+    /// The record of a parsed request: the body as it came, with the credential replaced
+    /// by its fingerprint and `[log] mask` applied (the one path by which request values
+    /// reach the log).
     fn record(
         &self,
         engine: &Engine,
         mut request: Value,
-        parsed: Option<&DecisionRequest>,
+        parsed: &DecisionRequest,
         result: &Result<Decision, RequestError>,
         latency: Duration,
     ) -> DecisionRecord {
@@ -392,10 +531,10 @@ impl App {
         }
         let id = result.as_ref().ok().map(|d| d.decision_id.clone());
         let mut record = blank_record(engine, id, request, latency);
-        record.principal = parsed.map(|r| r.principal.to_string());
-        record.action = parsed.map(|r| r.action.to_string());
-        record.resource = parsed.map(|r| r.resource.to_string());
-        record.session = parsed.and_then(|r| r.session.clone());
+        record.principal = Some(parsed.principal.to_string());
+        record.action = Some(parsed.action.to_string());
+        record.resource = Some(parsed.resource.to_string());
+        record.session.clone_from(&parsed.session);
         match result {
             Ok(d) => {
                 record.decision = match d.decision {
@@ -463,6 +602,19 @@ fn blank_record(
     }
 }
 
+/// The record of a body that was refused before it was a request: its size and why,
+/// nothing of what it held.
+fn refused_record(engine: &Engine, size: usize, refusal: &Value) -> DecisionRecord {
+    let mut record = blank_record(
+        engine,
+        None,
+        json!({ "unparsed_bytes": size }),
+        Duration::ZERO,
+    );
+    record.error = refusal.get("error").cloned();
+    record
+}
+
 /// What the decision adds to findings and readiness: the rules in scope, the
 /// default-deny scope when it was consulted, and what each fired warn rule would do.
 fn evidence(pack: &Pack, d: &Decision) -> Evidence {
@@ -495,6 +647,26 @@ fn token_fingerprint(token: &str) -> String {
     )
 }
 
+/// Why a server that must guard its decision endpoints refuses a pack without PEP tokens.
+const OPEN_DECISIONS: &str = "[server] pep_tokens is empty, and this server listens beyond \
+     loopback: its decision endpoints would be open to anyone who can reach it \
+     (set pep_tokens, or serve with --allow-open-decisions)";
+
+/// The rules and default-deny scopes a pack enforces.
+fn enforced_controls(pack: &Pack) -> Vec<String> {
+    let rules = pack
+        .rules()
+        .iter()
+        .filter(|r| r.mode == Some(arbiter_core::rule::Mode::Enforce))
+        .map(|r| r.id.clone());
+    let scopes = pack
+        .default_deny_scopes()
+        .into_iter()
+        .filter(|(_, mode)| *mode == arbiter_core::rule::Mode::Enforce)
+        .map(|(ty, _)| format!("default-deny:{ty}"));
+    rules.chain(scopes).collect()
+}
+
 fn pep_hashes(pack: &Pack) -> Vec<String> {
     pack.config()
         .server
@@ -508,16 +680,44 @@ fn pack_version(pack: &Pack) -> PackVersion {
     arbiter_lifecycle::readiness::pack_version(pack, jiff::Timestamp::now())
 }
 
-/// The body as JSON, or the right 4xx.
+/// The body as a JSON object (duplicate keys refused), or the right 4xx.
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let bytes = ApiError::read_body(body)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
+    ApiError::json_object(body)
+}
+
+/// A body that is not declared JSON is refused before it is read: a browser page may
+/// send `text/plain` (or a form) cross-site without a preflight, and a decision can have
+/// effects (a revoke, a session terminated, a throttle spent).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be sent as `Content-Type: application/json`",
+        )),
+    }
+}
+
+/// Endpoints that take no query parameters refuse them, as the ones that take some refuse
+/// the ones they do not know: a misspelt filter is an error, never silently ignored.
+async fn no_query(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    if request.uri().query().is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_request",
-            format!("not JSON: {e}"),
-        )
-    })
+            "bad_query",
+            format!("`{}` takes no query parameters", request.uri().path()),
+        ));
+    }
+    Ok(next.run(request).await)
 }
 
 fn request_error(error: &RequestError) -> ApiError {
@@ -541,6 +741,7 @@ async fn decide(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     app.admit(&headers)?;
+    require_json(&headers)?;
     let value = app.body_or_record(body).await?;
     let engine = app.engine.load_full();
     match app.decide_one(&engine, value).await? {
@@ -558,6 +759,7 @@ async fn decide_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     app.admit(&headers)?;
+    require_json(&headers)?;
     let value = app.body_or_record(body).await?;
     let requests = match value {
         Value::Object(mut map) if map.len() == 1 && map.contains_key("requests") => {
@@ -678,9 +880,40 @@ async fn policy(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respo
     .into_response())
 }
 
-async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `POST /v1/policy/reload` body, optional: an operator's override of the guard against a
+/// pack that enforces nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    force: bool,
+    reason: String,
+}
+
+async fn reload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let admin = app.check_admin(&headers)?.to_owned();
-    match app.reload().await {
+    let empty = body.as_ref().is_ok_and(Bytes::is_empty);
+    let forced = if empty {
+        None
+    } else {
+        require_json(&headers)?;
+        let body: ReloadBody = ApiError::json_body(body)?;
+        if body.reason.trim().is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "`reason` must say why",
+            ));
+        }
+        body.force.then(|| Forced {
+            by: admin.clone(),
+            reason: body.reason,
+        })
+    };
+    match app.reload_forced(forced).await {
         Ok(version) => {
             tracing::info!(%admin, %version, "reload requested");
             Ok(
@@ -688,18 +921,25 @@ async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respo
                     .into_response(),
             )
         }
-        Err(problems) => {
+        Err(refused) => {
             let running = app.engine.load().pack().version().to_owned();
-            let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_pack",
-                format!(
-                    "the pack has {} problem(s); the running pack ({running}) stays",
-                    list.len()
+            let list = refused.lines();
+            let (status, code, message) = match refused {
+                ReloadError::Invalid(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_pack",
+                    format!(
+                        "the pack has {} problem(s); the running pack ({running}) stays",
+                        list.len()
+                    ),
                 ),
-            )
-            .with_details(json!(list)))
+                ReloadError::NeedsForce(_) => (
+                    StatusCode::CONFLICT,
+                    "reload_needs_force",
+                    format!("the reload needs force; the running pack ({running}) stays"),
+                ),
+            };
+            Err(ApiError::new(status, code, message).with_details(json!(list)))
         }
     }
 }

@@ -79,6 +79,45 @@ impl ApiError {
         })
     }
 
+    /// 400 `malformed_request`.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_request", message)
+    }
+
+    /// A request body as a JSON object: read strictly (a duplicate key is refused) and
+    /// refused with 400 when it is anything but an object. No message quotes the body.
+    pub fn json_object(
+        body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let bytes = Self::read_body(body)?;
+        let value = arbiter_core::json::from_slice(&bytes)
+            .map_err(|e| Self::malformed(format!("not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(Self::malformed(format!(
+                "the body must be a JSON object, not {}",
+                arbiter_core::json::kind_of(&value)
+            )));
+        }
+        Ok(value)
+    }
+
+    /// A request body as `T`, through [`ApiError::json_object`]. A field of the wrong type
+    /// is named by its path with the type expected; its value is never quoted.
+    pub fn json_body<T: serde::de::DeserializeOwned>(
+        body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    ) -> Result<T, ApiError> {
+        let value = Self::json_object(body)?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            Self::malformed(without_values(&path, &e.into_inner().to_string()))
+        })
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The stable error code.
     pub fn code(&self) -> &'static str {
         self.code
@@ -99,6 +138,29 @@ impl ApiError {
     }
 }
 
+/// serde's message for a field, without the value it quotes: `invalid type: string
+/// "…", expected u32` becomes "`path`: expected u32".
+fn without_values(path: &str, message: &str) -> String {
+    let quotes_value = [
+        "invalid type:",
+        "invalid value:",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p));
+    if quotes_value {
+        let expected = message
+            .rsplit_once(", expected ")
+            .map_or("another type", |(_, e)| e);
+        format!("`{path}`: expected {expected}")
+    } else if path == "." {
+        message.to_owned()
+    } else {
+        format!("`{path}`: {message}")
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
@@ -108,5 +170,26 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_errors_name_the_path_and_never_the_value() {
+        assert_eq!(
+            without_values("ttl", "invalid type: string \"SECRET\", expected u32"),
+            "`ttl`: expected u32"
+        );
+        assert_eq!(
+            without_values("kind", "unknown variant `SECRET`, expected `a` or `b`"),
+            "`kind`: expected `a` or `b`"
+        );
+        assert_eq!(
+            without_values(".", "missing field `reason`"),
+            "missing field `reason`"
+        );
     }
 }

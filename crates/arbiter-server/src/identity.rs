@@ -595,14 +595,7 @@ pub async fn revocations(
 fn json_of<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let bytes = ApiError::read_body(body)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_request",
-            format!("not the expected JSON: {e}"),
-        )
-    })
+    ApiError::json_body(body)
 }
 
 /// A principal the pack knows the type of.

@@ -78,13 +78,11 @@ pub async fn review(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let admin = app.check_admin(&headers)?.to_owned();
-    let bytes = ApiError::read_body(body)?;
-    let body: ReviewBody = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_request",
-            format!("a review is {{\"verdict\", \"note\"}}: {e}"),
-        )
+    let body: ReviewBody = ApiError::json_body(body).map_err(|e| {
+        ApiError::malformed(format!(
+            "a review is {{\"verdict\", \"note\"}}: {}",
+            e.message()
+        ))
     })?;
     let verdict: Verdict = body
         .verdict

@@ -326,9 +326,11 @@ fn commit_until_written(
 ) -> Result<(), rusqlite::Error> {
     let mut backoff = FIRST_BACKOFF;
     let mut give_up_at = None;
+    let mut report = FailureReport::default();
     loop {
         match write_batch(conn, batch) {
             Ok(()) => {
+                report.recovered();
                 shared.pending.fetch_sub(batch.len(), Ordering::AcqRel);
                 shared.healthy.store(true, Ordering::Release);
                 for pending in batch.drain(..) {
@@ -340,6 +342,7 @@ fn commit_until_written(
                 return Ok(());
             }
             Err(e) => {
+                report.failed(&e);
                 shared.write_errors.fetch_add(1, Ordering::AcqRel);
                 *shared
                     .last_error
@@ -356,6 +359,42 @@ fn commit_until_written(
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+        }
+    }
+}
+
+/// How often a failing log is reported while it keeps failing.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Failed writes, reported to the operator's log (stderr): the first at once, then at most
+/// one line per [`REPORT_EVERY`] with how many failed since, and the recovery. Metrics
+/// and `/readyz` show the state; this says why, where an operator looks first.
+#[derive(Debug, Default)]
+struct FailureReport {
+    since_last: u64,
+    total: u64,
+    last: Option<Instant>,
+}
+
+impl FailureReport {
+    fn failed(&mut self, e: &rusqlite::Error) {
+        self.total += 1;
+        self.since_last += 1;
+        if self.last.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+            tracing::error!(
+                error = %e,
+                failed_writes = self.since_last,
+                "the decision log cannot write; decisions are refused (503) until it can, \
+                 and the batch is retried"
+            );
+            self.since_last = 0;
+            self.last = Some(Instant::now());
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.total > 0 {
+            tracing::warn!(failed_writes = self.total, "the decision log writes again");
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod annotations;
 mod schema;
+mod shapes;
 mod source;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,7 +46,13 @@ pub struct Pack {
     scopes: HashMap<EntityTypeName, (String, Mode)>,
     version: String,
     warnings: Vec<Problem>,
+    /// Every action's context type, to say where a context breaks it.
+    shapes: shapes::ContextShapes,
 }
+
+/// The stack of the thread that loads a pack: room for [`source::MAX_OPERATORS`] levels
+/// of Cedar's recursion in an unoptimized build, with a wide margin.
+const LOAD_STACK: usize = 512 * 1024 * 1024;
 
 /// The files of a pack, as found on disk.
 const CONFIG_FILE: &str = "arbiter.toml";
@@ -65,8 +72,27 @@ pub struct IssuerKeys {
 
 impl Pack {
     /// Loads and validates the pack in `dir`. On failure, every problem found is returned.
+    ///
+    /// The work runs on a thread of its own with a stack sized for the deepest policy the
+    /// loader accepts ([`source::MAX_OPERATORS`]): Cedar's parser, validator and JSON form
+    /// recurse once per level of an expression, and the caller's stack (a runtime's
+    /// blocking thread has 2 MiB) is not sized for that. The stack is reserved, not
+    /// touched: memory is used only as deep as a policy goes.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, Problems> {
-        Loader::new(dir.as_ref()).load()
+        let dir = dir.as_ref().to_owned();
+        let loading = std::thread::Builder::new()
+            .name("arbiter-pack-load".to_owned())
+            .stack_size(LOAD_STACK)
+            .spawn(move || Loader::new(&dir).load());
+        let failed = |why: String| Problems(vec![Problem::in_file(".", why)]);
+        match loading {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(failed("loading the pack failed unexpectedly".to_owned()))),
+            Err(e) => Err(failed(format!(
+                "cannot start the thread that loads the pack: {e}"
+            ))),
+        }
     }
 
     /// The pack's directory.
@@ -188,6 +214,16 @@ impl Pack {
     pub(crate) fn request_entity_types(&self) -> &HashSet<EntityTypeName> {
         &self.request_entity_types
     }
+
+    /// Where `context` breaks the context type of `action`, in words that name the path
+    /// and the expected type but never the value.
+    pub(crate) fn explain_context(
+        &self,
+        action: &EntityUid,
+        context: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<String> {
+        self.shapes.explain(action, context)
+    }
 }
 
 struct Loader<'a> {
@@ -197,6 +233,7 @@ struct Loader<'a> {
     hasher: Sha256,
     /// `arbiter.toml` as read, to place problems found after parsing.
     config_text: String,
+    shapes: shapes::ContextShapes,
 }
 
 /// Where a policy came from, to place validator messages.
@@ -214,6 +251,7 @@ impl<'a> Loader<'a> {
             warnings: Vec::new(),
             hasher: Sha256::new(),
             config_text: String::new(),
+            shapes: shapes::ContextShapes::default(),
         }
     }
 
@@ -236,6 +274,13 @@ impl<'a> Loader<'a> {
         let (schema, augmented) = self.load_schema();
         let entities = self.load_entities(schema.as_ref());
         let (rules, policies, origins) = self.load_policies(&config, &catalog);
+        if rules.is_empty() && !config.defaults.allow_no_policies && self.problems.is_empty() {
+            self.problems.push(Problem::in_file(
+                POLICIES_DIR,
+                "the pack has no policy: every request would fall to the default-deny scope; \
+                 if that is meant, set `allow_no_policies = true` in [defaults] of arbiter.toml",
+            ));
+        }
         if let Some(augmented) = &augmented {
             self.validate_policies(augmented, &policies, &origins);
         }
@@ -274,6 +319,7 @@ impl<'a> Loader<'a> {
             scopes: HashMap::new(),
             version,
             warnings: self.warnings,
+            shapes: self.shapes,
         };
         pack.scopes = pack
             .default_deny_scopes()
@@ -392,6 +438,7 @@ impl<'a> Loader<'a> {
                 return (None, None);
             }
         };
+        self.shapes = shapes::ContextShapes::new(&json_form);
         if let Err(clashes) = schema::augment(&mut json_form) {
             self.problems.extend(
                 clashes
@@ -478,6 +525,14 @@ impl<'a> Loader<'a> {
             };
             let shared: std::sync::Arc<str> = text.as_str().into();
             for chunk in source::split(&text) {
+                if let Some((offset, message)) = source::too_deep(chunk.text) {
+                    self.problems.push(
+                        Problem::in_file(&relative, message)
+                            .at_offset(&text, chunk.start + offset)
+                            .for_rule(source::declared_id(chunk.text)),
+                    );
+                    continue;
+                }
                 let policy = match Policy::parse(None, chunk.text) {
                     Ok(p) => p,
                     Err(e) => {

@@ -69,9 +69,131 @@ pub(crate) fn split(src: &str) -> Vec<Chunk<'_>> {
     chunks
 }
 
+/// The `@id("…")` a policy's text declares, read without parsing it (for a policy refused
+/// before Cedar reads it).
+pub(crate) fn declared_id(chunk: &str) -> Option<&str> {
+    let at = chunk.find("@id(\"")? + 5;
+    let rest = chunk.get(at..)?;
+    rest.get(..rest.find('"')?)
+}
+
+/// The most brackets (`(`, `[`, `{`) one policy may nest.
+pub(crate) const MAX_NESTING: usize = 64;
+
+/// The most operators (each a level an expression may nest: `&&`, `+`, `!`, `.`, `if`,
+/// `has`, `like`, brackets, …) one policy may hold. Cedar's parser and its JSON form
+/// recurse once per level, on the stack; a policy past this is refused before Cedar
+/// reads it. A real policy holds tens; a longer one is better written with a set
+/// (`["a", "b"].contains(x)`) or split.
+pub(crate) const MAX_OPERATORS: usize = 1_000;
+
+/// Why a policy's text is refused before Cedar parses it: a byte offset in the chunk and
+/// the message.
+pub(crate) fn too_deep(chunk: &str) -> Option<(usize, String)> {
+    let bytes = chunk.as_bytes();
+    let mut depth = 0usize;
+    let mut operators = 0usize;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                operators += 1;
+                if depth > MAX_NESTING {
+                    return Some((
+                        i,
+                        format!(
+                            "brackets nest more than {MAX_NESTING} deep: arbiter refuses such a \
+                             policy before parsing it (it would exhaust the parser's stack)"
+                        ),
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'&' | b'|' | b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'.' => {
+                // `&&`, `==`, `<=` are one operator each.
+                let pair = i
+                    .checked_sub(1)
+                    .and_then(|p| bytes.get(p))
+                    .is_some_and(|p| matches!(p, b'&' | b'|' | b'=' | b'<' | b'>' | b'!'));
+                if !(pair && matches!(b, b'&' | b'|' | b'=')) {
+                    operators += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while bytes
+                    .get(i)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                {
+                    i += 1;
+                }
+                let word = chunk.get(start..i).unwrap_or_default();
+                if matches!(word, "if" | "has" | "like" | "is" | "in" | "then" | "else") {
+                    operators += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if operators > MAX_OPERATORS {
+            return Some((
+                i,
+                format!(
+                    "more than {MAX_OPERATORS} operators in one policy: arbiter refuses such a \
+                     policy before parsing it (it would exhaust the parser's stack); use a set \
+                     (`[\"a\", \"b\"].contains(x)`) or split the policy"
+                ),
+            ));
+        }
+        i += 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_or_long_expressions_are_refused_and_strings_and_comments_do_not_count() {
+        let deep = format!(
+            "permit(principal, action, resource) when {{ {}true{} }};",
+            "(".repeat(100),
+            ")".repeat(100)
+        );
+        assert!(too_deep(&deep).is_some_and(|(_, m)| m.contains("nest")));
+        let long = format!(
+            "permit(principal, action, resource) when {{ {} == 1 }};",
+            vec!["1"; 2_000].join(" + ")
+        );
+        assert!(too_deep(&long).is_some_and(|(_, m)| m.contains("operators")));
+        let quoted = format!(
+            "// {}\npermit(principal, action, resource) when {{ \"{}\" == \"x\" }};",
+            "(".repeat(500),
+            "((((+".repeat(500)
+        );
+        assert_eq!(too_deep(&quoted), None);
+        let real = "@id(\"a\")\nforbid(principal, action, resource) when { \
+                    context has x && (context.x like \"*.internal\" || !(context.y in [1, 2])) };";
+        assert_eq!(too_deep(real), None);
+    }
 
     #[test]
     fn splits_on_semicolons_outside_strings_and_comments() {

@@ -82,8 +82,18 @@ impl Server {
         data: PathBuf,
         durability: Durability,
     ) -> Server {
+        Self::start_with(dirs, pack, data, |options| options.durability = durability).await
+    }
+
+    /// Starts with the test's own options (the admin token is always [`ADMIN`]).
+    pub async fn start_with(
+        dirs: tempfile::TempDir,
+        pack: PathBuf,
+        data: PathBuf,
+        configure: impl FnOnce(&mut Options),
+    ) -> Server {
         let mut options = Options::new(&pack, &data);
-        options.durability = durability;
+        configure(&mut options);
         options.admin_token = Some(ADMIN.to_owned());
         let (app, _) = App::start(options).await.unwrap_or_else(|e| panic!("{e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
