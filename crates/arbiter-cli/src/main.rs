@@ -10,12 +10,13 @@ mod output;
 mod serve;
 mod token;
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use arbiter_core::diag::Problems;
+use arbiter_core::pack::file;
 use arbiter_core::testing::{self, Summary};
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
 use clap::{Parser, Subcommand};
@@ -180,24 +181,45 @@ fn check(
         result.is_err()
     };
     if let Some(path) = request {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
+        let text =
+            file::read(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
         invalid += usize::from(decide(&text, None, &mut out));
     } else {
         // Read line by line, from a file or streaming from standard input; a line that is
-        // not UTF-8 is a malformed request like any other, and the rest still count.
-        let (name, reader): (String, Box<dyn BufRead>) = match requests {
+        // not UTF-8 is a malformed request like any other, and the rest still count. The
+        // file may be long, so it is streamed; it must be a regular file (a FIFO would
+        // block, a device never end: pipe into standard input instead), and no line may
+        // be longer than a pack file may be.
+        let (name, mut reader): (String, Box<dyn BufRead>) = match requests {
             Some(path) if path != Path::new("-") => (
                 path.display().to_string(),
-                Box::new(io::BufReader::new(std::fs::File::open(path).map_err(
-                    |e| Failure::Input(format!("{}: cannot read: {e}", path.display())),
-                )?)),
+                Box::new(io::BufReader::new(file::open(path).map_err(|e| {
+                    Failure::Input(format!("{}: {e}", path.display()))
+                })?)),
             ),
             _ => ("standard input".to_owned(), Box::new(io::stdin().lock())),
         };
-        for (n, line) in reader.split(b'\n').enumerate() {
-            let line = line.map_err(|e| Failure::Input(format!("{name}: line {}: {e}", n + 1)))?;
-            let text = match String::from_utf8(line) {
+        let mut line = Vec::new();
+        for n in 0.. {
+            line.clear();
+            let read = (&mut reader)
+                .take(file::MAX_FILE_BYTES + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Failure::Input(format!("{name}: line {}: {e}", n + 1)))?;
+            if read == 0 {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if u64::try_from(line.len()).unwrap_or(u64::MAX) > file::MAX_FILE_BYTES {
+                return Err(Failure::Input(format!(
+                    "{name}: line {} is longer than the limit of {} bytes (16 MiB)",
+                    n + 1,
+                    file::MAX_FILE_BYTES
+                )));
+            }
+            let text = match String::from_utf8(std::mem::take(&mut line)) {
                 Ok(text) => text,
                 Err(_) => {
                     invalid += 1;
