@@ -199,3 +199,102 @@ fn batched_durability_drains_everything_acknowledged_on_sigterm() {
     );
     assert_eq!(logged.len(), received.len());
 }
+
+/// A data directory holding `n` logged decisions, written through the store's own log
+/// writer (as a server writes them, without the cost of `n` HTTP requests) and then
+/// closed cleanly, as a stopped server leaves it: no `-wal` or `-shm` file beside the
+/// database.
+fn logged_data_dir(n: u64) -> tempfile::TempDir {
+    use arbiter_store::{DecisionRecord, Durability, LogWriter, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = Store::open(dir.path()).unwrap();
+        let writer = LogWriter::start(&store, Durability::Batched, 1024).unwrap();
+        let start = jiff::Timestamp::from_second(1_795_687_200).unwrap();
+        for i in 0..n {
+            let time = start
+                .checked_add(jiff::SignedDuration::from_millis(i64::try_from(i).unwrap()))
+                .unwrap();
+            let principal = format!(r#"Agent::"bot-{i}""#);
+            let resource = format!(r#"Ticket::"T-{i}""#);
+            writer
+                .append(DecisionRecord {
+                    decision_id: format!("01KDECISION{i:015}"),
+                    time,
+                    policy_version: "sha256:pack".to_owned(),
+                    principal: Some(principal.clone()),
+                    action: Some(r#"Action::"read_ticket""#.to_owned()),
+                    resource: Some(resource.clone()),
+                    session: None,
+                    credential_id: None,
+                    decision: "allow".to_owned(),
+                    effect: None,
+                    enforced: vec![],
+                    warnings: vec![],
+                    audit: vec![],
+                    errors: vec![],
+                    reason: None,
+                    error: None,
+                    latency_us: 10,
+                    request: json!({"principal": principal, "action": r#"Action::"read_ticket""#,
+                        "resource": resource, "context": {}}),
+                    novel: None,
+                    evidence: Default::default(),
+                })
+                .await
+                .unwrap();
+        }
+        writer.shutdown().await.unwrap();
+    });
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with("-wal") || n.ends_with("-shm")),
+        "a clean close leaves no -wal or -shm: {names:?}"
+    );
+    dir
+}
+
+/// Finding 11: `println!` panicked (exit 101, "failed printing to stdout") when the
+/// reader closed the pipe early. More output than a pipe buffers (1,000 rows, well over
+/// 64 KiB) makes the writer meet the closed pipe for certain.
+#[test]
+fn log_into_a_reader_that_closes_after_the_first_line_exits_quietly_not_with_a_panic() {
+    use std::io::Read as _;
+    let data = logged_data_dir(1000);
+    for json in [false, true] {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("arbiter"));
+        cmd.args(["log", "--limit", "1000", "--data"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        if json {
+            // One long line: read its start only.
+            let mut start = [0_u8; 64];
+            reader.read_exact(&mut start).unwrap();
+            first = String::from_utf8_lossy(&start).into_owned();
+        } else {
+            reader.read_line(&mut first).unwrap();
+        }
+        assert!(!first.is_empty());
+        drop(reader);
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "--json {json}: {stderr}");
+        assert!(!stderr.contains("panicked"), "--json {json}: {stderr}");
+        assert!(stderr.is_empty(), "quietly: {stderr}");
+    }
+}
