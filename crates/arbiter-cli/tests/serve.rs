@@ -298,3 +298,77 @@ fn log_into_a_reader_that_closes_after_the_first_line_exits_quietly_not_with_a_p
         assert!(stderr.is_empty(), "quietly: {stderr}");
     }
 }
+
+/// What a directory holds: each entry's name, length, mode and modification time.
+fn listing(dir: &Path) -> BTreeSet<(String, u64, u32, std::time::SystemTime)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut entries = BTreeSet::new();
+    for path in std::iter::once(dir.to_owned())
+        .chain(std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()))
+    {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        entries.insert((
+            path.file_name().unwrap().to_string_lossy().into_owned(),
+            meta.len(),
+            meta.permissions().mode(),
+            meta.modified().unwrap(),
+        ));
+    }
+    entries
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Finding 13: the read-only commands opened the database read-only but still needed to
+/// create SQLite's `-wal` and `-shm` files beside it, so they failed on a read-only data
+/// directory (a backup, a mounted snapshot, a directory owned by the server's user).
+/// Tests run as root, which ignores permission bits, so this asserts what a read-only
+/// directory requires: the commands create and change nothing in it.
+#[test]
+fn read_only_commands_on_a_read_only_data_directory_create_and_change_nothing() {
+    let data = logged_data_dir(50);
+    let d = data.path().to_str().unwrap().to_owned();
+    let pack = example();
+    let p = pack.to_str().unwrap().to_owned();
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        set_mode(&entry.unwrap().path(), 0o444);
+    }
+    set_mode(data.path(), 0o555);
+    let before = listing(data.path());
+    let commands: [&[&str]; 6] = [
+        &["log", "--data", &d],
+        &["log", "--json", "--data", &d],
+        &["findings", "--data", &d],
+        &["readiness", "--pack", &p, "--data", &d],
+        &["baseline", "--data", &d],
+        &["token", "revocations", "--data", &d],
+    ];
+    for args in commands {
+        let out = assert_cmd::Command::cargo_bin("arbiter")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            listing(data.path()),
+            before,
+            "{args:?} changed the data directory"
+        );
+    }
+    let out = assert_cmd::Command::cargo_bin("arbiter")
+        .unwrap()
+        .args(["log", "--json", "--limit", "1000", "--data", &d])
+        .output()
+        .unwrap();
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["decisions"].as_array().unwrap().len(), 50);
+    set_mode(data.path(), 0o755);
+}
