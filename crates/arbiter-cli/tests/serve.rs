@@ -372,3 +372,38 @@ fn read_only_commands_on_a_read_only_data_directory_create_and_change_nothing() 
     assert_eq!(page["decisions"].as_array().unwrap().len(), 50);
     set_mode(data.path(), 0o755);
 }
+
+/// Finding 14: `arbiter serve` refused a signing key or `mask.key` others could read, but
+/// used an `admin.token` with mode 0644 without a word. Now it refuses to start (exit 2,
+/// like every start error) and says which file, its mode and the fix. The deadline
+/// bounds the run: before the fix the server started and served.
+#[test]
+fn serve_refuses_an_admin_token_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let token = data.join("admin.token");
+    std::fs::write(&token, "arb_0123456789abcdef").unwrap();
+    set_mode(&token, 0o644);
+    let out = assert_cmd::Command::cargo_bin("arbiter")
+        .unwrap()
+        .args(["serve", "--listen", "127.0.0.1:0", "--pack"])
+        .arg(example())
+        .arg("--data")
+        .arg(&data)
+        .env_remove("ARBITER_ADMIN_TOKEN")
+        .env("ARBITER_LOG", "warn")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} can be read by other users (mode 644); run `chmod 600` on it",
+            token.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
