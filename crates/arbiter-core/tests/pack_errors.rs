@@ -658,3 +658,80 @@ fn policy_test_file_that_is_a_fifo_is_an_error_not_a_hang() {
         ["tests/blocked.yaml: not a regular file (it is a FIFO): only regular files are read"]
     );
 }
+
+// ------------------------------------ finding 15: every unknown key, at once, with its line
+
+#[test]
+fn every_unknown_key_in_arbiter_toml_is_reported_with_its_line_not_only_the_first() {
+    let config = "\
+[defaults]
+mode = \"audit\"
+mood = \"calm\"
+
+[credentials]
+max_tll = \"1h\"
+
+[intents.triage]
+actions = [\"call\"]
+max_ttl = \"10m\"
+scope = \"all\"
+
+[readiness]
+min_days = \"fourteen\"
+";
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    let rendered: Vec<String> = problems(dir.path())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        rendered,
+        [
+            "arbiter.toml:3:1: unknown field `mood` in [defaults], expected `mode` or `on_error`",
+            "arbiter.toml:6:1: unknown field `max_tll` in [credentials], expected one of \
+             `required_for`, `max_ttl`, `issuer`, `audience`, `leeway`",
+            "arbiter.toml:11:1: unknown field `scope` in [intents.triage], expected `actions` or \
+             `max_ttl`",
+            // And the rest of the problems, found by the typed parse once they are out.
+            "arbiter.toml:14:12: invalid type: string \"fourteen\", expected u32",
+        ]
+    );
+}
+
+/// A key set github-actions' RS256 can use (the loader only checks its shape).
+const JWKS_RS256: &str = r#"{"keys":[{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZpt","e":"AQAB"}]}"#;
+
+#[test]
+fn unknown_keys_at_the_top_in_an_issuer_and_in_an_inline_table_are_each_reported() {
+    let config = r#"
+colour = "blue"
+log = { mask = ["context.password"], hash = "sha256" }
+
+[[issuers]]
+name = "ci"
+preset = "github-actions"
+audience = "arbiter"
+jwks_file = "keys.json"
+principal = 'Agent::"{repository}"'
+refresh = "1h"
+"#;
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    fs::write(dir.path().join("keys.json"), JWKS_RS256).unwrap();
+    let found: Vec<(Option<usize>, String)> = problems(dir.path())
+        .into_iter()
+        .map(|p| (p.line, p.message))
+        .collect();
+    let keys: Vec<(Option<usize>, &str)> = found
+        .iter()
+        .map(|(line, m)| (*line, m.split(',').next().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (Some(2), "unknown field `colour`"),
+            (Some(3), "unknown field `hash` in [log]"),
+            (Some(11), "unknown field `refresh` in [[issuers]]"),
+        ],
+        "{found:#?}"
+    );
+}

@@ -14,12 +14,13 @@ use cedar_policy::{
     Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment,
     ValidationMode, Validator,
 };
+use serde::Deserialize as _;
 use sha2::{Digest, Sha256};
 
 use toml::Spanned;
 
 use crate::catalog::Catalog;
-use crate::config::{ALGORITHMS, Config, Issuer, PrincipalTemplate};
+use crate::config::{self, ALGORITHMS, Config, Issuer, PrincipalTemplate};
 use crate::diag::{self, Problem, Problems};
 use crate::index::SliceIndex;
 use crate::rule::{Mode, Rule};
@@ -322,14 +323,31 @@ impl<'a> Loader<'a> {
             return Config::default();
         };
         self.config_text.clone_from(&text);
-        match toml::from_str::<Config>(&text) {
+        let place = |e: toml::de::Error| {
+            let mut problem = Problem::in_file(CONFIG_FILE, e.message().to_owned());
+            if let Some(span) = e.span() {
+                problem = problem.at_offset(&text, span.start);
+            }
+            problem
+        };
+        let mut document = match toml::de::DeTable::parse(&text) {
+            Ok(document) => document,
+            Err(e) => {
+                self.problems.push(place(e));
+                return Config::default();
+            }
+        };
+        // Every unknown key first (the typed parse would stop at the first one), then
+        // what the typed parse finds in the rest.
+        for unknown in config::strip_unknown_keys(document.get_mut()) {
+            self.problems.push(
+                Problem::in_file(CONFIG_FILE, unknown.message).at_offset(&text, unknown.span.start),
+            );
+        }
+        match Config::deserialize(toml::de::Deserializer::from(document)) {
             Ok(config) => config,
             Err(e) => {
-                let mut problem = Problem::in_file(CONFIG_FILE, e.message().to_owned());
-                if let Some(span) = e.span() {
-                    problem = problem.at_offset(&text, span.start);
-                }
-                self.problems.push(problem);
+                self.problems.push(place(e));
                 Config::default()
             }
         }
