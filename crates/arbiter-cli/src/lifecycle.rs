@@ -13,24 +13,7 @@ use arbiter_store::{BaselineQuery, Finding, FindingQuery, Promotion, Review, Sto
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 
-use crate::{Failure, load, who};
-
-/// Writes to standard output; a reader that went away (`| head`) ends the output quietly
-/// instead of a panic.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-/// [`out!`] with a newline.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+use crate::{Failure, load, output, who};
 
 /// `{"<key>": [...]}` written as it is serialized, without building a JSON tree of a
 /// large answer in memory first.
@@ -43,10 +26,10 @@ fn write_json<T: serde::Serialize>(key: &str, items: &[T]) -> Result<(), Failure
         .and_then(|()| serde_json::to_writer(&mut out, items))
         .and_then(|()| writeln!(out, "}}").map_err(serde_json::Error::io))
         .and_then(|()| out.flush().map_err(serde_json::Error::io));
-    match written {
-        Err(e) if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) => Ok(()),
-        other => other.map_err(input),
-    }
+    written.map_err(|e| match e.io_error_kind() {
+        Some(std::io::ErrorKind::BrokenPipe) => Failure::Closed,
+        _ => input(e),
+    })
 }
 
 /// `arbiter findings`.
@@ -218,7 +201,7 @@ pub fn findings(args: FindingsArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     if found.is_empty() {
-        outln!("no findings");
+        outln!("no findings")?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = table(&[
@@ -249,12 +232,12 @@ pub fn findings(args: FindingsArgs) -> Result<ExitCode, Failure> {
             f.last_seen.to_string(),
         ]);
     }
-    outln!("{table}");
+    outln!("{table}")?;
     let open = found.iter().filter(|f| f.status == "open").count();
     if open > 0 {
         outln!(
             "{open} open finding(s): review each with `arbiter review ID --verdict expected|legitimate --note …`"
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -295,7 +278,7 @@ pub fn review(args: ReviewArgs) -> Result<ExitCode, Failure> {
         review.by,
         finding.count,
         finding.decisive
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -346,11 +329,14 @@ pub fn readiness(args: ReadinessArgs) -> Result<ExitCode, Failure> {
             )
         }));
     }
-    if args.json {
-        write_json("readiness", &all)?;
+    let printed = if args.json {
+        write_json("readiness", &all)
     } else {
-        print_readiness(&all);
-    }
+        print_readiness(&all)
+    };
+    // With one rule the exit code is the verdict: a reader that stopped reading (`| head`)
+    // must not turn "not ready" into success.
+    output::unless_closed(printed)?;
     let not_ready = args.rule.is_some() && all.iter().any(|r| r.verdict != Verdict::Ready);
     Ok(if not_ready {
         ExitCode::from(1)
@@ -359,10 +345,10 @@ pub fn readiness(args: ReadinessArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-fn print_readiness(all: &[Readiness]) {
+fn print_readiness(all: &[Readiness]) -> Result<(), Failure> {
     if all.is_empty() {
-        outln!("every rule and scope is enforced");
-        return;
+        outln!("every rule and scope is enforced")?;
+        return Ok(());
     }
     // What no one is looking at comes first: overdue, then unreviewed findings.
     let mut sorted: Vec<&Readiness> = all.iter().collect();
@@ -387,9 +373,9 @@ fn print_readiness(all: &[Readiness]) {
             r.rule,
             r.mode.as_str(),
             r.verdict.as_str()
-        );
+        )?;
         for reason in &r.reasons {
-            outln!("    - {reason}");
+            outln!("    - {reason}")?;
         }
         let e = &r.evidence;
         outln!(
@@ -404,8 +390,9 @@ fn print_readiness(all: &[Readiness]) {
             e.expected_findings,
             e.legitimate_findings,
             e.errors
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// `arbiter promote` (`up`) or `arbiter demote`.
@@ -445,8 +432,10 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
     let refusal = promoting
         .then(|| refusal(&args, verdict.as_ref()))
         .flatten();
+    // The diff is shown, not needed: a reader that went away neither skips the write nor
+    // changes the exit code.
     if args.dry_run {
-        out!("{}", edit.diff());
+        output::unless_closed(out!("{}", edit.diff()))?;
     }
     if let Some(lines) = &refusal {
         for line in lines {
@@ -464,7 +453,7 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
     if promoting && args.force && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready) {
         eprintln!("forced: {}", args.reason.as_deref().unwrap_or_default());
     }
-    out!("{}", edit.diff());
+    output::unless_closed(out!("{}", edit.diff()))?;
     edit.write(&args.pack).map_err(input)?;
     if let Some(store) = &store {
         let recorded = store.record_promotion(&Promotion {
@@ -537,7 +526,7 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
         outln!(
             "baseline #{seq} frozen: {pairs} (principal, action) pair(s); a running server marks \
              first-seen pairs novel within a second"
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open_read_only(&args.data).map_err(input)?;
@@ -589,7 +578,7 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
         }
         let suggestion =
             arbiter_lifecycle::baseline::suggest(&pack, &observed).map_err(Failure::Input)?;
-        out!("{}", suggestion.cedar);
+        out!("{}", suggestion.cedar)?;
         for note in &suggestion.notes {
             eprintln!("note: {note}");
         }
@@ -605,7 +594,7 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     if observed.is_empty() {
-        outln!("nothing observed");
+        outln!("nothing observed")?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = table(&[
@@ -628,7 +617,7 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
             o.last_seen.to_string(),
         ]);
     }
-    outln!("{table}");
+    outln!("{table}")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,9 +1,26 @@
 //! The `arbiter` binary: argument parsing and output only. Everything worth testing lives
 //! in `arbiter-core`.
 //!
-//! Exit codes: 0 ok, 1 a check failed, 2 usage or input error.
+//! Exit codes: 0 ok, 1 a check failed, 2 usage or input error. A reader that closes
+//! standard output early (`arbiter log | head -1`) ends the output quietly, with 0 (or the
+//! verdict, for a command whose exit code is one).
 
 #![forbid(unsafe_code)]
+
+/// `print!` that returns a `Result` instead of panicking on a closed standard output:
+/// `out!(…)?` stops the command quietly there ([`Failure::Closed`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod lifecycle;
 mod output;
@@ -11,12 +28,13 @@ mod reload;
 mod serve;
 mod token;
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use arbiter_core::diag::Problems;
+use arbiter_core::pack::file;
 use arbiter_core::testing::{self, Summary};
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
 use clap::{Parser, Subcommand};
@@ -114,13 +132,19 @@ fn main() -> ExitCode {
             eprintln!("{message}");
             ExitCode::from(2)
         }
+        // Whoever reads the output stopped reading: nothing went wrong here, and a
+        // pipeline such as `arbiter log | head -1` should not fail (or print a panic)
+        // because of it.
+        Err(Failure::Closed) => ExitCode::SUCCESS,
     }
 }
 
-/// Why a command could not run at all.
+/// Why a command could not run at all, or stopped.
 enum Failure {
     /// Bad input: a broken pack, an unreadable file. Exit 2.
     Input(String),
+    /// Standard output was closed by its reader (a broken pipe). Exit 0, quietly.
+    Closed,
 }
 
 impl From<Problems> for Failure {
@@ -150,9 +174,9 @@ fn validate(dir: &Path, json: bool) -> Result<ExitCode, Failure> {
     let pack = load(dir)?;
     let summary = output::summary(&pack);
     if json {
-        println!("{}", summary.to_json());
+        outln!("{}", summary.to_json())?;
     } else {
-        print!("{summary}");
+        out!("{summary}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -168,8 +192,9 @@ fn check(
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut invalid = 0usize;
-    // Decides one request and prints it; says whether the request was invalid.
-    let decide = |text: &str, line: Option<usize>, out: &mut dyn Write| -> bool {
+    // Decides one request and prints it; says whether the request was invalid. A closed
+    // standard output stops the command: the answers are its output, and nobody reads them.
+    let decide = |text: &str, line: Option<usize>, out: &mut dyn Write| -> Result<bool, Failure> {
         let parsed = DecisionRequest::from_json(text);
         let result = parsed
             .as_ref()
@@ -180,29 +205,49 @@ fn check(
         } else {
             output::human_line(parsed.ok().as_ref(), &result, line)
         };
-        // A closed stdout (e.g. `| head`) ends the output; nothing else to do about it.
-        let _ = writeln!(out, "{rendered}");
-        result.is_err()
+        writeln!(out, "{rendered}").map_err(output::stdout_error)?;
+        Ok(result.is_err())
     };
     if let Some(path) = request {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
-        invalid += usize::from(decide(&text, None, &mut out));
+        let text =
+            file::read(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+        invalid += usize::from(decide(&text, None, &mut out)?);
     } else {
         // Read line by line, from a file or streaming from standard input; a line that is
-        // not UTF-8 is a malformed request like any other, and the rest still count.
-        let (name, reader): (String, Box<dyn BufRead>) = match requests {
+        // not UTF-8 is a malformed request like any other, and the rest still count. The
+        // file may be long, so it is streamed; it must be a regular file (a FIFO would
+        // block, a device never end: pipe into standard input instead), and no line may
+        // be longer than a pack file may be.
+        let (name, mut reader): (String, Box<dyn BufRead>) = match requests {
             Some(path) if path != Path::new("-") => (
                 path.display().to_string(),
-                Box::new(io::BufReader::new(std::fs::File::open(path).map_err(
-                    |e| Failure::Input(format!("{}: cannot read: {e}", path.display())),
-                )?)),
+                Box::new(io::BufReader::new(file::open(path).map_err(|e| {
+                    Failure::Input(format!("{}: {e}", path.display()))
+                })?)),
             ),
             _ => ("standard input".to_owned(), Box::new(io::stdin().lock())),
         };
-        for (n, line) in reader.split(b'\n').enumerate() {
-            let line = line.map_err(|e| Failure::Input(format!("{name}: line {}: {e}", n + 1)))?;
-            let text = match String::from_utf8(line) {
+        let mut line = Vec::new();
+        for n in 0.. {
+            line.clear();
+            let read = (&mut reader)
+                .take(file::MAX_FILE_BYTES + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Failure::Input(format!("{name}: line {}: {e}", n + 1)))?;
+            if read == 0 {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if u64::try_from(line.len()).unwrap_or(u64::MAX) > file::MAX_FILE_BYTES {
+                return Err(Failure::Input(format!(
+                    "{name}: line {} is longer than the limit of {} bytes (16 MiB)",
+                    n + 1,
+                    file::MAX_FILE_BYTES
+                )));
+            }
+            let text = match String::from_utf8(std::mem::take(&mut line)) {
                 Ok(text) => text,
                 Err(_) => {
                     invalid += 1;
@@ -215,14 +260,14 @@ fn check(
                     } else {
                         output::human_line(None, &Err(error), Some(n + 1))
                     };
-                    let _ = writeln!(out, "{rendered}");
+                    writeln!(out, "{rendered}").map_err(output::stdout_error)?;
                     continue;
                 }
             };
             if text.trim().is_empty() {
                 continue;
             }
-            invalid += usize::from(decide(&text, Some(n + 1), &mut out));
+            invalid += usize::from(decide(&text, Some(n + 1), &mut out)?);
         }
     }
     if invalid > 0 {
@@ -241,8 +286,23 @@ fn test(dir: &Path) -> Result<ExitCode, Failure> {
             dir.display()
         )));
     }
+    // A reader that stops reading (`| head`) ends the report, not the run: the exit code
+    // still says whether every test passed.
+    let mut reading = true;
+    let mut report = |line: std::fmt::Arguments<'_>| -> Result<(), Failure> {
+        if reading {
+            match outln!("{line}") {
+                Err(Failure::Closed) => reading = false,
+                other => other?,
+            }
+        }
+        Ok(())
+    };
     let total: usize = files.iter().map(|f| f.tests.len()).sum();
-    println!("running {total} test{}", if total == 1 { "" } else { "s" });
+    report(format_args!(
+        "running {total} test{}",
+        if total == 1 { "" } else { "s" }
+    ))?;
     let mut summary = Summary {
         passed: 0,
         failed: 0,
@@ -253,24 +313,24 @@ fn test(dir: &Path) -> Result<ExitCode, Failure> {
             let outcome = testing::run_test(&pack, &file.path, case);
             if outcome.passed() {
                 summary.passed += 1;
-                println!("test {} ... ok", outcome.name);
+                report(format_args!("test {} ... ok", outcome.name))?;
             } else {
                 summary.failed += 1;
-                println!("test {} ... FAILED", outcome.name);
+                report(format_args!("test {} ... FAILED", outcome.name))?;
                 failures.push(outcome);
             }
         }
     }
     if !failures.is_empty() {
-        println!("\nfailures:");
+        report(format_args!("\nfailures:"))?;
         for f in &failures {
-            println!("\n---- {} ----", f.name);
+            report(format_args!("\n---- {} ----", f.name))?;
             for line in &f.failures {
-                println!("  {line}");
+                report(format_args!("  {line}"))?;
             }
         }
     }
-    println!("\n{summary}");
+    report(format_args!("\n{summary}"))?;
     Ok(if summary.failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -1,13 +1,43 @@
-//! Human and JSON renderings of packs and decisions.
+//! Human and JSON renderings of packs and decisions, and writing them to standard output
+//! without panicking when its reader goes away.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::{self, Write as _};
 
 use arbiter_core::request::EntityRef;
 use arbiter_core::response::Outcome;
 use arbiter_core::rule::Kind;
 use arbiter_core::{Decision, DecisionRequest, Pack, RequestError};
 use serde_json::{Value, json};
+
+use crate::Failure;
+
+/// Writes to standard output (what `out!` and `outln!` expand to). `println!` panics when
+/// the reader has closed the pipe (`arbiter log | head -1`); this returns
+/// [`Failure::Closed`] instead, so the command stops there and exits quietly.
+pub fn write_stdout(args: fmt::Arguments<'_>) -> Result<(), Failure> {
+    io::stdout().lock().write_fmt(args).map_err(stdout_error)
+}
+
+/// A failed write to standard output: [`Failure::Closed`] for a broken pipe, an error
+/// otherwise (a full disk behind a redirect is worth saying).
+pub fn stdout_error(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Failure::Closed
+    } else {
+        Failure::Input(format!("cannot write to standard output: {e}"))
+    }
+}
+
+/// Output that is shown but not needed: a closed standard output does not stop the
+/// command (a promotion is still written, a verdict still becomes the exit code).
+pub fn unless_closed(written: Result<(), Failure>) -> Result<(), Failure> {
+    match written {
+        Err(Failure::Closed) => Ok(()),
+        other => other,
+    }
+}
 
 /// What `arbiter validate` reports about a pack.
 pub struct PackSummary {

@@ -210,13 +210,18 @@ pub fn log(args: LogArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::Input(e.to_string()))?;
     if args.json {
         let text = serde_json::to_string(&page).map_err(|e| Failure::Input(e.to_string()))?;
-        println!("{text}");
+        outln!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<24}  {:<8}  {:<8}  {:<28}  {:<24}  {:<28}  rules",
-        "time", "decision", "effect", "principal", "action", "resource"
-    );
+        "time",
+        "decision",
+        "effect",
+        "principal",
+        "action",
+        "resource"
+    )?;
     for d in &page.decisions {
         let mut rules: Vec<String> = d
             .enforced
@@ -231,7 +236,7 @@ pub fn log(args: LogArgs) -> Result<ExitCode, Failure> {
                 .map(|r| format!("{r} (audit)")),
         );
         let time = d.time.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-        println!(
+        outln!(
             "{:<24}  {:<8}  {:<8}  {:<28}  {:<24}  {:<28}  {}",
             time,
             d.decision,
@@ -240,10 +245,10 @@ pub fn log(args: LogArgs) -> Result<ExitCode, Failure> {
             d.action.as_deref().unwrap_or("-"),
             d.resource.as_deref().unwrap_or("-"),
             rules.join(", ")
-        );
+        )?;
     }
     if let Some(next) = &page.next {
-        println!("more: --cursor {next}");
+        outln!("more: --cursor {next}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -154,12 +154,12 @@ fn issue(args: IssueArgs) -> Result<ExitCode, Failure> {
     )
     .map_err(|e| Failure::Input(e.to_string()))?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"token": minted.token, "jti": minted.jti, "expires_at": minted.expires_at})
-        );
+        )?;
     } else {
-        println!("{}", minted.token);
+        outln!("{}", minted.token)?;
         eprintln!("jti {} expires at {}", minted.jti, minted.expires_at);
     }
     Ok(ExitCode::SUCCESS)
@@ -205,13 +205,13 @@ fn revoke(args: RevokeArgs) -> Result<ExitCode, Failure> {
             expires_at: None,
         })
         .map_err(|e| Failure::Input(e.to_string()))?;
-    println!(
+    outln!(
         "revoked {} {} (#{}, at {})",
         stored.kind.as_str(),
         stored.value,
         stored.seq,
         stored.at
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -222,11 +222,11 @@ fn list(args: ListArgs) -> Result<ExitCode, Failure> {
         .revocations_since(0)
         .map_err(|e| Failure::Input(e.to_string()))?;
     if args.json {
-        println!("{}", serde_json::json!({ "revocations": all }));
+        outln!("{}", serde_json::json!({ "revocations": all }))?;
         return Ok(ExitCode::SUCCESS);
     }
     if all.is_empty() {
-        println!("no revocations");
+        outln!("no revocations")?;
     }
     for r in &all {
         let scope = r
@@ -234,7 +234,7 @@ fn list(args: ListArgs) -> Result<ExitCode, Failure> {
             .as_ref()
             .map(|p| format!(" of {p}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "#{:<4} {}  {:<9} {}{scope}  by {}: {}",
             r.seq,
             r.at,
@@ -242,7 +242,7 @@ fn list(args: ListArgs) -> Result<ExitCode, Failure> {
             r.value,
             r.by,
             r.reason
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -254,11 +254,11 @@ fn rotate(args: RotateArgs) -> Result<ExitCode, Failure> {
     let keep_for = credentials.max_ttl.duration() + credentials.leeway.duration();
     let keyring = Keyring::rotate(&args.data, Timestamp::now(), keep_for)
         .map_err(|e| Failure::Input(format!("{}: {e}", args.data.display())))?;
-    println!(
+    outln!(
         "new signing key {}; keys that verify: {}",
         keyring.active_kid(),
         keyring.kids().join(", ")
-    );
+    )?;
     eprintln!(
         "the previous key keeps verifying for {}",
         humanize(keep_for)

@@ -1010,3 +1010,100 @@ fn token_issue_revoke_list_and_rotate_on_a_data_directory() {
         rotated.stdout
     );
 }
+
+// ------------------------------------------------- finding 8: only regular files, bounded
+
+/// Runs `arbiter ARGS`, killing it past a bounded deadline: a FIFO used to block
+/// `validate` forever, and a symlink to `/dev/zero` to read until memory ran out.
+fn arbiter_within_deadline(args: &[&str]) -> Run {
+    let output = Command::cargo_bin("arbiter")
+        .unwrap()
+        .args(args)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    Run {
+        code: output
+            .status
+            .code()
+            .expect("arbiter finished before the deadline (it was killed)"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn validate_pack_file_that_is_a_fifo_or_a_symlink_to_dev_zero_exits_2_naming_the_file() {
+    let (_tmp, pack) = example_copy();
+    mkfifo(&pack.join("policies/fifo.cedar"));
+    std::os::unix::fs::symlink("/dev/zero", pack.join("policies/zero.cedar")).unwrap();
+    let run = arbiter_within_deadline(&["validate", path_str(&pack)]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "error: policies/fifo.cedar: not a regular file (it is a FIFO): only regular files are read"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("error: policies/zero.cedar: not a regular file (it is a character device)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn check_request_files_that_are_a_fifo_or_dev_zero_are_errors_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("requests.jsonl");
+    mkfifo(&fifo);
+    let pack = example();
+    for (flag, file) in [("--requests", path_str(&fifo)), ("--request", "/dev/zero")] {
+        let run = arbiter_within_deadline(&["check", path_str(&pack), flag, file, "--json"]);
+        assert_eq!(run.code, 2, "{flag}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{flag}: {}", run.stdout);
+        assert!(
+            run.stderr.contains(&format!("{file}: not a regular file")),
+            "{flag}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn check_requests_line_longer_than_16_mib_is_an_error_not_an_unbounded_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("long.jsonl");
+    // Sparse, and without a newline: one line one byte past the limit.
+    fs::File::create(&path)
+        .unwrap()
+        .set_len(16 * 1024 * 1024 + 1)
+        .unwrap();
+    let run = arbiter_within_deadline(&[
+        "check",
+        path_str(&example()),
+        "--requests",
+        path_str(&path),
+        "--json",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("long.jsonl: line 1 is longer than the limit of 16777216 bytes (16 MiB)"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,5 +1,5 @@
 //! `arbiter.toml`: the pack's settings. Unknown keys are errors, so a typo never silently
-//! turns a control off.
+//! turns a control off, and every one of them is reported at once (see [`KEYS`]).
 
 use std::collections::BTreeMap;
 
@@ -360,6 +360,170 @@ pub struct Framework {
     pub controls: BTreeMap<String, String>,
 }
 
+/// The keys of `arbiter.toml`, table by table: what [`strip_unknown_keys`] checks before
+/// the typed parse. serde's `deny_unknown_fields` stops at the first unknown key; this
+/// walk finds every one, with its line. A test checks it against the structs above (their
+/// `deny_unknown_fields` lists), so the two cannot drift apart.
+pub(crate) const KEYS: &[(&str, Keys)] = &[
+    (
+        "defaults",
+        Keys::Table(&[
+            ("mode", Keys::Any),
+            ("on_error", Keys::Any),
+            ("allow_no_policies", Keys::Any),
+        ]),
+    ),
+    (
+        "default_deny",
+        Keys::Table(&[("mode", Keys::Any), ("principal_types", Keys::Any)]),
+    ),
+    (
+        "credentials",
+        Keys::Table(&[
+            ("required_for", Keys::Any),
+            ("max_ttl", Keys::Any),
+            ("issuer", Keys::Any),
+            ("audience", Keys::Any),
+            ("leeway", Keys::Any),
+        ]),
+    ),
+    (
+        "issuers",
+        Keys::List(&Keys::Table(&[
+            ("name", Keys::Any),
+            ("preset", Keys::Any),
+            ("issuer", Keys::Any),
+            ("audience", Keys::Any),
+            ("jwks_file", Keys::Any),
+            ("jwks_url", Keys::Any),
+            ("jwks_refresh", Keys::Any),
+            ("algorithms", Keys::Any),
+            ("principal", Keys::Any),
+            ("attributes", Keys::Any),
+            ("require", Keys::Any),
+            ("intents", Keys::Any),
+        ])),
+    ),
+    (
+        "intents",
+        Keys::Named(&Keys::Table(&[
+            ("actions", Keys::Any),
+            ("max_ttl", Keys::Any),
+        ])),
+    ),
+    ("chains", Keys::Named(&Keys::Table(&[("steps", Keys::Any)]))),
+    (
+        "readiness",
+        Keys::Table(&[
+            ("min_days", Keys::Any),
+            ("cycle", Keys::Any),
+            ("max_audit_days", Keys::Any),
+        ]),
+    ),
+    ("log", Keys::Table(&[("mask", Keys::Any)])),
+    ("server", Keys::Table(&[("pep_tokens", Keys::Any)])),
+    ("requests", Keys::Table(&[("entity_types", Keys::Any)])),
+    (
+        "frameworks",
+        Keys::Named(&Keys::Table(&[("controls", Keys::Any)])),
+    ),
+];
+
+/// What keys a value of `arbiter.toml` may have.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Keys {
+    /// Not a table of fixed keys: a value, a list of values, or a map whose keys are the
+    /// pack's own names (principal types, attributes, control ids).
+    Any,
+    /// A table with these keys and no others.
+    Table(&'static [(&'static str, Keys)]),
+    /// A table of names the pack chooses (`[intents.<name>]`), each holding this.
+    Named(&'static Keys),
+    /// An array of tables (`[[issuers]]`), each holding this.
+    List(&'static Keys),
+}
+
+/// A key [`KEYS`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnknownKey {
+    /// What it says, in serde's words: `unknown field `mood` in [defaults], expected …`.
+    pub message: String,
+    /// Where the key is in the text.
+    pub span: std::ops::Range<usize>,
+}
+
+/// Removes every key [`KEYS`] does not know from the parsed `arbiter.toml`, at any depth,
+/// and returns them in text order; what is left is for the typed parse, which then
+/// reports what else is wrong. A value of the wrong type is left alone: the typed parse
+/// says so.
+pub(crate) fn strip_unknown_keys(document: &mut toml::de::DeTable<'_>) -> Vec<UnknownKey> {
+    let mut found = Vec::new();
+    strip_table(document, KEYS, "", &mut found);
+    found.sort_by_key(|k| k.span.start);
+    found
+}
+
+fn strip(value: &mut toml::de::DeValue<'_>, keys: Keys, place: &str, found: &mut Vec<UnknownKey>) {
+    use toml::de::DeValue;
+    match (keys, value) {
+        (Keys::Table(known), DeValue::Table(table)) => strip_table(table, known, place, found),
+        (Keys::Named(each), DeValue::Table(table)) => {
+            for (name, inner) in table.iter_mut() {
+                let place = format!("{}.{}]", place.trim_end_matches(']'), name.get_ref());
+                strip(inner.get_mut(), *each, &place, found);
+            }
+        }
+        (Keys::List(each), DeValue::Array(array)) => {
+            for inner in array.iter_mut() {
+                strip(inner.get_mut(), *each, place, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn strip_table(
+    table: &mut toml::de::DeTable<'_>,
+    known: &[(&str, Keys)],
+    place: &str,
+    found: &mut Vec<UnknownKey>,
+) {
+    let unknown: Vec<(String, std::ops::Range<usize>)> = table
+        .keys()
+        .filter(|k| !known.iter().any(|(name, _)| *name == k.get_ref().as_ref()))
+        .map(|k| (k.get_ref().to_string(), k.span()))
+        .collect();
+    for (key, span) in unknown {
+        table.remove(key.as_str());
+        let names: Vec<String> = known.iter().map(|(n, _)| format!("`{n}`")).collect();
+        // In serde's words, as the typed parse would have said it.
+        let expected = match names.as_slice() {
+            [one] => one.clone(),
+            [a, b] => format!("{a} or {b}"),
+            _ => format!("one of {}", names.join(", ")),
+        };
+        let within = if place.is_empty() {
+            String::new()
+        } else {
+            format!(" in {place}")
+        };
+        found.push(UnknownKey {
+            message: format!("unknown field `{key}`{within}, expected {expected}"),
+            span,
+        });
+    }
+    for (key, inner) in table.iter_mut() {
+        if let Some((name, keys)) = known.iter().find(|(n, _)| *n == key.get_ref().as_ref()) {
+            let place = match (place, keys) {
+                (_, Keys::List(_)) => format!("[[{name}]]"),
+                ("", _) => format!("[{name}]"),
+                (outer, _) => format!("{}.{name}]", outer.trim_end_matches(']')),
+            };
+            strip(inner.get_mut(), *keys, &place, found);
+        }
+    }
+}
+
 /// A parsed `[[issuers]] principal`: `Type::"id"` where the id may hold `{claim}`
 /// placeholders. Rendering never parses a claim's value as Cedar, so a claim cannot
 /// inject another type or escape its quotes.
@@ -470,7 +634,73 @@ impl PrincipalTemplate {
 
 #[cfg(test)]
 mod tests {
-    use super::PrincipalTemplate;
+    use super::{Config, KEYS, Keys, PrincipalTemplate};
+
+    /// A step on the way to a table of [`KEYS`].
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Key(&'static str),
+        /// Into a name the pack chooses (`[intents.<name>]`).
+        Name,
+        /// Into an element of an array of tables (`[[issuers]]`).
+        Element,
+    }
+
+    /// Every table of [`KEYS`]: the steps to it, and its keys.
+    fn tables(keys: Keys, path: &[Step], out: &mut Vec<(Vec<Step>, Vec<&'static str>)>) {
+        let deeper = |step| [path, &[step]].concat();
+        match keys {
+            Keys::Any => {}
+            Keys::Table(known) => {
+                out.push((path.to_vec(), known.iter().map(|(n, _)| *n).collect()));
+                for (name, inner) in known {
+                    tables(*inner, &deeper(Step::Key(name)), out);
+                }
+            }
+            Keys::Named(each) => tables(*each, &deeper(Step::Name), out),
+            Keys::List(each) => tables(*each, &deeper(Step::Element), out),
+        }
+    }
+
+    /// `KEYS` lists exactly the fields each struct accepts: a key no table knows, put in
+    /// each of them, makes the typed parse (`deny_unknown_fields`) name the fields it
+    /// expected, which must be `KEYS`'s. Adding a field to a struct without adding it to
+    /// `KEYS`, or the reverse, fails here.
+    #[test]
+    fn known_keys_agree_with_the_config_structs() {
+        let mut found = Vec::new();
+        tables(Keys::Table(KEYS), &[], &mut found);
+        assert_eq!(found.len(), 12, "{found:?}");
+        for (path, mut known) in found {
+            let mut value = toml::Value::Table(toml::Table::from_iter([(
+                "zz_not_a_key".to_owned(),
+                toml::Value::Integer(1),
+            )]));
+            for step in path.iter().rev() {
+                value = match step {
+                    Step::Key(name) => {
+                        toml::Value::Table(toml::Table::from_iter([((*name).to_owned(), value)]))
+                    }
+                    Step::Name => {
+                        toml::Value::Table(toml::Table::from_iter([("x".to_owned(), value)]))
+                    }
+                    Step::Element => toml::Value::Array(vec![value]),
+                };
+            }
+            let text = toml::to_string(&value).expect("serializes");
+            let error = toml::from_str::<Config>(&text)
+                .expect_err(&text)
+                .to_string();
+            let expected = error
+                .split("unknown field `zz_not_a_key`, expected ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{path:?}: {error}"));
+            let mut named: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            named.sort_unstable();
+            known.sort_unstable();
+            assert_eq!(named, known, "{path:?} in\n{text}\n{error}");
+        }
+    }
 
     #[test]
     fn template_renders_claims_without_parsing_them() {

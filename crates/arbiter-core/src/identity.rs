@@ -37,6 +37,10 @@ pub enum CredentialFailure {
     Expired,
     /// Before `nbf`.
     NotYetValid,
+    /// Lives longer (`exp` minus `iat`, or minus `nbf` when earlier) than the
+    /// `[credentials] max_ttl` in force: signed with a stolen or leftover key, or minted
+    /// before `max_ttl` was lowered.
+    LifetimeExceedsMaxTtl,
     /// The signature does not verify.
     BadSignature,
     /// No configured issuer accepts it.
@@ -60,6 +64,7 @@ impl CredentialFailure {
             CredentialFailure::Missing => "missing",
             CredentialFailure::Expired => "expired",
             CredentialFailure::NotYetValid => "not_yet_valid",
+            CredentialFailure::LifetimeExceedsMaxTtl => "lifetime_exceeds_max_ttl",
             CredentialFailure::BadSignature => "bad_signature",
             CredentialFailure::UnknownIssuer => "unknown_issuer",
             CredentialFailure::WrongAudience => "wrong_audience",

@@ -69,17 +69,38 @@ const SET_KEYS: [&str; 4] = ["enforced", "warnings", "audit", "errors"];
 /// Loads `PACK/tests/*.yaml` (and `*.yml`), reporting every broken file at once.
 pub fn load_tests(pack_dir: &Path) -> Result<Vec<TestFile>, Problems> {
     let dir = pack_dir.join("tests");
+    let mut problems = Vec::new();
     let mut paths: Vec<PathBuf> = match fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect(),
-        Err(_) => return Ok(Vec::new()),
+        Ok(entries) => {
+            let mut paths = Vec::new();
+            for entry in entries {
+                match entry {
+                    Ok(e)
+                        if e.path()
+                            .extension()
+                            .is_some_and(|x| x == "yaml" || x == "yml") =>
+                    {
+                        paths.push(e.path());
+                    }
+                    Ok(_) => {}
+                    // A test file skipped unseen would make a failing suite pass.
+                    Err(e) => {
+                        problems.push(Problem::in_file("tests", format!("cannot read: {e}")));
+                    }
+                }
+            }
+            paths
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Problems(vec![Problem::in_file(
+                "tests",
+                format!("cannot read: {e}"),
+            )]));
+        }
     };
     paths.sort();
     let mut files = Vec::new();
-    let mut problems = Vec::new();
     for path in paths {
         let relative = path.strip_prefix(pack_dir).unwrap_or(&path).to_owned();
         match load_file(&path, &relative) {
@@ -95,8 +116,8 @@ pub fn load_tests(pack_dir: &Path) -> Result<Vec<TestFile>, Problems> {
 }
 
 fn load_file(path: &Path, relative: &Path) -> Result<TestFile, Vec<Problem>> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| vec![Problem::in_file(relative, format!("cannot read: {e}"))])?;
+    let text = crate::pack::file::read(path)
+        .map_err(|e| vec![Problem::in_file(relative, e.to_string())])?;
     let shape: FileShape = serde_yaml_ng::from_str(&text).map_err(|e| {
         let mut p = Problem::in_file(relative, yaml_message(&e));
         if let Some(at) = e.location() {

@@ -575,3 +575,227 @@ fn a_pack_with_no_policy_is_invalid_unless_it_says_so() {
     );
     assert!(Pack::load(meant.path()).is_ok());
 }
+
+// ------------------------------------------------- finding 8: only regular files, bounded
+
+/// Loads the pack in `dir` on another thread, failing the test if it takes longer than a
+/// bounded deadline rather than hanging it (a FIFO used to block the loader forever).
+fn load_within_deadline(dir: &Path) -> Result<Pack, arbiter_core::diag::Problems> {
+    let dir = dir.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Pack::load(&dir));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the pack loads (or fails) without blocking")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+fn rendered(problems: &arbiter_core::diag::Problems) -> Vec<String> {
+    problems.0.iter().map(ToString::to_string).collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn pack_file_that_is_a_fifo_is_an_error_not_a_hang() {
+    let dir = pack(&[("rules.cedar", OK)], None, Some(SCHEMA));
+    fs::remove_file(dir.path().join("arbiter.toml")).unwrap();
+    mkfifo(&dir.path().join("arbiter.toml"));
+    mkfifo(&dir.path().join("policies/more.cedar"));
+    let found = rendered(&load_within_deadline(dir.path()).expect_err("refused"));
+    assert_eq!(
+        found,
+        [
+            "arbiter.toml: not a regular file (it is a FIFO): only regular files are read",
+            "policies/more.cedar: not a regular file (it is a FIFO): only regular files are read",
+        ]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn pack_file_that_is_a_symlink_to_dev_zero_is_an_error_not_an_endless_read() {
+    let dir = pack(&[("rules.cedar", OK)], None, Some(SCHEMA));
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("policies/zero.cedar")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("entities.json")).unwrap();
+    let found = rendered(&load_within_deadline(dir.path()).expect_err("refused"));
+    assert_eq!(
+        found,
+        [
+            "entities.json: not a regular file (it is a character device): only regular files are read",
+            "policies/zero.cedar: not a regular file (it is a character device): only regular files are read",
+        ]
+    );
+}
+
+#[test]
+fn pack_file_larger_than_16_mib_is_an_error_naming_the_file_and_the_limit() {
+    let dir = pack(&[("rules.cedar", OK)], None, Some(SCHEMA));
+    let big = fs::File::create(dir.path().join("policies/big.cedar")).unwrap();
+    // Sparse: nothing like 16 MiB is written to disk.
+    big.set_len(arbiter_core::pack::file::MAX_FILE_BYTES + 1)
+        .unwrap();
+    let found = rendered(&load_within_deadline(dir.path()).expect_err("refused"));
+    assert_eq!(
+        found,
+        ["policies/big.cedar: larger than the limit of 16777216 bytes (16 MiB)"]
+    );
+}
+
+#[test]
+fn pack_directory_where_a_file_belongs_is_an_error_not_an_absent_file() {
+    let dir = pack(&[("rules.cedar", OK)], None, None);
+    fs::create_dir(dir.path().join("schema.cedarschema")).unwrap();
+    fs::create_dir(dir.path().join("policies/dir.cedar")).unwrap();
+    let found = rendered(&load_within_deadline(dir.path()).expect_err("refused"));
+    assert_eq!(
+        found,
+        [
+            "schema.cedarschema: not a regular file (it is a directory): only regular files are read",
+            "policies/dir.cedar: not a regular file (it is a directory): only regular files are read",
+        ]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn pack_file_that_is_a_symlink_to_a_regular_file_still_loads() {
+    let dir = pack(&[], None, Some(SCHEMA));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("shared.cedar");
+    fs::write(&target, OK).unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("policies/shared.cedar")).unwrap();
+    let pack = load_within_deadline(dir.path()).expect("loads");
+    assert!(pack.rule("ok").is_some());
+}
+
+#[cfg(unix)]
+#[test]
+fn issuer_jwks_file_that_is_a_fifo_is_an_error_not_a_hang() {
+    let dir = pack(
+        &[("rules.cedar", OK)],
+        Some(
+            r#"
+[[issuers]]
+name = "ci"
+issuer = "https://ci.example"
+audience = "arbiter"
+algorithms = ["EdDSA"]
+jwks_file = "keys.json"
+principal = 'Agent::"{sub}"'
+"#,
+        ),
+        Some(SCHEMA),
+    );
+    mkfifo(&dir.path().join("keys.json"));
+    let found = rendered(&load_within_deadline(dir.path()).expect_err("refused"));
+    assert_eq!(
+        found,
+        ["keys.json: not a regular file (it is a FIFO): only regular files are read"]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn policy_test_file_that_is_a_fifo_is_an_error_not_a_hang() {
+    let dir = pack(&[("rules.cedar", OK)], None, Some(SCHEMA));
+    fs::create_dir(dir.path().join("tests")).unwrap();
+    mkfifo(&dir.path().join("tests/blocked.yaml"));
+    let path = dir.path().to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(arbiter_core::testing::load_tests(&path));
+    });
+    let found = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the tests load (or fail) without blocking")
+        .expect_err("refused");
+    assert_eq!(
+        rendered(&found),
+        ["tests/blocked.yaml: not a regular file (it is a FIFO): only regular files are read"]
+    );
+}
+
+// ------------------------------------ finding 15: every unknown key, at once, with its line
+
+#[test]
+fn every_unknown_key_in_arbiter_toml_is_reported_with_its_line_not_only_the_first() {
+    let config = "\
+[defaults]
+mode = \"audit\"
+mood = \"calm\"
+
+[credentials]
+max_tll = \"1h\"
+
+[intents.triage]
+actions = [\"call\"]
+max_ttl = \"10m\"
+scope = \"all\"
+
+[readiness]
+min_days = \"fourteen\"
+";
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    let rendered: Vec<String> = problems(dir.path())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        rendered,
+        [
+            "arbiter.toml:3:1: unknown field `mood` in [defaults], expected one of `mode`, `on_error`, `allow_no_policies`",
+            "arbiter.toml:6:1: unknown field `max_tll` in [credentials], expected one of \
+             `required_for`, `max_ttl`, `issuer`, `audience`, `leeway`",
+            "arbiter.toml:11:1: unknown field `scope` in [intents.triage], expected `actions` or \
+             `max_ttl`",
+            // And the rest of the problems, found by the typed parse once they are out.
+            "arbiter.toml:14:12: invalid type: string \"fourteen\", expected u32",
+        ]
+    );
+}
+
+/// A key set github-actions' RS256 can use (the loader only checks its shape).
+const JWKS_RS256: &str = r#"{"keys":[{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZpt","e":"AQAB"}]}"#;
+
+#[test]
+fn unknown_keys_at_the_top_in_an_issuer_and_in_an_inline_table_are_each_reported() {
+    let config = r#"
+colour = "blue"
+log = { mask = ["context.password"], hash = "sha256" }
+
+[[issuers]]
+name = "ci"
+preset = "github-actions"
+audience = "arbiter"
+jwks_file = "keys.json"
+principal = 'Agent::"{repository}"'
+refresh = "1h"
+"#;
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    fs::write(dir.path().join("keys.json"), JWKS_RS256).unwrap();
+    let found: Vec<(Option<usize>, String)> = problems(dir.path())
+        .into_iter()
+        .map(|p| (p.line, p.message))
+        .collect();
+    let keys: Vec<(Option<usize>, &str)> = found
+        .iter()
+        .map(|(line, m)| (*line, m.split(',').next().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (Some(2), "unknown field `colour`"),
+            (Some(3), "unknown field `hash` in [log]"),
+            (Some(11), "unknown field `refresh` in [[issuers]]"),
+        ],
+        "{found:#?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Verification of arbiter's own tokens, at every decision that presents one (DESIGN §3
 //! step 2). Signature, issuer and audience are checked once per token and remembered; the
-//! time window and revocation are checked on every call, against the `now` it is given.
+//! lifetime against `[credentials] max_ttl`, the time window and revocation are checked on
+//! every call, against the settings in force and the `now` it is given.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,9 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     leeway: SignedDuration,
+    /// `[credentials] max_ttl` of the pack in force: no token lives longer, whatever key
+    /// signed it and whenever it was minted.
+    max_ttl: SignedDuration,
     revocations: Arc<Revocations>,
     sink: Arc<dyn RevocationSink>,
 }
@@ -52,6 +56,7 @@ impl fmt::Debug for Verifier {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
+            .field("max_ttl", &self.max_ttl)
             .field("sink", &self.sink)
             .finish_non_exhaustive()
     }
@@ -71,6 +76,9 @@ impl Verifier {
             issuer: credentials.issuer.clone(),
             audience: credentials.audience.clone(),
             leeway: jws::leeway(credentials.leeway),
+            // Periods are at most a hundred years; saturating changes nothing real.
+            max_ttl: SignedDuration::try_from(credentials.max_ttl.duration())
+                .unwrap_or(SignedDuration::MAX),
             revocations,
             sink,
         }
@@ -130,8 +138,16 @@ impl Verifier {
         }
     }
 
-    /// Checks what changes with time: the validity window at `now`, and revocation.
+    /// Checks what changes with time or with the settings: the lifetime against the
+    /// `max_ttl` in force, the validity window at `now`, and revocation. Run on every call,
+    /// cached or not, so a lower `max_ttl` (after a reload) applies to tokens already seen.
     fn check_now(&self, verified: &Verified, now: Timestamp) -> Result<(), CredentialFailure> {
+        // From the earliest moment the token claims to be usable: a backdated `nbf` would
+        // otherwise stretch its window past what `exp - iat` shows.
+        let start = verified.not_before.min(verified.credential.issued_at);
+        if verified.credential.expires_at.duration_since(start) > self.max_ttl {
+            return Err(CredentialFailure::LifetimeExceedsMaxTtl);
+        }
         match jws::validity(
             now,
             Some(verified.not_before),

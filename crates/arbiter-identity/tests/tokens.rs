@@ -642,3 +642,85 @@ mod never_panics {
         })
     }
 }
+
+// ------------------------------------------- finding 7: no token outlives max_ttl
+
+/// A token signed with the data directory's own key (as anyone who can read `DATA/keys`
+/// can sign one) that says it lives ten years.
+fn ten_year_token(dir: &std::path::Path, keyring: &Keyring) -> String {
+    let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": keyring.active_kid()});
+    let mut claims = good_claims();
+    claims["exp"] = json!(at("10:00:00").as_second() + 10 * 365 * 24 * 3600);
+    forge(&header, &claims, &signing_key(dir, keyring.active_kid()))
+}
+
+#[test]
+fn a_token_whose_lifetime_exceeds_max_ttl_is_refused_though_validly_signed() {
+    let (dir, keyring) = keyring();
+    let (verifier, _, _) = verifier(&keyring);
+    let token = ten_year_token(dir.path(), &keyring);
+    let refused = verifier.verify(&token, at("10:05:00"));
+    assert_eq!(refused, Err(CredentialFailure::LifetimeExceedsMaxTtl));
+    assert_eq!(
+        CredentialFailure::LifetimeExceedsMaxTtl.as_str(),
+        "lifetime_exceeds_max_ttl"
+    );
+
+    // One second past max_ttl (1h) is refused; exactly max_ttl, as minting allows, is not.
+    let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": keyring.active_kid()});
+    let key = signing_key(dir.path(), keyring.active_kid());
+    let mut claims = good_claims();
+    claims["exp"] = json!(at("11:00:01").as_second());
+    assert_eq!(
+        verifier.verify(&forge(&header, &claims, &key), at("10:05:00")),
+        Err(CredentialFailure::LifetimeExceedsMaxTtl)
+    );
+    claims["exp"] = json!(at("11:00:00").as_second());
+    assert!(
+        verifier
+            .verify(&forge(&header, &claims, &key), at("10:05:00"))
+            .is_ok()
+    );
+    let minted = mint_at(&keyring, &request(60), "10:00:00");
+    assert!(verifier.verify(&minted.token, at("10:05:00")).is_ok());
+
+    // A backdated `nbf` stretches the window as surely as a far `exp`.
+    let mut claims = good_claims();
+    claims["nbf"] = json!(at("09:00:00").as_second());
+    claims["exp"] = json!(at("10:30:00").as_second());
+    assert_eq!(
+        verifier.verify(&forge(&header, &claims, &key), at("10:05:00")),
+        Err(CredentialFailure::LifetimeExceedsMaxTtl)
+    );
+}
+
+/// A reload builds a new verifier from the pack's `[credentials]`
+/// (`Identity::reconfigure` in the server): a lower `max_ttl` applies to tokens minted
+/// (and verified, and cached) under the old one. The check runs on every call, so the
+/// cache never answers for it.
+#[test]
+fn a_lower_max_ttl_after_a_reload_refuses_tokens_already_verified_and_cached() {
+    let (_dir, keyring) = keyring();
+    let (before, revocations, sink) = verifier(&keyring);
+    let hour = mint_at(&keyring, &request(60), "10:00:00");
+    let ten = mint_at(&keyring, &request(10), "10:00:00");
+    assert!(before.verify(&hour.token, at("10:01:00")).is_ok());
+    assert!(before.verify(&hour.token, at("10:02:00")).is_ok());
+
+    let mut lowered = config().credentials;
+    lowered.max_ttl = arbiter_core::period::Period::parse("15m").unwrap();
+    let after = arbiter_identity::Verifier::new(
+        keyring.clone(),
+        &lowered,
+        revocations,
+        sink as std::sync::Arc<dyn arbiter_identity::RevocationSink>,
+    );
+    for time in ["10:03:00", "10:04:00"] {
+        assert_eq!(
+            after.verify(&hour.token, at(time)),
+            Err(CredentialFailure::LifetimeExceedsMaxTtl),
+            "{time}"
+        );
+        assert!(after.verify(&ten.token, at(time)).is_ok(), "{time}");
+    }
+}

@@ -93,7 +93,7 @@ impl Edit {
     /// was computed, and writing would undo their change.
     pub fn write(&self, pack_dir: &Path) -> io::Result<()> {
         let path = pack_dir.join(&self.file);
-        let current = match fs::read_to_string(&path) {
+        let current = match read_pack_file(&path) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -269,7 +269,15 @@ fn scope_edit(pack: &Pack, name: &str, to: Mode) -> Result<Edit, PromoteError> {
 
 fn read(pack_dir: &Path, file: &Path) -> Result<String, PromoteError> {
     let path = pack_dir.join(file);
-    fs::read_to_string(&path).map_err(io_error(&path))
+    read_pack_file(&path).map_err(io_error(&path))
+}
+
+/// A pack file, read as the loader reads it (a regular file, bounded), as an I/O result.
+fn read_pack_file(path: &Path) -> io::Result<String> {
+    arbiter_core::pack::file::read(path).map_err(|e| match e {
+        arbiter_core::pack::file::FileError::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    })
 }
 
 /// Places an I/O error at its path.

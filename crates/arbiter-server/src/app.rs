@@ -138,6 +138,9 @@ pub enum StartError {
     /// A file in the data directory could not be read or written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The admin token file could not be used (or others can read it).
+    #[error("{0}")]
+    AdminToken(#[from] crate::auth::AdminTokenError),
     /// The signing keys, the revocations or the pack's issuers could not be loaded.
     #[error("{0}")]
     Identity(String),

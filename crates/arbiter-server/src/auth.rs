@@ -3,9 +3,10 @@
 //! Comparisons are on SHA-256 digests, in constant time.
 
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::io::{self, Read as _, Write};
+use std::path::{Path, PathBuf};
 
+use arbiter_core::pack::file::{self, FileError};
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -33,21 +34,57 @@ pub struct AdminTokens {
 /// Where the generated admin token is kept.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
+/// Why the admin token file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminTokenError {
+    /// It could not be read or written.
+    #[error("{path}: {cause}")]
+    Io {
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        cause: io::Error,
+    },
+    /// Other users can read it (or write it), as they may not a signing key or the
+    /// masking key: whoever reads it administers the server.
+    #[error(
+        "{path} can be read by other users (mode {mode:o}); run `chmod 600` on it, and \
+         consider the token leaked: remove the file and restart to generate a new one"
+    )]
+    Exposed {
+        /// The token file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
 impl AdminTokens {
     /// The `admin` token: `from_env` when given, else the one in the data dir, else a new
     /// one written there (0600). Returns the tokens and, when one was just generated, the
-    /// token itself so it can be printed once.
+    /// token itself so it can be printed once. A token file others can read is refused.
     pub fn load_or_create(
         data_dir: &Path,
         from_env: Option<&str>,
-    ) -> Result<(Self, Option<String>), std::io::Error> {
+    ) -> Result<(Self, Option<String>), AdminTokenError> {
         if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
             return Ok((Self::single("admin", token.trim()), None));
         }
         let path = data_dir.join(ADMIN_TOKEN_FILE);
-        if path.is_file() {
-            let token = fs::read_to_string(&path)?;
-            return Ok((Self::single("admin", token.trim()), None));
+        let io_error = |cause| AdminTokenError::Io {
+            path: path.clone(),
+            cause,
+        };
+        // Opened as pack files are: a FIFO or a device there is refused, not waited on.
+        match file::open(&path) {
+            Ok(file) => {
+                let token = read_private(file, &path)?;
+                return Ok((Self::single("admin", token.trim()), None));
+            }
+            Err(FileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(FileError::Io(e)) => return Err(io_error(e)),
+            Err(other) => return Err(io_error(io::Error::other(other.to_string()))),
         }
         let mut bytes = [0_u8; 32];
         rand::fill(&mut bytes);
@@ -59,9 +96,9 @@ impl AdminTokens {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(&path)?;
-        file.write_all(token.as_bytes())?;
-        file.sync_all()?;
+        let mut file = options.open(&path).map_err(io_error)?;
+        file.write_all(token.as_bytes()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
         Ok((Self::single("admin", &token), Some(token)))
     }
 
@@ -84,6 +121,29 @@ impl AdminTokens {
         }
         found
     }
+}
+
+/// The token in an open token file, refused if others may read it (checked on the open
+/// handle, so the file cannot be swapped between the check and the read).
+fn read_private(mut file: fs::File, path: &Path) -> Result<String, AdminTokenError> {
+    let io_error = |cause| AdminTokenError::Io {
+        path: path.to_owned(),
+        cause,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = file.metadata().map_err(io_error)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AdminTokenError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    let mut token = String::new();
+    file.read_to_string(&mut token).map_err(io_error)?;
+    Ok(token)
 }
 
 /// PEP tokens: `sha256:<hex>` hashes from `[server] pep_tokens`.
@@ -171,6 +231,40 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// Finding 14: a signing key or `mask.key` others can read stops the start; an
+    /// `admin.token` others could read was used without a word.
+    #[cfg(unix)]
+    #[test]
+    fn an_admin_token_readable_by_others_is_refused_naming_its_mode_and_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, printed) = AdminTokens::load_or_create(dir.path(), None).expect("created");
+        assert!(printed.is_some());
+        let path = dir.path().join(ADMIN_TOKEN_FILE);
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = AdminTokens::load_or_create(dir.path(), None).expect_err("refused");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{} can be read by other users (mode {mode:o}); run `chmod 600` on it, and \
+                     consider the token leaked: remove the file and restart to generate a new one",
+                    path.display()
+                )
+            );
+        }
+        // Refused means refused: the file is neither replaced nor fixed behind the back.
+        assert_eq!(
+            fs::metadata(&path).expect("file").permissions().mode() & 0o777,
+            0o620
+        );
+        // A token from the environment does not read the file at all.
+        assert!(AdminTokens::load_or_create(dir.path(), Some("from-env")).is_ok());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let (_, printed) = AdminTokens::load_or_create(dir.path(), None).expect("loaded");
+        assert!(printed.is_none());
     }
 
     #[test]

@@ -70,6 +70,22 @@ impl Store {
     /// Opens an existing store for reading only, for example for `arbiter log` while a
     /// server writes to it. Fails if there is no database, or if its schema is not the one
     /// this build reads.
+    ///
+    /// It creates and changes no file in the data directory when the database was closed
+    /// cleanly, so it works on a read-only directory (a backup, a snapshot, one owned by
+    /// the server's user). A WAL database read the usual way needs its `-wal` and `-shm`
+    /// files, and creates them when they are absent: in a read-only directory that fails.
+    /// So:
+    ///
+    /// - With a `-wal` file, a writer has the database open (or stopped without closing
+    ///   it): it is read through that writer's `-wal` and `-shm`, as a concurrent reader
+    ///   must be, to see every commit and never a half-done checkpoint.
+    /// - Without one, the last connection closed cleanly and everything is in the database
+    ///   file: it is opened `immutable`, which reads that file as it is, with no `-wal`,
+    ///   no `-shm` and no locks. A server that starts while such a read is under way
+    ///   writes to a new `-wal`; the database file itself only changes when that `-wal`
+    ///   is checkpointed (past 1,000 pages, about 4 MiB of new decisions), which a read
+    ///   that long could then see half-done and report as an error: run it again.
     pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
         let db_path = data_dir.join(DB_FILE);
         if !db_path.is_file() {
@@ -80,7 +96,13 @@ impl Store {
             cause,
         };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&db_path, flags).map_err(open_err)?;
+        let wal = db_path.with_file_name(format!("{DB_FILE}-wal"));
+        let conn = if wal.symlink_metadata().is_ok() {
+            Connection::open_with_flags(&db_path, flags)
+        } else {
+            Connection::open_with_flags(immutable_uri(&db_path), flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+        .map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -183,6 +205,22 @@ impl Store {
             detail,
         }
     }
+}
+
+/// `file:PATH?immutable=1`, the path percent-encoded (a `?`, `#` or `%` in it would
+/// otherwise be read as part of the URI).
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Creates the data directory, readable by its owner only, unless it exists.

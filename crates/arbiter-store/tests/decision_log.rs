@@ -484,6 +484,53 @@ async fn a_read_only_store_opens_after_the_writer_has_closed() {
     assert_eq!(page.decisions, vec![record(1)]);
 }
 
+/// What a directory holds: each entry's name, length and modification time.
+fn listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                meta.len(),
+                meta.modified().unwrap(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Finding 13: reading a cleanly closed WAL database created its `-wal` and `-shm`
+/// beside it, which a read-only data directory refuses. (Root ignores permission bits,
+/// so the test asserts what a read-only directory needs: nothing created or changed.)
+/// The directory's name has characters a URI would misread.
+#[tokio::test]
+async fn reading_a_cleanly_closed_store_creates_and_changes_no_file_in_its_directory() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data ?#%20");
+    {
+        let store = Store::open(&dir).unwrap();
+        write_all(&store, vec![record(1), record(2)]).await;
+    }
+    let before = listing(&dir);
+    assert_eq!(
+        before.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        ["arbiter.db"]
+    );
+    let dir_modified = std::fs::metadata(&dir).unwrap().modified().unwrap();
+    {
+        let reader = Store::open_read_only(&dir).unwrap();
+        assert_eq!(page(&reader, DecisionQuery::default()), ids_of(&[1, 2]));
+    }
+    assert_eq!(listing(&dir), before);
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().modified().unwrap(),
+        dir_modified
+    );
+}
+
 #[test]
 fn a_read_only_store_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();

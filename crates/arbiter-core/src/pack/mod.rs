@@ -2,6 +2,7 @@
 //! rules, with every problem found reported at once, located by file, line and rule.
 
 mod annotations;
+pub mod file;
 mod schema;
 mod shapes;
 mod source;
@@ -14,12 +15,13 @@ use cedar_policy::{
     Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment,
     ValidationMode, Validator,
 };
+use serde::Deserialize as _;
 use sha2::{Digest, Sha256};
 
 use toml::Spanned;
 
 use crate::catalog::Catalog;
-use crate::config::{ALGORITHMS, Config, Issuer, PrincipalTemplate};
+use crate::config::{self, ALGORITHMS, Config, Issuer, PrincipalTemplate};
 use crate::diag::{self, Problem, Problems};
 use crate::index::SliceIndex;
 use crate::rule::{Mode, Rule};
@@ -332,10 +334,11 @@ impl<'a> Loader<'a> {
         Ok(pack)
     }
 
-    /// Reads a pack file and feeds it to the version hash.
+    /// Reads a pack file (a regular file of at most [`file::MAX_FILE_BYTES`]) and feeds it
+    /// to the version hash.
     fn read(&mut self, relative: &Path) -> Option<String> {
         let path = self.dir.join(relative);
-        match fs::read_to_string(&path) {
+        match file::read(&path) {
             Ok(text) => {
                 let name = relative.to_string_lossy();
                 self.hasher.update((name.len() as u64).to_le_bytes());
@@ -346,14 +349,15 @@ impl<'a> Loader<'a> {
             }
             Err(e) => {
                 self.problems
-                    .push(Problem::in_file(relative, format!("cannot read: {e}")));
+                    .push(Problem::in_file(relative, e.to_string()));
                 None
             }
         }
     }
 
     fn load_config(&mut self) -> Config {
-        if !self.dir.join(CONFIG_FILE).is_file() {
+        // Whatever is there is read, so a FIFO or a directory is an error, not "absent".
+        if !file::exists(&self.dir.join(CONFIG_FILE)) {
             self.warnings.push(Problem::in_file(
                 CONFIG_FILE,
                 "no arbiter.toml: the defaults apply (forbids in audit, default-deny in audit, \
@@ -365,14 +369,31 @@ impl<'a> Loader<'a> {
             return Config::default();
         };
         self.config_text.clone_from(&text);
-        match toml::from_str::<Config>(&text) {
+        let place = |e: toml::de::Error| {
+            let mut problem = Problem::in_file(CONFIG_FILE, e.message().to_owned());
+            if let Some(span) = e.span() {
+                problem = problem.at_offset(&text, span.start);
+            }
+            problem
+        };
+        let mut document = match toml::de::DeTable::parse(&text) {
+            Ok(document) => document,
+            Err(e) => {
+                self.problems.push(place(e));
+                return Config::default();
+            }
+        };
+        // Every unknown key first (the typed parse would stop at the first one), then
+        // what the typed parse finds in the rest.
+        for unknown in config::strip_unknown_keys(document.get_mut()) {
+            self.problems.push(
+                Problem::in_file(CONFIG_FILE, unknown.message).at_offset(&text, unknown.span.start),
+            );
+        }
+        match Config::deserialize(toml::de::Deserializer::from(document)) {
             Ok(config) => config,
             Err(e) => {
-                let mut problem = Problem::in_file(CONFIG_FILE, e.message().to_owned());
-                if let Some(span) = e.span() {
-                    problem = problem.at_offset(&text, span.start);
-                }
-                self.problems.push(problem);
+                self.problems.push(place(e));
                 Config::default()
             }
         }
@@ -380,8 +401,8 @@ impl<'a> Loader<'a> {
 
     /// The pack's schema and the augmented one used to validate policies.
     fn load_schema(&mut self) -> (Option<Schema>, Option<Schema>) {
-        let cedar = self.dir.join(SCHEMA_FILE).is_file();
-        let json = self.dir.join(SCHEMA_JSON_FILE).is_file();
+        let cedar = file::exists(&self.dir.join(SCHEMA_FILE));
+        let json = file::exists(&self.dir.join(SCHEMA_JSON_FILE));
         let file = match (cedar, json) {
             (false, false) => {
                 self.warnings.push(Problem::in_file(
@@ -460,7 +481,7 @@ impl<'a> Loader<'a> {
     }
 
     fn load_entities(&mut self, schema: Option<&Schema>) -> Option<Entities> {
-        if !self.dir.join(ENTITIES_FILE).is_file() {
+        if !file::exists(&self.dir.join(ENTITIES_FILE)) {
             return match schema.map(Schema::action_entities) {
                 Some(Ok(actions)) => Some(actions),
                 Some(Err(e)) => {
@@ -501,16 +522,33 @@ impl<'a> Loader<'a> {
         let mut origins: HashMap<String, Origin> = HashMap::new();
         let dir = self.dir.join(POLICIES_DIR);
         let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-                .collect(),
-            Err(_) => {
+            Ok(entries) => {
+                let mut files = Vec::new();
+                for entry in entries {
+                    match entry {
+                        Ok(e) if e.path().extension().is_some_and(|x| x == "cedar") => {
+                            files.push(e.path());
+                        }
+                        Ok(_) => {}
+                        // A rule file skipped unseen would change the policy silently.
+                        Err(e) => self
+                            .problems
+                            .push(Problem::in_file(POLICIES_DIR, format!("cannot read: {e}"))),
+                    }
+                }
+                files
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.warnings.push(Problem::in_file(
                     POLICIES_DIR,
                     "no policies/ directory: every request falls to the default-deny scope",
                 ));
+                Vec::new()
+            }
+            // Not a directory, or unreadable: the pack's rules cannot be known.
+            Err(e) => {
+                self.problems
+                    .push(Problem::in_file(POLICIES_DIR, format!("cannot read: {e}")));
                 Vec::new()
             }
         };
