@@ -674,14 +674,17 @@ mod jwks {
                 Some(true)
             }
             5 => {
-                // A required field removed.
+                // A required member removed. Without `kty` jsonwebtoken still reads the
+                // key from its other members (RFC 7517 makes `kty` required), so that one
+                // is not known to make the key unusable.
                 let fields: Vec<String> = object
                     .keys()
                     .filter(|k| matches!(k.as_str(), "kty" | "n" | "e" | "crv" | "x" | "y"))
                     .cloned()
                     .collect();
-                object.remove(fields.pick());
-                Some(false)
+                let field = fields.pick().clone();
+                object.remove(&field);
+                if field == "kty" { None } else { Some(false) }
             }
             6 => {
                 object.insert("use".into(), json!("enc"));
@@ -700,7 +703,15 @@ mod jwks {
                 let field = ["n", "x", "y", "e"].pick();
                 if object.contains_key(*field) {
                     object.insert((*field).into(), json!(b64(vec![0xA5u8; len])));
-                    if *field == "e" { None } else { Some(false) }
+                    // Unusable: an RSA modulus outside 2048 to 4096 bits, a coordinate
+                    // or an Ed25519 key of other than 32 bytes. Anything else may
+                    // still read (the numbers are not checked here, the server does).
+                    let odd = match *field {
+                        "n" => !(256..=512).contains(&len),
+                        "x" | "y" => len != 32,
+                        _ => false,
+                    };
+                    if odd { Some(false) } else { None }
                 } else {
                     Some(true)
                 }
