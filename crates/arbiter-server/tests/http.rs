@@ -490,6 +490,15 @@ async fn while_the_log_cannot_write_no_decision_is_made_and_readyz_says_so() {
     let request = json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"", "resource": "Ticket::\"T-1\""});
     let (status, first, _) = server.post("/v1/decide", &request).await;
     assert_eq!(status, StatusCode::OK);
+    // The first decision is committed before the disk breaks (batched: answered first).
+    let committed = eventually(10 * SECOND, || async {
+        let (_, page, _) = server
+            .admin(reqwest::Method::GET, "/v1/decisions", Some(ADMIN))
+            .await;
+        page["decisions"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    assert!(committed, "the first decision reached the log");
     // Every insert now fails, as a full or broken disk would make it.
     let db = rusqlite::Connection::open(server.data.join(arbiter_store::DB_FILE)).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
