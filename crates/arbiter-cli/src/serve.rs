@@ -31,6 +31,14 @@ pub struct ServeArgs {
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    /// Connections held open at once (never more than the file limit less 64); more
+    /// wait in the listen backlog.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive
+    /// connection may sit idle.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout: u64,
     /// Reload the pack when its files change.
     #[arg(long)]
     pub watch: bool,
@@ -61,6 +69,8 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
         Durability::Batched
     };
     options.body_limit = args.body_limit;
+    options.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    options.header_read_timeout = std::time::Duration::from_secs(args.header_timeout);
     options.admin_token = args.admin_token.clone();
     options.require_pep_tokens = !args.listen.ip().is_loopback() && !args.allow_open_decisions;
     let (app, generated) = App::start(options)

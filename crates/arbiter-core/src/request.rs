@@ -92,7 +92,7 @@ impl EntityRef {
 }
 
 /// The fields of a request, in the order the errors list them.
-const FIELDS: [&str; 8] = [
+pub const FIELDS: [&str; 8] = [
     "principal",
     "action",
     "resource",

@@ -268,17 +268,7 @@ fn a_request_array_is_refused() {
         let Value::Object(fields) = &generated.body else {
             return;
         };
-        let order = [
-            "principal",
-            "action",
-            "resource",
-            "context",
-            "session",
-            "credential",
-            "entities",
-            "time",
-        ];
-        let mut items: Vec<Value> = order
+        let mut items: Vec<Value> = arbiter_core::request::FIELDS
             .iter()
             .map(|k| fields.get(*k).cloned().unwrap_or(Value::Null))
             .collect();

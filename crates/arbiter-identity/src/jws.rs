@@ -173,17 +173,8 @@ pub(crate) fn audience_contains(claims: &Object, audience: &str) -> Result<bool,
     }
 }
 
-/// A JSON value's kind, for messages.
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+/// A JSON value's kind, for messages: the one wording arbiter uses for it.
+pub(crate) use arbiter_core::json::kind_of as kind;
 
 /// Where a token stands in time at `now`, with `leeway` of clock skew either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use arbiter_server::Durability;
-use common::{ADMIN, SECOND, Server, copy_dir, eventually, example};
+use common::{ADMIN, SECOND, Server, add_pep_token, copy_dir, eventually, example};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -290,19 +290,7 @@ async fn a_reload_that_drops_pep_tokens_is_refused_where_they_are_required() {
     let dirs = tempfile::tempdir().unwrap();
     let pack = dirs.path().join("pack");
     copy_dir(&example(), &pack);
-    let hash = {
-        use sha2::Digest;
-        format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(b"pep-secret"))
-        )
-    };
-    let config = fs::read_to_string(pack.join("arbiter.toml")).unwrap();
-    fs::write(
-        pack.join("arbiter.toml"),
-        format!("{config}\n[server]\npep_tokens = [\"{hash}\"]\n"),
-    )
-    .unwrap();
+    let config = add_pep_token(&pack, b"pep-secret");
     let data = dirs.path().join("data");
     let server =
         Server::start_with(dirs, pack.clone(), data, |o| o.require_pep_tokens = true).await;

@@ -397,19 +397,7 @@ async fn pep_tokens_guard_decisions_when_configured_and_throttles_set_retry_afte
     let dirs = tempfile::tempdir().unwrap();
     let pack = dirs.path().join("pack");
     copy_dir(&example(), &pack);
-    let hash = {
-        use sha2::Digest;
-        format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(b"pep-secret"))
-        )
-    };
-    let config = fs::read_to_string(pack.join("arbiter.toml")).unwrap();
-    fs::write(
-        pack.join("arbiter.toml"),
-        format!("{config}\n[server]\npep_tokens = [\"{hash}\"]\n"),
-    )
-    .unwrap();
+    add_pep_token(&pack, b"pep-secret");
     let data = dirs.path().join("data");
     let mut server = Server::start_in(dirs, pack, data, Durability::Batched).await;
     let request = json!({"principal": "Agent::\"ops-copilot\"", "action": "Action::\"create_token\"",

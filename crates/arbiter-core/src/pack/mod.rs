@@ -53,8 +53,10 @@ pub struct Pack {
 }
 
 /// The stack of the thread that loads a pack: room for [`source::MAX_OPERATORS`] levels
-/// of Cedar's recursion in an unoptimized build, with a wide margin.
-const LOAD_STACK: usize = 512 * 1024 * 1024;
+/// of Cedar's recursion in an unoptimized build, with a margin (measured: a 990-term `+`
+/// chain needs more than 64 MiB and loads in 128 MiB; an optimized build needs far less).
+/// Reserved, not committed, except where overcommit is off.
+const LOAD_STACK: usize = 256 * 1024 * 1024;
 
 /// The files of a pack, as found on disk.
 const CONFIG_FILE: &str = "arbiter.toml";

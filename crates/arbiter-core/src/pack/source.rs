@@ -15,49 +15,71 @@ pub(crate) struct Chunk<'a> {
     pub first_token: usize,
 }
 
-/// The policies of `src`, in order. Text after the last `;` that is not blank or a comment
-/// is returned as a final chunk (it will fail to parse with Cedar's own message).
-pub(crate) fn split(src: &str) -> Vec<Chunk<'_>> {
+/// What Cedar text holds outside its `//` comments: code, byte by byte, and string
+/// literals (with their escapes), each as one piece. The one scanner that both the split
+/// and the bound on nesting read, so the two cannot disagree on what is a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// A byte of code.
+    Code(u8),
+    /// A whole string literal.
+    Literal,
+}
+
+/// The pieces of `src` with their byte offsets.
+fn pieces(src: &str) -> impl Iterator<Item = (usize, Piece)> + '_ {
     let bytes = src.as_bytes();
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut first_token: Option<usize> = None;
     let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+    std::iter::from_fn(move || {
+        loop {
+            let at = i;
+            let b = *bytes.get(at)?;
+            if b == b'/' && bytes.get(at + 1) == Some(&b'/') {
                 while bytes.get(i).is_some_and(|&c| c != b'\n') {
                     i += 1;
                 }
                 continue;
             }
-            b'"' => {
-                first_token.get_or_insert(i);
-                i += 1;
-                while let Some(&c) = bytes.get(i) {
-                    match c {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
-                    }
+            i += 1;
+            if b != b'"' {
+                return Some((at, Piece::Code(b)));
+            }
+            while let Some(&c) = bytes.get(i) {
+                match c {
+                    b'\\' => i += 2,
+                    b'"' => break,
+                    _ => i += 1,
                 }
             }
-            b';' => {
-                let end = i + 1;
+            i += 1;
+            return Some((at, Piece::Literal));
+        }
+    })
+}
+
+/// The policies of `src`, in order. Text after the last `;` that is not blank or a comment
+/// is returned as a final chunk (it will fail to parse with Cedar's own message).
+pub(crate) fn split(src: &str) -> Vec<Chunk<'_>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut first_token: Option<usize> = None;
+    for (at, piece) in pieces(src) {
+        match piece {
+            Piece::Code(b';') => {
+                let end = at + 1;
                 chunks.push(Chunk {
                     text: src.get(start..end).unwrap_or_default(),
                     start,
-                    first_token: first_token.unwrap_or(i),
+                    first_token: first_token.unwrap_or(at),
                 });
                 start = end;
                 first_token = None;
             }
-            c if c.is_ascii_whitespace() => {}
-            _ => {
-                first_token.get_or_insert(i);
+            Piece::Code(c) if c.is_ascii_whitespace() => {}
+            Piece::Code(_) | Piece::Literal => {
+                first_token.get_or_insert(at);
             }
         }
-        i += 1;
     }
     if let Some(first) = first_token {
         chunks.push(Chunk {
@@ -90,34 +112,37 @@ pub(crate) const MAX_OPERATORS: usize = 1_000;
 /// Why a policy's text is refused before Cedar parses it: a byte offset in the chunk and
 /// the message.
 pub(crate) fn too_deep(chunk: &str) -> Option<(usize, String)> {
-    let bytes = chunk.as_bytes();
     let mut depth = 0usize;
     let mut operators = 0usize;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while bytes.get(i).is_some_and(|&c| c != b'\n') {
-                    i += 1;
+    let mut word: Option<usize> = None;
+    let mut previous: Option<u8> = None;
+    for (at, piece) in pieces(chunk).chain(std::iter::once((chunk.len(), Piece::Code(b' ')))) {
+        let byte = match piece {
+            Piece::Code(b) => Some(b),
+            Piece::Literal => None,
+        };
+        let in_word = byte.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        match (word, in_word) {
+            (None, true) => word = Some(at),
+            (Some(from), false) => {
+                let keyword = chunk.get(from..at).unwrap_or_default();
+                if matches!(
+                    keyword,
+                    "if" | "then" | "else" | "has" | "like" | "is" | "in"
+                ) {
+                    operators += 1;
                 }
-                continue;
+                word = None;
             }
-            b'"' => {
-                i += 1;
-                while let Some(&c) = bytes.get(i) {
-                    match c {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
-                    }
-                }
-            }
-            b'(' | b'[' | b'{' => {
+            _ => {}
+        }
+        match byte {
+            Some(b'(' | b'[' | b'{') => {
                 depth += 1;
                 operators += 1;
                 if depth > MAX_NESTING {
                     return Some((
-                        i,
+                        at,
                         format!(
                             "brackets nest more than {MAX_NESTING} deep: arbiter refuses such a \
                              policy before parsing it (it would exhaust the parser's stack)"
@@ -125,36 +150,21 @@ pub(crate) fn too_deep(chunk: &str) -> Option<(usize, String)> {
                     ));
                 }
             }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            b'&' | b'|' | b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'.' => {
-                // `&&`, `==`, `<=` are one operator each.
-                let pair = i
-                    .checked_sub(1)
-                    .and_then(|p| bytes.get(p))
-                    .is_some_and(|p| matches!(p, b'&' | b'|' | b'=' | b'<' | b'>' | b'!'));
-                if !(pair && matches!(b, b'&' | b'|' | b'=')) {
-                    operators += 1;
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while bytes
-                    .get(i)
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                {
-                    i += 1;
-                }
-                let word = chunk.get(start..i).unwrap_or_default();
-                if matches!(word, "if" | "has" | "like" | "is" | "in" | "then" | "else") {
-                    operators += 1;
-                }
-                continue;
+            Some(b')' | b']' | b'}') => depth = depth.saturating_sub(1),
+            // `&&`, `==`, `<=` are one operator each.
+            Some(b @ (b'&' | b'|' | b'='))
+                if previous.is_some_and(|p| {
+                    matches!(p, b'&' | b'|' | b'=' | b'<' | b'>' | b'!') && (p == b || b == b'=')
+                }) => {}
+            Some(b'&' | b'|' | b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'.') => {
+                operators += 1;
             }
             _ => {}
         }
+        previous = byte;
         if operators > MAX_OPERATORS {
             return Some((
-                i,
+                at,
                 format!(
                     "more than {MAX_OPERATORS} operators in one policy: arbiter refuses such a \
                      policy before parsing it (it would exhaust the parser's stack); use a set \
@@ -162,7 +172,6 @@ pub(crate) fn too_deep(chunk: &str) -> Option<(usize, String)> {
                 ),
             ));
         }
-        i += 1;
     }
     None
 }

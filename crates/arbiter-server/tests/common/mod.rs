@@ -57,6 +57,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Guards the pack's decision endpoints with the PEP token `secret` (its hash goes into
+/// `[server] pep_tokens`); returns `arbiter.toml` as it was before.
+pub fn add_pep_token(pack: &Path, secret: &[u8]) -> String {
+    use sha2::Digest;
+    let hash = format!("sha256:{}", hex::encode(sha2::Sha256::digest(secret)));
+    let config = fs::read_to_string(pack.join("arbiter.toml")).unwrap();
+    fs::write(
+        pack.join("arbiter.toml"),
+        format!("{config}\n[server]\npep_tokens = [\"{hash}\"]\n"),
+    )
+    .unwrap();
+    config
+}
+
 pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
