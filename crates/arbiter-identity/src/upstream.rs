@@ -12,9 +12,8 @@ use arbiter_core::config::{Preset, PrincipalTemplate};
 use cedar_policy::EntityUid;
 use jiff::{SignedDuration, Timestamp};
 use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
-};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::jws::{self, Alg, Object, Validity};
@@ -463,11 +462,19 @@ fn spiffe_id(sub: &str) -> Option<(&str, &str)> {
 /// The usable keys of a JWKS for these algorithms. Keys of other types, curves or
 /// algorithms, and encryption keys, are skipped; a set with no usable key is an error.
 fn parse_jwks(text: &str, algorithms: &[Alg]) -> Result<Arc<[Key]>, String> {
-    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
-    let keys: Vec<Key> = set
-        .keys
+    let set: Value = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+    let Some(members) = set.get("keys").and_then(Value::as_array) else {
+        return Err("not a JWKS: it must be an object with a `keys` array".to_owned());
+    };
+    // RFC 7517 §5: a key of a type not understood, or missing or malformed members, is
+    // ignored, not a reason to refuse the set: an issuer that adds a key of a new kind
+    // must not stop every exchange. `kty` is required (§4.1), though the parser below
+    // would do without it.
+    let keys: Vec<Key> = members
         .iter()
-        .filter_map(usable_key)
+        .filter(|member| member.get("kty").is_some_and(Value::is_string))
+        .filter_map(|member| Jwk::deserialize(member).ok())
+        .filter_map(|jwk| usable_key(&jwk))
         .filter(|key| algorithms.contains(&key.alg))
         .collect();
     if keys.is_empty() {

@@ -510,6 +510,24 @@ fn a_jwks_url_issuer_has_no_keys_until_the_server_sets_them() {
     );
     assert!(upstream.set_jwks("nobody", &jwks(&[&key]), now).is_err());
 
+    // RFC 7517 §5: keys arbiter cannot read are skipped, never a reason to drop the good
+    // one beside them (found by the JWKS fuzz target); a key without `kty` is not a key.
+    let mut without_kty = key.jwk();
+    without_kty.as_object_mut().unwrap().remove("kty");
+    let mixed = json!({"keys": [
+        {"kty": "oct", "k": "c2VjcmV0"}, 1, {"kty": "RSA", "n": 7}, without_kty, key.jwk(),
+    ]});
+    upstream
+        .set_jwks("remote", &mixed.to_string(), now)
+        .unwrap();
+    let only_bad = json!({"keys": [1, {"kty": "RSA", "n": 7}, without_kty]});
+    assert!(
+        upstream
+            .set_jwks("remote", &only_bad.to_string(), now)
+            .is_err()
+    );
+    assert!(upstream.set_jwks("remote", r#"{"keys": {}}"#, now).is_err());
+
     upstream.set_jwks("remote", &jwks(&[&key]), now).unwrap();
     let exchanged = upstream.exchange(&token, now).unwrap();
     assert_eq!(exchanged.issuer, "remote");
