@@ -54,9 +54,9 @@ pub struct Pack {
 
 /// The stack of the thread that loads a pack: room for [`source::MAX_OPERATORS`] levels
 /// of Cedar's recursion in an unoptimized build, with a margin (measured: a 990-term `+`
-/// chain needs more than 64 MiB and loads in 128 MiB; an optimized build needs far less).
-/// Reserved, not committed, except where overcommit is off.
-const LOAD_STACK: usize = 256 * 1024 * 1024;
+/// chain aborts at 16 MiB and loads at 32 MiB; an optimized build needs less). Reserved,
+/// not committed, except where overcommit is off.
+const LOAD_STACK: usize = 64 * 1024 * 1024;
 
 /// The files of a pack, as found on disk.
 const CONFIG_FILE: &str = "arbiter.toml";
