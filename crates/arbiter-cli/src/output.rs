@@ -7,7 +7,7 @@ use std::io::{self, Write as _};
 
 use arbiter_core::request::EntityRef;
 use arbiter_core::response::Outcome;
-use arbiter_core::rule::Kind;
+use arbiter_core::rule::{Kind, RuleRef};
 use arbiter_core::{Decision, DecisionRequest, Pack, RequestError};
 use serde_json::{Value, json};
 
@@ -75,7 +75,7 @@ pub fn summary(pack: &Pack) -> PackSummary {
         scopes: pack
             .default_deny_scopes()
             .into_iter()
-            .map(|(ty, mode)| (format!("default-deny:{ty}"), mode.to_string()))
+            .map(|(ty, mode)| (RuleRef::DefaultDeny(ty).to_string(), mode.to_string()))
             .collect(),
         default_scope: pack.config().default_deny.mode.to_string(),
         warnings: pack.warnings().len(),
@@ -171,7 +171,8 @@ pub fn human_line(
         ));
     }
     if !d.enforced.is_empty() {
-        text.push_str(&format!("  enforced: {}", d.enforced.join(", ")));
+        let e: Vec<String> = d.enforced.iter().map(ToString::to_string).collect();
+        text.push_str(&format!("  enforced: {}", e.join(", ")));
     }
     if let Some(retry) = d.retry_after_s {
         text.push_str(&format!("  retry after {retry}s"));

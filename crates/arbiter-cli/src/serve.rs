@@ -239,18 +239,13 @@ pub fn log(args: LogArgs) -> Result<ExitCode, Failure> {
             .map(|r| format!("{r} (enforce)"))
             .collect();
         rules.extend(d.warnings.iter().map(|r| format!("{r} (warn)")));
-        rules.extend(
-            d.audit
-                .iter()
-                .filter_map(|a| a.get("rule").and_then(|r| r.as_str()))
-                .map(|r| format!("{r} (audit)")),
-        );
+        rules.extend(d.audit.iter().map(|a| format!("{} (audit)", a.rule)));
         let time = d.time.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
         outln!(
             "{:<24}  {:<8}  {:<8}  {:<28}  {:<24}  {:<28}  {}",
             time,
             d.decision,
-            d.effect.as_deref().unwrap_or("-"),
+            d.effect.map_or("-", |e| e.as_str()),
             d.principal.as_deref().unwrap_or("-"),
             d.action.as_deref().unwrap_or("-"),
             d.resource.as_deref().unwrap_or("-"),

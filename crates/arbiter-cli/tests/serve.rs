@@ -205,7 +205,7 @@ fn batched_durability_drains_everything_acknowledged_on_sigterm() {
 /// closed cleanly, as a stopped server leaves it: no `-wal` or `-shm` file beside the
 /// database.
 fn logged_data_dir(n: u64) -> tempfile::TempDir {
-    use arbiter_store::{DecisionRecord, Durability, LogWriter, Store};
+    use arbiter_store::{DecisionRecord, Durability, LogWriter, Logged, Store};
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -230,7 +230,7 @@ fn logged_data_dir(n: u64) -> tempfile::TempDir {
                     resource: Some(resource.clone()),
                     session: None,
                     credential_id: None,
-                    decision: "allow".to_owned(),
+                    decision: Logged::Allow,
                     effect: None,
                     enforced: vec![],
                     warnings: vec![],

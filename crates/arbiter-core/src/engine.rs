@@ -14,13 +14,15 @@ use ulid::Ulid;
 
 use crate::clock::{Clock, SystemClock};
 use crate::diag::{cedar_message, cedar_message_redacted};
-use crate::identity::{CredentialFailure, CredentialVerifier, NoIssuers, VerifiedCredential};
+use crate::identity::{
+    CredentialFailure, CredentialVerifier, NoIssuers, Revoked, VerifiedCredential,
+};
 use crate::index::Slice;
 use crate::needs::Needs;
 use crate::pack::{Pack, RESERVED_CONTEXT_KEYS};
 use crate::request::{DecisionRequest, RequestError};
-use crate::response::{AuditEntry, Decision, EvalError, Outcome, Warning};
-use crate::rule::{Effect, Kind, Mode, OnError, Rule};
+use crate::response::{AuditEntry, Decision, EvalError, Outcome, Revocation, Warning};
+use crate::rule::{Effect, Kind, Mode, OnError, Rule, RuleRef};
 use crate::state::{
     Baseline, MemorySessions, MemoryThrottles, NoBaseline, SessionKey, SessionStore, SessionView,
     ThrottleKey, ThrottleStore,
@@ -245,12 +247,13 @@ impl Engine {
         let mut decision = self.outcome(&valid, evaluation, &fired);
         self.side_effects(
             &valid,
-            &decision,
+            &mut decision,
             &fired,
             session.as_ref().map(|(k, _)| *k),
             credential.as_ref(),
         );
         decision.decision_id = self.new_decision_id(valid.now);
+        decision.time = valid.now;
         decision.credential_id = credential.map(|c| c.jti);
         decision.session = valid.session.map(|k| k.id);
         decision.in_scope = Some(Arc::clone(&slice.ids));
@@ -753,21 +756,24 @@ impl Engine {
             reason: None,
             decision_id: String::new(),
             policy_version: self.pack.version().to_owned(),
+            time: valid.now,
             credential_id: None,
             session: None,
             in_scope: None,
             scope: None,
             novel: None,
+            revoked: Vec::new(),
         };
         for f in fired {
             match f.rule.mode.unwrap_or(Mode::Audit) {
-                Mode::Enforce => decision.enforced.push(f.rule.id.clone()),
+                Mode::Enforce => decision.enforced.push(RuleRef::Rule(f.rule.id.clone())),
                 Mode::Warn => decision.warnings.push(Warning {
-                    rule: f.rule.id.clone(),
+                    rule: RuleRef::Rule(f.rule.id.clone()),
                     message: f.rule.warning.clone(),
+                    would: f.effect,
                 }),
                 Mode::Audit => decision.audit.push(AuditEntry {
-                    rule: f.rule.id.clone(),
+                    rule: RuleRef::Rule(f.rule.id.clone()),
                     would: f.effect,
                 }),
             }
@@ -796,7 +802,6 @@ impl Engine {
         }
         // No enforced rule decided: the default-deny scope is consulted.
         let (scope, mode) = self.pack.default_deny_scope(valid.principal.type_name());
-        let scope = scope.into_owned();
         decision.scope = Some(scope.clone());
         if !evaluation.permitted {
             match mode {
@@ -809,6 +814,7 @@ impl Engine {
                 Mode::Warn => decision.warnings.push(Warning {
                     message: format!("no permit matched; {scope} would deny this request"),
                     rule: scope,
+                    would: Effect::Deny,
                 }),
                 Mode::Audit => decision.audit.push(AuditEntry {
                     rule: scope,
@@ -819,12 +825,13 @@ impl Engine {
         decision
     }
 
-    /// Step 7: an enforced `revoke` ends the session and revokes the credential; an allowed
-    /// action updates the session.
+    /// Step 7: an enforced `revoke` ends the session and revokes the credential (in force
+    /// here at once, reported in [`Decision::revoked`] for the caller to make durable); an
+    /// allowed action updates the session.
     fn side_effects(
         &self,
         valid: &Valid,
-        decision: &Decision,
+        decision: &mut Decision,
         fired: &[Fired<'_>],
         session: Option<&SessionKey>,
         credential: Option<&VerifiedCredential>,
@@ -839,11 +846,19 @@ impl Engine {
         if let Some(by) = revoking {
             if let Some(key) = session {
                 self.sessions.terminate(key, valid.now);
-                self.credentials
-                    .revoke_session(&key.principal, &key.id, &by.rule.id, valid.now);
             }
-            if let Some(credential) = credential {
-                self.credentials.revoke(credential, &by.rule.id, valid.now);
+            let session = session.map(|key| Revoked::Session {
+                principal: Some(key.principal.clone()),
+                id: key.id.clone(),
+            });
+            let token = credential.map(|c| Revoked::Jti(c.jti.clone()));
+            for revoked in session.into_iter().chain(token) {
+                self.credentials.revoke(&revoked);
+                decision.revoked.push(Revocation {
+                    revoked,
+                    rule: by.rule.id.clone(),
+                    at: valid.now,
+                });
             }
         }
         if decision.decision == Outcome::Allow
@@ -866,12 +881,14 @@ impl Engine {
             errors: Vec::new(),
             reason: Some(reason),
             decision_id: self.new_decision_id(now),
+            time: now,
             policy_version: self.pack.version().to_owned(),
             credential_id: None,
             session: None,
             in_scope: None,
             scope: None,
             novel: None,
+            revoked: Vec::new(),
         }
     }
 }

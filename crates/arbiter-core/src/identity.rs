@@ -80,16 +80,38 @@ impl CredentialFailure {
 pub trait CredentialVerifier: Send + Sync + std::fmt::Debug {
     /// Verifies a compact token at `now`.
     fn verify(&self, token: &str, now: Timestamp) -> Result<VerifiedCredential, CredentialFailure>;
-    /// Revokes a token because the enforced `revoke` rule `rule` fired while it was
-    /// presented. Durable before it returns, where the implementation has a store.
-    fn revoke(&self, credential: &VerifiedCredential, rule: &str, now: Timestamp);
+    /// Puts a revocation made by an enforced `revoke` rule in force in this process, at
+    /// once. It does no I/O: the engine reports the revocation in
+    /// [`Decision::revoked`](crate::Decision::revoked), and the caller that owns a store
+    /// makes it durable off the async runtime.
+    fn revoke(&self, revoked: &Revoked);
     /// Whether the session `id` of `principal` (a Cedar uid string) has been revoked, by
     /// an administrator or by a `revoke` effect before a restart.
     fn session_revoked(&self, _principal: &str, _id: &str) -> bool {
         false
     }
-    /// Records durably that the enforced `revoke` rule `rule` ended this session.
-    fn revoke_session(&self, _principal: &str, _id: &str, _rule: &str, _now: Timestamp) {}
+}
+
+/// One revocation: of a token, of every token of a principal issued before a time, or of
+/// a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// One token, by its `jti`.
+    Jti(String),
+    /// Every token of a principal (its Cedar uid, `Agent::"bot"`) issued before `before`.
+    Principal {
+        /// The principal's Cedar uid.
+        principal: String,
+        /// The cut-off: tokens issued earlier are revoked, later ones are not.
+        before: Timestamp,
+    },
+    /// A session: of one principal, or of every principal when `principal` is `None`.
+    Session {
+        /// The session's principal (its Cedar uid).
+        principal: Option<String>,
+        /// The session id.
+        id: String,
+    },
 }
 
 /// No issuer is configured: nothing verifies.
@@ -108,5 +130,5 @@ impl CredentialVerifier for NoIssuers {
         Err(CredentialFailure::UnknownIssuer)
     }
 
-    fn revoke(&self, _credential: &VerifiedCredential, _rule: &str, _now: Timestamp) {}
+    fn revoke(&self, _revoked: &Revoked) {}
 }

@@ -240,14 +240,6 @@ impl RequestError {
         }
     }
 
-    /// The HTTP status: 400 for a body that is not the request shape, 422 for the rest.
-    pub fn status(&self) -> u16 {
-        match self {
-            RequestError::Malformed(_) => 400,
-            _ => 422,
-        }
-    }
-
     /// `{"error": {"code", "message"}}`.
     pub fn to_json(&self) -> Value {
         serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rule::{Effect, OnError};
+use crate::identity::Revoked;
+use crate::rule::{Effect, OnError, RuleRef};
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,16 +20,23 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
     /// The rule (or `default-deny:<Type>`).
-    pub rule: String,
+    pub rule: RuleRef,
     /// What the caller can show: the rule's `@reason`.
     pub message: String,
+    /// What enforcing the rule would do, for the evidence (not part of the answer).
+    #[serde(skip, default = "would_deny")]
+    pub would: Effect,
+}
+
+fn would_deny() -> Effect {
+    Effect::Deny
 }
 
 /// A fired `audit` rule: what it would have done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// The rule (or `default-deny:<Type>`).
-    pub rule: String,
+    pub rule: RuleRef,
     /// What enforcing it would have done.
     pub would: Effect,
 }
@@ -54,7 +62,7 @@ pub struct Decision {
     /// Seconds until a throttled caller may retry.
     pub retry_after_s: Option<u64>,
     /// Enforced rules (or the default-deny scope) that decided a deny.
-    pub enforced: Vec<String>,
+    pub enforced: Vec<RuleRef>,
     /// Fired `warn` rules.
     pub warnings: Vec<Warning>,
     /// Fired `audit` rules, with what they would have done.
@@ -67,6 +75,10 @@ pub struct Decision {
     pub decision_id: String,
     /// The pack version the decision was made under.
     pub policy_version: String,
+    /// When the decision was made: the time it was decided at (not part of the answer;
+    /// the id carries it to the millisecond).
+    #[serde(skip)]
+    pub time: jiff::Timestamp,
     /// The `jti` of the credential that was verified for it, for the decision log (not
     /// part of the answer).
     #[serde(skip)]
@@ -79,12 +91,27 @@ pub struct Decision {
     /// readiness counts (not part of the answer).
     #[serde(skip)]
     pub in_scope: Option<std::sync::Arc<[String]>>,
-    /// The default-deny scope (`default-deny:<Type>`) when it was consulted, that is
-    /// when no enforced rule decided first (not part of the answer).
+    /// The default-deny scope when it was consulted, that is when no enforced rule
+    /// decided first (not part of the answer).
     #[serde(skip)]
-    pub scope: Option<String>,
+    pub scope: Option<RuleRef>,
     /// Whether the (principal, action) pair is outside the frozen baseline (`None`
     /// while none is frozen), for the decision log (not part of the answer).
     #[serde(skip)]
     pub novel: Option<bool>,
+    /// What an enforced `revoke` revoked: in force in this process already; the caller
+    /// that owns a store makes it durable (not part of the answer).
+    #[serde(skip)]
+    pub revoked: Vec<Revocation>,
+}
+
+/// A revocation made by an enforced `revoke` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// What is revoked.
+    pub revoked: Revoked,
+    /// The rule whose effect it is.
+    pub rule: String,
+    /// When (the decision's time).
+    pub at: jiff::Timestamp,
 }

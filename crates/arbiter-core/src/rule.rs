@@ -107,6 +107,103 @@ word_enum!(Severity {
 });
 word_enum!(Kind { "permit" => Kind::Permit, "forbid" => Kind::Forbid });
 
+/// What a decision names when it says which control fired: a rule of the pack, or the
+/// default-deny scope of a principal type. Written `<id>` and `default-deny:<Type>` on the
+/// wire and in the log; a rule id can never start with `default-deny:`, so the two never
+/// collide.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleRef {
+    /// A rule, by its `@id`.
+    Rule(String),
+    /// The default-deny scope of a principal type, by the type's name.
+    DefaultDeny(String),
+}
+
+impl RuleRef {
+    /// The prefix that names a default-deny scope.
+    pub const DEFAULT_DENY_PREFIX: &'static str = "default-deny:";
+
+    /// Reads `<id>` or `default-deny:<Type>`.
+    pub fn parse(text: &str) -> RuleRef {
+        match text.strip_prefix(Self::DEFAULT_DENY_PREFIX) {
+            Some(ty) => RuleRef::DefaultDeny(ty.to_owned()),
+            None => RuleRef::Rule(text.to_owned()),
+        }
+    }
+
+    /// The default-deny scope of a principal type.
+    pub fn default_deny(principal_type: impl Into<String>) -> RuleRef {
+        RuleRef::DefaultDeny(principal_type.into())
+    }
+
+    /// The rule's id, when this is a rule.
+    pub fn rule_id(&self) -> Option<&str> {
+        match self {
+            RuleRef::Rule(id) => Some(id),
+            RuleRef::DefaultDeny(_) => None,
+        }
+    }
+
+    /// Whether `text` (`<id>` or `default-deny:<Type>`) names this control.
+    pub fn is(&self, text: &str) -> bool {
+        match self {
+            RuleRef::Rule(id) => id == text,
+            RuleRef::DefaultDeny(ty) => text
+                .strip_prefix(Self::DEFAULT_DENY_PREFIX)
+                .is_some_and(|t| t == ty),
+        }
+    }
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleRef::Rule(id) => f.write_str(id),
+            RuleRef::DefaultDeny(ty) => write!(f, "{}{ty}", Self::DEFAULT_DENY_PREFIX),
+        }
+    }
+}
+
+impl From<&str> for RuleRef {
+    fn from(text: &str) -> RuleRef {
+        RuleRef::parse(text)
+    }
+}
+
+impl PartialEq<str> for RuleRef {
+    fn eq(&self, other: &str) -> bool {
+        self.is(other)
+    }
+}
+
+impl PartialEq<&str> for RuleRef {
+    fn eq(&self, other: &&str) -> bool {
+        self.is(other)
+    }
+}
+
+impl PartialEq<String> for RuleRef {
+    fn eq(&self, other: &String) -> bool {
+        self.is(other)
+    }
+}
+
+impl Serialize for RuleRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RuleRef::Rule(id) => serializer.serialize_str(id),
+            RuleRef::DefaultDeny(_) => serializer.collect_str(self),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RuleRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RuleRef, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Ok(RuleRef::parse(&text))
+    }
+}
+
 /// A framework control a rule maps to, resolved against the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ControlRef {
@@ -187,6 +284,23 @@ mod tests {
             assert_eq!(Effect::from_word(word).map(Effect::as_str), Some(*word));
         }
         assert_eq!(Mode::from_word("enforced"), None);
+    }
+
+    #[test]
+    fn rule_refs_round_trip_through_their_text() {
+        for text in ["no-delete", "default-deny:Agent", "default-deny:ns::Job"] {
+            let parsed = RuleRef::parse(text);
+            assert_eq!(parsed.to_string(), text);
+            assert!(parsed.is(text));
+            let json = serde_json::to_string(&parsed).unwrap();
+            assert_eq!(serde_json::from_str::<RuleRef>(&json).unwrap(), parsed);
+        }
+        assert_eq!(
+            RuleRef::parse("default-deny:Agent"),
+            RuleRef::DefaultDeny("Agent".into())
+        );
+        assert!(!RuleRef::default_deny("Agent").is("Agent"));
+        assert!(!RuleRef::Rule("Agent".into()).is("default-deny:Agent"));
     }
 
     #[test]

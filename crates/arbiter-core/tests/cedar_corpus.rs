@@ -227,7 +227,8 @@ fn run_one(files: &BTreeMap<String, Vec<u8>>, name: &str, tally: &mut Tally) {
             .map(|v| v.as_str().unwrap().to_owned())
             .collect();
         let got_errors: BTreeSet<String> = decision.errors.iter().map(|e| e.rule.clone()).collect();
-        let got_enforced: BTreeSet<String> = decision.enforced.iter().cloned().collect();
+        let got_enforced: BTreeSet<String> =
+            decision.enforced.iter().map(ToString::to_string).collect();
         let want_enforced: BTreeSet<String> = if expected_allow {
             BTreeSet::new()
         } else if reasons.is_empty() {

@@ -288,7 +288,7 @@ proptest! {
                 let ty = r.principal.split("::").next().unwrap();
                 expected.insert((format!("default-deny:{ty}"), ArbiterEffect::Deny));
             }
-            let audited: BTreeSet<_> = decision.audit.iter().map(|a| (a.rule.clone(), a.would)).collect();
+            let audited: BTreeSet<_> = decision.audit.iter().map(|a| (a.rule.to_string(), a.would)).collect();
             prop_assert_eq!(audited, expected);
         }
     }
@@ -332,7 +332,7 @@ proptest! {
             let cedar_allows = cedar.decision() == CedarDecision::Allow;
             prop_assert_eq!(decision.decision == Outcome::Allow, cedar_allows);
             let reasons: BTreeSet<String> = cedar.diagnostics().reason().map(ToString::to_string).collect();
-            let enforced: BTreeSet<String> = decision.enforced.iter().cloned().collect();
+            let enforced: BTreeSet<String> = decision.enforced.iter().map(ToString::to_string).collect();
             if cedar_allows {
                 prop_assert!(enforced.is_empty());
             } else if reasons.is_empty() {

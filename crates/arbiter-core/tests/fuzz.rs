@@ -109,7 +109,7 @@ fn parse_and_decide(engines: &[Engine; 2], bytes: &[u8]) -> Outcome {
                 outcome.decided += 1;
             }
             Err(e) => {
-                assert!(matches!(e.status(), 400 | 422), "{e:?}");
+                assert!(!e.code().is_empty() && !e.to_string().is_empty(), "{e:?}");
                 outcome.errors.push(e);
             }
         }

@@ -26,19 +26,10 @@ use std::time::Duration;
 use arbiter_core::clock::ManualClock;
 use arbiter_core::identity::CredentialVerifier;
 use arbiter_core::{DecisionRequest, Engine, Pack};
-use arbiter_identity::{Keyring, MintRequest, RevocationSink, Revocations, Revoked, Verifier};
+use arbiter_identity::{Keyring, MintRequest, Revocations, Verifier};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use serde_json::json;
-
-#[derive(Debug)]
-struct Nowhere;
-
-impl RevocationSink for Nowhere {
-    fn persist(&self, _: &Revoked, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let pack_dir =
@@ -53,7 +44,6 @@ fn bench(c: &mut Criterion) {
             keyring.clone(),
             credentials,
             Arc::new(Revocations::default()),
-            Arc::new(Nowhere),
         )
     };
     let token = arbiter_identity::mint(

@@ -28,6 +28,6 @@ mod verify;
 
 pub use keyring::{IdentityError, Keyring};
 pub use mint::{MintError, MintRequest, Minted, mint};
-pub use revocation::{RevocationSink, Revocations, Revoked};
+pub use revocation::{Revocations, Revoked};
 pub use upstream::{ExchangeError, Exchanged, Upstream};
 pub use verify::Verifier;

@@ -1,43 +1,16 @@
 //! What is revoked, held in memory for the check at every decision. The server loads the
-//! revocations from its store at start, applies new ones as they are committed, and gives
-//! the [`Verifier`](crate::Verifier) a [`RevocationSink`] to make the ones it decides
-//! itself (a `revoke` effect) durable. This crate has no database.
+//! revocations from its store at start and applies new ones as they are committed; a
+//! `revoke` effect applies here at once, and the engine reports it in the decision for
+//! the caller that owns a store to make durable. This crate has no database.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{PoisonError, RwLock};
 
+pub use arbiter_core::identity::Revoked;
 use arbiter_core::identity::VerifiedCredential;
 use cedar_policy::EntityUid;
 use jiff::Timestamp;
-
-/// One revocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Revoked {
-    /// One token, by its `jti`.
-    Jti(String),
-    /// Every token of a principal (its Cedar uid, `Agent::"bot"`) issued before `before`.
-    Principal {
-        /// The principal's Cedar uid.
-        principal: String,
-        /// The cut-off: tokens issued earlier are revoked, later ones are not.
-        before: Timestamp,
-    },
-    /// A session: of one principal, or of every principal when `principal` is `None`.
-    Session {
-        /// The session's principal (its Cedar uid).
-        principal: Option<String>,
-        /// The session id.
-        id: String,
-    },
-}
-
-/// Makes a revocation by a `revoke` effect durable (the server writes it to its store).
-pub trait RevocationSink: Send + Sync + Debug {
-    /// Persists `revoked`, made by the enforced `revoke` rule `rule`; `Err` says why it
-    /// could not.
-    fn persist(&self, revoked: &Revoked, rule: &str) -> Result<(), String>;
-}
 
 /// The revocations in force. Readers never wait for each other.
 #[derive(Debug, Default)]

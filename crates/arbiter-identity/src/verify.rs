@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::cache::{self, TokenCache};
 use crate::jws::{self, Object, Validity};
 use crate::keyring::Keyring;
-use crate::revocation::{RevocationSink, Revocations, Revoked};
+use crate::revocation::{Revocations, Revoked};
 
 /// Verifies arbiter's tokens and revokes them; the engine's
 /// [`CredentialVerifier`].
@@ -31,7 +31,6 @@ pub struct Verifier {
     /// signed it and whenever it was minted.
     max_ttl: SignedDuration,
     revocations: Arc<Revocations>,
-    sink: Arc<dyn RevocationSink>,
 }
 
 /// The keys and what was verified with them: a new keyring starts a new cache, so no
@@ -57,7 +56,6 @@ impl fmt::Debug for Verifier {
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
             .field("max_ttl", &self.max_ttl)
-            .field("sink", &self.sink)
             .finish_non_exhaustive()
     }
 }
@@ -69,7 +67,6 @@ impl Verifier {
         keyring: Keyring,
         credentials: &Credentials,
         revocations: Arc<Revocations>,
-        sink: Arc<dyn RevocationSink>,
     ) -> Verifier {
         Verifier {
             state: ArcSwap::from_pointee(State::new(keyring)),
@@ -80,7 +77,6 @@ impl Verifier {
             max_ttl: SignedDuration::try_from(credentials.max_ttl.duration())
                 .unwrap_or(SignedDuration::MAX),
             revocations,
-            sink,
         }
     }
 
@@ -126,16 +122,6 @@ impl Verifier {
             Err(_) => return Err(CredentialFailure::Malformed),
         }
         credential(&compact.claims).map_err(|_| CredentialFailure::Malformed)
-    }
-
-    /// A revocation by a `revoke` effect: in force here at once, and durable when the
-    /// sink can make it so. A failure to persist is logged; the revocation still applies
-    /// to this process (the decision that caused it is a deny either way).
-    fn apply_and_persist(&self, revoked: &Revoked, rule: &str) {
-        self.revocations.apply(revoked);
-        if let Err(error) = self.sink.persist(revoked, rule) {
-            tracing::error!(?revoked, %error, "a revocation could not be persisted; it applies in memory only");
-        }
     }
 
     /// Checks what changes with time or with the settings: the lifetime against the
@@ -251,22 +237,14 @@ impl CredentialVerifier for Verifier {
         Ok(verified.credential.clone())
     }
 
-    /// The token only: the engine ends the request's session (the token's, when it is
-    /// bound to one) through [`CredentialVerifier::revoke_session`].
-    fn revoke(&self, credential: &VerifiedCredential, rule: &str, _now: Timestamp) {
-        self.apply_and_persist(&Revoked::Jti(credential.jti.clone()), rule);
+    /// In force at once, in memory; the engine reports it in the decision, and the
+    /// caller that owns the store makes it durable.
+    fn revoke(&self, revoked: &Revoked) {
+        self.revocations.apply(revoked);
     }
 
     fn session_revoked(&self, principal: &str, id: &str) -> bool {
         self.revocations.session_revoked(principal, id)
-    }
-
-    fn revoke_session(&self, principal: &str, id: &str, rule: &str, _now: Timestamp) {
-        let revoked = Revoked::Session {
-            principal: Some(principal.to_owned()),
-            id: id.to_owned(),
-        };
-        self.apply_and_persist(&revoked, rule);
     }
 }
 
@@ -274,27 +252,13 @@ impl CredentialVerifier for Verifier {
 mod tests {
     use super::*;
 
-    #[derive(Debug)]
-    struct NoStore;
-
-    impl RevocationSink for NoStore {
-        fn persist(&self, _: &Revoked, _: &str) -> Result<(), String> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_repeat_is_served_from_the_cache_and_still_checked_in_time() {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let keyring = Keyring::load_or_create(dir.path(), now).unwrap();
         let credentials = Credentials::default();
-        let verifier = Verifier::new(
-            keyring.clone(),
-            &credentials,
-            Arc::default(),
-            Arc::new(NoStore),
-        );
+        let verifier = Verifier::new(keyring.clone(), &credentials, Arc::default());
         let request = crate::MintRequest {
             principal: r#"Agent::"bot""#.parse().unwrap(),
             ttl: std::time::Duration::from_secs(60),

@@ -143,7 +143,7 @@ fn world() -> World {
     let data = tempfile::tempdir().unwrap();
     let keyring = Keyring::load_or_create(data.path(), at("09:00:00")).unwrap();
     let arbiter_key = common::signing_key(data.path(), keyring.active_kid());
-    let (verifier, _, _) = common::verifier(&keyring);
+    let (verifier, _) = common::verifier(&keyring);
     let verifier = Arc::new(verifier);
     let (rsa, p256, ed25519) = (
         FixtureKey::new(Algorithm::RS256),

@@ -64,7 +64,7 @@ fn good_claims() -> Value {
 #[test]
 fn a_good_token_verifies_with_every_field() {
     let (_dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let mut request = request(10);
     request.intent = Some("triage".to_owned());
     request.session = Some("s-1".to_owned());
@@ -108,7 +108,7 @@ fn a_good_token_verifies_with_every_field() {
 #[test]
 fn a_repeated_token_is_still_checked_against_the_time_it_is_given() {
     let (_dir, keyring) = keyring();
-    let (verifier, revocations, _) = verifier(&keyring);
+    let (verifier, revocations) = verifier(&keyring);
     let minted = mint_at(&keyring, &request(10), "10:00:00");
     let first = verifier.verify(&minted.token, at("10:01:00")).unwrap();
     assert_eq!(
@@ -134,7 +134,7 @@ fn a_repeated_token_is_still_checked_against_the_time_it_is_given() {
 #[test]
 fn expiry_and_start_allow_exactly_the_leeway() {
     let (_dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let token = mint_at(&keyring, &request(10), "10:00:00").token;
     assert!(verifier.verify(&token, at("10:10:29")).is_ok());
     assert_eq!(
@@ -151,7 +151,7 @@ fn expiry_and_start_allow_exactly_the_leeway() {
 #[test]
 fn a_token_signed_by_another_key_is_refused() {
     let (_dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let now = at("10:05:00");
     // Another keyring's token: its kid is unknown here.
     let (_other_dir, other) = self::keyring();
@@ -173,7 +173,7 @@ fn a_token_signed_by_another_key_is_refused() {
 #[test]
 fn a_tampered_payload_is_refused() {
     let (_dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let token = mint_at(&keyring, &request(10), "10:00:00").token;
     let mut claims = part(&token, 1);
     claims["sub"] = json!(r#"Agent::"admin""#);
@@ -197,7 +197,7 @@ fn a_tampered_payload_is_refused() {
 #[test]
 fn only_eddsa_is_accepted() {
     let (dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let now = at("10:05:00");
     let kid = keyring.active_kid().to_owned();
     let claims = good_claims();
@@ -256,7 +256,7 @@ fn only_eddsa_is_accepted() {
 #[test]
 fn audience_and_issuer_must_be_arbiters() {
     let (_dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let config = config();
     let mut elsewhere = request(10);
     elsewhere.audience = Some("another-service".to_owned());
@@ -285,7 +285,7 @@ fn audience_and_issuer_must_be_arbiters() {
 #[test]
 fn an_audience_list_must_contain_arbiter() {
     let (dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let key = signing_key(dir.path(), keyring.active_kid());
     let header = json!({"alg": "EdDSA", "kid": keyring.active_kid()});
     let mut claims = good_claims();
@@ -310,7 +310,7 @@ fn an_audience_list_must_contain_arbiter() {
 #[test]
 fn revoked_tokens_principals_and_sessions_are_refused() {
     let (_dir, keyring) = keyring();
-    let (verifier, revocations, _) = verifier(&keyring);
+    let (verifier, revocations) = verifier(&keyring);
     let now = at("10:30:00");
 
     let by_jti = mint_at(&keyring, &request(60), "10:00:00");
@@ -360,16 +360,19 @@ fn revoked_tokens_principals_and_sessions_are_refused() {
 }
 
 #[test]
-fn the_revoke_effect_revokes_the_token_and_the_session_and_persists_both() {
+fn a_revoke_applies_to_the_token_and_the_session_at_once() {
     let (_dir, keyring) = keyring();
-    let (verifier, revocations, sink) = verifier(&keyring);
+    let (verifier, revocations) = verifier(&keyring);
     let mut in_session = request(30);
     in_session.session = Some("s-9".to_owned());
     let minted = mint_at(&keyring, &in_session, "10:00:00");
-    let credential = verifier.verify(&minted.token, at("10:01:00")).unwrap();
-    verifier.revoke(&credential, "agent.no-egress-after-secret", at("10:01:00"));
+    verifier.verify(&minted.token, at("10:01:00")).unwrap();
+    verifier.revoke(&Revoked::Jti(minted.jti.clone()));
     assert!(!verifier.session_revoked(BOT, "s-9"));
-    verifier.revoke_session(BOT, "s-9", "agent.no-egress-after-secret", at("10:01:00"));
+    verifier.revoke(&Revoked::Session {
+        principal: Some(BOT.to_owned()),
+        id: "s-9".to_owned(),
+    });
     assert!(verifier.session_revoked(BOT, "s-9"));
     assert!(!verifier.session_revoked(BOT, "s-8"));
 
@@ -378,50 +381,12 @@ fn the_revoke_effect_revokes_the_token_and_the_session_and_persists_both() {
         Err(CredentialFailure::Revoked)
     );
     assert!(revocations.session_revoked(BOT, "s-9"));
-    let reason = "agent.no-egress-after-secret".to_owned();
-    assert_eq!(
-        *sink.persisted.lock().unwrap(),
-        [
-            (Revoked::Jti(minted.jti.clone()), reason.clone()),
-            (
-                Revoked::Session {
-                    principal: Some(BOT.to_owned()),
-                    id: "s-9".to_owned()
-                },
-                reason
-            ),
-        ]
-    );
-}
-
-#[test]
-fn a_revocation_that_cannot_be_persisted_still_applies() {
-    let (_dir, keyring) = keyring();
-    let revocations = std::sync::Arc::new(arbiter_identity::Revocations::default());
-    let sink = std::sync::Arc::new(common::RecordingSink {
-        fail: true,
-        ..Default::default()
-    });
-    let verifier = arbiter_identity::Verifier::new(
-        keyring.clone(),
-        &config().credentials,
-        revocations,
-        sink.clone(),
-    );
-    let minted = mint_at(&keyring, &request(30), "10:00:00");
-    let credential = verifier.verify(&minted.token, at("10:01:00")).unwrap();
-    verifier.revoke(&credential, "r", at("10:01:00"));
-    assert_eq!(sink.persisted.lock().unwrap().len(), 1);
-    assert_eq!(
-        verifier.verify(&minted.token, at("10:02:00")),
-        Err(CredentialFailure::Revoked)
-    );
 }
 
 #[test]
 fn malformed_tokens_say_so() {
     let (dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let now = at("10:05:00");
     let header = json!({"alg": "EdDSA", "kid": keyring.active_kid()});
     let header_b64 = b64(header.to_string());
@@ -580,7 +545,7 @@ mod never_panics {
     #[test]
     fn on_any_text() {
         let (_dir, keyring) = keyring();
-        let (verifier, _, _) = verifier(&keyring);
+        let (verifier, _) = verifier(&keyring);
         TestRunner::new(Config::with_cases(512))
             .run(&"\\PC{0,200}", |token| {
                 prop_assert!(verifier.verify(&token, at("10:00:00")).is_err());
@@ -592,7 +557,7 @@ mod never_panics {
     #[test]
     fn on_any_json_in_a_signed_token() {
         let (dir, keyring) = keyring();
-        let (verifier, _, _) = verifier(&keyring);
+        let (verifier, _) = verifier(&keyring);
         let key = signing_key(dir.path(), keyring.active_kid());
         TestRunner::new(Config::with_cases(512))
             .run(&(json_value(), json_value()), |(header, claims)| {
@@ -657,7 +622,7 @@ fn ten_year_token(dir: &std::path::Path, keyring: &Keyring) -> String {
 #[test]
 fn a_token_whose_lifetime_exceeds_max_ttl_is_refused_though_validly_signed() {
     let (dir, keyring) = keyring();
-    let (verifier, _, _) = verifier(&keyring);
+    let (verifier, _) = verifier(&keyring);
     let token = ten_year_token(dir.path(), &keyring);
     let refused = verifier.verify(&token, at("10:05:00"));
     assert_eq!(refused, Err(CredentialFailure::LifetimeExceedsMaxTtl));
@@ -701,7 +666,7 @@ fn a_token_whose_lifetime_exceeds_max_ttl_is_refused_though_validly_signed() {
 #[test]
 fn a_lower_max_ttl_after_a_reload_refuses_tokens_already_verified_and_cached() {
     let (_dir, keyring) = keyring();
-    let (before, revocations, sink) = verifier(&keyring);
+    let (before, revocations) = verifier(&keyring);
     let hour = mint_at(&keyring, &request(60), "10:00:00");
     let ten = mint_at(&keyring, &request(10), "10:00:00");
     assert!(before.verify(&hour.token, at("10:01:00")).is_ok());
@@ -709,12 +674,7 @@ fn a_lower_max_ttl_after_a_reload_refuses_tokens_already_verified_and_cached() {
 
     let mut lowered = config().credentials;
     lowered.max_ttl = arbiter_core::period::Period::parse("15m").unwrap();
-    let after = arbiter_identity::Verifier::new(
-        keyring.clone(),
-        &lowered,
-        revocations,
-        sink as std::sync::Arc<dyn arbiter_identity::RevocationSink>,
-    );
+    let after = arbiter_identity::Verifier::new(keyring.clone(), &lowered, revocations);
     for time in ["10:03:00", "10:04:00"] {
         assert_eq!(
             after.verify(&hour.token, at(time)),

@@ -11,11 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use arbiter_core::Pack;
-use arbiter_core::rule::{Kind, Mode};
+use arbiter_core::rule::Mode;
 use arbiter_store::{Finding, PackLoad, PackVersion, RuleDay, RuleVersion};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// The verdict on a rule or scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -113,51 +112,7 @@ pub struct History<'a> {
 }
 
 /// The `kind` default-deny scopes have in pack versions.
-pub const SCOPE_KIND: &str = "scope";
-
-/// A pack version as the store keeps it: its rules, and its default-deny scopes as
-/// entries of kind `scope` (a scope changes when its mode changes or when any permit
-/// does, since the permits are its allow-list).
-pub fn pack_version(pack: &Pack, loaded_at: Timestamp) -> PackVersion {
-    let mut permits = Sha256::new();
-    for rule in pack.rules().iter().filter(|r| r.kind == Kind::Permit) {
-        permits.update(rule.hash.as_bytes());
-        permits.update([0]);
-    }
-    let allow_list = permits.finalize();
-    let mut rules: Vec<RuleVersion> = pack
-        .rules()
-        .iter()
-        .map(|r| RuleVersion {
-            id: r.id.clone(),
-            hash: r.hash.clone(),
-            kind: r.kind.as_str().to_owned(),
-            mode: r.mode.map(|m| m.as_str().to_owned()),
-            effect: r.effect.map(|e| e.as_str().to_owned()),
-        })
-        .collect();
-    for (ty, mode) in pack.default_deny_scopes() {
-        let id = format!("default-deny:{ty}");
-        let mut hash = Sha256::new();
-        hash.update(id.as_bytes());
-        hash.update([0]);
-        hash.update(mode.as_str().as_bytes());
-        hash.update([0]);
-        hash.update(allow_list);
-        rules.push(RuleVersion {
-            id,
-            hash: format!("sha256:{}", hex::encode(hash.finalize())),
-            kind: SCOPE_KIND.to_owned(),
-            mode: Some(mode.as_str().to_owned()),
-            effect: Some("deny".to_owned()),
-        });
-    }
-    PackVersion {
-        version: pack.version().to_owned(),
-        loaded_at,
-        rules,
-    }
-}
+pub const SCOPE_KIND: &str = arbiter_store::SCOPE_KIND;
 
 /// Readiness of every non-enforced rule and scope of `pack` (or only `only`), at `now`.
 pub fn readiness(
@@ -166,7 +121,7 @@ pub fn readiness(
     now: Timestamp,
     only: Option<&str>,
 ) -> Vec<Readiness> {
-    let current = pack_version(pack, now);
+    let current = PackVersion::of(pack, now);
     let config = &pack.config().readiness;
     current
         .rules

@@ -12,12 +12,14 @@
 
 use std::fs;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arbiter_core::clock::ManualClock;
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
 use arbiter_lifecycle::readiness::{self, History, Readiness, Verdict};
 use arbiter_store::{
-    DecisionRecord, Durability, Evidence, FindingQuery, LogWriter, Review, Store, Verdict as Label,
+    DecisionRecord, Durability, FindingQuery, LogWriter, PackVersion, Review, Store,
+    Verdict as Label,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
@@ -93,7 +95,7 @@ impl Lab {
     fn load_pack(&mut self, n: i64) {
         let pack = Arc::new(Pack::load(self.pack_dir()).unwrap());
         self.store
-            .record_pack_version(&readiness::pack_version(&pack, day(n)))
+            .record_pack_version(&PackVersion::of(&pack, day(n)))
             .unwrap();
         self.engine = self.engine.with_pack(pack);
     }
@@ -111,40 +113,7 @@ impl Lab {
             "resource": format!("Tool::\"{tool}\""), "context": {}}))
         .unwrap();
         let d = self.engine.decide(&request).unwrap();
-        let record = DecisionRecord {
-            decision_id: d.decision_id.clone(),
-            time: self.engine.now(),
-            policy_version: d.policy_version.clone(),
-            principal: Some(format!("Agent::\"{who}\"")),
-            action: Some("Action::\"call\"".to_owned()),
-            resource: Some(format!("Tool::\"{tool}\"")),
-            session: None,
-            credential_id: None,
-            decision: match d.decision {
-                arbiter_core::response::Outcome::Allow => "allow",
-                arbiter_core::response::Outcome::Deny => "deny",
-            }
-            .to_owned(),
-            effect: None,
-            enforced: d.enforced.clone(),
-            warnings: d.warnings.iter().map(|w| w.rule.clone()).collect(),
-            audit: d
-                .audit
-                .iter()
-                .map(|a| serde_json::to_value(a).unwrap())
-                .collect(),
-            errors: vec![],
-            reason: None,
-            error: None,
-            latency_us: 1,
-            request: json!({}),
-            evidence: Evidence {
-                in_scope: d.in_scope.clone(),
-                scope: d.scope.clone(),
-                warned: vec![],
-            },
-            novel: None,
-        };
+        let record = DecisionRecord::decided(&d, &request, json!({}), Duration::from_micros(1));
         self.writer.append(record).await.unwrap();
     }
 

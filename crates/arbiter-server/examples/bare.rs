@@ -83,11 +83,13 @@ async fn decide(State(cedar): State<Arc<Cedar>>, body: Bytes) -> Response {
         decision_id: "01JZZZZZZZZZZZZZZZZZZZZZZZ".to_owned(),
         policy_version: "sha256:0000000000000000000000000000000000000000000000000000000000000000"
             .to_owned(),
+        time: jiff::Timestamp::UNIX_EPOCH,
         credential_id: None,
         session: None,
         in_scope: None,
         scope: None,
         novel: None,
+        revoked: Vec::new(),
     };
     axum::Json(decision).into_response()
 }

@@ -5,29 +5,32 @@
 //! answers until the shutdown future resolves, in-flight requests finish, then the
 //! decision log drains. Reload ([`App::reload`]) swaps the pack atomically.
 //!
-//! - [`app`]: state and handlers.
+//! - [`state`]: the app's state and its life: start, reload, shutdown.
+//! - [`routes`]: the handlers, by concern (decisions, admin, identity, lifecycle).
+//! - [`tokens`]: signing keys, revocations, upstream issuers, and their polling.
 //! - [`auth`]: admin and PEP tokens.
 //! - [`error`]: the one error → response mapping.
-//! - [`identity`]: signing keys, minting, token exchange, revocations.
-//! - [`lifecycle`]: findings, reviews, readiness, and the frozen baseline.
-//! - [`metrics`]: the Prometheus registry.
+//! - [`metrics`]: the Prometheus registry (the decision service's observer).
 //! - [`watch`]: reload when the pack's files change.
+//!
+//! Deciding is not here: the handlers call [`arbiter_service::DecisionService`], the one
+//! decision path every caller shares.
 
 #![forbid(unsafe_code)]
 
-pub mod app;
 pub mod auth;
 pub mod error;
-pub mod identity;
-pub mod lifecycle;
 pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod tokens;
 pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use app::{App, Forced, Options, ReloadError, StartError};
 pub use arbiter_store::Durability;
+pub use state::{App, Forced, Options, ReloadError, StartError};
 
 /// Files the process keeps for itself beyond its connections: the store, its WAL, the
 /// listener, keys, the pack on reload.

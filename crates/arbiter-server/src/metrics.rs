@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use arbiter_core::Decision;
+use arbiter_core::rule::RuleRef;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -34,7 +35,7 @@ struct Handles {
     /// By (allow, deny) × (none, throttle, deny, revoke).
     decisions: Vec<Counter>,
     /// Rule id → counters by mode (enforce, warn, audit).
-    fired: std::sync::RwLock<std::collections::HashMap<String, [Counter; 3]>>,
+    fired: std::sync::RwLock<std::collections::HashMap<RuleRef, [Counter; 3]>>,
 }
 
 /// The server's metrics.
@@ -144,16 +145,16 @@ impl Metrics {
         let fired = decision
             .enforced
             .iter()
-            .map(|r| (r.as_str(), 0))
-            .chain(decision.warnings.iter().map(|w| (w.rule.as_str(), 1)))
-            .chain(decision.audit.iter().map(|a| (a.rule.as_str(), 2)));
+            .map(|r| (r, 0))
+            .chain(decision.warnings.iter().map(|w| (&w.rule, 1)))
+            .chain(decision.audit.iter().map(|a| (&a.rule, 2)));
         for (rule, mode) in fired {
             self.fire(rule, mode);
         }
         self.latency.observe(seconds);
     }
 
-    fn fire(&self, rule: &str, mode: usize) {
+    fn fire(&self, rule: &RuleRef, mode: usize) {
         let known = self.handles.fired.read().unwrap_or_else(|p| p.into_inner());
         if let Some(counter) = known.get(rule).and_then(|c| c.get(mode)) {
             counter.inc();
@@ -165,11 +166,11 @@ impl Metrics {
             .fired
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        let counters = known.entry(rule.to_owned()).or_insert_with(|| {
+        let counters = known.entry(rule.clone()).or_insert_with(|| {
             ["enforce", "warn", "audit"].map(|m| {
                 self.fired
                     .get_or_create(&RuleLabels {
-                        rule: rule.to_owned(),
+                        rule: rule.to_string(),
                         mode: m.to_owned(),
                     })
                     .clone()
@@ -210,5 +211,15 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         out
+    }
+}
+
+impl arbiter_service::Observer for Metrics {
+    fn decided(&self, decision: &Decision, latency: std::time::Duration) {
+        Metrics::decided(self, decision, latency.as_secs_f64());
+    }
+
+    fn refused(&self, code: &str) {
+        Metrics::refused(self, code);
     }
 }

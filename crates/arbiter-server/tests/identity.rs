@@ -46,7 +46,7 @@ impl Spire {
 
     /// A JWT-SVID for `spiffe://example.org/<workload>`, valid around now.
     fn svid(&self, workload: &str, audience: &str) -> String {
-        let now = jiff::Timestamp::now().as_second();
+        let now = arbiter_core::clock::Clock::now(&arbiter_core::clock::SystemClock).as_second();
         let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": "spire-1"});
         let claims = json!({"iss": SPIRE, "sub": format!("spiffe://example.org/{workload}"),
                             "aud": [audience], "iat": now, "exp": now + 300});
@@ -519,7 +519,7 @@ async fn revocations_and_key_rotations_made_by_the_cli_reach_a_running_server() 
             principal: None,
             reason: "from the CLI".into(),
             by: "ops".into(),
-            at: jiff::Timestamp::now(),
+            at: arbiter_core::clock::Clock::now(&arbiter_core::clock::SystemClock),
             expires_at: None,
         })
         .unwrap();
@@ -538,7 +538,7 @@ async fn revocations_and_key_rotations_made_by_the_cli_reach_a_running_server() 
         .await;
     let keyring = arbiter_identity::Keyring::rotate(
         &server.data,
-        jiff::Timestamp::now(),
+        arbiter_core::clock::Clock::now(&arbiter_core::clock::SystemClock),
         std::time::Duration::from_secs(3600),
     )
     .unwrap();
@@ -556,7 +556,7 @@ async fn revocations_and_key_rotations_made_by_the_cli_reach_a_running_server() 
             attributes: Default::default(),
             via: None,
         },
-        jiff::Timestamp::now(),
+        arbiter_core::clock::Clock::now(&arbiter_core::clock::SystemClock),
     )
     .unwrap();
     let accepted = eventually(3 * SECOND, || {

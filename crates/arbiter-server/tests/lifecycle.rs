@@ -665,7 +665,11 @@ async fn a_frozen_baseline_marks_first_seen_pairs_novel_in_the_log() {
     // A freeze made by another process (the CLI) on the server's data directory.
     let store = arbiter_store::Store::open(&server.data).unwrap();
     let (_, pairs) = store
-        .freeze_baseline("test", None, jiff::Timestamp::now())
+        .freeze_baseline(
+            "test",
+            None,
+            arbiter_core::clock::Clock::now(&arbiter_core::clock::SystemClock),
+        )
         .unwrap();
     assert_eq!(
         pairs, 2,
@@ -737,7 +741,11 @@ async fn recording_a_first_seen_pair_does_not_hold_up_the_decision() {
     .await;
     assert!(logged);
     store
-        .freeze_baseline("test", None, jiff::Timestamp::now())
+        .freeze_baseline(
+            "test",
+            None,
+            arbiter_core::clock::Clock::now(&arbiter_core::clock::SystemClock),
+        )
         .unwrap();
     let picked_up = eventually(2 * SECOND, || async {
         decide(&server, &read_ticket()).await;

@@ -6,7 +6,11 @@
 
 use std::sync::Arc;
 
-use arbiter_core::rule::Mode;
+use std::time::Duration;
+
+use arbiter_core::response::{AuditEntry, Decision, EvalError, Outcome};
+use arbiter_core::rule::{Effect, Mode, RuleRef};
+use arbiter_core::{DecisionRequest, RequestError};
 use jiff::Timestamp;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Transaction, params, params_from_iter};
@@ -23,7 +27,67 @@ pub const MAX_PAGE: u32 = 1000;
 /// The values of [`DecisionRecord::decision`].
 pub const DECISIONS: &[&str] = &["allow", "deny", "invalid"];
 
+/// How a logged call ended: a decision, or a request refused before it was one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Logged {
+    /// The action was allowed.
+    Allow,
+    /// The action was denied.
+    Deny,
+    /// The request was refused before a decision (malformed, invalid, not JSON).
+    Invalid,
+}
+
+impl Logged {
+    /// The word, as stored and filtered on: `allow`, `deny` or `invalid`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Logged::Allow => "allow",
+            Logged::Deny => "deny",
+            Logged::Invalid => "invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Outcome> for Logged {
+    fn from(outcome: Outcome) -> Logged {
+        match outcome {
+            Outcome::Allow => Logged::Allow,
+            Outcome::Deny => Logged::Deny,
+        }
+    }
+}
+
+/// Why a request was refused, as it was answered: `{"code", "message"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The stable error code (`malformed_request`, `invalid_request`, …).
+    pub code: String,
+    /// What was wrong; never a value from the request.
+    pub message: String,
+}
+
+impl From<&RequestError> for Refusal {
+    fn from(error: &RequestError) -> Refusal {
+        Refusal {
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        }
+    }
+}
+
 /// One decision-log record: enough to replay the request (DESIGN §4).
+///
+/// Built once, from the engine's [`Decision`] ([`DecisionRecord::decided`]) or from the
+/// refusal of a request ([`DecisionRecord::refused`]); the request as logged (credential
+/// fingerprinted, `[log] mask` applied) is the caller's to prepare.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     /// A ULID, so ids sort by time. Requests that were invalid get one too.
@@ -43,21 +107,21 @@ pub struct DecisionRecord {
     /// The id of the credential presented.
     pub credential_id: Option<String>,
     /// `allow`, `deny` or `invalid`.
-    pub decision: String,
+    pub decision: Logged,
     /// The effect applied, if any.
-    pub effect: Option<String>,
-    /// Enforced rules that decided a deny.
-    pub enforced: Vec<String>,
-    /// Fired `warn` rules (ids).
-    pub warnings: Vec<String>,
-    /// Fired `audit` rules: `{"rule", "would"}`.
-    pub audit: Vec<serde_json::Value>,
-    /// Evaluation errors: `{"rule", "message", "handled_as"}`.
-    pub errors: Vec<serde_json::Value>,
+    pub effect: Option<Effect>,
+    /// Enforced rules (or the default-deny scope) that decided a deny.
+    pub enforced: Vec<RuleRef>,
+    /// Fired `warn` rules.
+    pub warnings: Vec<RuleRef>,
+    /// Fired `audit` rules, with what each would have done.
+    pub audit: Vec<AuditEntry>,
+    /// Evaluation errors.
+    pub errors: Vec<EvalError>,
     /// Why a deny.
     pub reason: Option<String>,
-    /// For an invalid request: `{"code", "message"}`.
-    pub error: Option<serde_json::Value>,
+    /// For an invalid request: why it was refused.
+    pub error: Option<Refusal>,
     /// Time spent deciding, in microseconds.
     pub latency_us: u64,
     /// The request as received, context masked.
@@ -76,29 +140,119 @@ pub struct DecisionRecord {
 pub struct Evidence {
     /// The rules in scope of the request: the slice it evaluated.
     pub in_scope: Option<Arc<[String]>>,
-    /// The default-deny scope of the principal's type (`default-deny:<Type>`), in scope
-    /// of every decision that reached the outcome.
-    pub scope: Option<String>,
-    /// What each fired `warn` rule would do enforced (`deny`, `throttle`, `revoke`), by
-    /// rule id.
-    pub warned: Vec<(String, String)>,
+    /// The default-deny scope of the principal's type, in scope of every decision that
+    /// reached the outcome.
+    pub scope: Option<RuleRef>,
+    /// What each fired `warn` rule would do enforced, as the engine said.
+    pub warned: Vec<(RuleRef, Effect)>,
 }
 
 impl DecisionRecord {
+    /// The record of a decision: the engine's answer, the request it answered, and the
+    /// request as it is to be kept (`logged`).
+    pub fn decided(
+        decision: &Decision,
+        request: &DecisionRequest,
+        logged: serde_json::Value,
+        latency: Duration,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            decision_id: decision.decision_id.clone(),
+            time: decision.time,
+            policy_version: decision.policy_version.clone(),
+            principal: Some(request.principal.to_string()),
+            action: Some(request.action.to_string()),
+            resource: Some(request.resource.to_string()),
+            session: decision.session.clone().or_else(|| request.session.clone()),
+            credential_id: decision.credential_id.clone(),
+            decision: decision.decision.into(),
+            effect: decision.effect,
+            enforced: decision.enforced.clone(),
+            warnings: decision.warnings.iter().map(|w| w.rule.clone()).collect(),
+            audit: decision.audit.clone(),
+            errors: decision.errors.clone(),
+            reason: decision.reason.clone(),
+            error: None,
+            latency_us: micros(latency),
+            request: logged,
+            novel: decision.novel,
+            evidence: Evidence {
+                in_scope: decision.in_scope.clone(),
+                scope: decision.scope.clone(),
+                warned: decision
+                    .warnings
+                    .iter()
+                    .map(|w| (w.rule.clone(), w.would))
+                    .collect(),
+            },
+        }
+    }
+
+    /// The record of a request refused before a decision: why, and what of it is kept
+    /// (`logged`: the request as it is to be kept, or only its size when it was not a
+    /// request at all). `request` is the parsed request, when it got that far.
+    pub fn refused(
+        id: Stamp,
+        request: Option<&DecisionRequest>,
+        refusal: Refusal,
+        logged: serde_json::Value,
+        latency: Duration,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            decision_id: id.decision_id,
+            time: id.time,
+            policy_version: id.policy_version,
+            principal: request.map(|r| r.principal.to_string()),
+            action: request.map(|r| r.action.to_string()),
+            resource: request.map(|r| r.resource.to_string()),
+            session: request.and_then(|r| r.session.clone()),
+            credential_id: None,
+            decision: Logged::Invalid,
+            effect: None,
+            enforced: Vec::new(),
+            warnings: Vec::new(),
+            audit: Vec::new(),
+            errors: Vec::new(),
+            reason: None,
+            error: Some(refusal),
+            latency_us: micros(latency),
+            request: logged,
+            novel: None,
+            evidence: Evidence::default(),
+        }
+    }
+
     /// The rules that fired, with the mode each fired in.
     fn fired_rules(&self) -> Vec<(String, Mode)> {
         let enforced = self
             .enforced
             .iter()
-            .map(|rule| (rule.clone(), Mode::Enforce));
-        let warned = self.warnings.iter().map(|rule| (rule.clone(), Mode::Warn));
+            .map(|rule| (rule.to_string(), Mode::Enforce));
+        let warned = self
+            .warnings
+            .iter()
+            .map(|rule| (rule.to_string(), Mode::Warn));
         let audited = self
             .audit
             .iter()
-            .filter_map(|entry| entry.get("rule")?.as_str())
-            .map(|rule| (rule.to_owned(), Mode::Audit));
+            .map(|entry| (entry.rule.to_string(), Mode::Audit));
         enforced.chain(warned).chain(audited).collect()
     }
+}
+
+/// The id, time and pack version of a record that has no decision to take them from.
+#[derive(Clone, Debug)]
+pub struct Stamp {
+    /// A fresh decision id (a ULID).
+    pub decision_id: String,
+    /// When.
+    pub time: Timestamp,
+    /// The pack version in force.
+    pub policy_version: String,
+}
+
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// What to read from the decision log. Every filter that is set must match.
@@ -148,7 +302,7 @@ pub(crate) struct Row {
     /// Only kept when there are `firings`: nothing else on the writer's side needs it.
     pub(crate) resource: Option<String>,
     /// `allow`, `deny` or `invalid`.
-    pub(crate) decision: String,
+    pub(crate) decision: Logged,
     /// Every fired rule with its mode: `decision_rules`, and `fired` in `rule_days`.
     pub(crate) rules: Vec<(String, Mode)>,
     json: String,
@@ -166,13 +320,8 @@ impl Row {
     pub(crate) fn new(record: DecisionRecord) -> Result<Row, serde_json::Error> {
         let json = serde_json::to_string(&record)?;
         let rules = record.fired_rules();
-        let errored = record
-            .errors
-            .iter()
-            .filter_map(|entry| entry.get("rule")?.as_str())
-            .map(str::to_owned)
-            .collect();
-        let invalid = record.decision == "invalid";
+        let errored = record.errors.iter().map(|e| e.rule.clone()).collect();
+        let invalid = record.decision == Logged::Invalid;
         let firings = if invalid {
             Vec::new()
         } else {
@@ -184,7 +333,7 @@ impl Row {
         let (in_scope, scope) = if invalid {
             (None, None)
         } else {
-            (in_scope, scope)
+            (in_scope, scope.map(|s| s.to_string()))
         };
         Ok(Row {
             json,
@@ -221,7 +370,7 @@ impl Row {
                 self.time_us,
                 self.principal,
                 self.action,
-                self.decision,
+                self.decision.as_str(),
                 self.json
             ])?;
         if inserted == 0 {

@@ -6,7 +6,6 @@
 //! Reviews are only ever appended: a finding's status is its latest review's verdict, and
 //! a finding that fires again keeps it while its counts grow.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
@@ -19,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior, params, params_from
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::decisions::{DecisionRecord, Row};
+use crate::decisions::{DecisionRecord, Logged, Row};
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -405,49 +404,31 @@ impl FindingRow {
 pub(crate) struct Firing {
     rule: String,
     mode: Mode,
-    /// An effect's word, not allocated for the effects arbiter knows.
-    would: Cow<'static, str>,
+    would: Effect,
 }
 
 impl Firing {
     /// The audit and warn firings of a decision that was not invalid.
     ///
-    /// A warn rule's `would` comes from the record's evidence; a rule in `warnings` that
-    /// the evidence does not name (a record from an older caller) would `deny`.
+    /// A warn rule's `would` is the engine's, from the record's evidence; a rule in
+    /// `warnings` that the evidence does not name (a record not built from a decision)
+    /// would `deny`, the effect of a forbid that names none.
     pub(crate) fn of(record: &DecisionRecord) -> Vec<Firing> {
-        let audited = record.audit.iter().filter_map(|entry| {
-            let rule = entry.get("rule")?.as_str()?;
-            let would = entry.get("would").and_then(|w| w.as_str());
-            Some(Firing {
-                rule: rule.to_owned(),
-                mode: Mode::Audit,
-                would: would.map_or(Cow::Borrowed(Effect::Deny.as_str()), effect_word),
-            })
+        let audited = record.audit.iter().map(|entry| Firing {
+            rule: entry.rule.to_string(),
+            mode: Mode::Audit,
+            would: entry.would,
         });
         let warned = &record.evidence.warned;
-        let with_effect = warned.iter().map(|(rule, would)| Firing {
-            rule: rule.clone(),
+        let warnings = record.warnings.iter().map(|rule| Firing {
+            rule: rule.to_string(),
             mode: Mode::Warn,
-            would: effect_word(would),
+            would: warned
+                .iter()
+                .find(|(r, _)| r == rule)
+                .map_or(Effect::Deny, |(_, would)| *would),
         });
-        let without = record
-            .warnings
-            .iter()
-            .filter(|rule| !warned.iter().any(|(r, _)| r == *rule))
-            .map(|rule| Firing {
-                rule: rule.clone(),
-                mode: Mode::Warn,
-                would: Cow::Borrowed(Effect::Deny.as_str()),
-            });
-        audited.chain(with_effect).chain(without).collect()
-    }
-}
-
-/// `word`, borrowed when it is an [`Effect`]'s.
-fn effect_word(word: &str) -> Cow<'static, str> {
-    match Effect::from_word(word) {
-        Some(effect) => Cow::Borrowed(effect.as_str()),
-        None => Cow::Owned(word.to_owned()),
+        audited.chain(warnings).collect()
     }
 }
 
@@ -478,14 +459,14 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
         let principal = row.principal.as_deref().unwrap_or("");
         let action = row.action.as_deref().unwrap_or("");
         let resource = row.resource.as_deref().unwrap_or("");
-        let decisive = i64::from(row.decision == "allow");
+        let decisive = i64::from(row.decision == Logged::Allow);
         for firing in &row.firings {
             let key = (firing.rule.as_str(), principal, action, resource);
             match tallies.entry(key) {
                 Entry::Vacant(entry) => {
                     entry.insert(Tally {
                         mode: firing.mode,
-                        would: &firing.would,
+                        would: firing.would.as_str(),
                         count: 1,
                         decisive,
                         first_us: row.time_us,
@@ -500,7 +481,7 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
                     if row.time_us >= t.last_us {
                         t.last_us = row.time_us;
                         t.mode = firing.mode;
-                        t.would = &firing.would;
+                        t.would = firing.would.as_str();
                     }
                 }
             }

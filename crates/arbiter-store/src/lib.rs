@@ -44,11 +44,14 @@ mod store;
 mod writer;
 
 pub use baseline::{BaselineQuery, Observed};
-pub use decisions::{DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, Evidence, MAX_PAGE};
+pub use decisions::{
+    DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, Evidence, Logged, MAX_PAGE, Refusal,
+    Stamp,
+};
 pub use error::StoreError;
 pub use findings::{FINDING_STATUSES, Finding, FindingQuery, Review, UnknownVerdict, Verdict};
 pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
-pub use packs::{PackLoad, PackVersion, RuleVersion};
+pub use packs::{PackLoad, PackVersion, RuleVersion, SCOPE_KIND};
 pub use promotions::Promotion;
 pub use revocations::{MAX_REVOCATION_VALUE, Revocation, RevocationKind};
 pub use rule_days::RuleDay;

@@ -7,8 +7,15 @@ use jiff::Timestamp;
 use rusqlite::{TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+use arbiter_core::Pack;
+use arbiter_core::rule::Kind;
+use sha2::{Digest, Sha256};
+
 use crate::error::StoreError;
 use crate::store::Store;
+
+/// The `kind` default-deny scopes have in pack versions.
+pub const SCOPE_KIND: &str = "scope";
 
 /// A pack version as first loaded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,6 +26,52 @@ pub struct PackVersion {
     pub loaded_at: Timestamp,
     /// Its rules, in pack order.
     pub rules: Vec<RuleVersion>,
+}
+
+impl PackVersion {
+    /// A pack version as the store keeps it: its rules, and its default-deny scopes as
+    /// entries of kind `scope` (a scope changes when its mode changes or when any permit
+    /// does, since the permits are its allow-list).
+    pub fn of(pack: &Pack, loaded_at: Timestamp) -> PackVersion {
+        let mut permits = Sha256::new();
+        for rule in pack.rules().iter().filter(|r| r.kind == Kind::Permit) {
+            permits.update(rule.hash.as_bytes());
+            permits.update([0]);
+        }
+        let allow_list = permits.finalize();
+        let mut rules: Vec<RuleVersion> = pack
+            .rules()
+            .iter()
+            .map(|r| RuleVersion {
+                id: r.id.clone(),
+                hash: r.hash.clone(),
+                kind: r.kind.as_str().to_owned(),
+                mode: r.mode.map(|m| m.as_str().to_owned()),
+                effect: r.effect.map(|e| e.as_str().to_owned()),
+            })
+            .collect();
+        for (ty, mode) in pack.default_deny_scopes() {
+            let id = arbiter_core::rule::RuleRef::DefaultDeny(ty).to_string();
+            let mut hash = Sha256::new();
+            hash.update(id.as_bytes());
+            hash.update([0]);
+            hash.update(mode.as_str().as_bytes());
+            hash.update([0]);
+            hash.update(allow_list);
+            rules.push(RuleVersion {
+                id,
+                hash: format!("sha256:{}", hex::encode(hash.finalize())),
+                kind: SCOPE_KIND.to_owned(),
+                mode: Some(mode.as_str().to_owned()),
+                effect: Some("deny".to_owned()),
+            });
+        }
+        PackVersion {
+            version: pack.version().to_owned(),
+            loaded_at,
+            rules,
+        }
+    }
 }
 
 /// One rule of a pack version.

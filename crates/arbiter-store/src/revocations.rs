@@ -5,6 +5,7 @@
 //! The store keeps every revocation as given; deciding whether a credential is revoked (the
 //! latest cut-off per principal, a session for one principal or for all) is for its readers.
 
+use arbiter_core::identity::Revoked;
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,57 @@ pub struct Revocation {
     /// the microsecond.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+}
+
+impl Revocation {
+    /// The record of `revoked`, made by `by` for `reason` at `at` (for a principal, its
+    /// own cut-off is the time kept).
+    pub fn of(revoked: &Revoked, reason: &str, by: &str, at: Timestamp) -> Revocation {
+        let (kind, value, principal, at) = match revoked {
+            Revoked::Jti(jti) => (RevocationKind::Jti, jti.clone(), None, at),
+            Revoked::Principal { principal, before } => {
+                (RevocationKind::Principal, principal.clone(), None, *before)
+            }
+            Revoked::Session { principal, id } => {
+                (RevocationKind::Session, id.clone(), principal.clone(), at)
+            }
+        };
+        Revocation {
+            seq: 0,
+            kind,
+            value,
+            principal,
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            at,
+            expires_at: None,
+        }
+    }
+
+    /// The record of a revocation an enforced `revoke` rule made: by `rule:<id>`.
+    pub fn of_effect(effect: &arbiter_core::response::Revocation) -> Revocation {
+        Revocation::of(
+            &effect.revoked,
+            &format!("revoke effect of rule {}", effect.rule),
+            &format!("rule:{}", effect.rule),
+            effect.at,
+        )
+    }
+
+    /// What this revocation revokes, as the verifier applies it.
+    pub fn revoked(&self) -> Revoked {
+        match self.kind {
+            RevocationKind::Jti => Revoked::Jti(self.value.clone()),
+            RevocationKind::Principal => Revoked::Principal {
+                principal: self.value.clone(),
+                before: self.at,
+            },
+            RevocationKind::Session => Revoked::Session {
+                principal: self.principal.clone(),
+                id: self.value.clone(),
+            },
+        }
+    }
 }
 
 impl Store {

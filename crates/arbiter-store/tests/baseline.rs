@@ -13,8 +13,11 @@ mod common;
 
 use std::collections::HashSet;
 
+use arbiter_core::response::AuditEntry;
+use arbiter_core::rule::{Effect, RuleRef};
 use arbiter_store::{
-    BaselineQuery, DecisionRecord, Durability, LogWriter, Observed, Store, StoreError,
+    BaselineQuery, DecisionRecord, Durability, LogWriter, Logged, Observed, Refusal, Store,
+    StoreError,
 };
 use common::{BASE_MS, record};
 use jiff::Timestamp;
@@ -49,7 +52,10 @@ fn default_denied_in_audit(
 ) -> DecisionRecord {
     let mut r = allowed(n, principal, action, resource);
     let ty = principal.split("::").next().unwrap();
-    r.audit = vec![json!({"rule": format!("default-deny:{ty}"), "would": "deny"})];
+    r.audit = vec![AuditEntry {
+        rule: RuleRef::default_deny(ty),
+        would: Effect::Deny,
+    }];
     r
 }
 
@@ -57,7 +63,7 @@ fn default_denied_in_audit(
 fn default_denied_in_warn(n: u64, principal: &str, action: &str, resource: &str) -> DecisionRecord {
     let mut r = allowed(n, principal, action, resource);
     let ty = principal.split("::").next().unwrap();
-    r.warnings = vec![format!("default-deny:{ty}")];
+    r.warnings = vec![RuleRef::default_deny(ty)];
     r
 }
 
@@ -70,9 +76,9 @@ fn enforced_deny(
     rule: &str,
 ) -> DecisionRecord {
     let mut r = allowed(n, principal, action, resource);
-    r.decision = "deny".to_owned();
-    r.effect = Some("deny".to_owned());
-    r.enforced = vec![rule.to_owned()];
+    r.decision = Logged::Deny;
+    r.effect = Some(Effect::Deny);
+    r.enforced = vec![RuleRef::from(rule)];
     r.reason = Some(format!("rule:{rule}"));
     r
 }
@@ -117,20 +123,26 @@ fn mixed_log() -> Vec<DecisionRecord> {
     invalid.principal = None;
     invalid.action = None;
     invalid.resource = None;
-    invalid.decision = "invalid".to_owned();
-    invalid.error = Some(json!({"code": "invalid_request", "message": "bad"}));
+    invalid.decision = Logged::Invalid;
+    invalid.error = Some(Refusal {
+        code: "invalid_request".to_owned(),
+        message: "bad".to_owned(),
+    });
 
     let mut credential_deny = allowed(21, BOT, READ, T1);
-    credential_deny.decision = "deny".to_owned();
+    credential_deny.decision = Logged::Deny;
     credential_deny.reason = Some("credential:expired".to_owned());
 
     let mut audited_forbid = allowed(5, BOT, READ, T2);
-    audited_forbid.audit = vec![json!({"rule": "tickets.outage-only", "would": "deny"})];
+    audited_forbid.audit = vec![AuditEntry {
+        rule: RuleRef::from("tickets.outage-only"),
+        would: Effect::Deny,
+    }];
 
     // A deny by an enforced rule while the scope was also in audit: enforced wins.
     let mut enforced_and_scope = default_denied_in_audit(23, CI, DEPLOY, BILLING);
-    enforced_and_scope.decision = "deny".to_owned();
-    enforced_and_scope.enforced = vec!["ci.prod-from-main".to_owned()];
+    enforced_and_scope.decision = Logged::Deny;
+    enforced_and_scope.enforced = vec![RuleRef::from("ci.prod-from-main")];
 
     vec![
         allowed(1, BOT, READ, T1),

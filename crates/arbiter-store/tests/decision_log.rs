@@ -12,7 +12,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use arbiter_store::{DecisionQuery, DecisionRecord, Durability, LogWriter, Store, StoreError};
+use arbiter_core::response::{AuditEntry, EvalError};
+use arbiter_core::rule::{Effect, OnError, RuleRef};
+use arbiter_store::{
+    DecisionQuery, DecisionRecord, Durability, LogWriter, Logged, Refusal, Store, StoreError,
+};
 use common::{BASE_MS, all_ids, ids_of, record};
 use jiff::Timestamp;
 use serde_json::json;
@@ -30,6 +34,14 @@ fn page(store: &Store, query: DecisionQuery) -> Vec<String> {
     all_ids(store, &query)
 }
 
+/// `rule` fired in audit, and would have denied.
+fn audit(rule: &str) -> AuditEntry {
+    AuditEntry {
+        rule: RuleRef::from(rule),
+        would: Effect::Deny,
+    }
+}
+
 #[tokio::test]
 async fn a_record_reads_back_exactly_as_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,12 +50,16 @@ async fn a_record_reads_back_exactly_as_written() {
     r.time = "2026-11-26T10:00:00.123456789Z".parse().unwrap();
     r.session = Some("s-1".to_owned());
     r.credential_id = Some("cred-9".to_owned());
-    r.decision = "deny".to_owned();
-    r.effect = Some("revoke".to_owned());
-    r.enforced = vec!["no-secrets".to_owned()];
-    r.warnings = vec!["late-night".to_owned()];
-    r.audit = vec![json!({"rule": "egress", "would": "deny"})];
-    r.errors = vec![json!({"rule": "size", "message": "overflow", "handled_as": "deny"})];
+    r.decision = Logged::Deny;
+    r.effect = Some(Effect::Revoke);
+    r.enforced = vec![RuleRef::from("no-secrets")];
+    r.warnings = vec![RuleRef::from("late-night")];
+    r.audit = vec![audit("egress")];
+    r.errors = vec![EvalError {
+        rule: "size".to_owned(),
+        message: "overflow".to_owned(),
+        handled_as: OnError::Deny,
+    }];
     r.reason = Some("secrets are off limits".to_owned());
     r.latency_us = 987;
     r.request["context"] = json!({"args": {"password": "hmac-sha256:00", "n": [1, 2.5, null]}});
@@ -68,8 +84,11 @@ async fn an_invalid_request_is_logged_without_uids() {
     r.principal = None;
     r.action = None;
     r.resource = None;
-    r.decision = "invalid".to_owned();
-    r.error = Some(json!({"code": "invalid_request", "message": "missing field `action`"}));
+    r.decision = Logged::Invalid;
+    r.error = Some(Refusal {
+        code: "invalid_request".to_owned(),
+        message: "missing field `action`".to_owned(),
+    });
     r.request = json!({"principal": 7});
 
     write_all(&store, vec![r.clone()]).await;
@@ -99,21 +118,21 @@ fn filter_fixture() -> Vec<DecisionRecord> {
                 r.action = Some(r#"Action::"delete_ticket""#.to_owned());
             }
             if n == 2 || n == 6 {
-                r.decision = "deny".to_owned();
-                r.effect = Some("deny".to_owned());
-                r.enforced = vec!["no-delete".to_owned()];
+                r.decision = Logged::Deny;
+                r.effect = Some(Effect::Deny);
+                r.enforced = vec![RuleRef::from("no-delete")];
             }
             if n == 7 {
-                r.decision = "invalid".to_owned();
+                r.decision = Logged::Invalid;
             }
             if n == 1 || n == 6 {
-                r.warnings = vec!["late-night".to_owned()];
+                r.warnings = vec![RuleRef::from("late-night")];
             }
             if n == 3 || n == 6 {
-                r.audit.push(json!({"rule": "egress", "would": "deny"}));
+                r.audit.push(audit("egress"));
             }
             if n == 8 {
-                r.audit.push(json!({"rule": "no-delete", "would": "deny"}));
+                r.audit.push(audit("no-delete"));
             }
             r
         })
@@ -424,7 +443,7 @@ async fn cursors_combine_with_filters() {
     let records = (0..30).map(|n| {
         let mut r = record(n);
         if n % 3 == 0 {
-            r.warnings = vec!["late-night".to_owned()];
+            r.warnings = vec![RuleRef::from("late-night")];
         }
         r
     });

@@ -13,9 +13,11 @@ mod common;
 
 use std::sync::Arc;
 
+use arbiter_core::response::{AuditEntry, EvalError};
+use arbiter_core::rule::{Effect, OnError, RuleRef};
 use arbiter_store::{
-    DecisionRecord, Durability, Finding, FindingQuery, LogWriter, Promotion, Review, RuleDay,
-    Store, StoreError, Verdict,
+    DecisionRecord, Durability, Finding, FindingQuery, LogWriter, Logged, Promotion, Review,
+    RuleDay, Store, StoreError, Verdict,
 };
 use common::{BASE_MS, record};
 use jiff::Timestamp;
@@ -35,12 +37,20 @@ const DAY_MS: u64 = 86_400_000;
 fn audited(n: u64, rule: &str) -> DecisionRecord {
     let mut r = record(n);
     r.resource = Some(T1.to_owned());
-    r.audit = vec![json!({"rule": rule, "would": "deny"})];
+    r.audit = vec![audit(rule, Effect::Deny)];
     r
 }
 
+/// `rule` fired in audit, and would have done `would`.
+fn audit(rule: &str, would: Effect) -> AuditEntry {
+    AuditEntry {
+        rule: RuleRef::from(rule),
+        would,
+    }
+}
+
 fn denied(mut r: DecisionRecord) -> DecisionRecord {
-    r.decision = "deny".to_owned();
+    r.decision = Logged::Deny;
     r
 }
 
@@ -173,7 +183,7 @@ async fn first_and_last_seen_hold_when_records_arrive_out_of_time_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut latest = audited(90, "r.export");
-    latest.audit = vec![json!({"rule": "r.export", "would": "throttle"})];
+    latest.audit = vec![audit("r.export", Effect::Throttle)];
 
     log(
         &store,
@@ -199,8 +209,8 @@ async fn warn_firings_carry_what_they_would_do() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut r = record(1);
-    r.warnings = vec!["r.slow-down".to_owned(), "r.older".to_owned()];
-    r.evidence.warned = vec![("r.slow-down".to_owned(), "throttle".to_owned())];
+    r.warnings = vec![RuleRef::from("r.slow-down"), RuleRef::from("r.older")];
+    r.evidence.warned = vec![(RuleRef::from("r.slow-down"), Effect::Throttle)];
 
     log(&store, Durability::Sync, vec![r]).await;
 
@@ -224,8 +234,8 @@ async fn a_finding_that_moves_from_audit_to_warn_shows_its_latest_mode() {
     let store = Store::open(dir.path()).unwrap();
     let mut warned = record(2);
     warned.resource = Some(T1.to_owned());
-    warned.warnings = vec!["r.export".to_owned()];
-    warned.evidence.warned = vec![("r.export".to_owned(), "revoke".to_owned())];
+    warned.warnings = vec![RuleRef::from("r.export")];
+    warned.evidence.warned = vec![(RuleRef::from("r.export"), Effect::Revoke)];
 
     log(&store, Durability::Sync, vec![audited(1, "r.export")]).await;
     log(&store, Durability::Sync, vec![warned]).await;
@@ -265,10 +275,10 @@ async fn invalid_requests_add_no_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut r = audited(1, "r.export");
-    r.decision = "invalid".to_owned();
-    r.warnings = vec!["r.warn".to_owned()];
+    r.decision = Logged::Invalid;
+    r.warnings = vec![RuleRef::from("r.warn")];
     r.evidence.in_scope = Some(Arc::from(vec!["r.export".to_owned()]));
-    r.evidence.scope = Some("default-deny:Agent".to_owned());
+    r.evidence.scope = Some(RuleRef::default_deny("Agent"));
 
     log(&store, Durability::Sync, vec![r]).await;
 
@@ -498,18 +508,22 @@ async fn rule_days_count_evaluations_fired_and_errors_per_day_and_version() {
     ]);
     let in_scope = |mut r: DecisionRecord| {
         r.evidence.in_scope = Some(Arc::clone(&slice));
-        r.evidence.scope = Some("default-deny:Agent".to_owned());
+        r.evidence.scope = Some(RuleRef::default_deny("Agent"));
         r
     };
     // Day one, pack 1: r.audit fires in 2 of 3, r.enforce in 1, r.error errors in 1,
     // r.warn in 1; the scope fires in 1.
     let mut a = in_scope(audited(20, "r.audit"));
-    a.errors = vec![json!({"rule": "r.error", "message": "boom", "handled_as": "skip"})];
+    a.errors = vec![EvalError {
+        rule: "r.error".to_owned(),
+        message: "boom".to_owned(),
+        handled_as: OnError::Skip,
+    }];
     let mut b = denied(in_scope(audited(10, "r.audit")));
-    b.enforced = vec!["r.enforce".to_owned()];
+    b.enforced = vec![RuleRef::from("r.enforce")];
     let mut c = in_scope(record(30));
-    c.warnings = vec!["r.warn".to_owned()];
-    c.audit = vec![json!({"rule": "default-deny:Agent", "would": "deny"})];
+    c.warnings = vec![RuleRef::from("r.warn")];
+    c.audit = vec![audit("default-deny:Agent", Effect::Deny)];
     // Day one, pack 2, and day two, pack 1; a decision without evidence counts nothing.
     let mut d = in_scope(record(40));
     d.policy_version = "sha256:pack-2".to_owned();

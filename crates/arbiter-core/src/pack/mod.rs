@@ -24,7 +24,7 @@ use crate::catalog::Catalog;
 use crate::config::{self, ALGORITHMS, Config, Issuer, PrincipalTemplate};
 use crate::diag::{self, Problem, Problems};
 use crate::index::SliceIndex;
-use crate::rule::{Mode, Rule};
+use crate::rule::{Mode, Rule, RuleRef};
 
 pub use schema::RESERVED_CONTEXT_KEYS;
 
@@ -45,7 +45,7 @@ pub struct Pack {
     /// Per `[[issuers]]` name: its parsed principal template and its JWKS file's text.
     issuers: HashMap<String, IssuerKeys>,
     /// `default-deny:<Type>` and its mode, for the principal types the schema knows.
-    scopes: HashMap<EntityTypeName, (String, Mode)>,
+    scopes: HashMap<EntityTypeName, (RuleRef, Mode)>,
     version: String,
     warnings: Vec<Problem>,
     /// Every action's context type, to say where a context breaks it.
@@ -159,17 +159,14 @@ impl Pack {
         &self.warnings
     }
 
-    /// The default-deny scope (`default-deny:<Type>`) of a principal type, and its mode.
-    pub fn default_deny_scope(
-        &self,
-        principal_type: &EntityTypeName,
-    ) -> (std::borrow::Cow<'_, str>, Mode) {
+    /// The default-deny scope of a principal type, and its mode.
+    pub fn default_deny_scope(&self, principal_type: &EntityTypeName) -> (RuleRef, Mode) {
         match self.scopes.get(principal_type) {
-            Some((name, mode)) => (std::borrow::Cow::Borrowed(name), *mode),
+            Some((scope, mode)) => (scope.clone(), *mode),
             None => {
                 let ty = principal_type.to_string();
                 let mode = self.default_deny_mode(&ty);
-                (std::borrow::Cow::Owned(format!("default-deny:{ty}")), mode)
+                (RuleRef::DefaultDeny(ty), mode)
             }
         }
     }
@@ -330,7 +327,7 @@ impl<'a> Loader<'a> {
             .into_iter()
             .filter_map(|(ty, mode)| {
                 let name = ty.parse::<EntityTypeName>().ok()?;
-                Some((name, (format!("default-deny:{ty}"), mode)))
+                Some((name, (RuleRef::DefaultDeny(ty), mode)))
             })
             .collect();
         Ok(pack)

@@ -1,13 +1,13 @@
-//! Helpers shared by the integration tests: fixed times, a pack's settings, a recording
-//! revocation sink, and forging tokens by hand.
+//! Helpers shared by the integration tests: fixed times, a pack's settings, and forging
+//! tokens by hand.
 
 #![allow(dead_code, reason = "each test file uses some of the helpers")]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arbiter_core::config::Config;
-use arbiter_identity::{Keyring, RevocationSink, Revocations, Revoked, Verifier};
+use arbiter_identity::{Keyring, Revocations, Verifier};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer as _, SigningKey};
@@ -36,38 +36,15 @@ max_ttl = "30m"
     .unwrap()
 }
 
-/// Records what it persists; fails when told to.
-#[derive(Debug, Default)]
-pub struct RecordingSink {
-    pub persisted: Mutex<Vec<(Revoked, String)>>,
-    pub fail: bool,
-}
-
-impl RevocationSink for RecordingSink {
-    fn persist(&self, revoked: &Revoked, rule: &str) -> Result<(), String> {
-        self.persisted
-            .lock()
-            .unwrap()
-            .push((revoked.clone(), rule.to_owned()));
-        if self.fail {
-            Err("the store is read-only".to_owned())
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// A verifier for `keyring` with the settings of [`config`].
-pub fn verifier(keyring: &Keyring) -> (Verifier, Arc<Revocations>, Arc<RecordingSink>) {
+pub fn verifier(keyring: &Keyring) -> (Verifier, Arc<Revocations>) {
     let revocations = Arc::new(Revocations::default());
-    let sink = Arc::new(RecordingSink::default());
     let verifier = Verifier::new(
         keyring.clone(),
         &config().credentials,
         Arc::clone(&revocations),
-        Arc::clone(&sink) as Arc<dyn RevocationSink>,
     );
-    (verifier, revocations, sink)
+    (verifier, revocations)
 }
 
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use arbiter_store::{DecisionQuery, DecisionRecord, Store};
+use arbiter_store::{DecisionQuery, DecisionRecord, Logged, Store};
 use jiff::Timestamp;
 use serde_json::json;
 use ulid::Ulid;
@@ -28,7 +28,7 @@ pub fn record(n: u64) -> DecisionRecord {
         resource: Some(format!(r#"Ticket::"T-{n}""#)),
         session: None,
         credential_id: None,
-        decision: "allow".to_owned(),
+        decision: Logged::Allow,
         effect: None,
         enforced: vec![],
         warnings: vec![],

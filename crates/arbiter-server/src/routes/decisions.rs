@@ -1,0 +1,182 @@
+//! Deciding (`POST /v1/decide`, `POST /v1/decide/batch`) and reading the decision log
+//! (`GET /v1/decisions`). Deciding and recording are the decision service's; these
+//! handlers gate the call (PEP token, a log that can record, JSON declared) and shape
+//! the answer.
+
+use std::sync::Arc;
+
+use arbiter_core::Decision;
+use arbiter_store::{DecisionQuery, Refusal};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::require_json;
+use crate::error::ApiError;
+use crate::state::App;
+
+/// The most requests one batch may carry.
+const MAX_BATCH: usize = 1_000;
+
+/// `POST /v1/decide`.
+pub async fn decide(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = admitted_body(&app, &headers, body).await?;
+    let engine = app.engine();
+    let decision = app.service().decide(&engine, value).await??;
+    Ok(decision_response(&decision))
+}
+
+/// `POST /v1/decide/batch`: `{"requests": [...]}`, every request decided under one pack.
+pub async fn decide_batch(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = admitted_body(&app, &headers, body).await?;
+    let requests = match value {
+        Value::Object(mut map) if map.len() == 1 && map.contains_key("requests") => {
+            match map.remove("requests") {
+                Some(Value::Array(items)) => items,
+                _ => return Err(ApiError::Malformed("`requests` must be a list".to_owned())),
+            }
+        }
+        _ => {
+            return Err(ApiError::Malformed(
+                "a batch is {\"requests\": [...]} and nothing else".to_owned(),
+            ));
+        }
+    };
+    if requests.len() > MAX_BATCH {
+        return Err(ApiError::BatchTooLarge {
+            max: MAX_BATCH,
+            got: requests.len(),
+        });
+    }
+    // One pack for the whole batch, even if a reload lands in between.
+    let engine = app.engine();
+    let mut responses = Vec::with_capacity(requests.len());
+    for request in requests {
+        let answer = match app.service().decide(&engine, request).await? {
+            Ok(decision) => serde_json::to_value(&decision).map_err(ApiError::internal)?,
+            Err(error) => error.to_json(),
+        };
+        responses.push(answer);
+    }
+    Ok(axum::Json(json!({ "responses": responses })).into_response())
+}
+
+/// A decision endpoint's gate (the PEP token, a log that can record, JSON declared),
+/// then the body.
+async fn admitted_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, ApiError> {
+    app.admit(headers)?;
+    require_json(headers)?;
+    body_or_record(app, body).await
+}
+
+/// The body as JSON; a body that is not (too large, not JSON, not an object) is refused
+/// and recorded as `invalid` like any other bad request, with its size but not its bytes.
+async fn body_or_record(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let size = body.as_ref().map(Bytes::len).unwrap_or(0);
+    match ApiError::json_object(body) {
+        Ok(value) => Ok(value),
+        Err(refusal) => {
+            let logged = Refusal {
+                code: refusal.code().to_owned(),
+                message: refusal.message(),
+            };
+            app.service().refuse(size, logged).await?;
+            Err(refusal)
+        }
+    }
+}
+
+fn decision_response(decision: &Decision) -> Response {
+    let mut response = (StatusCode::OK, axum::Json(decision)).into_response();
+    if let Some(retry) = decision.retry_after_s
+        && let Ok(value) = HeaderValue::from_str(&retry.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// `GET /v1/decisions` filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsParams {
+    since: Option<String>,
+    until: Option<String>,
+    rule: Option<String>,
+    principal: Option<String>,
+    action: Option<String>,
+    decision: Option<String>,
+    mode: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/decisions` (admin): the decision log, newest first, a page at a time.
+pub async fn decisions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<DecisionsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    app.check_admin(&headers)?;
+    let Query(params) = params.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let query = decision_query(params)?;
+    let store = app.store().clone();
+    let page = tokio::task::spawn_blocking(move || store.query_decisions(&query)).await??;
+    Ok(axum::Json(page).into_response())
+}
+
+fn decision_query(p: DecisionsParams) -> Result<DecisionQuery, ApiError> {
+    let bad = ApiError::BadQuery;
+    let time = |field: &str, v: Option<String>| -> Result<Option<jiff::Timestamp>, ApiError> {
+        v.map(|t| {
+            t.parse()
+                .map_err(|e| bad(format!("`{field}`: `{t}` is not an RFC 3339 time ({e})")))
+        })
+        .transpose()
+    };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad(format!("`limit` must be 1 to 1000, not {limit}")));
+    }
+    if let Some(d) = &p.decision
+        && !arbiter_store::DECISIONS.contains(&d.as_str())
+    {
+        return Err(bad(format!(
+            "`decision` must be allow, deny or invalid, not `{d}`"
+        )));
+    }
+    if let Some(m) = &p.mode
+        && arbiter_core::rule::Mode::from_word(m).is_none()
+    {
+        return Err(bad(format!(
+            "`mode` must be audit, warn or enforce, not `{m}`"
+        )));
+    }
+    Ok(DecisionQuery {
+        since: time("since", p.since)?,
+        until: time("until", p.until)?,
+        rule: p.rule,
+        principal: p.principal,
+        action: p.action,
+        decision: p.decision,
+        mode: p.mode,
+        limit,
+        cursor: p.cursor,
+    })
+}

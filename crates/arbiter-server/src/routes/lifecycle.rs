@@ -1,0 +1,167 @@
+//! The audit→enforce lifecycle over HTTP (DESIGN §4): findings and their reviews, and
+//! readiness. Reviews are committed before they are answered and record the admin
+//! token's name as who reviewed.
+
+use std::sync::Arc;
+
+use arbiter_core::rule::RuleRef;
+use arbiter_lifecycle::readiness::{self, History};
+use arbiter_store::{FindingQuery, Review, Verdict};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::App;
+
+/// `GET /v1/findings` filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsParams {
+    rule: Option<String>,
+    status: Option<String>,
+    principal: Option<String>,
+    limit: Option<u32>,
+}
+
+/// How many findings `GET /v1/findings` answers when no `limit` is given.
+const DEFAULT_FINDINGS: u32 = 1_000;
+
+/// `GET /v1/findings` (admin): findings, the most recently seen first (at most `limit`,
+/// 1 to 10,000, default 1,000).
+pub async fn findings(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<FindingsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    app.check_admin(&headers)?;
+    let Query(p) = params.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    if let Some(s) = &p.status
+        && !["open", "expected", "legitimate"].contains(&s.as_str())
+    {
+        return Err(ApiError::BadQuery(format!(
+            "`status` must be open, expected or legitimate, not `{s}`"
+        )));
+    }
+    if p.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
+        return Err(ApiError::BadQuery("`limit` must be 1 to 10000".to_owned()));
+    }
+    let query = FindingQuery {
+        rule: p.rule,
+        status: p.status,
+        principal: p.principal,
+        limit: Some(p.limit.unwrap_or(DEFAULT_FINDINGS)),
+    };
+    let store = app.store().clone();
+    let found = tokio::task::spawn_blocking(move || store.findings(&query)).await??;
+    Ok(axum::Json(json!({ "findings": found })).into_response())
+}
+
+/// `POST /v1/findings/{id}/review` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    verdict: String,
+    note: String,
+}
+
+/// `POST /v1/findings/{id}/review` (admin): who reviewed is the admin token's name.
+pub async fn review(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let admin = app.check_admin(&headers)?.to_owned();
+    let body: ReviewBody = ApiError::json_body(body).map_err(|e| {
+        ApiError::Malformed(format!(
+            "a review is {{\"verdict\", \"note\"}}: {}",
+            e.message()
+        ))
+    })?;
+    let verdict: Verdict = body
+        .verdict
+        .parse()
+        .map_err(|e: arbiter_store::UnknownVerdict| ApiError::Invalid(e.to_string()))?;
+    if body.note.trim().is_empty() {
+        return Err(ApiError::Invalid("`note` must say why".to_owned()));
+    }
+    let review = Review {
+        verdict,
+        by: admin,
+        at: app.now(),
+        note: body.note,
+    };
+    let store = app.store().clone();
+    let exists = {
+        let store = store.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || store.finding(&id)).await??
+    };
+    if exists.is_none() {
+        return Err(ApiError::NotFound(format!("no finding `{id}`")));
+    }
+    let finding = tokio::task::spawn_blocking(move || store.review(&id, &review)).await??;
+    Ok((StatusCode::CREATED, axum::Json(finding)).into_response())
+}
+
+/// `GET /v1/readiness` filter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessParams {
+    rule: Option<String>,
+}
+
+/// `GET /v1/readiness` (admin): every non-enforced rule and scope of the pack in force.
+pub async fn readiness(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<ReadinessParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    app.check_admin(&headers)?;
+    let Query(p) = params.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let engine = app.engine();
+    let now = app.now();
+    let store = app.store().clone();
+    let pack = Arc::clone(engine.pack());
+    let rule = p.rule;
+    if let Some(r) = &rule {
+        let known = pack.rule(r).is_some()
+            || pack
+                .default_deny_scopes()
+                .keys()
+                .any(|t| RuleRef::DefaultDeny(t.clone()).is(r));
+        if !known {
+            return Err(ApiError::NotFound(format!(
+                "no rule or default-deny scope `{r}` in the pack in force"
+            )));
+        }
+    }
+    let answer = tokio::task::spawn_blocking(move || {
+        let versions = store.pack_versions()?;
+        let loads = store.pack_loads()?;
+        let days = store.rule_days(rule.as_deref())?;
+        let findings = store.findings(&FindingQuery {
+            rule: rule.clone(),
+            ..FindingQuery::default()
+        })?;
+        let history = History {
+            versions: &versions,
+            loads: &loads,
+            days: &days,
+            findings: &findings,
+        };
+        Ok::<_, arbiter_store::StoreError>(readiness::readiness(
+            &pack,
+            history,
+            now,
+            rule.as_deref(),
+        ))
+    })
+    .await??;
+    Ok(axum::Json(json!({ "readiness": answer })).into_response())
+}

@@ -1,0 +1,15 @@
+//! arbiter's decision service (see README.md): the one path by which a request body
+//! becomes a decision and a decision-log record, for every caller.
+//!
+//! - [`DecisionService`]: decide, record, make a `revoke` durable, observe.
+//! - [`adapters`]: the store-backed seams the engine calls ([`StoreBaseline`]).
+
+#![forbid(unsafe_code)]
+
+pub mod adapters;
+mod service;
+
+pub use adapters::StoreBaseline;
+pub use service::{
+    Decided, DecisionService, Observer, Recording, ServiceError, Unobserved, token_fingerprint,
+};
