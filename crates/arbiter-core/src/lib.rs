@@ -13,6 +13,7 @@
 //! - [`identity`]: the seam for credential verification.
 //! - [`catalog`]: the framework catalog `@maps` ids are checked against.
 //! - [`testing`]: `arbiter test`, policy tests as data.
+//! - [`fs`]: files written atomically (keys, tokens, edited pack files).
 //! - [`clock`], [`period`], [`config`], [`diag`]: the pieces around them.
 //!
 //! ```
@@ -37,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod diag;
 pub mod engine;
+pub mod fs;
 pub mod identity;
 mod index;
 pub mod json;

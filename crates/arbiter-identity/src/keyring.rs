@@ -6,10 +6,12 @@
 //! needs its private part, so nothing can leak it.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arbiter_core::fs::{FileMode, IfExists, sync_dir, write_atomic};
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use jiff::{SignedDuration, Timestamp};
@@ -237,7 +239,7 @@ impl Keyring {
                 kept.push(key);
             }
         }
-        sync_dir(&dir)?;
+        sync_dir(&dir).map_err(io_error(&dir))?;
         Keyring::from_keys(kept, &dir)
     }
 
@@ -386,37 +388,13 @@ fn read_key(path: &Path) -> Result<StoredKey, IdentityError> {
     StoredKey::from_file(path, file).map_err(bad)
 }
 
-/// Writes a key file atomically: a temporary file (mode 0600) synced, then renamed.
+/// Writes a key file atomically, readable by arbiter alone. Rotation rewrites a key file
+/// (retired, without its private part) in place, so an existing file is replaced.
 fn write_key(dir: &Path, key: &StoredKey) -> Result<(), IdentityError> {
-    let name = key.file_name();
-    let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(key.file_name());
     let bytes = serde_json::to_vec_pretty(&key.to_file()).map_err(|e| IdentityError::KeyFile {
         path: path.clone(),
         message: format!("cannot encode: {e}"),
     })?;
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&tmp)(e)),
-    }
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(&bytes).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_error(&path))?;
-    sync_dir(dir)
-}
-
-/// Makes renames and deletions in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
-    Ok(())
+    write_atomic(&path, &bytes, FileMode::Private, IfExists::Replace).map_err(io_error(&path))
 }

@@ -9,11 +9,12 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use arbiter_core::Pack;
+use arbiter_core::fs::{FileMode, IfExists, write_atomic};
 use arbiter_core::rule::{Kind, Mode};
 use cedar_policy::Policy;
 use toml_edit::{Decor, DocumentMut, InlineTable, Item, Key, Table, Value};
@@ -87,7 +88,9 @@ impl Edit {
 
     /// Writes the new text into the pack in `pack_dir`, atomically: a temporary file in the
     /// same directory, with the file's permissions, renamed over it. A reader (a server
-    /// watching the pack) sees the old text or the new one, never half of each.
+    /// watching the pack) sees the old text or the new one, never half of each. A file the
+    /// edit creates gets the mode any new file gets, and is never written over a file that
+    /// appeared since it was found missing.
     ///
     /// Refuses when the file no longer holds `before`: someone changed it since the edit
     /// was computed, and writing would undo their change.
@@ -105,28 +108,23 @@ impl Edit {
             )));
         }
         if current.is_none() {
-            // A new file: `create_new` fails rather than overwrite one that appeared since.
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            file.write_all(self.after.as_bytes())?;
-            return file.sync_all();
+            // A new file: never over one that appeared since it was found missing.
+            return write_atomic(
+                &path,
+                self.after.as_bytes(),
+                FileMode::Default,
+                IfExists::Fail,
+            );
         }
         // Through a symlink, the file it points to is the one to replace.
         let path = fs::canonicalize(&path)?;
-        let dir = path.parent().ok_or_else(|| {
-            io::Error::other(format!("{} has no parent directory", path.display()))
-        })?;
-        let mut temp = tempfile::Builder::new()
-            .prefix(".arbiter-promote-")
-            .tempfile_in(dir)?;
-        temp.write_all(self.after.as_bytes())?;
-        temp.as_file()
-            .set_permissions(fs::metadata(&path)?.permissions())?;
-        temp.as_file().sync_all()?;
-        temp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
+        let permissions = fs::metadata(&path)?.permissions();
+        write_atomic(
+            &path,
+            self.after.as_bytes(),
+            FileMode::Same(permissions),
+            IfExists::Replace,
+        )
     }
 }
 
