@@ -10,7 +10,8 @@
 //! - [`request`], [`response`]: the wire shapes of a decision; [`json`]: JSON read strictly.
 //! - [`rule`]: modes, effects and the other annotation values.
 //! - [`state`]: sessions and throttle buckets.
-//! - [`identity`]: the seam for credential verification.
+//! - [`identity`]: the seam for credential verification; [`jwk`]: which keys of an
+//!   issuer's JWKS can verify its tokens.
 //! - [`catalog`]: the framework catalog `@maps` ids are checked against.
 //! - [`testing`]: `arbiter test`, policy tests as data.
 //! - [`fs`]: files written atomically (keys, tokens, edited pack files).
@@ -42,6 +43,7 @@ pub mod fs;
 pub mod identity;
 mod index;
 pub mod json;
+pub mod jwk;
 mod needs;
 pub mod pack;
 pub mod period;

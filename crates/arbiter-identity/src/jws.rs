@@ -2,6 +2,7 @@
 //! parts, and typed access to claims. Nothing here verifies a signature; callers trust a
 //! claim only after theirs has verified.
 
+use arbiter_core::jwk::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
@@ -81,41 +82,12 @@ pub(crate) fn alg(header: &Object) -> Option<&str> {
     header.get("alg").and_then(Value::as_str)
 }
 
-/// The signature algorithms arbiter implements: those of
-/// [`arbiter_core::config::ALGORITHMS`]. `none` and HMAC have no variant, so no path can
-/// reach them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alg {
-    EdDsa,
-    Es256,
-    Rs256,
-}
-
-impl Alg {
-    /// The algorithm a JWS `alg` names, if arbiter accepts it at all.
-    pub(crate) fn from_name(name: &str) -> Option<Alg> {
-        match name {
-            "EdDSA" => Some(Alg::EdDsa),
-            "ES256" => Some(Alg::Es256),
-            "RS256" => Some(Alg::Rs256),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Alg::EdDsa => "EdDSA",
-            Alg::Es256 => "ES256",
-            Alg::Rs256 => "RS256",
-        }
-    }
-
-    pub(crate) fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Alg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
-            Alg::Es256 => jsonwebtoken::Algorithm::ES256,
-            Alg::Rs256 => jsonwebtoken::Algorithm::RS256,
-        }
+/// jsonwebtoken's name for an algorithm arbiter accepts.
+pub(crate) fn jsonwebtoken_algorithm(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    match alg {
+        Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
     }
 }
 

@@ -9,14 +9,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use arbiter_core::Pack;
 use arbiter_core::config::{Preset, PrincipalTemplate};
+use arbiter_core::jwk::{self, Algorithm, PublicKey, UsableKey};
 use cedar_policy::EntityUid;
 use jiff::{SignedDuration, Timestamp};
 use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use serde::Deserialize as _;
 use serde_json::Value;
 
-use crate::jws::{self, Alg, Object, Validity};
+use crate::jws::{self, Object, Validity};
 
 /// A token that an exchange accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +97,7 @@ struct Issuer {
     name: String,
     iss: String,
     audience: String,
-    algorithms: Vec<Alg>,
+    algorithms: Vec<Algorithm>,
     preset: Option<Preset>,
     principal: PrincipalTemplate,
     attributes: BTreeMap<String, String>,
@@ -126,7 +125,7 @@ struct Keys {
 struct Key {
     kid: Option<String>,
     /// The one algorithm it verifies: its type decides (and its own `alg`, if any, agrees).
-    alg: Alg,
+    alg: Algorithm,
     key: DecodingKey,
 }
 
@@ -149,7 +148,7 @@ impl Upstream {
                 .algorithms()
                 .into_iter()
                 .map(|a| {
-                    Alg::from_name(a).ok_or_else(|| {
+                    Algorithm::from_name(a).ok_or_else(|| {
                         format!("[[issuers]] `{name}`: algorithm `{a}` is not accepted")
                     })
                 })
@@ -211,7 +210,7 @@ impl Upstream {
         // keys to verify with; every claim is checked again once the signature holds.
         let issuer = self.issuer_for(iss, &compact.claims)?;
         let alg = jws::alg(&compact.header)
-            .and_then(Alg::from_name)
+            .and_then(Algorithm::from_name)
             .filter(|alg| issuer.algorithms.contains(alg))
             .ok_or(ExchangeError::BadSignature)?;
         let kid = match compact.header.get("kid") {
@@ -459,91 +458,51 @@ fn spiffe_id(sub: &str) -> Option<(&str, &str)> {
     (domain_ok && path_ok).then_some((trust_domain, path))
 }
 
-/// The usable keys of a JWKS for these algorithms. Keys of other types, curves or
-/// algorithms, and encryption keys, are skipped; a set with no usable key is an error.
-fn parse_jwks(text: &str, algorithms: &[Alg]) -> Result<Arc<[Key]>, String> {
+/// The usable keys of a JWKS for these algorithms, by [`jwk::usable_key`]: the rule the
+/// pack loader applies to a `jwks_file`. A set with no usable key is an error.
+fn parse_jwks(text: &str, algorithms: &[Algorithm]) -> Result<Arc<[Key]>, String> {
     let set: Value = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
     let Some(members) = set.get("keys").and_then(Value::as_array) else {
         return Err("not a JWKS: it must be an object with a `keys` array".to_owned());
     };
-    // RFC 7517 §5: a key of a type not understood, or missing or malformed members, is
-    // ignored, not a reason to refuse the set: an issuer that adds a key of a new kind
-    // must not stop every exchange. `kty` is required (§4.1), though the parser below
-    // would do without it.
     let keys: Vec<Key> = members
         .iter()
-        .filter(|member| member.get("kty").is_some_and(Value::is_string))
-        .filter_map(|member| Jwk::deserialize(member).ok())
-        .filter_map(|jwk| usable_key(&jwk))
-        .filter(|key| algorithms.contains(&key.alg))
+        .filter_map(|member| jwk::usable_key(member, algorithms))
+        .filter_map(Key::new)
         .collect();
     if keys.is_empty() {
         let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
         return Err(format!(
-            "no key in it can verify {} (RS256: RSA of 2048 to 4096 bits; ES256: EC P-256; \
-             EdDSA: OKP Ed25519)",
-            names.join(", ")
+            "no key in it can verify {}: {}",
+            names.join(", "),
+            jwk::RULE
         ));
     }
     Ok(keys.into())
 }
 
-/// A JWK as a key for exactly one algorithm, when it is a well-formed public key that
-/// arbiter can use.
-fn usable_key(jwk: &Jwk) -> Option<Key> {
-    if matches!(
-        jwk.common.public_key_use,
-        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
-    ) {
-        return None;
-    }
-    let length = |b64: &str| jws::decode(b64).map(|bytes| bytes.len());
-    let (alg, key) = match &jwk.algorithm {
-        AlgorithmParameters::RSA(rsa) => {
-            let n = jws::decode(&rsa.n)?;
-            let e = jws::decode(&rsa.e)?;
-            let n = n.get(n.iter().position(|b| *b != 0)?..)?;
-            let bits = n.len() * 8 - n.first()?.leading_zeros() as usize;
-            let e_ok = !e.is_empty() && e.len() <= 8;
-            if !(2048..=4096).contains(&bits) || !e_ok {
-                return None;
-            }
-            (Alg::Rs256, DecodingKey::from_rsa_raw_components(n, &e))
-        }
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-            if length(&ec.x)? != 32 || length(&ec.y)? != 32 {
-                return None;
-            }
-            (
-                Alg::Es256,
-                DecodingKey::from_ec_components(&ec.x, &ec.y).ok()?,
-            )
-        }
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-            let x: [u8; 32] = jws::decode(&okp.x)?.try_into().ok()?;
-            ed25519_dalek::VerifyingKey::from_bytes(&x).ok()?;
-            (Alg::EdDsa, DecodingKey::from_ed_components(&okp.x).ok()?)
-        }
-        _ => return None,
-    };
-    // A key that names its own algorithm is used for that one only.
-    if let Some(declared) = jwk.common.key_algorithm
-        && declared != KeyAlgorithm::from(alg.jsonwebtoken())
-    {
-        return None;
-    }
-    Some(Key {
-        kid: jwk.common.key_id.clone(),
-        alg,
-        key,
-    })
-}
-
 impl Key {
+    /// jsonwebtoken's key for a usable JWK; `None` only if jsonwebtoken refused numbers
+    /// the rule already checked.
+    fn new(usable: UsableKey) -> Option<Key> {
+        let key = match &usable.key {
+            PublicKey::Rsa { n, e } => DecodingKey::from_rsa_raw_components(n, e),
+            PublicKey::P256 { x, y } => {
+                DecodingKey::from_ec_components(&jws::encode(x), &jws::encode(y)).ok()?
+            }
+            PublicKey::Ed25519 { x } => DecodingKey::from_ed_components(&jws::encode(x)).ok()?,
+        };
+        Some(Key {
+            kid: usable.kid,
+            alg: usable.algorithm,
+            key,
+        })
+    }
+
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         // The RustCrypto provider, called directly: no process-wide provider to depend on.
         let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
-        (provider.verifier_factory)(&self.alg.jsonwebtoken(), &self.key)
+        (provider.verifier_factory)(&jws::jsonwebtoken_algorithm(self.alg), &self.key)
             .is_ok_and(|verifier| verifier.verify(message, &signature.to_vec()).is_ok())
     }
 }
@@ -602,7 +561,7 @@ mod tests {
                 r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"{extra}}}"#
             ))
         };
-        assert!(parse_jwks(&ed(""), &[Alg::EdDsa]).is_ok());
+        assert!(parse_jwks(&ed(""), &[Algorithm::EdDsa]).is_ok());
         for bad in [
             ed(r#","use":"enc""#),
             ed(r#","alg":"RS256""#),
@@ -613,11 +572,15 @@ mod tests {
             set(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#),
         ] {
             assert!(
-                parse_jwks(&bad, &[Alg::EdDsa, Alg::Es256, Alg::Rs256]).is_err(),
+                parse_jwks(
+                    &bad,
+                    &[Algorithm::EdDsa, Algorithm::Es256, Algorithm::Rs256]
+                )
+                .is_err(),
                 "{bad}"
             );
         }
-        assert!(parse_jwks(&ed(""), &[Alg::Rs256]).is_err());
-        assert!(parse_jwks("[]", &[Alg::EdDsa]).is_err());
+        assert!(parse_jwks(&ed(""), &[Algorithm::Rs256]).is_err());
+        assert!(parse_jwks("[]", &[Algorithm::EdDsa]).is_err());
     }
 }
