@@ -1,6 +1,13 @@
 //! The compact JWS serialization, read without trusting it: splitting a token, decoding its
-//! parts, and typed access to claims. Nothing here verifies a signature; callers trust a
-//! claim only after theirs has verified.
+//! parts, and typed access to claims. Nothing here verifies a signature (jsonwebtoken
+//! does); callers trust a claim only after the signature has verified.
+//!
+//! jsonwebtoken reads tokens too, but not as arbiter must before trusting one: it has no
+//! size limit, does not refuse a `crit` header, keeps the last of duplicate keys in
+//! claims it does not know, and reports a header it cannot read, a missing `alg` and a
+//! bad signature through error kinds that do not map onto arbiter's failures
+//! (`malformed` before `unknown_issuer` before `bad_signature`). [`split`] is that first
+//! reading; it is also where `iss` and `kid` are read to choose the key.
 
 use arbiter_core::jwk::Algorithm;
 use base64::Engine as _;
@@ -56,13 +63,18 @@ pub(crate) fn split(token: &str) -> Result<Compact<'_>, String> {
     })
 }
 
+/// A part as a JSON object, read strictly: a duplicate key is refused rather than the last
+/// one kept, so that what arbiter reads of a token is what jsonwebtoken reads (its header
+/// and claim structs refuse duplicates) and what any other verifier of the same token
+/// reads.
 fn object(part: &str, what: &str) -> Result<Object, String> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| format!("the {what} is not base64url"))?;
-    match serde_json::from_slice::<Value>(&bytes) {
+    match arbiter_core::json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(format!("the {what} is not a JSON object")),
+        Err(e) if e.is_data() => Err(format!("the {what} has a key twice")),
         Err(_) => Err(format!("the {what} is not UTF-8 JSON")),
     }
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 
 use arbiter_core::fs::{FileMode, IfExists, sync_dir, write_atomic};
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use jiff::{SignedDuration, Timestamp};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header};
 use rand::TryRng as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -115,6 +117,12 @@ impl StoredKey {
             .ok_or("`x` is not a base64url Ed25519 public key")?;
         let verifying =
             VerifyingKey::from_bytes(&x).map_err(|_| "`x` is not an Ed25519 public key")?;
+        // jsonwebtoken verifies with ed25519-dalek's `verify`, which, unlike
+        // `verify_strict`, accepts forged signatures for a key of small order: such a key
+        // is refused here, once, instead of at every signature.
+        if verifying.is_weak() {
+            return Err("`x` is a point of small order, not a key".to_owned());
+        }
         if file.kid != thumbprint(&verifying) {
             return Err("`kid` is not the thumbprint of `x`".to_owned());
         }
@@ -160,16 +168,27 @@ fn thumbprint(key: &VerifyingKey) -> String {
 }
 
 /// A key's public part, as the keyring holds it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PublicKey {
     kid: String,
     verifying: VerifyingKey,
+    /// The same key, for jsonwebtoken.
+    decoding: DecodingKey,
 }
 
-/// The key that signs.
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .field("x", &jws::encode(self.verifying.as_bytes()))
+            .finish()
+    }
+}
+
+/// The key that signs, for jsonwebtoken.
 struct ActiveKey {
     kid: String,
-    signing: SigningKey,
+    encoding: EncodingKey,
 }
 
 /// arbiter's signing keys as loaded from the data directory: one active key that signs,
@@ -247,21 +266,25 @@ impl Keyring {
         keys.sort_by(|a, b| {
             (can_sign(b), b.created_at, &b.kid).cmp(&(can_sign(a), a.created_at, &a.kid))
         });
-        let active = keys
+        let (kid, signing) = keys
             .first()
-            .and_then(|k| Some((k.kid.clone(), k.signing.clone()?)))
+            .and_then(|k| Some((&k.kid, k.signing.as_ref()?)))
             .ok_or_else(|| IdentityError::KeyFile {
                 path: dir.to_owned(),
                 message: "no key that can sign".to_owned(),
             })?;
+        let active = ActiveKey::new(kid, signing).map_err(|message| IdentityError::KeyFile {
+            path: dir.join(format!("{kid}.json")),
+            message,
+        })?;
         Ok(Keyring {
-            active: Arc::new(ActiveKey {
-                kid: active.0,
-                signing: active.1,
-            }),
+            active: Arc::new(active),
             keys: keys
                 .into_iter()
                 .map(|k| PublicKey {
+                    // The raw 32 bytes: what jsonwebtoken keeps of an Ed25519 public key,
+                    // read from PEM or from a JWK's `x` alike.
+                    decoding: DecodingKey::from_ed_der(k.verifying.as_bytes()),
                     kid: k.kid,
                     verifying: k.verifying,
                 })
@@ -298,24 +321,37 @@ impl Keyring {
         serde_json::json!({ "keys": keys })
     }
 
-    /// The public key with this id.
-    pub(crate) fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .map(|k| &k.verifying)
+    /// The public key with this id, for jsonwebtoken.
+    pub(crate) fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
+        self.keys.iter().find(|k| k.kid == kid).map(|k| &k.decoding)
     }
 
-    /// A compact JWS of `claims` (JSON) signed by the active key.
-    pub(crate) fn sign(&self, claims: &[u8]) -> String {
-        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.active.kid});
-        let signing_input = format!(
-            "{}.{}",
-            jws::encode(header.to_string()),
-            jws::encode(claims)
-        );
-        let signature: Signature = self.active.signing.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", jws::encode(signature.to_bytes()))
+    /// A compact JWS of `claims`, signed by the active key with EdDSA: header
+    /// `{"typ": "JWT", "alg": "EdDSA", "kid": <active kid>}`.
+    pub(crate) fn sign(&self, claims: &impl Serialize) -> String {
+        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.active.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.active.encoding).expect(
+            "the active key signed when the keyring was loaded; signing is deterministic and \
+             claims of strings and numbers serialize",
+        )
+    }
+}
+
+impl ActiveKey {
+    /// The key for jsonwebtoken (PKCS#8, as it reads Ed25519 private keys), proven to sign
+    /// here so that [`Keyring::sign`] cannot fail later.
+    fn new(kid: &str, signing: &SigningKey) -> Result<ActiveKey, String> {
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|e| format!("cannot encode the signing key as PKCS#8: {e}"))?;
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        jsonwebtoken::crypto::sign(b"", &encoding, jsonwebtoken::Algorithm::EdDSA)
+            .map_err(|e| format!("jsonwebtoken cannot sign with the key: {e}"))?;
+        Ok(ActiveKey {
+            kid: kid.to_owned(),
+            encoding,
+        })
     }
 }
 

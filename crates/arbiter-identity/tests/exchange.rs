@@ -555,6 +555,31 @@ fn malformed_upstream_tokens_say_so() {
     }
 }
 
+/// A claim twice, signed by the issuer's real key: a strict reader in front (a proxy that
+/// checked `repository_owner`) and a lenient one (keeping the last) would see two owners.
+#[test]
+fn a_claim_twice_in_a_signed_upstream_token_is_malformed() {
+    let (_dir, upstream) = upstream();
+    let key = github_key();
+    let claims = github_claims().to_string();
+    let twice = format!(r#"{{"repository_owner":"evil",{}"#, &claims[1..]);
+    serde_json::from_str::<Value>(&twice).unwrap();
+    let input = format!(
+        "{}.{}",
+        b64(r#"{"alg":"RS256","typ":"JWT","kid":"gh-1"}"#),
+        b64(&twice)
+    );
+    let token = format!(
+        "{input}.{}",
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key.signing, key.alg).unwrap()
+    );
+    let error = upstream.exchange(&token, at("10:01:00")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "malformed token: the payload has a key twice"
+    );
+}
+
 #[test]
 fn every_error_has_its_code() {
     let codes = [
