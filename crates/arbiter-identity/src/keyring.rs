@@ -39,16 +39,73 @@ pub enum IdentityError {
         source: io::Error,
     },
     /// A key file is not one arbiter wrote, or not one it may use.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {problem}", path.display())]
     KeyFile {
-        /// The key file.
+        /// The key file (the folder, when no key can sign).
         path: PathBuf,
         /// What is wrong with it.
-        message: String,
+        problem: KeyFileError,
     },
     /// The system's random source failed, so no key could be generated.
     #[error("no randomness for a new signing key: {0}")]
     Random(String),
+}
+
+/// What is wrong with a key file, or with the keys of the folder.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// Group or others may read it.
+    #[error(
+        "mode {mode:o} lets others read a signing key; it must be 600 (the key may have \
+         leaked: rotate it)"
+    )]
+    Exposed {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not the JSON of a key file.
+    #[error("not a key file: {0}")]
+    NotAKeyFile(#[source] serde_json::Error),
+    /// `x` is not 32 bytes of base64url.
+    #[error("`x` is not a base64url Ed25519 public key")]
+    PublicNotBase64,
+    /// `x` is not a point of the curve.
+    #[error("`x` is not an Ed25519 public key")]
+    PublicNotAKey,
+    /// `x` is a point of small order, for which anyone can forge signatures.
+    #[error("`x` is a point of small order, not a key")]
+    PublicOfSmallOrder,
+    /// `kid` is not the RFC 7638 thumbprint of `x`.
+    #[error("`kid` is not the thumbprint of `x`")]
+    KidNotThumbprint,
+    /// The file's name is not `<kid>.json`.
+    #[error("a key file must be named after its kid ({kid}.json)")]
+    Misnamed {
+        /// The key's id.
+        kid: String,
+    },
+    /// `d` is not 32 bytes of base64url.
+    #[error("`d` is not a base64url Ed25519 private key")]
+    PrivateNotBase64,
+    /// `d` and `x` are not one key pair.
+    #[error("`d` is not the private key of `x`")]
+    PrivateNotOfPublic,
+    /// A key that signs has no private part.
+    #[error("a key that is not retired needs its private part `d`")]
+    NoPrivatePart,
+    /// No key of the folder can sign.
+    #[error("no key that can sign")]
+    NoSigningKey,
+    /// The key could not be written as JSON.
+    #[error("cannot encode: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The private key could not be encoded as PKCS#8, the form jsonwebtoken reads.
+    #[error("cannot encode the signing key as PKCS#8: {0}")]
+    Pkcs8(ed25519_dalek::pkcs8::Error),
+    /// jsonwebtoken could not sign with the key.
+    #[error("jsonwebtoken cannot sign with the key: {0}")]
+    Signing(#[source] jsonwebtoken::errors::Error),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -111,41 +168,35 @@ impl StoredKey {
         }
     }
 
-    fn from_file(path: &Path, file: KeyFile) -> Result<StoredKey, String> {
+    fn from_file(path: &Path, file: KeyFile) -> Result<StoredKey, KeyFileError> {
         let x: [u8; 32] = jws::decode(&file.x)
             .and_then(|b| b.try_into().ok())
-            .ok_or("`x` is not a base64url Ed25519 public key")?;
-        let verifying =
-            VerifyingKey::from_bytes(&x).map_err(|_| "`x` is not an Ed25519 public key")?;
+            .ok_or(KeyFileError::PublicNotBase64)?;
+        let verifying = VerifyingKey::from_bytes(&x).map_err(|_| KeyFileError::PublicNotAKey)?;
         // jsonwebtoken verifies with ed25519-dalek's `verify`, which, unlike
         // `verify_strict`, accepts forged signatures for a key of small order: such a key
         // is refused here, once, instead of at every signature.
         if verifying.is_weak() {
-            return Err("`x` is a point of small order, not a key".to_owned());
+            return Err(KeyFileError::PublicOfSmallOrder);
         }
         if file.kid != thumbprint(&verifying) {
-            return Err("`kid` is not the thumbprint of `x`".to_owned());
+            return Err(KeyFileError::KidNotThumbprint);
         }
         if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{}.json", file.kid)) {
-            return Err(format!(
-                "a key file must be named after its kid ({}.json)",
-                file.kid
-            ));
+            return Err(KeyFileError::Misnamed { kid: file.kid });
         }
         let signing = match &file.d {
             Some(d) => {
                 let d: [u8; 32] = jws::decode(d)
                     .and_then(|b| b.try_into().ok())
-                    .ok_or("`d` is not a base64url Ed25519 private key")?;
+                    .ok_or(KeyFileError::PrivateNotBase64)?;
                 let signing = SigningKey::from_bytes(&d);
                 if signing.verifying_key() != verifying {
-                    return Err("`d` is not the private key of `x`".to_owned());
+                    return Err(KeyFileError::PrivateNotOfPublic);
                 }
                 Some(signing)
             }
-            None if file.retired_at.is_none() => {
-                return Err("a key that is not retired needs its private part `d`".to_owned());
-            }
+            None if file.retired_at.is_none() => return Err(KeyFileError::NoPrivatePart),
             None => None,
         };
         Ok(StoredKey {
@@ -271,11 +322,11 @@ impl Keyring {
             .and_then(|k| Some((&k.kid, k.signing.as_ref()?)))
             .ok_or_else(|| IdentityError::KeyFile {
                 path: dir.to_owned(),
-                message: "no key that can sign".to_owned(),
+                problem: KeyFileError::NoSigningKey,
             })?;
-        let active = ActiveKey::new(kid, signing).map_err(|message| IdentityError::KeyFile {
+        let active = ActiveKey::new(kid, signing).map_err(|problem| IdentityError::KeyFile {
             path: dir.join(format!("{kid}.json")),
-            message,
+            problem,
         })?;
         Ok(Keyring {
             active: Arc::new(active),
@@ -341,13 +392,11 @@ impl Keyring {
 impl ActiveKey {
     /// The key for jsonwebtoken (PKCS#8, as it reads Ed25519 private keys), proven to sign
     /// here so that [`Keyring::sign`] cannot fail later.
-    fn new(kid: &str, signing: &SigningKey) -> Result<ActiveKey, String> {
-        let der = signing
-            .to_pkcs8_der()
-            .map_err(|e| format!("cannot encode the signing key as PKCS#8: {e}"))?;
+    fn new(kid: &str, signing: &SigningKey) -> Result<ActiveKey, KeyFileError> {
+        let der = signing.to_pkcs8_der().map_err(KeyFileError::Pkcs8)?;
         let encoding = EncodingKey::from_ed_der(der.as_bytes());
         jsonwebtoken::crypto::sign(b"", &encoding, jsonwebtoken::Algorithm::EdDSA)
-            .map_err(|e| format!("jsonwebtoken cannot sign with the key: {e}"))?;
+            .map_err(KeyFileError::Signing)?;
         Ok(ActiveKey {
             kid: kid.to_owned(),
             encoding,
@@ -399,9 +448,9 @@ fn load(dir: &Path) -> Result<Vec<StoredKey>, IdentityError> {
 }
 
 fn read_key(path: &Path) -> Result<StoredKey, IdentityError> {
-    let bad = |message: String| IdentityError::KeyFile {
+    let bad = |problem: KeyFileError| IdentityError::KeyFile {
         path: path.to_owned(),
-        message,
+        problem,
     };
     #[cfg(unix)]
     {
@@ -411,16 +460,12 @@ fn read_key(path: &Path) -> Result<StoredKey, IdentityError> {
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            return Err(bad(format!(
-                "mode {:o} lets others read a signing key; it must be 600 (the key may \
-                 have leaked: rotate it)",
-                mode & 0o777
-            )));
+            return Err(bad(KeyFileError::Exposed { mode: mode & 0o777 }));
         }
     }
     let text = fs::read(path).map_err(io_error(path))?;
     let file: KeyFile =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("not a key file: {e}")))?;
+        serde_json::from_slice(&text).map_err(|e| bad(KeyFileError::NotAKeyFile(e)))?;
     StoredKey::from_file(path, file).map_err(bad)
 }
 
@@ -430,7 +475,7 @@ fn write_key(dir: &Path, key: &StoredKey) -> Result<(), IdentityError> {
     let path = dir.join(key.file_name());
     let bytes = serde_json::to_vec_pretty(&key.to_file()).map_err(|e| IdentityError::KeyFile {
         path: path.clone(),
-        message: format!("cannot encode: {e}"),
+        problem: KeyFileError::Encode(e),
     })?;
     write_atomic(&path, &bytes, FileMode::Private, IfExists::Replace).map_err(io_error(&path))
 }

@@ -68,6 +68,11 @@ pub enum ExchangeError {
     NoKeys(String),
 }
 
+/// A token or claim that cannot be read, as an exchange error.
+fn malformed(error: impl std::fmt::Display) -> ExchangeError {
+    ExchangeError::Malformed(error.to_string())
+}
+
 impl ExchangeError {
     /// A short stable code for the error, for the HTTP error body.
     pub fn code(&self) -> &'static str {
@@ -83,6 +88,69 @@ impl ExchangeError {
             ExchangeError::NoKeys(_) => "no_keys",
         }
     }
+}
+
+/// Why the pack's issuers could not be made ready, or a fetched JWKS not used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The pack loader did not check the issuer (a pack not loaded by [`Pack::load`]).
+    #[error("[[issuers]] `{0}` was not checked by the pack loader")]
+    NotChecked(String),
+    /// The issuer has no `iss` (no `issuer`, and a preset without a default).
+    #[error("[[issuers]] `{0}` has no `issuer`")]
+    NoIss(String),
+    /// An algorithm arbiter does not accept.
+    #[error("[[issuers]] `{issuer}`: algorithm `{algorithm}` is not accepted")]
+    Algorithm {
+        /// The issuer's name.
+        issuer: String,
+        /// The algorithm.
+        algorithm: String,
+    },
+    /// Neither `jwks_file` nor `jwks_url`.
+    #[error("[[issuers]] `{0}` has no keys")]
+    NoKeys(String),
+    /// The issuer's `jwks_file` cannot be used.
+    #[error("[[issuers]] `{issuer}` jwks_file: {source}")]
+    JwksFile {
+        /// The issuer's name.
+        issuer: String,
+        /// What is wrong with its key set.
+        source: JwksError,
+    },
+    /// No `[[issuers]]` entry has the name the keys were fetched for.
+    #[error("no [[issuers]] entry is named `{0}`")]
+    UnknownIssuer(String),
+    /// The issuer's keys come from its `jwks_file`, not from a URL.
+    #[error("[[issuers]] `{0}` reads its keys from its jwks_file, not a URL")]
+    NotFromUrl(String),
+    /// The key set fetched from the issuer's `jwks_url` cannot be used.
+    #[error("[[issuers]] `{issuer}` jwks_url: {source}")]
+    JwksUrl {
+        /// The issuer's name.
+        issuer: String,
+        /// What is wrong with its key set.
+        source: JwksError,
+    },
+}
+
+/// Why a JWKS document gives no key to verify with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// Not JSON.
+    #[error("not a JWKS: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not an object with a `keys` array.
+    #[error("not a JWKS: it must be an object with a `keys` array")]
+    NoKeysArray,
+    /// No key of the set is usable for the issuer's algorithms.
+    #[error("no key in it can verify {}: {}", algorithms.join(", "), jwk::RULE)]
+    NoUsableKey {
+        /// The issuer's algorithms.
+        algorithms: Vec<&'static str>,
+    },
 }
 
 /// The pack's `[[issuers]]`, ready to verify their tokens.
@@ -132,39 +200,44 @@ struct Key {
 impl Upstream {
     /// The issuers of a loaded pack. Keys of a `jwks_file` are read now; a `jwks_url`
     /// issuer has none until [`Upstream::set_jwks`].
-    pub fn from_pack(pack: &Pack) -> Result<Upstream, String> {
+    pub fn from_pack(pack: &Pack) -> Result<Upstream, UpstreamError> {
         let config = pack.config();
         let mut issuers = Vec::new();
         for issuer in &config.issuers {
             let name = issuer.name.get_ref().clone();
-            let checked = pack.issuer_keys(&name).ok_or_else(|| {
-                format!("[[issuers]] `{name}` was not checked by the pack loader")
-            })?;
+            let checked = pack
+                .issuer_keys(&name)
+                .ok_or_else(|| UpstreamError::NotChecked(name.clone()))?;
             let iss = issuer
                 .iss()
-                .ok_or_else(|| format!("[[issuers]] `{name}` has no `issuer`"))?
+                .ok_or_else(|| UpstreamError::NoIss(name.clone()))?
                 .to_owned();
             let algorithms = issuer
                 .algorithms()
                 .into_iter()
                 .map(|a| {
-                    Algorithm::from_name(a).ok_or_else(|| {
-                        format!("[[issuers]] `{name}`: algorithm `{a}` is not accepted")
+                    Algorithm::from_name(a).ok_or_else(|| UpstreamError::Algorithm {
+                        issuer: name.clone(),
+                        algorithm: a.to_owned(),
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut keys = Keys::default();
             let url = match (&checked.jwks, &issuer.jwks_url) {
                 (Some(text), _) => {
-                    keys.keys = parse_jwks(text, &algorithms)
-                        .map_err(|e| format!("[[issuers]] `{name}` jwks_file: {e}"))?;
+                    keys.keys = parse_jwks(text, &algorithms).map_err(|source| {
+                        UpstreamError::JwksFile {
+                            issuer: name.clone(),
+                            source,
+                        }
+                    })?;
                     None
                 }
                 (None, Some(url)) => Some(KeyUrl {
                     url: url.get_ref().clone(),
                     refresh: jws::leeway(issuer.jwks_refresh),
                 }),
-                (None, None) => return Err(format!("[[issuers]] `{name}` has no keys")),
+                (None, None) => return Err(UpstreamError::NoKeys(name)),
             };
             issuers.push(Issuer {
                 iss,
@@ -191,15 +264,10 @@ impl Upstream {
 
     /// Verifies an upstream token at `now` and maps it to its principal.
     pub fn exchange(&self, token: &str, now: Timestamp) -> Result<Exchanged, ExchangeError> {
-        let compact = jws::split(token).map_err(ExchangeError::Malformed)?;
+        let compact = jws::split(token).map_err(malformed)?;
         let iss = match compact.claims.get("iss") {
             Some(Value::String(iss)) => iss,
-            Some(other) => {
-                return Err(ExchangeError::Malformed(format!(
-                    "claim `iss` is {}, not a string",
-                    jws::kind(other)
-                )));
-            }
+            Some(other) => return Err(malformed(jws::wrong_type("iss", other, "a string"))),
             None => {
                 return Err(ExchangeError::Malformed(
                     "the token has no `iss`".to_owned(),
@@ -261,19 +329,25 @@ impl Upstream {
 
     /// Replaces the keys of the `jwks_url` issuer `name` with a JWKS the server fetched at
     /// `now`. On `Err` the issuer keeps the keys it had.
-    pub fn set_jwks(&self, name: &str, jwks_json: &str, now: Timestamp) -> Result<(), String> {
+    pub fn set_jwks(
+        &self,
+        name: &str,
+        jwks_json: &str,
+        now: Timestamp,
+    ) -> Result<(), UpstreamError> {
         let issuer = self
             .issuers
             .iter()
             .find(|i| i.name == name)
-            .ok_or_else(|| format!("no [[issuers]] entry is named `{name}`"))?;
+            .ok_or_else(|| UpstreamError::UnknownIssuer(name.to_owned()))?;
         if issuer.url.is_none() {
-            return Err(format!(
-                "[[issuers]] `{name}` reads its keys from its jwks_file, not a URL"
-            ));
+            return Err(UpstreamError::NotFromUrl(name.to_owned()));
         }
-        let keys = parse_jwks(jwks_json, &issuer.algorithms)
-            .map_err(|e| format!("[[issuers]] `{name}` jwks_url: {e}"))?;
+        let keys =
+            parse_jwks(jwks_json, &issuer.algorithms).map_err(|source| UpstreamError::JwksUrl {
+                issuer: name.to_owned(),
+                source,
+            })?;
         let mut current = issuer.keys.write().unwrap_or_else(PoisonError::into_inner);
         *current = Keys {
             keys,
@@ -313,9 +387,9 @@ impl Issuer {
         match jws::audience_contains(claims, &self.audience) {
             Ok(true) => {}
             Ok(false) => return Err(ExchangeError::WrongAudience),
-            Err(e) => return Err(ExchangeError::Malformed(e)),
+            Err(e) => return Err(malformed(e)),
         }
-        let date = |name: &str| jws::optional_date(claims, name).map_err(ExchangeError::Malformed);
+        let date = |name: &str| jws::optional_date(claims, name).map_err(malformed);
         let expires_at =
             date("exp")?.ok_or_else(|| ExchangeError::MissingClaim("exp".to_owned()))?;
         let not_before = match date("nbf")? {
@@ -377,10 +451,7 @@ impl Claims<'_> {
         match self.token.get(name) {
             Some(Value::String(s)) => Ok(s),
             None | Some(Value::Null) => Err(ExchangeError::MissingClaim(name.to_owned())),
-            Some(other) => Err(ExchangeError::Malformed(format!(
-                "claim `{name}` is {}, not a string",
-                jws::kind(other)
-            ))),
+            Some(other) => Err(malformed(jws::wrong_type(name, other, "a string"))),
         }
     }
 }
@@ -394,10 +465,7 @@ fn derived_claims(
     let sub = || match claims.get("sub") {
         Some(Value::String(sub)) => Ok(sub.as_str()),
         None => Err(ExchangeError::MissingClaim("sub".to_owned())),
-        Some(other) => Err(ExchangeError::Malformed(format!(
-            "claim `sub` is {}, not a string",
-            jws::kind(other)
-        ))),
+        Some(other) => Err(malformed(jws::wrong_type("sub", other, "a string"))),
     };
     match preset {
         None | Some(Preset::GithubActions) => Ok(Vec::new()),
@@ -460,10 +528,10 @@ fn spiffe_id(sub: &str) -> Option<(&str, &str)> {
 
 /// The usable keys of a JWKS for these algorithms, by [`jwk::usable_key`]: the rule the
 /// pack loader applies to a `jwks_file`. A set with no usable key is an error.
-fn parse_jwks(text: &str, algorithms: &[Algorithm]) -> Result<Arc<[Key]>, String> {
-    let set: Value = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+fn parse_jwks(text: &str, algorithms: &[Algorithm]) -> Result<Arc<[Key]>, JwksError> {
+    let set: Value = serde_json::from_str(text).map_err(JwksError::NotJson)?;
     let Some(members) = set.get("keys").and_then(Value::as_array) else {
-        return Err("not a JWKS: it must be an object with a `keys` array".to_owned());
+        return Err(JwksError::NoKeysArray);
     };
     let keys: Vec<Key> = members
         .iter()
@@ -471,12 +539,9 @@ fn parse_jwks(text: &str, algorithms: &[Algorithm]) -> Result<Arc<[Key]>, String
         .filter_map(Key::new)
         .collect();
     if keys.is_empty() {
-        let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
-        return Err(format!(
-            "no key in it can verify {}: {}",
-            names.join(", "),
-            jwk::RULE
-        ));
+        return Err(JwksError::NoUsableKey {
+            algorithms: algorithms.iter().map(|a| a.name()).collect(),
+        });
     }
     Ok(keys.into())
 }

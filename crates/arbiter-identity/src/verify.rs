@@ -18,7 +18,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::cache::{self, TokenCache};
-use crate::jws::{self, Object, Validity};
+use crate::jws::{self, ClaimError, Object, Validity};
 use crate::keyring::Keyring;
 use crate::revocation::{RevocationSink, Revocations, Revoked};
 
@@ -201,26 +201,26 @@ fn signature_only() -> Validation {
 }
 
 /// The credential a signed token's claims describe.
-fn credential(claims: &Object) -> Result<Verified, String> {
-    let required_string = |name: &str| -> Result<String, String> {
+fn credential(claims: &Object) -> Result<Verified, ClaimError> {
+    let required_string = |name: &str| -> Result<String, ClaimError> {
         match jws::optional_string(claims, name)? {
             Some(s) if !s.is_empty() => Ok(s.to_owned()),
-            _ => Err(format!("claim `{name}` is missing or empty")),
+            _ => Err(ClaimError::MissingOrEmpty(name.to_owned())),
         }
     };
-    let optional = |name: &str| -> Result<Option<String>, String> {
+    let optional = |name: &str| -> Result<Option<String>, ClaimError> {
         match jws::optional_string(claims, name)? {
-            Some("") => Err(format!("claim `{name}` is empty")),
+            Some("") => Err(ClaimError::Empty(name.to_owned())),
             other => Ok(other.map(str::to_owned)),
         }
     };
-    let required_date = |name: &str| -> Result<Timestamp, String> {
-        jws::optional_date(claims, name)?.ok_or_else(|| format!("claim `{name}` is missing"))
+    let required_date = |name: &str| -> Result<Timestamp, ClaimError> {
+        jws::optional_date(claims, name)?.ok_or_else(|| ClaimError::Missing(name.to_owned()))
     };
     let sub = required_string("sub")?;
     let principal = sub
         .parse::<EntityUid>()
-        .map_err(|e| format!("claim `sub` is not a Cedar entity uid: {e}"))?;
+        .map_err(|e| ClaimError::NotAnEntityUid(Box::new(e)))?;
     let issued_at = required_date("iat")?;
     let iss = required_string("iss")?;
     let via = optional("via")?;
@@ -230,18 +230,13 @@ fn credential(claims: &Object) -> Result<Verified, String> {
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(format!(
-                    "attribute `{k}` is {}, not a string",
-                    jws::kind(other)
-                )),
+                other => Err(ClaimError::Attribute {
+                    attribute: k.clone(),
+                    found: jws::kind(other),
+                }),
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(format!(
-                "claim `attrs` is {}, not an object",
-                jws::kind(other)
-            ));
-        }
+        Some(other) => return Err(jws::wrong_type("attrs", other, "an object")),
     };
     Ok(Verified {
         not_before: jws::optional_date(claims, "nbf")?.unwrap_or(issued_at),

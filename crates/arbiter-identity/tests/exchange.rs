@@ -521,10 +521,14 @@ fn a_jwks_url_issuer_has_no_keys_until_the_server_sets_them() {
         .set_jwks("remote", &mixed.to_string(), now)
         .unwrap();
     let only_bad = json!({"keys": [1, {"kty": "RSA", "n": 7}, without_kty]});
+    let refused = upstream
+        .set_jwks("remote", &only_bad.to_string(), now)
+        .unwrap_err()
+        .to_string();
     assert!(
-        upstream
-            .set_jwks("remote", &only_bad.to_string(), now)
-            .is_err()
+        refused.starts_with("[[issuers]] `remote` jwks_url: no key in it can verify ")
+            && refused.ends_with(arbiter_core::jwk::RULE),
+        "{refused}"
     );
     assert!(upstream.set_jwks("remote", r#"{"keys": {}}"#, now).is_err());
 

@@ -128,7 +128,7 @@ impl Identity {
             revocations.apply(&revoked_of(r));
         }
         let seen = all.last().map_or(0, |r| r.seq);
-        let upstream = Upstream::from_pack(pack)?;
+        let upstream = Upstream::from_pack(pack).map_err(|e| e.to_string())?;
         let identity = Identity {
             data: data.to_owned(),
             store: store.clone(),
@@ -162,7 +162,7 @@ impl Identity {
     /// keys, same revocations, an empty cache) and new upstream issuers. Fails, changing
     /// nothing, when the pack's issuers cannot be used.
     pub fn reconfigure(&self, pack: &Pack) -> Result<Arc<Verifier>, String> {
-        let upstream = Upstream::from_pack(pack)?;
+        let upstream = Upstream::from_pack(pack).map_err(|e| e.to_string())?;
         let verifier = Arc::new(Verifier::new(
             Keyring::clone(&self.keyring.load()),
             &pack.config().credentials,
@@ -219,7 +219,9 @@ impl Identity {
                 continue;
             }
             let fetched = match self.fetch_jwks(&url).await {
-                Ok(text) => upstream.set_jwks(&name, &text, Timestamp::now()),
+                Ok(text) => upstream
+                    .set_jwks(&name, &text, Timestamp::now())
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             let mut failed = self
