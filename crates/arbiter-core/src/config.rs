@@ -546,7 +546,7 @@ pub enum TemplateError {
         /// The type as written.
         ty: String,
         /// What Cedar says.
-        cause: cedar_policy::ParseErrors,
+        cause: Box<cedar_policy::ParseErrors>,
     },
     /// The id does not end with a quote.
     #[error("`{0}`: the id must end with `\"`")]
@@ -594,7 +594,7 @@ impl PrincipalTemplate {
             .parse::<cedar_policy::EntityTypeName>()
             .map_err(|cause| TemplateError::TypeName {
                 ty: ty.to_owned(),
-                cause,
+                cause: Box::new(cause),
             })?;
         let id = rest
             .strip_suffix('"')

@@ -61,13 +61,13 @@ pub(crate) enum IndexError {
     #[error("rule `{rule}` cannot be indexed: {cause}")]
     ToJson {
         rule: String,
-        cause: cedar_policy::PolicyToJsonError,
+        cause: Box<cedar_policy::PolicyToJsonError>,
     },
     /// The permit made from it is not a policy.
     #[error("rule `{rule}` cannot be indexed: {cause}")]
     FromJson {
         rule: String,
-        cause: cedar_policy::PolicyFromJsonError,
+        cause: Box<cedar_policy::PolicyFromJsonError>,
     },
 }
 
@@ -114,7 +114,7 @@ impl SliceIndex {
             };
             let est = policy.to_json().map_err(|cause| IndexError::ToJson {
                 rule: rule.id.clone(),
-                cause,
+                cause: Box::new(cause),
             })?;
             scoped.push(Scoped {
                 needs: Needs::of_policy(&est),
@@ -217,14 +217,14 @@ fn as_permit(policy: &Policy) -> Result<Policy, IndexError> {
     }
     let mut json = policy.to_json().map_err(|cause| IndexError::ToJson {
         rule: policy.id().to_string(),
-        cause,
+        cause: Box::new(cause),
     })?;
     if let Some(effect) = json.get_mut("effect") {
         *effect = serde_json::Value::String("permit".to_owned());
     }
     Policy::from_json(Some(policy.id().clone()), json).map_err(|cause| IndexError::FromJson {
         rule: policy.id().to_string(),
-        cause,
+        cause: Box::new(cause),
     })
 }
 
