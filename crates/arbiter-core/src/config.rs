@@ -783,41 +783,35 @@ mod tests {
         ] {
             assert!(PrincipalTemplate::parse(bad).is_err(), "{bad}");
         }
-        let said = |text: &str| {
-            PrincipalTemplate::parse(text)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        };
-        assert_eq!(
-            said("CiJob"),
-            Err(r#"`CiJob` is not `Type::"…"` (e.g. `CiJob::"{repository}"`)"#.to_owned())
-        );
-        assert_eq!(
-            said(r#"CiJob::"{repo""#),
-            Err(r#"`CiJob::"{repo"`: `{` is never closed"#.to_owned())
-        );
-        assert_eq!(
-            said(r#"CiJob::"{repo"#),
-            Err(r#"`CiJob::"{repo`: the id must end with `"`"#.to_owned())
-        );
-        assert_eq!(
-            said(r#"CiJob::"{a b}""#),
-            Err(r#"`CiJob::"{a b}"`: ` ` cannot be part of a claim name"#.to_owned())
-        );
-        assert_eq!(
-            said(r#"CiJob::"{}""#),
-            Err(r#"`CiJob::"{}"`: `{}` names no claim"#.to_owned())
-        );
-        assert_eq!(
-            said(r#"CiJob::"a}{b}""#),
-            Err(r#"`CiJob::"a}{b}"`: `}` cannot appear in the id"#.to_owned())
-        );
-        assert_eq!(
-            said(r#"CiJob::"fixed""#),
-            Err(
-                r#"`CiJob::"fixed"` uses no claim, so every token would map to the same principal"#
-                    .to_owned()
-            )
-        );
+        for (text, said) in [
+            (
+                "CiJob",
+                r#"`CiJob` is not `Type::"…"` (e.g. `CiJob::"{repository}"`)"#,
+            ),
+            (
+                r#"CiJob::"{repo""#,
+                r#"`CiJob::"{repo"`: `{` is never closed"#,
+            ),
+            (
+                r#"CiJob::"{repo"#,
+                r#"`CiJob::"{repo`: the id must end with `"`"#,
+            ),
+            (
+                r#"CiJob::"{a b}""#,
+                r#"`CiJob::"{a b}"`: ` ` cannot be part of a claim name"#,
+            ),
+            (r#"CiJob::"{}""#, r#"`CiJob::"{}"`: `{}` names no claim"#),
+            (
+                r#"CiJob::"a}{b}""#,
+                r#"`CiJob::"a}{b}"`: `}` cannot appear in the id"#,
+            ),
+            (
+                r#"CiJob::"fixed""#,
+                r#"`CiJob::"fixed"` uses no claim, so every token would map to the same principal"#,
+            ),
+        ] {
+            let error = PrincipalTemplate::parse(text).expect_err(text);
+            assert_eq!(error.to_string(), said, "{text}");
+        }
     }
 }

@@ -190,20 +190,23 @@ mod tests {
 
     #[test]
     fn bad_periods_say_why() {
-        let said = |text: &str| Period::parse(text).map_err(|e| e.to_string());
-        assert_eq!(
-            said("0s"),
-            Err("`0s`: a period must be longer than zero".to_owned())
-        );
-        assert_eq!(
-            said(" 5 "),
-            Err("`5` has no unit (expected s, m, h or d)".to_owned())
-        );
-        assert_eq!(
-            said("5w"),
-            Err("`5w`: unknown unit `w` (expected s, m, h or d)".to_owned())
-        );
-        assert!(Period::parse("99999999999999d").is_err());
+        for (text, said) in [
+            ("0s", "`0s`: a period must be longer than zero"),
+            (" 5 ", "`5` has no unit (expected s, m, h or d)"),
+            ("5w", "`5w`: unknown unit `w` (expected s, m, h or d)"),
+            ("5.5m", "`5.5m`: unknown unit `.5m` (expected s, m, h or d)"),
+            (
+                "99999999999999d",
+                "`99999999999999d` is longer than a hundred years",
+            ),
+            (
+                "99999999999999999999s",
+                "`99999999999999999999s`: count is not a whole number",
+            ),
+        ] {
+            let error = Period::parse(text).expect_err(text);
+            assert_eq!(error.to_string(), said, "{text}");
+        }
     }
 
     #[test]
@@ -211,26 +214,14 @@ mod tests {
         let l = Limit::parse("30/1m").expect("valid");
         assert_eq!((l.count, l.per.seconds()), (30, 60));
         assert_eq!(l.to_string(), "30/1m");
-        assert!(Limit::parse("0/1m").is_err());
-        assert!(Limit::parse("30").is_err());
-        assert!(Limit::parse("x/1m").is_err());
-        assert!(Limit::parse("3/1y").is_err());
-        let said = |text: &str| Limit::parse(text).map_err(|e| e.to_string());
-        assert_eq!(
-            said("x/1m"),
-            Err("`x/1m`: `x` is not a whole number of requests".to_owned())
-        );
-        assert_eq!(
-            said("30"),
-            Err("`30` is not `N/period` (e.g. `30/1m`)".to_owned())
-        );
-        assert_eq!(
-            said("0/1m"),
-            Err("`0/1m`: the count must be at least 1".to_owned())
-        );
-        assert_eq!(
-            said("3/1y"),
-            Err("`1y`: unknown unit `y` (expected s, m, h or d)".to_owned())
-        );
+        for (text, said) in [
+            ("0/1m", "`0/1m`: the count must be at least 1"),
+            ("30", "`30` is not `N/period` (e.g. `30/1m`)"),
+            ("x/1m", "`x/1m`: `x` is not a whole number of requests"),
+            ("3/1y", "`1y`: unknown unit `y` (expected s, m, h or d)"),
+        ] {
+            let error = Limit::parse(text).expect_err(text);
+            assert_eq!(error.to_string(), said, "{text}");
+        }
     }
 }

@@ -270,27 +270,30 @@ mod tests {
         assert!(c.resolve("OWASP-NHI:NHI11").is_err());
         assert!(c.resolve("OWASP-NHI:NHI0").is_err());
         assert!(c.resolve("NIST-CSF-2.0:PR.AA-99").is_err());
-        let said = |written: &str| c.resolve(written).map_err(|e| e.to_string());
-        assert_eq!(
-            said("OWASP:NHI1"),
-            Err(
+        for (written, said) in [
+            (
+                "OWASP:NHI1",
                 "`OWASP:NHI1`: unknown framework `OWASP` (known: OWASP-NHI, OWASP-ASI, \
-                 NIST-CSF-2.0, NIST-CSF-1.1)"
-                    .to_owned()
-            )
-        );
-        assert_eq!(
-            said(" NHI1 "),
-            Err("`NHI1` is not `FRAMEWORK:CONTROL`".to_owned())
-        );
-        assert_eq!(
-            said("NIST-CSF-1.1:PR.AC-99"),
-            Err(
-                "`NIST-CSF-1.1:PR.AC-99`: `PR.AC-99` is not a NIST CSF 1.1 subcategory in the \
-                 crosswalk"
-                    .to_owned()
-            )
-        );
+                 NIST-CSF-2.0, NIST-CSF-1.1)",
+            ),
+            (" NHI1 ", "`NHI1` is not `FRAMEWORK:CONTROL`"),
+            (
+                "OWASP-NHI:NHI11",
+                "`OWASP-NHI:NHI11`: `NHI11` is not a control of OWASP-NHI",
+            ),
+            (
+                "NIST-CSF-1.1:PR-AC",
+                "`NIST-CSF-1.1:PR-AC`: `PR-AC` is not a NIST CSF 1.1 id",
+            ),
+            (
+                "NIST-CSF-1.1:PR.AC-99",
+                "`NIST-CSF-1.1:PR.AC-99`: `PR.AC-99` is not a NIST CSF 1.1 subcategory in \
+                 the crosswalk",
+            ),
+        ] {
+            let error = c.resolve(written).expect_err(written);
+            assert_eq!(error.to_string(), said, "{written}");
+        }
     }
 
     #[test]
