@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use arbiter_core::state::{Baseline, MemoryBaseline};
-use arbiter_lifecycle::readiness::{self, History};
+use arbiter_lifecycle::readiness;
 use arbiter_store::{FindingQuery, Review, Store, Verdict};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -144,37 +144,16 @@ pub async fn readiness(
     let store = app.store().clone();
     let pack = Arc::clone(engine.pack());
     let rule = p.rule;
-    if let Some(r) = &rule {
-        let known = pack.rule(r).is_some()
-            || pack
-                .default_deny_scopes()
-                .keys()
-                .any(|t| format!("default-deny:{t}") == *r);
-        if !known {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no rule or default-deny scope `{r}` in the pack in force"),
-            ));
-        }
+    if let Some(r) = &rule
+        && !readiness::in_pack(&pack, r)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no rule or default-deny scope `{r}` in the pack in force"),
+        ));
     }
-    let answer = blocking(move || {
-        let versions = store.pack_versions()?;
-        let loads = store.pack_loads()?;
-        let days = store.rule_days(rule.as_deref())?;
-        let findings = store.findings(&FindingQuery {
-            rule: rule.clone(),
-            ..FindingQuery::default()
-        })?;
-        let history = History {
-            versions: &versions,
-            loads: &loads,
-            days: &days,
-            findings: &findings,
-        };
-        Ok(readiness::readiness(&pack, history, now, rule.as_deref()))
-    })
-    .await?;
+    let answer = blocking(move || readiness::assess(&pack, &store, rule.as_deref(), now)).await?;
     Ok(axum::Json(json!({ "readiness": answer })).into_response())
 }
 

@@ -270,10 +270,11 @@ impl<'a> Loader<'a> {
         let config = self.load_config();
         let catalog = match Catalog::new(&config.frameworks) {
             Ok(c) => c,
-            Err(message) => {
-                self.problems.push(Problem::in_file(CONFIG_FILE, message));
+            Err(e) => {
+                self.problems
+                    .push(Problem::in_file(CONFIG_FILE, e.to_string()));
                 Catalog::new(&BTreeMap::new())
-                    .map_err(|m| Problems(vec![Problem::in_file(CONFIG_FILE, m)]))?
+                    .map_err(|e| Problems(vec![Problem::in_file(CONFIG_FILE, e.to_string())]))?
             }
         };
         let (schema, augmented) = self.load_schema();
@@ -306,7 +307,7 @@ impl<'a> Loader<'a> {
             .map(|(i, r)| (r.id.clone(), i))
             .collect();
         let index = SliceIndex::new(&rules, &policies)
-            .map_err(|m| Problems(vec![Problem::in_file(POLICIES_DIR, m)]))?;
+            .map_err(|e| Problems(vec![Problem::in_file(POLICIES_DIR, e.to_string())]))?;
         let version = format!("sha256:{}", hex::encode(self.hasher.finalize()));
         let mut pack = Pack {
             dir: self.dir.to_owned(),
