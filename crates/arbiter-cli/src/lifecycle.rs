@@ -1,16 +1,22 @@
 //! The audit→enforce lifecycle on the command line (DESIGN §4): `findings`, `review`,
 //! `readiness`, `promote`, `demote` and `baseline`. They read the data directory a server
 //! writes (also while it runs) and, for `promote`/`demote`, edit the pack's source.
+//!
+//! The workflows are `arbiter-lifecycle`'s ([`readiness::assess`], [`promotion`],
+//! [`baselining`]); here are the arguments, the tables, the progress bar, the wording that
+//! names flags, and the exit codes.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use arbiter_core::clock::Clock;
 use arbiter_core::rule::Mode;
-use arbiter_lifecycle::promote::{self, Target};
-use arbiter_lifecycle::readiness::{self, History, Readiness, Verdict};
-use arbiter_store::{BaselineQuery, Finding, FindingQuery, Promotion, Review, Store};
-use clap::{Args, Subcommand};
+use arbiter_lifecycle::baselining;
+use arbiter_lifecycle::promotion::{self, Gate, ModeChange, Refusal};
+use arbiter_lifecycle::readiness::{self, Readiness, Verdict};
+use arbiter_store::{BaselineQuery, Finding, FindingQuery, Review, Store};
+use clap::{Args, Subcommand, ValueEnum};
 use jiff::Timestamp;
 
 use crate::{Failure, load, output, who};
@@ -88,6 +94,24 @@ pub struct ReadinessArgs {
     json: bool,
 }
 
+/// A mode as `--to` takes it. The words are `Mode`'s; clap refuses any other (exit 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Audit,
+    Warn,
+    Enforce,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(arg: ModeArg) -> Mode {
+        match arg {
+            ModeArg::Audit => Mode::Audit,
+            ModeArg::Warn => Mode::Warn,
+            ModeArg::Enforce => Mode::Enforce,
+        }
+    }
+}
+
 /// `arbiter promote` / `arbiter demote`.
 #[derive(Debug, Args)]
 pub struct ModeArgs {
@@ -100,8 +124,8 @@ pub struct ModeArgs {
     #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     data: PathBuf,
     /// The mode to set instead of the default (promote: enforce; demote: audit).
-    #[arg(long, value_parser = ["audit", "warn", "enforce"])]
-    to: Option<String>,
+    #[arg(long, value_enum)]
+    to: Option<ModeArg>,
     /// Promote although the rule is not ready (needs --reason); demotion needs no
     /// evidence.
     #[arg(long, requires = "reason")]
@@ -259,7 +283,7 @@ fn table(header: &[&str]) -> comfy_table::Table {
 }
 
 /// `arbiter review`.
-pub fn review(args: ReviewArgs) -> Result<ExitCode, Failure> {
+pub fn review(args: ReviewArgs, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     if args.note.trim().is_empty() {
         return Err(Failure::Input("--note must say why".to_owned()));
     }
@@ -267,7 +291,7 @@ pub fn review(args: ReviewArgs) -> Result<ExitCode, Failure> {
     let review = Review {
         verdict: args.verdict.parse().map_err(input)?,
         by: args.by.unwrap_or_else(who),
-        at: Timestamp::now(),
+        at: clock.now(),
         note: args.note,
     };
     let finding = store.review(&args.id, &review).map_err(input)?;
@@ -282,45 +306,15 @@ pub fn review(args: ReviewArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Readiness from the store's evidence, at `now`.
-fn assess(
-    pack: &arbiter_core::Pack,
-    store: &Store,
-    rule: Option<&str>,
-    now: Timestamp,
-) -> Result<Vec<Readiness>, Failure> {
-    let versions = store.pack_versions().map_err(input)?;
-    let loads = store.pack_loads().map_err(input)?;
-    let days = store.rule_days(rule).map_err(input)?;
-    let findings = store
-        .findings(&FindingQuery {
-            rule: rule.map(str::to_owned),
-            ..FindingQuery::default()
-        })
-        .map_err(input)?;
-    let history = History {
-        versions: &versions,
-        loads: &loads,
-        days: &days,
-        findings: &findings,
-    };
-    Ok(readiness::readiness(pack, history, now, rule))
-}
-
 /// `arbiter readiness`.
-pub fn readiness(args: ReadinessArgs) -> Result<ExitCode, Failure> {
+pub fn readiness(args: ReadinessArgs, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     let pack = load(&args.pack)?;
     let store = Store::open_read_only(&args.data).map_err(input)?;
-    let all = assess(&pack, &store, args.rule.as_deref(), Timestamp::now())?;
+    let all = readiness::assess(&pack, &store, args.rule.as_deref(), clock.now()).map_err(input)?;
     if let Some(rule) = &args.rule
         && all.is_empty()
     {
-        let known = pack.rule(rule).is_some()
-            || pack
-                .default_deny_scopes()
-                .keys()
-                .any(|t| format!("default-deny:{t}") == *rule);
-        return Err(Failure::Input(if known {
+        return Err(Failure::Input(if readiness::in_pack(&pack, rule) {
             format!("`{rule}` is enforced (or a permit): readiness is for rules not enforced yet")
         } else {
             format!(
@@ -396,49 +390,36 @@ fn print_readiness(all: &[Readiness]) -> Result<(), Failure> {
 }
 
 /// `arbiter promote` (`up`) or `arbiter demote`.
-pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
+pub fn set_mode(args: ModeArgs, up: bool, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     let pack = load(&args.pack)?;
-    let to = match (&args.to, up) {
-        (Some(word), _) => Mode::from_word(word).unwrap_or(Mode::Enforce),
-        (None, true) => Mode::Enforce,
-        (None, false) => Mode::Audit,
+    let change = ModeChange {
+        name: args.rule.clone(),
+        to: match (args.to, up) {
+            (Some(to), _) => to.into(),
+            (None, true) => Mode::Enforce,
+            (None, false) => Mode::Audit,
+        },
+        force: args.force,
+        reason: args.reason.clone(),
+        by: args.by.clone().unwrap_or_else(who),
     };
-    let target = if args.rule.starts_with("default-deny:") {
-        Target::Scope(args.rule.clone())
-    } else {
-        Target::Rule(args.rule.clone())
-    };
-    let edit = promote::set_mode(&pack, &target, to).map_err(input)?;
-    // Promotion (towards enforce) needs the evidence; demotion never does.
-    let rank = |m: Mode| match m {
-        Mode::Audit => 0,
-        Mode::Warn => 1,
-        Mode::Enforce => 2,
-    };
-    let promoting = rank(to) > rank(edit.from);
+    // A dry run reads what evidence there is; a change needs the store to record it in.
     let store = if args.dry_run {
         Store::open_read_only(&args.data).ok()
     } else {
         Some(open_existing(&args.data)?)
     };
-    let verdict = match (&store, promoting) {
-        (Some(store), true) => assess(&pack, store, Some(&args.rule), Timestamp::now())?
-            .into_iter()
-            .next(),
-        _ => None,
-    };
+    let now = clock.now();
+    let plan = promotion::plan(&pack, store.as_ref(), &change, now).map_err(input)?;
     // A refusal shows why and no diff: nothing changes. A dry run shows the diff, and
     // exits 1 when the change would be refused.
-    let refusal = promoting
-        .then(|| refusal(&args, verdict.as_ref()))
-        .flatten();
     // The diff is shown, not needed: a reader that went away neither skips the write nor
     // changes the exit code.
     if args.dry_run {
-        output::unless_closed(out!("{}", edit.diff()))?;
+        output::unless_closed(out!("{}", plan.edit.diff()))?;
     }
-    if let Some(lines) = &refusal {
-        for line in lines {
+    if let Some(refusal) = plan.refusal() {
+        for line in refusal_lines(plan.name(), refusal, &args.data) {
             eprintln!("{line}");
         }
         if args.dry_run {
@@ -446,86 +427,56 @@ pub fn set_mode(args: ModeArgs, up: bool) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::from(1));
     }
-    if args.dry_run {
-        eprintln!("dry run: nothing changed");
-        return Ok(ExitCode::SUCCESS);
-    }
-    if promoting && args.force && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready) {
+    let store = match (&store, args.dry_run) {
+        (Some(store), false) => store,
+        // Without --dry-run the store was opened or the command stopped above.
+        _ => {
+            eprintln!("dry run: nothing changed");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if let Gate::Forced(_) = plan.gate {
         eprintln!("forced: {}", args.reason.as_deref().unwrap_or_default());
     }
-    output::unless_closed(out!("{}", edit.diff()))?;
-    edit.write(&args.pack).map_err(input)?;
-    if let Some(store) = &store {
-        let recorded = store.record_promotion(&Promotion {
-            seq: 0,
-            rule: args.rule.clone(),
-            from_mode: edit.from.as_str().to_owned(),
-            to_mode: to.as_str().to_owned(),
-            forced: promoting
-                && args.force
-                && verdict.as_ref().is_none_or(|r| r.verdict != Verdict::Ready),
-            reason: args.reason.clone(),
-            by: args.by.clone().unwrap_or_else(who),
-            at: Timestamp::now(),
-            verdict: verdict.map_or("none", |r| r.verdict.as_str()).to_owned(),
-        });
-        if let Err(e) = recorded {
-            // An unrecorded promotion is undone: the record is the audit trail.
-            let undo = promote::Edit {
-                file: edit.file.clone(),
-                before: edit.after.clone(),
-                after: edit.before.clone(),
-                from: edit.to,
-                to: edit.from,
-            };
-            let undone = match undo.write(&args.pack) {
-                Ok(()) => "the file is restored".to_owned(),
-                Err(u) => format!("restoring the file failed too ({u}): check it by hand"),
-            };
-            return Err(Failure::Input(format!(
-                "the change could not be recorded ({e}); {undone}"
-            )));
-        }
-    }
+    output::unless_closed(out!("{}", plan.edit.diff()))?;
+    let applied = promotion::apply(&plan, store, now).map_err(input)?;
     eprintln!(
         "{} is now {} in {}; commit the change and reload the server",
-        args.rule,
-        to.as_str(),
-        edit.file.display()
+        plan.name(),
+        plan.edit.to.as_str(),
+        applied.file.display()
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Why a promotion is refused, as lines for stderr; `None` when it may go ahead.
-fn refusal(args: &ModeArgs, verdict: Option<&Readiness>) -> Option<Vec<String>> {
-    match verdict {
-        Some(r) if r.verdict == Verdict::Ready => None,
-        _ if args.force => None,
-        Some(r) => {
+/// Why a promotion is refused, as lines for stderr.
+fn refusal_lines(name: &str, refusal: &Refusal, data: &Path) -> Vec<String> {
+    match refusal {
+        Refusal::NotReady(r) => {
             let mut lines = vec![format!("refused: `{}` is {}", r.rule, r.verdict.as_str())];
             lines.extend(r.reasons.iter().map(|reason| format!("  - {reason}")));
             lines.push("(--force --reason \"…\" overrides, and is recorded)".to_owned());
-            Some(lines)
+            lines
         }
-        None => Some(vec![format!(
-            "refused: no evidence for `{}` in {}",
-            args.rule,
-            args.data.display()
-        )]),
+        Refusal::NoEvidence => vec![format!(
+            "refused: no evidence for `{name}` in {}",
+            data.display()
+        )],
     }
 }
 
 /// `arbiter baseline`.
-pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
+pub fn baseline(args: BaselineArgs, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     if let Some(BaselineCommand::Freeze { data, since, by }) = args.command {
         let store = open_existing(&data)?;
         let since = time("since", since.as_deref())?;
-        let (seq, pairs) = store
-            .freeze_baseline(&by.unwrap_or_else(who), since, Timestamp::now())
+        let frozen = baselining::freeze(&store, &by.unwrap_or_else(who), since, clock.now())
             .map_err(input)?;
         outln!(
-            "baseline #{seq} frozen: {pairs} (principal, action) pair(s); a running server marks \
-             first-seen pairs novel within a second"
+            "baseline #{} frozen: {} (principal, action) pair(s); a running server marks \
+             first-seen pairs novel within a second",
+            frozen.seq,
+            frozen.pairs
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -534,60 +485,41 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
         principal: args.principal.clone(),
         since: time("since", args.since.as_deref())?,
     };
-    let bar = progress_bar();
-    let observed = store
-        .observed(&query, &mut |done, total| {
-            if let Some(bar) = &bar {
-                bar.set_length(total);
-                bar.set_position(done);
-            }
-        })
-        .map_err(input)?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     if args.suggest {
         let dir = args
             .pack
             .as_ref()
             .ok_or_else(|| Failure::Input("--suggest needs --pack".to_owned()))?;
         let pack = load(dir)?;
-        // What reviewers said a rule is right to block is not suggested as allowed.
-        let blocked: std::collections::HashSet<(String, String, String)> = store
-            .findings(&FindingQuery {
-                status: Some("expected".to_owned()),
-                ..FindingQuery::default()
-            })
-            .map_err(input)?
-            .into_iter()
-            .map(|f| (f.principal, f.action, f.resource))
-            .collect();
-        let before = observed.len();
-        let observed: Vec<_> = observed
-            .into_iter()
-            .filter(|o| {
-                !blocked.contains(&(o.principal.clone(), o.action.clone(), o.resource.clone()))
-            })
-            .collect();
-        if observed.len() < before {
+        let bar = progress_bar();
+        let suggested = baselining::suggest(&pack, &store, &query, &mut progress(bar.as_ref()))
+            .map_err(input)?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        if suggested.left_out > 0 {
             eprintln!(
                 "left out {} observed (principal, action, resource) that reviewers marked \
                  `expected` (a rule is right to block them)",
-                before - observed.len()
+                suggested.left_out
             );
         }
-        let suggestion =
-            arbiter_lifecycle::baseline::suggest(&pack, &observed).map_err(Failure::Input)?;
-        out!("{}", suggestion.cedar)?;
-        for note in &suggestion.notes {
+        out!("{}", suggested.suggestion.cedar)?;
+        for note in &suggested.suggestion.notes {
             eprintln!("note: {note}");
         }
         eprintln!(
             "{} permit(s) covering {} observed (principal, action, resource)",
-            suggestion.policies,
-            observed.len()
+            suggested.suggestion.policies, suggested.observed
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    let bar = progress_bar();
+    let observed = store
+        .observed(&query, &mut progress(bar.as_ref()))
+        .map_err(input)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     if args.json {
         write_json("observed", &observed)?;
@@ -619,6 +551,16 @@ pub fn baseline(args: BaselineArgs) -> Result<ExitCode, Failure> {
     }
     outln!("{table}")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Moves the bar, if there is one, as the decision log is read.
+fn progress(bar: Option<&indicatif::ProgressBar>) -> impl FnMut(u64, u64) + '_ {
+    move |done, total| {
+        if let Some(bar) = bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    }
 }
 
 /// A bar on a terminal; nothing when stderr is not one.

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use arbiter_core::clock::SystemClock;
 use arbiter_core::diag::Problems;
 use arbiter_core::pack::file;
 use arbiter_core::testing::{self, Summary};
@@ -106,6 +107,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The one wall clock: commands take the time from it and pass it down.
+    let clock = SystemClock;
     let result = match cli.command {
         Command::Validate { pack, json } => validate(&pack, json),
         Command::Check {
@@ -118,13 +121,13 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Log(args) => serve::log(args),
         Command::Reload(args) => reload::reload(args),
-        Command::Token(command) => token::run(command),
+        Command::Token(command) => token::run(command, &clock),
         Command::Findings(args) => lifecycle::findings(args),
-        Command::Review(args) => lifecycle::review(args),
-        Command::Readiness(args) => lifecycle::readiness(args),
-        Command::Promote(args) => lifecycle::set_mode(args, true),
-        Command::Demote(args) => lifecycle::set_mode(args, false),
-        Command::Baseline(args) => lifecycle::baseline(args),
+        Command::Review(args) => lifecycle::review(args, &clock),
+        Command::Readiness(args) => lifecycle::readiness(args, &clock),
+        Command::Promote(args) => lifecycle::set_mode(args, true, &clock),
+        Command::Demote(args) => lifecycle::set_mode(args, false, &clock),
+        Command::Baseline(args) => lifecycle::baseline(args, &clock),
     };
     match result {
         Ok(code) => code,

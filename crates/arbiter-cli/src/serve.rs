@@ -23,8 +23,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8700", env = "ARBITER_LISTEN")]
     pub listen: SocketAddr,
     /// `batched` answers once a decision is queued for the log; `sync` once it is committed.
-    #[arg(long, default_value = "batched", value_parser = ["batched", "sync"])]
-    pub durability: String,
+    #[arg(long, value_enum, default_value = "batched")]
+    pub durability: DurabilityArg,
     /// Listen beyond loopback without PEP tokens on decision endpoints.
     #[arg(long)]
     pub allow_open_decisions: bool,
@@ -47,6 +47,23 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
 }
 
+/// `--durability` as it is written. The words are the store's; clap refuses any other
+/// (exit 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    Batched,
+    Sync,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(arg: DurabilityArg) -> Durability {
+        match arg {
+            DurabilityArg::Batched => Durability::Batched,
+            DurabilityArg::Sync => Durability::Sync,
+        }
+    }
+}
+
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -63,11 +80,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
 
 async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
     let mut options = Options::new(&args.pack, &args.data);
-    options.durability = if args.durability == "sync" {
-        Durability::Sync
-    } else {
-        Durability::Batched
-    };
+    options.durability = args.durability.into();
     options.body_limit = args.body_limit;
     options.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     options.header_read_timeout = std::time::Duration::from_secs(args.header_timeout);

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use arbiter_core::clock::Clock;
 use arbiter_core::period::Period;
 use arbiter_identity::{Keyring, MintRequest};
 use arbiter_store::{Revocation, RevocationKind, Store};
 use clap::{Args, Subcommand};
-use jiff::Timestamp;
 
 use crate::{Failure, load};
 
@@ -105,16 +105,16 @@ pub struct RotateArgs {
 }
 
 /// Runs `arbiter token …`.
-pub fn run(command: TokenCommand) -> Result<ExitCode, Failure> {
+pub fn run(command: TokenCommand, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     match command {
-        TokenCommand::Issue(args) => issue(args),
-        TokenCommand::Revoke(args) => revoke(args),
+        TokenCommand::Issue(args) => issue(args, clock),
+        TokenCommand::Revoke(args) => revoke(args, clock),
         TokenCommand::Revocations(args) => list(args),
-        TokenCommand::RotateKey(args) => rotate(args),
+        TokenCommand::RotateKey(args) => rotate(args, clock),
     }
 }
 
-fn issue(args: IssueArgs) -> Result<ExitCode, Failure> {
+fn issue(args: IssueArgs, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     let pack = load(&args.pack)?;
     let principal: cedar_policy::EntityUid = args.principal.parse().map_err(|e| {
         Failure::Input(format!(
@@ -133,7 +133,7 @@ fn issue(args: IssueArgs) -> Result<ExitCode, Failure> {
     let ttl = Period::parse(&args.ttl)
         .map_err(|e| Failure::Input(format!("--ttl: {e}")))?
         .duration();
-    let now = Timestamp::now();
+    let now = clock.now();
     let keyring = Keyring::load_or_create(&args.data, now)
         .map_err(|e| Failure::Input(format!("{}: {e}", args.data.display())))?;
     let request = MintRequest {
@@ -165,7 +165,7 @@ fn issue(args: IssueArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn revoke(args: RevokeArgs) -> Result<ExitCode, Failure> {
+fn revoke(args: RevokeArgs, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     let (kind, value, principal) = match (args.jti, args.principal, args.session) {
         (Some(jti), None, None) => (RevocationKind::Jti, jti, None),
         (None, Some(principal), None) => (RevocationKind::Principal, principal, None),
@@ -201,7 +201,7 @@ fn revoke(args: RevokeArgs) -> Result<ExitCode, Failure> {
             principal,
             reason: args.reason,
             by,
-            at: Timestamp::now(),
+            at: clock.now(),
             expires_at: None,
         })
         .map_err(|e| Failure::Input(e.to_string()))?;
@@ -247,12 +247,12 @@ fn list(args: ListArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn rotate(args: RotateArgs) -> Result<ExitCode, Failure> {
+fn rotate(args: RotateArgs, clock: &dyn Clock) -> Result<ExitCode, Failure> {
     let pack = load(&args.pack)?;
     let credentials = &pack.config().credentials;
     // The previous key must verify every token it signed until the last one expires.
     let keep_for = credentials.max_ttl.duration() + credentials.leeway.duration();
-    let keyring = Keyring::rotate(&args.data, Timestamp::now(), keep_for)
+    let keyring = Keyring::rotate(&args.data, clock.now(), keep_for)
         .map_err(|e| Failure::Input(format!("{}: {e}", args.data.display())))?;
     outln!(
         "new signing key {}; keys that verify: {}",

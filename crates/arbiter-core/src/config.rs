@@ -533,6 +533,51 @@ pub struct PrincipalTemplate {
     parts: Vec<TemplatePart>,
 }
 
+/// Why a `[[issuers]] principal` is not a template.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// Not `Type::"…"`.
+    #[error("`{0}` is not `Type::\"…\"` (e.g. `CiJob::\"{{repository}}\"`)")]
+    Shape(String),
+    /// The part before `::` is not a type name.
+    #[error("`{ty}` is not an entity type name: {cause}")]
+    TypeName {
+        /// The type as written.
+        ty: String,
+        /// What Cedar says.
+        cause: Box<cedar_policy::ParseErrors>,
+    },
+    /// The id does not end with a quote.
+    #[error("`{0}`: the id must end with `\"`")]
+    Unterminated(String),
+    /// A character no claim name has.
+    #[error("`{text}`: `{found}` cannot be part of a claim name")]
+    ClaimName {
+        /// The template as written.
+        text: String,
+        /// The character.
+        found: char,
+    },
+    /// A `{` without its `}`.
+    #[error("`{0}`: `{{` is never closed")]
+    Unclosed(String),
+    /// `{}`.
+    #[error("`{0}`: `{{}}` names no claim")]
+    EmptyClaim(String),
+    /// A character the id cannot hold outside a placeholder.
+    #[error("`{text}`: `{found}` cannot appear in the id")]
+    IdCharacter {
+        /// The template as written.
+        text: String,
+        /// The character.
+        found: char,
+    },
+    /// Every token would map to the same principal.
+    #[error("`{0}` uses no claim, so every token would map to the same principal")]
+    NoClaim(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TemplatePart {
     Text(String),
@@ -541,16 +586,19 @@ enum TemplatePart {
 
 impl PrincipalTemplate {
     /// Parses `Type::"literal{claim}literal"`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (ty, rest) = text.split_once("::\"").ok_or_else(|| {
-            format!("`{text}` is not `Type::\"…\"` (e.g. `CiJob::\"{{repository}}\"`)")
-        })?;
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let (ty, rest) = text
+            .split_once("::\"")
+            .ok_or_else(|| TemplateError::Shape(text.to_owned()))?;
         let type_name = ty
             .parse::<cedar_policy::EntityTypeName>()
-            .map_err(|e| format!("`{ty}` is not an entity type name: {e}"))?;
+            .map_err(|cause| TemplateError::TypeName {
+                ty: ty.to_owned(),
+                cause: Box::new(cause),
+            })?;
         let id = rest
             .strip_suffix('"')
-            .ok_or_else(|| format!("`{text}`: the id must end with `\"`"))?;
+            .ok_or_else(|| TemplateError::Unterminated(text.to_owned()))?;
         let mut parts = Vec::new();
         let mut chars = id.chars().peekable();
         let mut literal = String::new();
@@ -564,16 +612,17 @@ impl PrincipalTemplate {
                             Some(n) if n.is_ascii_alphanumeric() || n == '_' || n == '.' => {
                                 name.push(n);
                             }
-                            Some(n) => {
-                                return Err(format!(
-                                    "`{text}`: `{n}` cannot be part of a claim name"
-                                ));
+                            Some(found) => {
+                                return Err(TemplateError::ClaimName {
+                                    text: text.to_owned(),
+                                    found,
+                                });
                             }
-                            None => return Err(format!("`{text}`: `{{` is never closed")),
+                            None => return Err(TemplateError::Unclosed(text.to_owned())),
                         }
                     }
                     if name.is_empty() {
-                        return Err(format!("`{text}`: `{{}}` names no claim"));
+                        return Err(TemplateError::EmptyClaim(text.to_owned()));
                     }
                     if !literal.is_empty() {
                         parts.push(TemplatePart::Text(std::mem::take(&mut literal)));
@@ -581,7 +630,10 @@ impl PrincipalTemplate {
                     parts.push(TemplatePart::Claim(name));
                 }
                 '}' | '"' | '\\' => {
-                    return Err(format!("`{text}`: `{c}` cannot appear in the id"));
+                    return Err(TemplateError::IdCharacter {
+                        text: text.to_owned(),
+                        found: c,
+                    });
                 }
                 c => literal.push(c),
             }
@@ -590,9 +642,7 @@ impl PrincipalTemplate {
             parts.push(TemplatePart::Text(literal));
         }
         if !parts.iter().any(|p| matches!(p, TemplatePart::Claim(_))) {
-            return Err(format!(
-                "`{text}` uses no claim, so every token would map to the same principal"
-            ));
+            return Err(TemplateError::NoClaim(text.to_owned()));
         }
         Ok(Self { type_name, parts })
     }
@@ -732,6 +782,36 @@ mod tests {
             r#"CiJob::"{a}"#,
         ] {
             assert!(PrincipalTemplate::parse(bad).is_err(), "{bad}");
+        }
+        for (text, said) in [
+            (
+                "CiJob",
+                r#"`CiJob` is not `Type::"…"` (e.g. `CiJob::"{repository}"`)"#,
+            ),
+            (
+                r#"CiJob::"{repo""#,
+                r#"`CiJob::"{repo"`: `{` is never closed"#,
+            ),
+            (
+                r#"CiJob::"{repo"#,
+                r#"`CiJob::"{repo`: the id must end with `"`"#,
+            ),
+            (
+                r#"CiJob::"{a b}""#,
+                r#"`CiJob::"{a b}"`: ` ` cannot be part of a claim name"#,
+            ),
+            (r#"CiJob::"{}""#, r#"`CiJob::"{}"`: `{}` names no claim"#),
+            (
+                r#"CiJob::"a}{b}""#,
+                r#"`CiJob::"a}{b}"`: `}` cannot appear in the id"#,
+            ),
+            (
+                r#"CiJob::"fixed""#,
+                r#"`CiJob::"fixed"` uses no claim, so every token would map to the same principal"#,
+            ),
+        ] {
+            let error = PrincipalTemplate::parse(text).expect_err(text);
+            assert_eq!(error.to_string(), said, "{text}");
         }
     }
 }

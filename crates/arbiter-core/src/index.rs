@@ -54,6 +54,23 @@ struct Scoped {
     resource: Option<EntityTypeName>,
 }
 
+/// Why a rule cannot be indexed (a policy Cedar parsed but cannot convert).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IndexError {
+    /// The policy has no JSON form.
+    #[error("rule `{rule}` cannot be indexed: {cause}")]
+    ToJson {
+        rule: String,
+        cause: Box<cedar_policy::PolicyToJsonError>,
+    },
+    /// The permit made from it is not a policy.
+    #[error("rule `{rule}` cannot be indexed: {cause}")]
+    FromJson {
+        rule: String,
+        cause: Box<cedar_policy::PolicyFromJsonError>,
+    },
+}
+
 /// The index, built when the pack loads.
 #[derive(Debug)]
 pub(crate) struct SliceIndex {
@@ -64,7 +81,7 @@ pub(crate) struct SliceIndex {
 }
 
 impl SliceIndex {
-    pub(crate) fn new(rules: &[Rule], policies: &PolicySet) -> Result<Self, String> {
+    pub(crate) fn new(rules: &[Rule], policies: &PolicySet) -> Result<Self, IndexError> {
         let mut scoped = Vec::with_capacity(rules.len());
         let mut any_action = Vec::new();
         let mut by_action: HashMap<EntityUid, Vec<usize>> = HashMap::new();
@@ -95,9 +112,10 @@ impl SliceIndex {
                 ResourceConstraint::Is(ty) | ResourceConstraint::IsIn(ty, _) => Some(ty),
                 ResourceConstraint::Any | ResourceConstraint::In(_) => None,
             };
-            let est = policy
-                .to_json()
-                .map_err(|e| format!("rule `{}` cannot be indexed: {e}", rule.id))?;
+            let est = policy.to_json().map_err(|cause| IndexError::ToJson {
+                rule: rule.id.clone(),
+                cause: Box::new(cause),
+            })?;
             scoped.push(Scoped {
                 needs: Needs::of_policy(&est),
                 policy: as_permit(policy)?,
@@ -190,21 +208,24 @@ fn lineage_of(action: &EntityUid, entities: &Entities) -> Vec<EntityUid> {
 /// its JSON form is the fallback. Reading the JSON form back is quadratic in an
 /// expression's depth (measured, debug build: a 500-term `+` chain takes 3.2 s and
 /// hundreds of MB that way, 10 ms through the tree).
-fn as_permit(policy: &Policy) -> Result<Policy, String> {
+fn as_permit(policy: &Policy) -> Result<Policy, IndexError> {
     if policy.effect() == Effect::Permit {
         return Ok(policy.clone());
     }
     if let Some(permit) = as_permit_by_tree(policy) {
         return Ok(permit);
     }
-    let mut json = policy
-        .to_json()
-        .map_err(|e| format!("rule `{}` cannot be indexed: {e}", policy.id()))?;
+    let mut json = policy.to_json().map_err(|cause| IndexError::ToJson {
+        rule: policy.id().to_string(),
+        cause: Box::new(cause),
+    })?;
     if let Some(effect) = json.get_mut("effect") {
         *effect = serde_json::Value::String("permit".to_owned());
     }
-    Policy::from_json(Some(policy.id().clone()), json)
-        .map_err(|e| format!("rule `{}` cannot be indexed: {e}", policy.id()))
+    Policy::from_json(Some(policy.id().clone()), json).map_err(|cause| IndexError::FromJson {
+        rule: policy.id().to_string(),
+        cause: Box::new(cause),
+    })
 }
 
 /// [`as_permit`] through the policy syntax tree; `None` when the tree cannot express the

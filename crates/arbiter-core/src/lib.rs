@@ -10,9 +10,11 @@
 //! - [`request`], [`response`]: the wire shapes of a decision; [`json`]: JSON read strictly.
 //! - [`rule`]: modes, effects and the other annotation values.
 //! - [`state`]: sessions and throttle buckets.
-//! - [`identity`]: the seam for credential verification.
+//! - [`identity`]: the seam for credential verification; [`jwk`]: which keys of an
+//!   issuer's JWKS can verify its tokens.
 //! - [`catalog`]: the framework catalog `@maps` ids are checked against.
 //! - [`testing`]: `arbiter test`, policy tests as data.
+//! - [`fs`]: files written atomically (keys, tokens, edited pack files).
 //! - [`clock`], [`period`], [`config`], [`diag`]: the pieces around them.
 //!
 //! ```
@@ -37,9 +39,11 @@ pub mod clock;
 pub mod config;
 pub mod diag;
 pub mod engine;
+pub mod fs;
 pub mod identity;
 mod index;
 pub mod json;
+pub mod jwk;
 mod needs;
 pub mod pack;
 pub mod period;

@@ -6,6 +6,55 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// Why a period does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeriodError {
+    /// Digits only, or nothing.
+    #[error("`{0}` has no unit (expected s, m, h or d)")]
+    NoUnit(String),
+    /// The count is not a number that fits.
+    #[error("`{0}`: count is not a whole number")]
+    Count(String),
+    /// A unit other than `s`, `m`, `h` or `d`.
+    #[error("`{text}`: unknown unit `{unit}` (expected s, m, h or d)")]
+    UnknownUnit {
+        /// The period as written (trimmed).
+        text: String,
+        /// The unit.
+        unit: String,
+    },
+    /// `0s` and the like.
+    #[error("`{0}`: a period must be longer than zero")]
+    Zero(String),
+    /// More than a hundred years.
+    #[error("`{0}` is longer than a hundred years")]
+    TooLong(String),
+}
+
+/// Why a limit does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// No `/`.
+    #[error("`{0}` is not `N/period` (e.g. `30/1m`)")]
+    Shape(String),
+    /// The count is not a number that fits.
+    #[error("`{text}`: `{count}` is not a whole number of requests")]
+    Count {
+        /// The limit as written.
+        text: String,
+        /// The part before `/`.
+        count: String,
+    },
+    /// `0/…`.
+    #[error("`{0}`: the count must be at least 1")]
+    Zero(String),
+    /// The period after `/`.
+    #[error(transparent)]
+    Period(#[from] PeriodError),
+}
+
 /// A positive duration written as a count and a unit: `s`, `m`, `h` or `d` (`1m`, `10s`,
 /// `7d`). A bare unit (`m`) means one of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -13,18 +62,18 @@ pub struct Period(Duration);
 
 impl Period {
     /// Parses `[count]unit`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, PeriodError> {
         let text = text.trim();
         let unit_at = text
             .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{text}` has no unit (expected s, m, h or d)"))?;
+            .ok_or_else(|| PeriodError::NoUnit(text.to_owned()))?;
         let (count, unit) = text.split_at(unit_at);
         let count: u64 = if count.is_empty() {
             1
         } else {
             count
                 .parse()
-                .map_err(|_| format!("`{text}`: count is not a whole number"))?
+                .map_err(|_| PeriodError::Count(text.to_owned()))?
         };
         let seconds_per = match unit {
             "s" => 1,
@@ -32,18 +81,19 @@ impl Period {
             "h" => 3_600,
             "d" => 86_400,
             _ => {
-                return Err(format!(
-                    "`{text}`: unknown unit `{unit}` (expected s, m, h or d)"
-                ));
+                return Err(PeriodError::UnknownUnit {
+                    text: text.to_owned(),
+                    unit: unit.to_owned(),
+                });
             }
         };
         if count == 0 {
-            return Err(format!("`{text}`: a period must be longer than zero"));
+            return Err(PeriodError::Zero(text.to_owned()));
         }
         let seconds = count
             .checked_mul(seconds_per)
             .filter(|s| *s <= 100 * 365 * 86_400)
-            .ok_or_else(|| format!("`{text}` is longer than a hundred years"))?;
+            .ok_or_else(|| PeriodError::TooLong(text.to_owned()))?;
         Ok(Self(Duration::from_secs(seconds)))
     }
 
@@ -103,16 +153,16 @@ pub struct Limit {
 
 impl Limit {
     /// Parses `N/period`, e.g. `30/1m`, `5/s`, `1000/1h`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, LimitError> {
         let (count, per) = text
             .split_once('/')
-            .ok_or_else(|| format!("`{text}` is not `N/period` (e.g. `30/1m`)"))?;
-        let count: u32 = count
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{text}`: `{count}` is not a whole number of requests"))?;
+            .ok_or_else(|| LimitError::Shape(text.to_owned()))?;
+        let count: u32 = count.trim().parse().map_err(|_| LimitError::Count {
+            text: text.to_owned(),
+            count: count.to_owned(),
+        })?;
         if count == 0 {
-            return Err(format!("`{text}`: the count must be at least 1"));
+            return Err(LimitError::Zero(text.to_owned()));
         }
         let per = Period::parse(per)?;
         Ok(Self { count, per })
@@ -140,10 +190,23 @@ mod tests {
 
     #[test]
     fn bad_periods_say_why() {
-        assert!(Period::parse("0s").is_err_and(|e| e.contains("longer than zero")));
-        assert!(Period::parse("5").is_err_and(|e| e.contains("no unit")));
-        assert!(Period::parse("5w").is_err_and(|e| e.contains("unknown unit `w`")));
-        assert!(Period::parse("99999999999999d").is_err());
+        for (text, said) in [
+            ("0s", "`0s`: a period must be longer than zero"),
+            (" 5 ", "`5` has no unit (expected s, m, h or d)"),
+            ("5w", "`5w`: unknown unit `w` (expected s, m, h or d)"),
+            ("5.5m", "`5.5m`: unknown unit `.5m` (expected s, m, h or d)"),
+            (
+                "99999999999999d",
+                "`99999999999999d` is longer than a hundred years",
+            ),
+            (
+                "99999999999999999999s",
+                "`99999999999999999999s`: count is not a whole number",
+            ),
+        ] {
+            let error = Period::parse(text).expect_err(text);
+            assert_eq!(error.to_string(), said, "{text}");
+        }
     }
 
     #[test]
@@ -151,9 +214,14 @@ mod tests {
         let l = Limit::parse("30/1m").expect("valid");
         assert_eq!((l.count, l.per.seconds()), (30, 60));
         assert_eq!(l.to_string(), "30/1m");
-        assert!(Limit::parse("0/1m").is_err());
-        assert!(Limit::parse("30").is_err());
-        assert!(Limit::parse("x/1m").is_err());
-        assert!(Limit::parse("3/1y").is_err());
+        for (text, said) in [
+            ("0/1m", "`0/1m`: the count must be at least 1"),
+            ("30", "`30` is not `N/period` (e.g. `30/1m`)"),
+            ("x/1m", "`x/1m`: `x` is not a whole number of requests"),
+            ("3/1y", "`1y`: unknown unit `y` (expected s, m, h or d)"),
+        ] {
+            let error = Limit::parse(text).expect_err(text);
+            assert_eq!(error.to_string(), said, "{text}");
+        }
     }
 }

@@ -507,7 +507,7 @@ principal = 'Agent::"{repository}"'
     assert_eq!(
         found,
         [
-            "keys.json: no key in it can verify RS256 (issuer `ci`): RS256 needs an RSA key, ES256 an EC P-256 key, EdDSA an OKP Ed25519 key"
+            "keys.json: no key in it can verify RS256 (issuer `ci`): RS256 needs an RSA key of 2048 to 4096 bits, ES256 an EC P-256 key, EdDSA an OKP Ed25519 key"
         ]
     );
 }
@@ -762,8 +762,17 @@ min_days = \"fourteen\"
     );
 }
 
-/// A key set github-actions' RS256 can use (the loader only checks its shape).
-const JWKS_RS256: &str = r#"{"keys":[{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZpt","e":"AQAB"}]}"#;
+/// A key set github-actions' RS256 can use: a 2048-bit RSA key (the public half of
+/// `crates/arbiter-identity/tests/fixtures/rsa.pem`).
+const JWKS_RS256: &str = concat!(
+    r#"{"keys":[{"kty":"RSA","e":"AQAB","n":""#,
+    "xG9QctlcLJLu1CGdtmh_48JeMFefPwfgDo6YwzwcZOH54JurhxmPCLTkjZmfqnG-kmjljIOGoHePpI2x",
+    "KggAJCe6rXBKSM6A0AHQYpIRi49yoqWauarMoxdoyaVUOJo0W-PQQ8qqhZk3KtrRhmqnQo2keb0j3mg8",
+    "sVEINnwFFuvqFkl1Bl7t5EwqNxaR-uEqexhWGMVUlZ0yM4-4JyJffQKa30pmev3yUUCyBCJvsfsIiR4s",
+    "wr_T6pWOEJz_IIl-b_EqiXu8ylLkBfGpai0UF_XipaDDmCBH57tnoFvSKBmlheCqdEybAVFPO_1GMnsQ",
+    "cLs0UwHkAJXtB45DP07KXQ",
+    r#""}]}"#
+);
 
 #[test]
 fn unknown_keys_at_the_top_in_an_issuer_and_in_an_inline_table_are_each_reported() {

@@ -1,7 +1,17 @@
 //! The compact JWS serialization, read without trusting it: splitting a token, decoding its
-//! parts, and typed access to claims. Nothing here verifies a signature; callers trust a
-//! claim only after theirs has verified.
+//! parts, and typed access to claims. Nothing here verifies a signature (jsonwebtoken
+//! does); callers trust a claim only after the signature has verified.
+//!
+//! jsonwebtoken reads tokens too, but not as arbiter must before trusting one: it has no
+//! size limit, does not refuse a `crit` header, keeps the last of duplicate keys in
+//! claims it does not know, and reports a header it cannot read, a missing `alg` and a
+//! bad signature through error kinds that do not map onto arbiter's failures
+//! (`malformed` before `unknown_issuer` before `bad_signature`). [`split`] is that first
+//! reading; it is also where `iss` and `kid` are read to choose the key.
 
+use std::fmt;
+
+use arbiter_core::jwk::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
@@ -25,44 +35,112 @@ pub(crate) struct Compact<'t> {
     pub signature: &'t str,
 }
 
+/// Why a token could not be read as a compact JWS of two JSON objects. The messages name
+/// the part, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TokenError {
+    #[error("the token is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
+    #[error("not a compact JWS (three base64url parts separated by `.`)")]
+    NotCompact,
+    #[error("the header has critical extensions (`crit`), which arbiter does not support")]
+    Critical,
+    #[error("the {0} is not base64url")]
+    NotBase64(Part),
+    #[error("the {0} is not UTF-8 JSON")]
+    NotJson(Part),
+    #[error("the {0} has a key twice")]
+    DuplicateKey(Part),
+    #[error("the {0} is not a JSON object")]
+    NotAnObject(Part),
+}
+
+/// The part of a token a [`TokenError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Header,
+    Payload,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Header => "header",
+            Part::Payload => "payload",
+        })
+    }
+}
+
+/// Why a claim cannot be used. The messages name the claim and the kind of its value,
+/// never the value.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimError {
+    #[error("claim `{claim}` is {found}, not {expected}")]
+    WrongType {
+        claim: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("claim `aud` holds {0}, not strings")]
+    AudienceItem(&'static str),
+    #[error("claim `{0}` is not a representable time")]
+    NotATime(String),
+    #[error("claim `{0}` is missing")]
+    Missing(String),
+    #[error("claim `{0}` is missing or empty")]
+    MissingOrEmpty(String),
+    #[error("claim `{0}` is empty")]
+    Empty(String),
+    #[error("claim `sub` is not a Cedar entity uid: {0}")]
+    NotAnEntityUid(#[source] Box<cedar_policy::ParseErrors>),
+    #[error("attribute `{attribute}` is {found}, not a string")]
+    Attribute {
+        attribute: String,
+        found: &'static str,
+    },
+}
+
 /// Splits a compact JWS into its three parts and decodes header and claims as JSON
 /// objects. A JWS with critical extensions (`crit`) is refused: arbiter knows none.
-pub(crate) fn split(token: &str) -> Result<Compact<'_>, String> {
+pub(crate) fn split(token: &str) -> Result<Compact<'_>, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(format!("the token is longer than {MAX_TOKEN_BYTES} bytes"));
+        return Err(TokenError::TooLong);
     }
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("not a compact JWS (three base64url parts separated by `.`)".to_owned());
+        return Err(TokenError::NotCompact);
     };
     let signing_input = token
         .get(..header.len() + 1 + payload.len())
-        .ok_or_else(|| "not a compact JWS".to_owned())?;
-    let header_object = object(header, "header")?;
+        .ok_or(TokenError::NotCompact)?;
+    let header_object = object(header, Part::Header)?;
     if header_object.contains_key("crit") {
-        return Err(
-            "the header has critical extensions (`crit`), which arbiter does not support"
-                .to_owned(),
-        );
+        return Err(TokenError::Critical);
     }
     Ok(Compact {
-        claims: object(payload, "payload")?,
+        claims: object(payload, Part::Payload)?,
         header: header_object,
         signing_input,
         signature,
     })
 }
 
-fn object(part: &str, what: &str) -> Result<Object, String> {
+/// A part as a JSON object, read strictly: a duplicate key is refused rather than the last
+/// one kept, so that what arbiter reads of a token is what jsonwebtoken reads (its header
+/// and claim structs refuse duplicates) and what any other verifier of the same token
+/// reads.
+fn object(text: &str, part: Part) -> Result<Object, TokenError> {
     let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| format!("the {what} is not base64url"))?;
-    match serde_json::from_slice::<Value>(&bytes) {
+        .decode(text)
+        .map_err(|_| TokenError::NotBase64(part))?;
+    match arbiter_core::json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(format!("the {what} is not a JSON object")),
-        Err(_) => Err(format!("the {what} is not UTF-8 JSON")),
+        Ok(_) => Err(TokenError::NotAnObject(part)),
+        // The only data error of the strict parse: a duplicate key.
+        Err(e) if e.is_data() => Err(TokenError::DuplicateKey(part)),
+        Err(_) => Err(TokenError::NotJson(part)),
     }
 }
 
@@ -81,41 +159,12 @@ pub(crate) fn alg(header: &Object) -> Option<&str> {
     header.get("alg").and_then(Value::as_str)
 }
 
-/// The signature algorithms arbiter implements: those of
-/// [`arbiter_core::config::ALGORITHMS`]. `none` and HMAC have no variant, so no path can
-/// reach them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alg {
-    EdDsa,
-    Es256,
-    Rs256,
-}
-
-impl Alg {
-    /// The algorithm a JWS `alg` names, if arbiter accepts it at all.
-    pub(crate) fn from_name(name: &str) -> Option<Alg> {
-        match name {
-            "EdDSA" => Some(Alg::EdDsa),
-            "ES256" => Some(Alg::Es256),
-            "RS256" => Some(Alg::Rs256),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Alg::EdDsa => "EdDSA",
-            Alg::Es256 => "ES256",
-            Alg::Rs256 => "RS256",
-        }
-    }
-
-    pub(crate) fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Alg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
-            Alg::Es256 => jsonwebtoken::Algorithm::ES256,
-            Alg::Rs256 => jsonwebtoken::Algorithm::RS256,
-        }
+/// jsonwebtoken's name for an algorithm arbiter accepts.
+pub(crate) fn jsonwebtoken_algorithm(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    match alg {
+        Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
     }
 }
 
@@ -123,21 +172,30 @@ impl Alg {
 pub(crate) fn optional_string<'a>(
     claims: &'a Object,
     name: &str,
-) -> Result<Option<&'a str>, String> {
+) -> Result<Option<&'a str>, ClaimError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(format!("claim `{name}` is {}, not a string", kind(other))),
+        Some(other) => Err(wrong_type(name, other, "a string")),
+    }
+}
+
+/// A claim `name` whose value `found` is not of the kind `expected`.
+pub(crate) fn wrong_type(name: &str, found: &Value, expected: &'static str) -> ClaimError {
+    ClaimError::WrongType {
+        claim: name.to_owned(),
+        found: kind(found),
+        expected,
     }
 }
 
 /// An optional NumericDate claim (seconds since the epoch; a fraction is dropped).
-pub(crate) fn optional_date(claims: &Object, name: &str) -> Result<Option<Timestamp>, String> {
+pub(crate) fn optional_date(claims: &Object, name: &str) -> Result<Option<Timestamp>, ClaimError> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };
     let Value::Number(number) = value else {
-        return Err(format!("claim `{name}` is {}, not a number", kind(value)));
+        return Err(wrong_type(name, value, "a number"));
     };
     let seconds = match (number.as_i64(), number.as_f64()) {
         (Some(i), _) => Some(i),
@@ -148,12 +206,12 @@ pub(crate) fn optional_date(claims: &Object, name: &str) -> Result<Option<Timest
     seconds
         .and_then(|s| Timestamp::from_second(s).ok())
         .map(Some)
-        .ok_or_else(|| format!("claim `{name}` is not a representable time"))
+        .ok_or_else(|| ClaimError::NotATime(name.to_owned()))
 }
 
 /// Whether `aud` (a string or an array of strings) contains `audience`. A token without
 /// `aud` is for no one.
-pub(crate) fn audience_contains(claims: &Object, audience: &str) -> Result<bool, String> {
+pub(crate) fn audience_contains(claims: &Object, audience: &str) -> Result<bool, ClaimError> {
     match claims.get("aud") {
         None => Ok(false),
         Some(Value::String(s)) => Ok(s == audience),
@@ -162,14 +220,12 @@ pub(crate) fn audience_contains(claims: &Object, audience: &str) -> Result<bool,
             for item in items {
                 match item {
                     Value::String(s) => found |= s == audience,
-                    other => {
-                        return Err(format!("claim `aud` holds {}, not strings", kind(other)));
-                    }
+                    other => return Err(ClaimError::AudienceItem(kind(other))),
                 }
             }
             Ok(found)
         }
-        Some(other) => Err(format!("claim `aud` is {}, not a string", kind(other))),
+        Some(other) => Err(wrong_type("aud", other, "a string")),
     }
 }
 
@@ -238,6 +294,43 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_the_part_or_the_claim_and_never_the_value() {
+        let err = |token: &str| split(token).unwrap_err().to_string();
+        assert_eq!(
+            err(&format!("{}.{}.s", b64(r#"{"a":1,"a":2}"#), b64("{}"))),
+            "the header has a key twice"
+        );
+        assert_eq!(
+            err(&format!("{}.{}.s", b64("{}"), b64("[1]"))),
+            "the payload is not a JSON object"
+        );
+        assert_eq!(
+            err(&format!("{}.{}.s", b64("{}"), b64("{"))),
+            "the payload is not UTF-8 JSON"
+        );
+        assert_eq!(err("!.e30.s"), "the header is not base64url");
+        assert_eq!(
+            err("a.b"),
+            "not a compact JWS (three base64url parts separated by `.`)"
+        );
+        let claims: Object =
+            serde_json::from_str(r#"{"sub": 7, "aud": ["x", {"secret": 1}], "exp": "soon"}"#)
+                .unwrap();
+        assert_eq!(
+            optional_string(&claims, "sub").unwrap_err().to_string(),
+            "claim `sub` is a number, not a string"
+        );
+        assert_eq!(
+            audience_contains(&claims, "x").unwrap_err().to_string(),
+            "claim `aud` holds an object, not strings"
+        );
+        assert_eq!(
+            optional_date(&claims, "exp").unwrap_err().to_string(),
+            "claim `exp` is a string, not a number"
+        );
+    }
+
+    #[test]
     fn dates_are_numbers_in_range() {
         let claims: Object = serde_json::from_str(
             r#"{"a": 10, "b": 10.9, "c": "10", "d": 1e300, "e": 99999999999999999}"#,
@@ -262,12 +355,18 @@ mod tests {
         let claims = |aud: &str| -> Object {
             serde_json::from_str(&format!(r#"{{"aud": {aud}}}"#)).unwrap()
         };
-        assert_eq!(audience_contains(&claims(r#""x""#), "x"), Ok(true));
-        assert_eq!(audience_contains(&claims(r#"["y","x"]"#), "x"), Ok(true));
-        assert_eq!(audience_contains(&claims(r#"["y"]"#), "x"), Ok(false));
+        assert_eq!(audience_contains(&claims(r#""x""#), "x").ok(), Some(true));
+        assert_eq!(
+            audience_contains(&claims(r#"["y","x"]"#), "x").ok(),
+            Some(true)
+        );
+        assert_eq!(
+            audience_contains(&claims(r#"["y"]"#), "x").ok(),
+            Some(false)
+        );
         assert!(audience_contains(&claims(r#"["x", 1]"#), "x").is_err());
         assert!(audience_contains(&claims("7"), "x").is_err());
-        assert_eq!(audience_contains(&Object::new(), "x"), Ok(false));
+        assert_eq!(audience_contains(&Object::new(), "x").ok(), Some(false));
     }
 
     #[test]

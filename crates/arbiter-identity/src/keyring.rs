@@ -6,13 +6,17 @@
 //! needs its private part, so nothing can leak it.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use arbiter_core::fs::{FileMode, IfExists, sync_dir, write_atomic};
+
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use jiff::{SignedDuration, Timestamp};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header};
 use rand::TryRng as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -35,16 +39,73 @@ pub enum IdentityError {
         source: io::Error,
     },
     /// A key file is not one arbiter wrote, or not one it may use.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {problem}", path.display())]
     KeyFile {
-        /// The key file.
+        /// The key file (the folder, when no key can sign).
         path: PathBuf,
         /// What is wrong with it.
-        message: String,
+        problem: KeyFileError,
     },
     /// The system's random source failed, so no key could be generated.
     #[error("no randomness for a new signing key: {0}")]
     Random(String),
+}
+
+/// What is wrong with a key file, or with the keys of the folder.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// Group or others may read it.
+    #[error(
+        "mode {mode:o} lets others read a signing key; it must be 600 (the key may have \
+         leaked: rotate it)"
+    )]
+    Exposed {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not the JSON of a key file.
+    #[error("not a key file: {0}")]
+    NotAKeyFile(#[source] serde_json::Error),
+    /// `x` is not 32 bytes of base64url.
+    #[error("`x` is not a base64url Ed25519 public key")]
+    PublicNotBase64,
+    /// `x` is not a point of the curve.
+    #[error("`x` is not an Ed25519 public key")]
+    PublicNotAKey,
+    /// `x` is a point of small order, for which anyone can forge signatures.
+    #[error("`x` is a point of small order, not a key")]
+    PublicOfSmallOrder,
+    /// `kid` is not the RFC 7638 thumbprint of `x`.
+    #[error("`kid` is not the thumbprint of `x`")]
+    KidNotThumbprint,
+    /// The file's name is not `<kid>.json`.
+    #[error("a key file must be named after its kid ({kid}.json)")]
+    Misnamed {
+        /// The key's id.
+        kid: String,
+    },
+    /// `d` is not 32 bytes of base64url.
+    #[error("`d` is not a base64url Ed25519 private key")]
+    PrivateNotBase64,
+    /// `d` and `x` are not one key pair.
+    #[error("`d` is not the private key of `x`")]
+    PrivateNotOfPublic,
+    /// A key that signs has no private part.
+    #[error("a key that is not retired needs its private part `d`")]
+    NoPrivatePart,
+    /// No key of the folder can sign.
+    #[error("no key that can sign")]
+    NoSigningKey,
+    /// The key could not be written as JSON.
+    #[error("cannot encode: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The private key could not be encoded as PKCS#8, the form jsonwebtoken reads.
+    #[error("cannot encode the signing key as PKCS#8: {0}")]
+    Pkcs8(ed25519_dalek::pkcs8::Error),
+    /// jsonwebtoken could not sign with the key.
+    #[error("jsonwebtoken cannot sign with the key: {0}")]
+    Signing(#[source] jsonwebtoken::errors::Error),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
@@ -107,35 +168,35 @@ impl StoredKey {
         }
     }
 
-    fn from_file(path: &Path, file: KeyFile) -> Result<StoredKey, String> {
+    fn from_file(path: &Path, file: KeyFile) -> Result<StoredKey, KeyFileError> {
         let x: [u8; 32] = jws::decode(&file.x)
             .and_then(|b| b.try_into().ok())
-            .ok_or("`x` is not a base64url Ed25519 public key")?;
-        let verifying =
-            VerifyingKey::from_bytes(&x).map_err(|_| "`x` is not an Ed25519 public key")?;
+            .ok_or(KeyFileError::PublicNotBase64)?;
+        let verifying = VerifyingKey::from_bytes(&x).map_err(|_| KeyFileError::PublicNotAKey)?;
+        // jsonwebtoken verifies with ed25519-dalek's `verify`, which, unlike
+        // `verify_strict`, accepts forged signatures for a key of small order: such a key
+        // is refused here, once, instead of at every signature.
+        if verifying.is_weak() {
+            return Err(KeyFileError::PublicOfSmallOrder);
+        }
         if file.kid != thumbprint(&verifying) {
-            return Err("`kid` is not the thumbprint of `x`".to_owned());
+            return Err(KeyFileError::KidNotThumbprint);
         }
         if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{}.json", file.kid)) {
-            return Err(format!(
-                "a key file must be named after its kid ({}.json)",
-                file.kid
-            ));
+            return Err(KeyFileError::Misnamed { kid: file.kid });
         }
         let signing = match &file.d {
             Some(d) => {
                 let d: [u8; 32] = jws::decode(d)
                     .and_then(|b| b.try_into().ok())
-                    .ok_or("`d` is not a base64url Ed25519 private key")?;
+                    .ok_or(KeyFileError::PrivateNotBase64)?;
                 let signing = SigningKey::from_bytes(&d);
                 if signing.verifying_key() != verifying {
-                    return Err("`d` is not the private key of `x`".to_owned());
+                    return Err(KeyFileError::PrivateNotOfPublic);
                 }
                 Some(signing)
             }
-            None if file.retired_at.is_none() => {
-                return Err("a key that is not retired needs its private part `d`".to_owned());
-            }
+            None if file.retired_at.is_none() => return Err(KeyFileError::NoPrivatePart),
             None => None,
         };
         Ok(StoredKey {
@@ -158,16 +219,27 @@ fn thumbprint(key: &VerifyingKey) -> String {
 }
 
 /// A key's public part, as the keyring holds it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PublicKey {
     kid: String,
     verifying: VerifyingKey,
+    /// The same key, for jsonwebtoken.
+    decoding: DecodingKey,
 }
 
-/// The key that signs.
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .field("x", &jws::encode(self.verifying.as_bytes()))
+            .finish()
+    }
+}
+
+/// The key that signs, for jsonwebtoken.
 struct ActiveKey {
     kid: String,
-    signing: SigningKey,
+    encoding: EncodingKey,
 }
 
 /// arbiter's signing keys as loaded from the data directory: one active key that signs,
@@ -237,7 +309,7 @@ impl Keyring {
                 kept.push(key);
             }
         }
-        sync_dir(&dir)?;
+        sync_dir(&dir).map_err(io_error(&dir))?;
         Keyring::from_keys(kept, &dir)
     }
 
@@ -245,21 +317,25 @@ impl Keyring {
         keys.sort_by(|a, b| {
             (can_sign(b), b.created_at, &b.kid).cmp(&(can_sign(a), a.created_at, &a.kid))
         });
-        let active = keys
+        let (kid, signing) = keys
             .first()
-            .and_then(|k| Some((k.kid.clone(), k.signing.clone()?)))
+            .and_then(|k| Some((&k.kid, k.signing.as_ref()?)))
             .ok_or_else(|| IdentityError::KeyFile {
                 path: dir.to_owned(),
-                message: "no key that can sign".to_owned(),
+                problem: KeyFileError::NoSigningKey,
             })?;
+        let active = ActiveKey::new(kid, signing).map_err(|problem| IdentityError::KeyFile {
+            path: dir.join(format!("{kid}.json")),
+            problem,
+        })?;
         Ok(Keyring {
-            active: Arc::new(ActiveKey {
-                kid: active.0,
-                signing: active.1,
-            }),
+            active: Arc::new(active),
             keys: keys
                 .into_iter()
                 .map(|k| PublicKey {
+                    // The raw 32 bytes: what jsonwebtoken keeps of an Ed25519 public key,
+                    // read from PEM or from a JWK's `x` alike.
+                    decoding: DecodingKey::from_ed_der(k.verifying.as_bytes()),
                     kid: k.kid,
                     verifying: k.verifying,
                 })
@@ -296,24 +372,35 @@ impl Keyring {
         serde_json::json!({ "keys": keys })
     }
 
-    /// The public key with this id.
-    pub(crate) fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .map(|k| &k.verifying)
+    /// The public key with this id, for jsonwebtoken.
+    pub(crate) fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
+        self.keys.iter().find(|k| k.kid == kid).map(|k| &k.decoding)
     }
 
-    /// A compact JWS of `claims` (JSON) signed by the active key.
-    pub(crate) fn sign(&self, claims: &[u8]) -> String {
-        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.active.kid});
-        let signing_input = format!(
-            "{}.{}",
-            jws::encode(header.to_string()),
-            jws::encode(claims)
-        );
-        let signature: Signature = self.active.signing.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", jws::encode(signature.to_bytes()))
+    /// A compact JWS of `claims`, signed by the active key with EdDSA: header
+    /// `{"typ": "JWT", "alg": "EdDSA", "kid": <active kid>}`.
+    pub(crate) fn sign(&self, claims: &impl Serialize) -> String {
+        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.active.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.active.encoding).expect(
+            "the active key signed when the keyring was loaded; signing is deterministic and \
+             claims of strings and numbers serialize",
+        )
+    }
+}
+
+impl ActiveKey {
+    /// The key for jsonwebtoken (PKCS#8, as it reads Ed25519 private keys), proven to sign
+    /// here so that [`Keyring::sign`] cannot fail later.
+    fn new(kid: &str, signing: &SigningKey) -> Result<ActiveKey, KeyFileError> {
+        let der = signing.to_pkcs8_der().map_err(KeyFileError::Pkcs8)?;
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        jsonwebtoken::crypto::sign(b"", &encoding, jsonwebtoken::Algorithm::EdDSA)
+            .map_err(KeyFileError::Signing)?;
+        Ok(ActiveKey {
+            kid: kid.to_owned(),
+            encoding,
+        })
     }
 }
 
@@ -361,9 +448,9 @@ fn load(dir: &Path) -> Result<Vec<StoredKey>, IdentityError> {
 }
 
 fn read_key(path: &Path) -> Result<StoredKey, IdentityError> {
-    let bad = |message: String| IdentityError::KeyFile {
+    let bad = |problem: KeyFileError| IdentityError::KeyFile {
         path: path.to_owned(),
-        message,
+        problem,
     };
     #[cfg(unix)]
     {
@@ -373,50 +460,22 @@ fn read_key(path: &Path) -> Result<StoredKey, IdentityError> {
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            return Err(bad(format!(
-                "mode {:o} lets others read a signing key; it must be 600 (the key may \
-                 have leaked: rotate it)",
-                mode & 0o777
-            )));
+            return Err(bad(KeyFileError::Exposed { mode: mode & 0o777 }));
         }
     }
     let text = fs::read(path).map_err(io_error(path))?;
     let file: KeyFile =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("not a key file: {e}")))?;
+        serde_json::from_slice(&text).map_err(|e| bad(KeyFileError::NotAKeyFile(e)))?;
     StoredKey::from_file(path, file).map_err(bad)
 }
 
-/// Writes a key file atomically: a temporary file (mode 0600) synced, then renamed.
+/// Writes a key file atomically, readable by arbiter alone. Rotation rewrites a key file
+/// (retired, without its private part) in place, so an existing file is replaced.
 fn write_key(dir: &Path, key: &StoredKey) -> Result<(), IdentityError> {
-    let name = key.file_name();
-    let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(key.file_name());
     let bytes = serde_json::to_vec_pretty(&key.to_file()).map_err(|e| IdentityError::KeyFile {
         path: path.clone(),
-        message: format!("cannot encode: {e}"),
+        problem: KeyFileError::Encode(e),
     })?;
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&tmp)(e)),
-    }
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(&bytes).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_error(&path))?;
-    sync_dir(dir)
-}
-
-/// Makes renames and deletions in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
-    Ok(())
+    write_atomic(&path, &bytes, FileMode::Private, IfExists::Replace).map_err(io_error(&path))
 }

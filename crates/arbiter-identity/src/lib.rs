@@ -26,8 +26,8 @@ mod revocation;
 mod upstream;
 mod verify;
 
-pub use keyring::{IdentityError, Keyring};
+pub use keyring::{IdentityError, KeyFileError, Keyring};
 pub use mint::{MintError, MintRequest, Minted, mint};
 pub use revocation::{Revocations, Revoked};
-pub use upstream::{ExchangeError, Exchanged, Upstream};
+pub use upstream::{ExchangeError, Exchanged, JwksError, Upstream, UpstreamError};
 pub use verify::Verifier;

@@ -9,14 +9,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use arbiter_core::Pack;
 use arbiter_core::config::{Preset, PrincipalTemplate};
+use arbiter_core::jwk::{self, Algorithm, PublicKey, UsableKey};
 use cedar_policy::EntityUid;
 use jiff::{SignedDuration, Timestamp};
 use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use serde::Deserialize as _;
 use serde_json::Value;
 
-use crate::jws::{self, Alg, Object, Validity};
+use crate::jws::{self, Object, Validity};
 
 /// A token that an exchange accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +68,11 @@ pub enum ExchangeError {
     NoKeys(String),
 }
 
+/// A token or claim that cannot be read, as an exchange error.
+fn malformed(error: impl std::fmt::Display) -> ExchangeError {
+    ExchangeError::Malformed(error.to_string())
+}
+
 impl ExchangeError {
     /// A short stable code for the error, for the HTTP error body.
     pub fn code(&self) -> &'static str {
@@ -86,6 +90,69 @@ impl ExchangeError {
     }
 }
 
+/// Why the pack's issuers could not be made ready, or a fetched JWKS not used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The pack loader did not check the issuer (a pack not loaded by [`Pack::load`]).
+    #[error("[[issuers]] `{0}` was not checked by the pack loader")]
+    NotChecked(String),
+    /// The issuer has no `iss` (no `issuer`, and a preset without a default).
+    #[error("[[issuers]] `{0}` has no `issuer`")]
+    NoIss(String),
+    /// An algorithm arbiter does not accept.
+    #[error("[[issuers]] `{issuer}`: algorithm `{algorithm}` is not accepted")]
+    Algorithm {
+        /// The issuer's name.
+        issuer: String,
+        /// The algorithm.
+        algorithm: String,
+    },
+    /// Neither `jwks_file` nor `jwks_url`.
+    #[error("[[issuers]] `{0}` has no keys")]
+    NoKeys(String),
+    /// The issuer's `jwks_file` cannot be used.
+    #[error("[[issuers]] `{issuer}` jwks_file: {source}")]
+    JwksFile {
+        /// The issuer's name.
+        issuer: String,
+        /// What is wrong with its key set.
+        source: JwksError,
+    },
+    /// No `[[issuers]]` entry has the name the keys were fetched for.
+    #[error("no [[issuers]] entry is named `{0}`")]
+    UnknownIssuer(String),
+    /// The issuer's keys come from its `jwks_file`, not from a URL.
+    #[error("[[issuers]] `{0}` reads its keys from its jwks_file, not a URL")]
+    NotFromUrl(String),
+    /// The key set fetched from the issuer's `jwks_url` cannot be used.
+    #[error("[[issuers]] `{issuer}` jwks_url: {source}")]
+    JwksUrl {
+        /// The issuer's name.
+        issuer: String,
+        /// What is wrong with its key set.
+        source: JwksError,
+    },
+}
+
+/// Why a JWKS document gives no key to verify with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// Not JSON.
+    #[error("not a JWKS: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not an object with a `keys` array.
+    #[error("not a JWKS: it must be an object with a `keys` array")]
+    NoKeysArray,
+    /// No key of the set is usable for the issuer's algorithms.
+    #[error("no key in it can verify {}: {}", algorithms.join(", "), jwk::RULE)]
+    NoUsableKey {
+        /// The issuer's algorithms.
+        algorithms: Vec<&'static str>,
+    },
+}
+
 /// The pack's `[[issuers]]`, ready to verify their tokens.
 #[derive(Debug)]
 pub struct Upstream {
@@ -98,7 +165,7 @@ struct Issuer {
     name: String,
     iss: String,
     audience: String,
-    algorithms: Vec<Alg>,
+    algorithms: Vec<Algorithm>,
     preset: Option<Preset>,
     principal: PrincipalTemplate,
     attributes: BTreeMap<String, String>,
@@ -126,46 +193,51 @@ struct Keys {
 struct Key {
     kid: Option<String>,
     /// The one algorithm it verifies: its type decides (and its own `alg`, if any, agrees).
-    alg: Alg,
+    alg: Algorithm,
     key: DecodingKey,
 }
 
 impl Upstream {
     /// The issuers of a loaded pack. Keys of a `jwks_file` are read now; a `jwks_url`
     /// issuer has none until [`Upstream::set_jwks`].
-    pub fn from_pack(pack: &Pack) -> Result<Upstream, String> {
+    pub fn from_pack(pack: &Pack) -> Result<Upstream, UpstreamError> {
         let config = pack.config();
         let mut issuers = Vec::new();
         for issuer in &config.issuers {
             let name = issuer.name.get_ref().clone();
-            let checked = pack.issuer_keys(&name).ok_or_else(|| {
-                format!("[[issuers]] `{name}` was not checked by the pack loader")
-            })?;
+            let checked = pack
+                .issuer_keys(&name)
+                .ok_or_else(|| UpstreamError::NotChecked(name.clone()))?;
             let iss = issuer
                 .iss()
-                .ok_or_else(|| format!("[[issuers]] `{name}` has no `issuer`"))?
+                .ok_or_else(|| UpstreamError::NoIss(name.clone()))?
                 .to_owned();
             let algorithms = issuer
                 .algorithms()
                 .into_iter()
                 .map(|a| {
-                    Alg::from_name(a).ok_or_else(|| {
-                        format!("[[issuers]] `{name}`: algorithm `{a}` is not accepted")
+                    Algorithm::from_name(a).ok_or_else(|| UpstreamError::Algorithm {
+                        issuer: name.clone(),
+                        algorithm: a.to_owned(),
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut keys = Keys::default();
             let url = match (&checked.jwks, &issuer.jwks_url) {
                 (Some(text), _) => {
-                    keys.keys = parse_jwks(text, &algorithms)
-                        .map_err(|e| format!("[[issuers]] `{name}` jwks_file: {e}"))?;
+                    keys.keys = parse_jwks(text, &algorithms).map_err(|source| {
+                        UpstreamError::JwksFile {
+                            issuer: name.clone(),
+                            source,
+                        }
+                    })?;
                     None
                 }
                 (None, Some(url)) => Some(KeyUrl {
                     url: url.get_ref().clone(),
                     refresh: jws::leeway(issuer.jwks_refresh),
                 }),
-                (None, None) => return Err(format!("[[issuers]] `{name}` has no keys")),
+                (None, None) => return Err(UpstreamError::NoKeys(name)),
             };
             issuers.push(Issuer {
                 iss,
@@ -192,15 +264,10 @@ impl Upstream {
 
     /// Verifies an upstream token at `now` and maps it to its principal.
     pub fn exchange(&self, token: &str, now: Timestamp) -> Result<Exchanged, ExchangeError> {
-        let compact = jws::split(token).map_err(ExchangeError::Malformed)?;
+        let compact = jws::split(token).map_err(malformed)?;
         let iss = match compact.claims.get("iss") {
             Some(Value::String(iss)) => iss,
-            Some(other) => {
-                return Err(ExchangeError::Malformed(format!(
-                    "claim `iss` is {}, not a string",
-                    jws::kind(other)
-                )));
-            }
+            Some(other) => return Err(malformed(jws::wrong_type("iss", other, "a string"))),
             None => {
                 return Err(ExchangeError::Malformed(
                     "the token has no `iss`".to_owned(),
@@ -211,7 +278,7 @@ impl Upstream {
         // keys to verify with; every claim is checked again once the signature holds.
         let issuer = self.issuer_for(iss, &compact.claims)?;
         let alg = jws::alg(&compact.header)
-            .and_then(Alg::from_name)
+            .and_then(Algorithm::from_name)
             .filter(|alg| issuer.algorithms.contains(alg))
             .ok_or(ExchangeError::BadSignature)?;
         let kid = match compact.header.get("kid") {
@@ -262,19 +329,25 @@ impl Upstream {
 
     /// Replaces the keys of the `jwks_url` issuer `name` with a JWKS the server fetched at
     /// `now`. On `Err` the issuer keeps the keys it had.
-    pub fn set_jwks(&self, name: &str, jwks_json: &str, now: Timestamp) -> Result<(), String> {
+    pub fn set_jwks(
+        &self,
+        name: &str,
+        jwks_json: &str,
+        now: Timestamp,
+    ) -> Result<(), UpstreamError> {
         let issuer = self
             .issuers
             .iter()
             .find(|i| i.name == name)
-            .ok_or_else(|| format!("no [[issuers]] entry is named `{name}`"))?;
+            .ok_or_else(|| UpstreamError::UnknownIssuer(name.to_owned()))?;
         if issuer.url.is_none() {
-            return Err(format!(
-                "[[issuers]] `{name}` reads its keys from its jwks_file, not a URL"
-            ));
+            return Err(UpstreamError::NotFromUrl(name.to_owned()));
         }
-        let keys = parse_jwks(jwks_json, &issuer.algorithms)
-            .map_err(|e| format!("[[issuers]] `{name}` jwks_url: {e}"))?;
+        let keys =
+            parse_jwks(jwks_json, &issuer.algorithms).map_err(|source| UpstreamError::JwksUrl {
+                issuer: name.to_owned(),
+                source,
+            })?;
         let mut current = issuer.keys.write().unwrap_or_else(PoisonError::into_inner);
         *current = Keys {
             keys,
@@ -314,9 +387,9 @@ impl Issuer {
         match jws::audience_contains(claims, &self.audience) {
             Ok(true) => {}
             Ok(false) => return Err(ExchangeError::WrongAudience),
-            Err(e) => return Err(ExchangeError::Malformed(e)),
+            Err(e) => return Err(malformed(e)),
         }
-        let date = |name: &str| jws::optional_date(claims, name).map_err(ExchangeError::Malformed);
+        let date = |name: &str| jws::optional_date(claims, name).map_err(malformed);
         let expires_at =
             date("exp")?.ok_or_else(|| ExchangeError::MissingClaim("exp".to_owned()))?;
         let not_before = match date("nbf")? {
@@ -378,10 +451,7 @@ impl Claims<'_> {
         match self.token.get(name) {
             Some(Value::String(s)) => Ok(s),
             None | Some(Value::Null) => Err(ExchangeError::MissingClaim(name.to_owned())),
-            Some(other) => Err(ExchangeError::Malformed(format!(
-                "claim `{name}` is {}, not a string",
-                jws::kind(other)
-            ))),
+            Some(other) => Err(malformed(jws::wrong_type(name, other, "a string"))),
         }
     }
 }
@@ -395,10 +465,7 @@ fn derived_claims(
     let sub = || match claims.get("sub") {
         Some(Value::String(sub)) => Ok(sub.as_str()),
         None => Err(ExchangeError::MissingClaim("sub".to_owned())),
-        Some(other) => Err(ExchangeError::Malformed(format!(
-            "claim `sub` is {}, not a string",
-            jws::kind(other)
-        ))),
+        Some(other) => Err(malformed(jws::wrong_type("sub", other, "a string"))),
     };
     match preset {
         None | Some(Preset::GithubActions) => Ok(Vec::new()),
@@ -459,91 +526,48 @@ fn spiffe_id(sub: &str) -> Option<(&str, &str)> {
     (domain_ok && path_ok).then_some((trust_domain, path))
 }
 
-/// The usable keys of a JWKS for these algorithms. Keys of other types, curves or
-/// algorithms, and encryption keys, are skipped; a set with no usable key is an error.
-fn parse_jwks(text: &str, algorithms: &[Alg]) -> Result<Arc<[Key]>, String> {
-    let set: Value = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+/// The usable keys of a JWKS for these algorithms, by [`jwk::usable_key`]: the rule the
+/// pack loader applies to a `jwks_file`. A set with no usable key is an error.
+fn parse_jwks(text: &str, algorithms: &[Algorithm]) -> Result<Arc<[Key]>, JwksError> {
+    let set: Value = serde_json::from_str(text).map_err(JwksError::NotJson)?;
     let Some(members) = set.get("keys").and_then(Value::as_array) else {
-        return Err("not a JWKS: it must be an object with a `keys` array".to_owned());
+        return Err(JwksError::NoKeysArray);
     };
-    // RFC 7517 §5: a key of a type not understood, or missing or malformed members, is
-    // ignored, not a reason to refuse the set: an issuer that adds a key of a new kind
-    // must not stop every exchange. `kty` is required (§4.1), though the parser below
-    // would do without it.
     let keys: Vec<Key> = members
         .iter()
-        .filter(|member| member.get("kty").is_some_and(Value::is_string))
-        .filter_map(|member| Jwk::deserialize(member).ok())
-        .filter_map(|jwk| usable_key(&jwk))
-        .filter(|key| algorithms.contains(&key.alg))
+        .filter_map(|member| jwk::usable_key(member, algorithms))
+        .filter_map(Key::new)
         .collect();
     if keys.is_empty() {
-        let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
-        return Err(format!(
-            "no key in it can verify {} (RS256: RSA of 2048 to 4096 bits; ES256: EC P-256; \
-             EdDSA: OKP Ed25519)",
-            names.join(", ")
-        ));
+        return Err(JwksError::NoUsableKey {
+            algorithms: algorithms.iter().map(|a| a.name()).collect(),
+        });
     }
     Ok(keys.into())
 }
 
-/// A JWK as a key for exactly one algorithm, when it is a well-formed public key that
-/// arbiter can use.
-fn usable_key(jwk: &Jwk) -> Option<Key> {
-    if matches!(
-        jwk.common.public_key_use,
-        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
-    ) {
-        return None;
-    }
-    let length = |b64: &str| jws::decode(b64).map(|bytes| bytes.len());
-    let (alg, key) = match &jwk.algorithm {
-        AlgorithmParameters::RSA(rsa) => {
-            let n = jws::decode(&rsa.n)?;
-            let e = jws::decode(&rsa.e)?;
-            let n = n.get(n.iter().position(|b| *b != 0)?..)?;
-            let bits = n.len() * 8 - n.first()?.leading_zeros() as usize;
-            let e_ok = !e.is_empty() && e.len() <= 8;
-            if !(2048..=4096).contains(&bits) || !e_ok {
-                return None;
-            }
-            (Alg::Rs256, DecodingKey::from_rsa_raw_components(n, &e))
-        }
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-            if length(&ec.x)? != 32 || length(&ec.y)? != 32 {
-                return None;
-            }
-            (
-                Alg::Es256,
-                DecodingKey::from_ec_components(&ec.x, &ec.y).ok()?,
-            )
-        }
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-            let x: [u8; 32] = jws::decode(&okp.x)?.try_into().ok()?;
-            ed25519_dalek::VerifyingKey::from_bytes(&x).ok()?;
-            (Alg::EdDsa, DecodingKey::from_ed_components(&okp.x).ok()?)
-        }
-        _ => return None,
-    };
-    // A key that names its own algorithm is used for that one only.
-    if let Some(declared) = jwk.common.key_algorithm
-        && declared != KeyAlgorithm::from(alg.jsonwebtoken())
-    {
-        return None;
-    }
-    Some(Key {
-        kid: jwk.common.key_id.clone(),
-        alg,
-        key,
-    })
-}
-
 impl Key {
+    /// jsonwebtoken's key for a usable JWK; `None` only if jsonwebtoken refused numbers
+    /// the rule already checked.
+    fn new(usable: UsableKey) -> Option<Key> {
+        let key = match &usable.key {
+            PublicKey::Rsa { n, e } => DecodingKey::from_rsa_raw_components(n, e),
+            PublicKey::P256 { x, y } => {
+                DecodingKey::from_ec_components(&jws::encode(x), &jws::encode(y)).ok()?
+            }
+            PublicKey::Ed25519 { x } => DecodingKey::from_ed_components(&jws::encode(x)).ok()?,
+        };
+        Some(Key {
+            kid: usable.kid,
+            alg: usable.algorithm,
+            key,
+        })
+    }
+
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         // The RustCrypto provider, called directly: no process-wide provider to depend on.
         let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
-        (provider.verifier_factory)(&self.alg.jsonwebtoken(), &self.key)
+        (provider.verifier_factory)(&jws::jsonwebtoken_algorithm(self.alg), &self.key)
             .is_ok_and(|verifier| verifier.verify(message, &signature.to_vec()).is_ok())
     }
 }
@@ -602,7 +626,7 @@ mod tests {
                 r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"{extra}}}"#
             ))
         };
-        assert!(parse_jwks(&ed(""), &[Alg::EdDsa]).is_ok());
+        assert!(parse_jwks(&ed(""), &[Algorithm::EdDsa]).is_ok());
         for bad in [
             ed(r#","use":"enc""#),
             ed(r#","alg":"RS256""#),
@@ -613,11 +637,15 @@ mod tests {
             set(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#),
         ] {
             assert!(
-                parse_jwks(&bad, &[Alg::EdDsa, Alg::Es256, Alg::Rs256]).is_err(),
+                parse_jwks(
+                    &bad,
+                    &[Algorithm::EdDsa, Algorithm::Es256, Algorithm::Rs256]
+                )
+                .is_err(),
                 "{bad}"
             );
         }
-        assert!(parse_jwks(&ed(""), &[Alg::Rs256]).is_err());
-        assert!(parse_jwks("[]", &[Alg::EdDsa]).is_err());
+        assert!(parse_jwks(&ed(""), &[Algorithm::Rs256]).is_err());
+        assert!(parse_jwks("[]", &[Algorithm::EdDsa]).is_err());
     }
 }

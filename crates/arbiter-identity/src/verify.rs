@@ -11,12 +11,14 @@ use arbiter_core::config::Credentials;
 use arbiter_core::identity::{CredentialFailure, CredentialVerifier, VerifiedCredential};
 use arc_swap::ArcSwap;
 use cedar_policy::EntityUid;
-use ed25519_dalek::Signature;
 use jiff::{SignedDuration, Timestamp};
+use jsonwebtoken::Validation;
+use jsonwebtoken::errors::ErrorKind;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::cache::{self, TokenCache};
-use crate::jws::{self, Object, Validity};
+use crate::jws::{self, ClaimError, Object, Validity};
 use crate::keyring::Keyring;
 use crate::revocation::{Revocations, Revoked};
 
@@ -91,6 +93,12 @@ impl Verifier {
     }
 
     /// Checks signature, issuer, audience and claim types: what does not change with time.
+    ///
+    /// The token is read by [`jws::split`] first, and judged by arbiter's rules before
+    /// jsonwebtoken sees it: the size limit, a `crit` header, header and claims as JSON
+    /// objects without duplicate keys, `alg` exactly `EdDSA`, `iss`, and a `kid` of this
+    /// keyring. jsonwebtoken then verifies the signature (and reads the header into its
+    /// own struct); every claim is judged by arbiter again, from the same text.
     fn verify_signed(&self, keyring: &Keyring, token: &str) -> Result<Verified, CredentialFailure> {
         let compact = jws::split(token).map_err(|_| CredentialFailure::Malformed)?;
         // Only EdDSA: `none`, HMAC (a public key used as a shared secret) and the other
@@ -108,13 +116,17 @@ impl Verifier {
             .header
             .get("kid")
             .and_then(Value::as_str)
-            .and_then(|kid| keyring.verifying_key(kid))
+            .and_then(|kid| keyring.decoding_key(kid))
             .ok_or(CredentialFailure::BadSignature)?;
-        let signature = jws::decode(compact.signature)
-            .and_then(|bytes| Signature::from_slice(&bytes).ok())
-            .ok_or(CredentialFailure::BadSignature)?;
-        key.verify_strict(compact.signing_input.as_bytes(), &signature)
-            .map_err(|_| CredentialFailure::BadSignature)?;
+        match jsonwebtoken::decode::<IgnoredAny>(token, key, &signature_only()) {
+            Ok(_) => {}
+            // A header member jsonwebtoken cannot read (`"typ": 5`): not a header arbiter
+            // writes.
+            Err(e) if matches!(e.kind(), ErrorKind::Json(_)) => {
+                return Err(CredentialFailure::Malformed);
+            }
+            Err(_) => return Err(CredentialFailure::BadSignature),
+        }
         // Signed by arbiter from here on.
         match jws::audience_contains(&compact.claims, &self.audience) {
             Ok(true) => {}
@@ -160,27 +172,41 @@ impl State {
     }
 }
 
+/// What jsonwebtoken is asked to check of arbiter's tokens: the EdDSA signature, nothing
+/// else. Time is arbiter's (checked against the `now` each call is given, never the
+/// system clock), and so are `iss`, `aud` and every other claim; with these settings
+/// jsonwebtoken reads no clock and requires no claim.
+fn signature_only() -> Validation {
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation.leeway = 0;
+    validation
+}
+
 /// The credential a signed token's claims describe.
-fn credential(claims: &Object) -> Result<Verified, String> {
-    let required_string = |name: &str| -> Result<String, String> {
+fn credential(claims: &Object) -> Result<Verified, ClaimError> {
+    let required_string = |name: &str| -> Result<String, ClaimError> {
         match jws::optional_string(claims, name)? {
             Some(s) if !s.is_empty() => Ok(s.to_owned()),
-            _ => Err(format!("claim `{name}` is missing or empty")),
+            _ => Err(ClaimError::MissingOrEmpty(name.to_owned())),
         }
     };
-    let optional = |name: &str| -> Result<Option<String>, String> {
+    let optional = |name: &str| -> Result<Option<String>, ClaimError> {
         match jws::optional_string(claims, name)? {
-            Some("") => Err(format!("claim `{name}` is empty")),
+            Some("") => Err(ClaimError::Empty(name.to_owned())),
             other => Ok(other.map(str::to_owned)),
         }
     };
-    let required_date = |name: &str| -> Result<Timestamp, String> {
-        jws::optional_date(claims, name)?.ok_or_else(|| format!("claim `{name}` is missing"))
+    let required_date = |name: &str| -> Result<Timestamp, ClaimError> {
+        jws::optional_date(claims, name)?.ok_or_else(|| ClaimError::Missing(name.to_owned()))
     };
     let sub = required_string("sub")?;
     let principal = sub
         .parse::<EntityUid>()
-        .map_err(|e| format!("claim `sub` is not a Cedar entity uid: {e}"))?;
+        .map_err(|e| ClaimError::NotAnEntityUid(Box::new(e)))?;
     let issued_at = required_date("iat")?;
     let iss = required_string("iss")?;
     let via = optional("via")?;
@@ -190,18 +216,13 @@ fn credential(claims: &Object) -> Result<Verified, String> {
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(format!(
-                    "attribute `{k}` is {}, not a string",
-                    jws::kind(other)
-                )),
+                other => Err(ClaimError::Attribute {
+                    attribute: k.clone(),
+                    found: jws::kind(other),
+                }),
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(format!(
-                "claim `attrs` is {}, not an object",
-                jws::kind(other)
-            ));
-        }
+        Some(other) => return Err(jws::wrong_type("attrs", other, "an object")),
     };
     Ok(Verified {
         not_before: jws::optional_date(claims, "nbf")?.unwrap_or(issued_at),

@@ -521,10 +521,14 @@ fn a_jwks_url_issuer_has_no_keys_until_the_server_sets_them() {
         .set_jwks("remote", &mixed.to_string(), now)
         .unwrap();
     let only_bad = json!({"keys": [1, {"kty": "RSA", "n": 7}, without_kty]});
+    let refused = upstream
+        .set_jwks("remote", &only_bad.to_string(), now)
+        .unwrap_err()
+        .to_string();
     assert!(
-        upstream
-            .set_jwks("remote", &only_bad.to_string(), now)
-            .is_err()
+        refused.starts_with("[[issuers]] `remote` jwks_url: no key in it can verify ")
+            && refused.ends_with(arbiter_core::jwk::RULE),
+        "{refused}"
     );
     assert!(upstream.set_jwks("remote", r#"{"keys": {}}"#, now).is_err());
 
@@ -553,6 +557,31 @@ fn malformed_upstream_tokens_say_so() {
         let error = upstream.exchange(&token, at("10:00:00")).unwrap_err();
         assert_eq!(error.code(), "malformed", "{token:.60}: {error}");
     }
+}
+
+/// A claim twice, signed by the issuer's real key: a strict reader in front (a proxy that
+/// checked `repository_owner`) and a lenient one (keeping the last) would see two owners.
+#[test]
+fn a_claim_twice_in_a_signed_upstream_token_is_malformed() {
+    let (_dir, upstream) = upstream();
+    let key = github_key();
+    let claims = github_claims().to_string();
+    let twice = format!(r#"{{"repository_owner":"evil",{}"#, &claims[1..]);
+    serde_json::from_str::<Value>(&twice).unwrap();
+    let input = format!(
+        "{}.{}",
+        b64(r#"{"alg":"RS256","typ":"JWT","kid":"gh-1"}"#),
+        b64(&twice)
+    );
+    let token = format!(
+        "{input}.{}",
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key.signing, key.alg).unwrap()
+    );
+    let error = upstream.exchange(&token, at("10:01:00")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "malformed token: the payload has a key twice"
+    );
 }
 
 #[test]

@@ -187,3 +187,36 @@ fn rotation_signs_with_a_new_key_and_keeps_the_old_one_until_keep_for() {
     );
     assert!(verifier.verify(&new_token, at("10:05:00")).is_ok());
 }
+
+/// jsonwebtoken verifies with ed25519-dalek's `verify`, which accepts signatures anyone can
+/// forge for a public key of small order; arbiter refuses such a key when it loads its key
+/// files. Only a retired key file (public part only) can hold one: a private key's own
+/// public key is never of small order.
+#[test]
+fn a_key_file_whose_public_key_is_of_small_order_is_refused() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    Keyring::load_or_create(data, at("09:00:00")).unwrap();
+    // The identity point (y = 1): on the curve, of order 1.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let x = common::b64(identity);
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let kid = common::b64(sha2::Sha256::digest(canonical.as_bytes()));
+    let path = data.join("keys").join(format!("{kid}.json"));
+    let file = serde_json::json!({
+        "kid": kid, "x": x,
+        "created_at": "2026-03-01T00:00:00Z", "retired_at": "2026-03-02T00:00:00Z",
+    });
+    fs::write(&path, file.to_string()).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let error = Keyring::load_or_create(data, at("09:00:00")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: `x` is a point of small order, not a key",
+            path.display()
+        )
+    );
+}

@@ -499,6 +499,107 @@ fn malformed_tokens_say_so() {
     }
 }
 
+/// A header or claims arbiter reads one way and another verifier another way: with a key
+/// twice, serde_json keeps the last and a strict reader the first or neither. Signed by
+/// arbiter's own key, so only the duplicate can be why it is refused.
+#[test]
+fn a_key_twice_in_the_header_or_the_claims_is_malformed() {
+    let (dir, keyring) = keyring();
+    let (verifier, _) = verifier(&keyring);
+    let key = signing_key(dir.path(), keyring.active_kid());
+    let kid = keyring.active_kid();
+    let claims = good_claims().to_string();
+    let header = json!({"alg": "EdDSA", "kid": kid}).to_string();
+    let sign = |header: &str, claims: &str| {
+        let input = format!("{}.{}", b64(header), b64(claims));
+        let signature = ed25519_dalek::Signer::sign(&key, input.as_bytes());
+        format!("{input}.{}", b64(signature.to_bytes()))
+    };
+    assert!(
+        verifier
+            .verify(&sign(&header, &claims), at("10:05:00"))
+            .is_ok()
+    );
+    let admin = format!(r#"{{"sub":"Agent::\"admin\"",{}"#, &claims[1..]);
+    let no_alg = format!(r#"{{"alg":"none","alg":"EdDSA","kid":"{kid}"}}"#);
+    let two_kids = format!(r#"{{"alg":"EdDSA","kid":"other","kid":"{kid}"}}"#);
+    let nested = claims.replace(r#""iss""#, r#""attrs":{"a":"1","a":"2"},"iss""#);
+    for (what, header, claims) in [
+        ("sub twice", &header, &admin),
+        ("alg twice", &no_alg, &claims),
+        ("kid twice", &two_kids, &claims),
+        ("a key twice in attrs", &header, &nested),
+    ] {
+        // JSON that serde_json reads (keeping the last key): only the duplicate is wrong.
+        for text in [header, claims] {
+            serde_json::from_str::<Value>(text).unwrap();
+        }
+        assert_eq!(
+            verifier.verify(&sign(header, claims), at("10:05:00")),
+            Err(CredentialFailure::Malformed),
+            "{what}"
+        );
+    }
+}
+
+/// jsonwebtoken reads the header into its own struct: a member of a registered name with
+/// the wrong type is not a header arbiter writes, whoever signed it.
+#[test]
+fn a_registered_header_member_of_the_wrong_type_is_malformed() {
+    let (dir, keyring) = keyring();
+    let (verifier, _) = verifier(&keyring);
+    let key = signing_key(dir.path(), keyring.active_kid());
+    for member in [
+        json!({"typ": 5}),
+        json!({"x5c": "not a list"}),
+        json!({"jku": []}),
+    ] {
+        let mut header = json!({"alg": "EdDSA", "kid": keyring.active_kid()});
+        header
+            .as_object_mut()
+            .unwrap()
+            .extend(member.as_object().unwrap().clone());
+        assert_eq!(
+            verifier.verify(&forge(&header, &good_claims(), &key), at("10:05:00")),
+            Err(CredentialFailure::Malformed),
+            "{header}"
+        );
+    }
+}
+
+/// jsonwebtoken checks the signature only: times are judged against the `now` the
+/// verifier is given, so a token from 2001 verifies in 2001 and one for 2090 in 2090,
+/// whatever the machine's clock says.
+#[test]
+fn times_are_judged_at_the_time_given_never_the_system_clock() {
+    let (_dir, keyring) = keyring();
+    let (verifier, _) = verifier(&keyring);
+    let config = config();
+    for year in ["2001-09-09T01:46:40Z", "2090-01-01T00:00:00Z"] {
+        let minted_at: jiff::Timestamp = year.parse().unwrap();
+        let minted = mint(
+            &keyring,
+            &config.credentials,
+            &config.intents,
+            &request(10),
+            minted_at,
+        )
+        .unwrap();
+        let later = minted_at
+            .checked_add(jiff::SignedDuration::from_mins(5))
+            .unwrap();
+        assert!(verifier.verify(&minted.token, later).is_ok(), "{year}");
+        let past_exp = minted_at
+            .checked_add(jiff::SignedDuration::from_mins(11))
+            .unwrap();
+        assert_eq!(
+            verifier.verify(&minted.token, past_exp),
+            Err(CredentialFailure::Expired),
+            "{year}"
+        );
+    }
+}
+
 #[test]
 fn minting_past_a_limit_is_an_error_that_names_it() {
     let (_dir, keyring) = keyring();

@@ -41,6 +41,51 @@ pub struct Suggestion {
     pub notes: Vec<String>,
 }
 
+/// A suggestion that failed its own check: a bug in arbiter, never something the
+/// observed data can cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SuggestError {
+    /// The file does not parse.
+    #[error("the suggested permits do not parse (a bug in arbiter): {0}")]
+    Unparsable(Box<cedar_policy::ParseErrors>),
+    /// It holds another number of policies than were written.
+    #[error(
+        "the suggestion holds {parsed} policies where {written} were written (a bug in arbiter)"
+    )]
+    Miscounted {
+        /// Policies Cedar read.
+        parsed: usize,
+        /// Policies written.
+        written: usize,
+    },
+    /// It does not validate in strict mode.
+    #[error(
+        "the suggested permits do not validate against the pack's schema (a bug in arbiter): {}",
+        .0.join("; ")
+    )]
+    Invalid(Vec<String>),
+}
+
+/// Why an observed row cannot be suggested from.
+#[derive(Debug, thiserror::Error)]
+enum Skipped {
+    #[error("the {what} {text:?} is not a Cedar entity uid")]
+    NotAUid { what: &'static str, text: String },
+    #[error("the action {0} is not in the pack's schema")]
+    UnknownAction(String),
+    #[error("the schema does not let principals of type {principal_type} perform {action}")]
+    PrincipalType {
+        principal_type: EntityTypeName,
+        action: String,
+    },
+    #[error("the schema does not let {action} apply to resources of type {resource_type}")]
+    ResourceType {
+        action: String,
+        resource_type: EntityTypeName,
+    },
+}
+
 /// Suggests least-privilege permits covering every (principal, action, resource) in
 /// `observed` that the pack's schema allows.
 ///
@@ -48,10 +93,10 @@ pub struct Suggestion {
 /// principal or resource type the action does not apply to are skipped, each kind once in
 /// `notes`. The result parses and validates against the schema in strict mode; if it did
 /// not, that is a bug, returned as the error.
-pub fn suggest(pack: &Pack, observed: &[Observed]) -> Result<Suggestion, String> {
+pub fn suggest(pack: &Pack, observed: &[Observed]) -> Result<Suggestion, SuggestError> {
     let schema = pack.schema();
     let mut notes = Vec::new();
-    // Why → (rows, requests).
+    // Why, as said → (rows, requests); the notes come out in the order of their text.
     let mut skipped: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut principals: BTreeMap<String, PrincipalSeen> = BTreeMap::new();
     let mut total: Option<Tally> = None;
@@ -65,7 +110,7 @@ pub fn suggest(pack: &Pack, observed: &[Observed]) -> Result<Suggestion, String>
                     .add(&request, row);
             }
             Err(why) => {
-                let (rows, requests) = skipped.entry(why).or_default();
+                let (rows, requests) = skipped.entry(why.to_string()).or_default();
                 *rows += 1;
                 *requests += row.count;
             }
@@ -117,12 +162,14 @@ struct Admitted {
 }
 
 impl Admitted {
-    /// The row's uids, or why the row cannot be suggested from (the same text for every
-    /// row skipped for the same reason, so they can be counted together).
-    fn admit(schema: Option<&Schema>, row: &Observed) -> Result<Admitted, String> {
-        let parse = |what: &str, text: &str| {
-            EntityUid::from_str(text)
-                .map_err(|_| format!("the {what} {text:?} is not a Cedar entity uid"))
+    /// The row's uids, or why the row cannot be suggested from (the same for every row
+    /// skipped for the same reason, so they can be counted together).
+    fn admit(schema: Option<&Schema>, row: &Observed) -> Result<Admitted, Skipped> {
+        let parse = |what: &'static str, text: &str| {
+            EntityUid::from_str(text).map_err(|_| Skipped::NotAUid {
+                what,
+                text: text.to_owned(),
+            })
         };
         let request = Admitted {
             principal: parse("principal", &row.principal)?,
@@ -134,25 +181,27 @@ impl Admitted {
         };
         let action = uid_text(&request.action);
         if !schema.actions().any(|a| a == &request.action) {
-            return Err(format!("the action {action} is not in the pack's schema"));
+            return Err(Skipped::UnknownAction(action));
         }
         let principal_type = request.principal.type_name();
         let principal_applies = schema
             .principals_for_action(&request.action)
             .is_some_and(|mut types| types.any(|t| t == principal_type));
         if !principal_applies {
-            return Err(format!(
-                "the schema does not let principals of type {principal_type} perform {action}"
-            ));
+            return Err(Skipped::PrincipalType {
+                principal_type: principal_type.clone(),
+                action,
+            });
         }
         let resource_type = request.resource.type_name();
         let resource_applies = schema
             .resources_for_action(&request.action)
             .is_some_and(|mut types| types.any(|t| t == resource_type));
         if !resource_applies {
-            return Err(format!(
-                "the schema does not let {action} apply to resources of type {resource_type}"
-            ));
+            return Err(Skipped::ResourceType {
+                action,
+                resource_type: resource_type.clone(),
+            });
         }
         Ok(request)
     }
@@ -451,14 +500,14 @@ fn quote(text: &str) -> String {
 }
 
 /// The suggestion parses, holds `policies` policies, and validates in strict mode.
-fn check(cedar: &str, policies: usize, schema: Option<&Schema>) -> Result<(), String> {
-    let set = PolicySet::from_str(cedar)
-        .map_err(|e| format!("the suggested permits do not parse (a bug in arbiter): {e}"))?;
+fn check(cedar: &str, policies: usize, schema: Option<&Schema>) -> Result<(), SuggestError> {
+    let set = PolicySet::from_str(cedar).map_err(|e| SuggestError::Unparsable(Box::new(e)))?;
     let parsed = set.policies().count();
     if parsed != policies {
-        return Err(format!(
-            "the suggestion holds {parsed} policies where {policies} were written (a bug in arbiter)"
-        ));
+        return Err(SuggestError::Miscounted {
+            parsed,
+            written: policies,
+        });
     }
     let Some(schema) = schema else {
         return Ok(());
@@ -471,10 +520,7 @@ fn check(cedar: &str, policies: usize, schema: Option<&Schema>) -> Result<(), St
         .validation_errors()
         .map(ToString::to_string)
         .collect();
-    Err(format!(
-        "the suggested permits do not validate against the pack's schema (a bug in arbiter): {}",
-        errors.into_iter().collect::<Vec<_>>().join("; ")
-    ))
+    Err(SuggestError::Invalid(errors.into_iter().collect()))
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use arbiter_core::Pack;
+use arbiter_core::fs::{FileMode, IfExists, write_atomic};
 use arbiter_core::rule::{Kind, Mode};
 use cedar_policy::Policy;
 use toml_edit::{Decor, DocumentMut, InlineTable, Item, Key, Table, Value};
@@ -22,7 +23,7 @@ use toml_edit::{Decor, DocumentMut, InlineTable, Item, Key, Table, Value};
 const CONFIG_FILE: &str = "arbiter.toml";
 
 /// The prefix that names a default-deny scope rather than a rule.
-const SCOPE_PREFIX: &str = "default-deny:";
+pub(crate) const SCOPE_PREFIX: &str = "default-deny:";
 
 /// What to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,17 @@ pub struct Edit {
 }
 
 impl Edit {
+    /// The edit that undoes this one, once it is written: the same file back to `before`.
+    pub fn reversed(&self) -> Edit {
+        Edit {
+            file: self.file.clone(),
+            before: self.after.clone(),
+            after: self.before.clone(),
+            from: self.to,
+            to: self.from,
+        }
+    }
+
     /// A unified diff of the change with 3 lines of context, as git shows it.
     pub fn diff(&self) -> String {
         let name = slash_path(&self.file);
@@ -87,7 +99,9 @@ impl Edit {
 
     /// Writes the new text into the pack in `pack_dir`, atomically: a temporary file in the
     /// same directory, with the file's permissions, renamed over it. A reader (a server
-    /// watching the pack) sees the old text or the new one, never half of each.
+    /// watching the pack) sees the old text or the new one, never half of each. A file the
+    /// edit creates gets the mode any new file gets, and is never written over a file that
+    /// appeared since it was found missing.
     ///
     /// Refuses when the file no longer holds `before`: someone changed it since the edit
     /// was computed, and writing would undo their change.
@@ -105,28 +119,23 @@ impl Edit {
             )));
         }
         if current.is_none() {
-            // A new file: `create_new` fails rather than overwrite one that appeared since.
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            file.write_all(self.after.as_bytes())?;
-            return file.sync_all();
+            // A new file: never over one that appeared since it was found missing.
+            return write_atomic(
+                &path,
+                self.after.as_bytes(),
+                FileMode::Default,
+                IfExists::Fail,
+            );
         }
         // Through a symlink, the file it points to is the one to replace.
         let path = fs::canonicalize(&path)?;
-        let dir = path.parent().ok_or_else(|| {
-            io::Error::other(format!("{} has no parent directory", path.display()))
-        })?;
-        let mut temp = tempfile::Builder::new()
-            .prefix(".arbiter-promote-")
-            .tempfile_in(dir)?;
-        temp.write_all(self.after.as_bytes())?;
-        temp.as_file()
-            .set_permissions(fs::metadata(&path)?.permissions())?;
-        temp.as_file().sync_all()?;
-        temp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
+        let permissions = fs::metadata(&path)?.permissions();
+        write_atomic(
+            &path,
+            self.after.as_bytes(),
+            FileMode::Same(permissions),
+            IfExists::Replace,
+        )
     }
 }
 
@@ -168,12 +177,12 @@ pub enum PromoteError {
     },
     /// The file could not be read as a pack file: the policy or the table to edit was not
     /// found where the pack says it is.
-    #[error("{}: {message}", file.display())]
+    #[error("{}: {cause}", file.display())]
     Unparsable {
         /// The file, relative to the pack.
         file: PathBuf,
         /// What could not be read.
-        message: String,
+        cause: SourceError,
     },
     /// The pack with the edit applied does not load, or does not have the target in the
     /// new mode. This is a bug in the edit, never something to force through.
@@ -184,6 +193,50 @@ pub enum PromoteError {
         /// What `arbiter validate` would say about the result.
         message: String,
     },
+}
+
+/// Why the text of a pack file could not be edited.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// A Cedar string literal runs to the end of the file.
+    #[error("a string starting at byte {0} is never closed")]
+    UnclosedString(usize),
+    /// An `@` without a name after it.
+    #[error("`@` at byte {0} is not followed by a name")]
+    NamelessAnnotation(usize),
+    /// An annotation whose value is not one string in parentheses.
+    #[error("@{name} at byte {at} is not `@{name}(\"…\")`")]
+    MalformedAnnotation {
+        /// The annotation's name.
+        name: String,
+        /// Where its `@` is.
+        at: usize,
+    },
+    /// Two policies of the file have the id.
+    #[error("two policies have @id(\"{0}\")")]
+    DuplicateId(String),
+    /// No policy of the file has the id.
+    #[error("no policy with @id(\"{0}\")")]
+    NoPolicy(String),
+    /// `@mode` without a value.
+    #[error("the @mode of `{0}` has no value: write @mode(\"…\")")]
+    ModeWithoutValue(String),
+    /// The policy found by its id has no `@id` annotation to add `@mode` after.
+    #[error("the policy `{0}` has no @id annotation")]
+    NoIdAnnotation(String),
+    /// The edit would split a character.
+    #[error("an edit inside a character")]
+    InsideCharacter,
+    /// `arbiter.toml` is not TOML.
+    #[error("not valid TOML: {0}")]
+    Toml(toml_edit::TomlError),
+    /// A key that must hold a table holds something else.
+    #[error("`{0}` is not a table")]
+    NotATable(&'static str),
+    /// A principal type's mode is not a value.
+    #[error("`[default_deny] principal_types.{0}` is not a value")]
+    NotAValue(String),
 }
 
 /// The edit that sets the mode of `target` to `to`, checked by loading a copy of the pack
@@ -213,9 +266,9 @@ fn rule_edit(pack: &Pack, id: &str, to: Mode) -> Result<Edit, PromoteError> {
     }
     let before = read(pack.dir(), &rule.file)?;
     let after =
-        cedar_text::set_mode(&before, id, to).map_err(|message| PromoteError::Unparsable {
+        cedar_text::set_mode(&before, id, to).map_err(|cause| PromoteError::Unparsable {
             file: rule.file.clone(),
-            message,
+            cause,
         })?;
     if after == before {
         // The file already says `to`: the pack was loaded before someone changed it.
@@ -252,10 +305,10 @@ fn scope_edit(pack: &Pack, name: &str, to: Mode) -> Result<Edit, PromoteError> {
         }
         other => other?,
     };
-    let after = config_text::set_scope_mode(&before, principal_type, to).map_err(|message| {
+    let after = config_text::set_scope_mode(&before, principal_type, to).map_err(|cause| {
         PromoteError::Unparsable {
             file: file.clone(),
-            message,
+            cause,
         }
     })?;
     Ok(Edit {
@@ -358,7 +411,7 @@ fn slash_path(path: &Path) -> String {
 /// Editing a `.cedar` file: find the policy by its `@id` and set its `@mode`, touching
 /// only the bytes of that annotation.
 mod cedar_text {
-    use super::{Mode, Policy, Range};
+    use super::{Mode, Policy, Range, SourceError};
 
     /// A token of Cedar source that matters for finding annotations. Whitespace and `//`
     /// comments are skipped, and a string is one token, so text inside either is never
@@ -379,7 +432,7 @@ mod cedar_text {
         span: Range<usize>,
     }
 
-    fn tokens(src: &str) -> Result<Vec<Spanned>, String> {
+    fn tokens(src: &str) -> Result<Vec<Spanned>, SourceError> {
         let mut out = Vec::new();
         let mut chars = src.char_indices().peekable();
         while let Some((start, c)) = chars.next() {
@@ -404,8 +457,7 @@ mod cedar_text {
                         _ => {}
                     }
                 }
-                let end = end
-                    .ok_or_else(|| format!("a string starting at byte {start} is never closed"))?;
+                let end = end.ok_or(SourceError::UnclosedString(start))?;
                 out.push(Spanned {
                     token: Token::Str,
                     span: start..end,
@@ -451,7 +503,7 @@ mod cedar_text {
         head: usize,
     }
 
-    fn policies(src: &str) -> Result<Vec<PolicyText>, String> {
+    fn policies(src: &str) -> Result<Vec<PolicyText>, SourceError> {
         let tokens = tokens(src)?;
         let mut out = Vec::new();
         let mut start = 0;
@@ -473,7 +525,7 @@ mod cedar_text {
     fn annotations<'t>(
         src: &str,
         policy: &'t [Spanned],
-    ) -> Result<(Vec<Annotation>, &'t [Spanned]), String> {
+    ) -> Result<(Vec<Annotation>, &'t [Spanned]), SourceError> {
         let mut out = Vec::new();
         let mut rest = policy;
         while let [at, name, after @ ..] = rest {
@@ -481,19 +533,16 @@ mod cedar_text {
                 break;
             }
             if name.token != Token::Word {
-                return Err(format!(
-                    "`@` at byte {} is not followed by a name",
-                    at.span.start
-                ));
+                return Err(SourceError::NamelessAnnotation(at.span.start));
             }
             let name_text = src.get(name.span.clone()).unwrap_or_default().to_owned();
             match after {
                 [open, value, close, tail @ ..] if open.token == Token::Punct('(') => {
                     if value.token != Token::Str || close.token != Token::Punct(')') {
-                        return Err(format!(
-                            "@{name_text} at byte {} is not `@{name_text}(\"…\")`",
-                            at.span.start
-                        ));
+                        return Err(SourceError::MalformedAnnotation {
+                            name: name_text,
+                            at: at.span.start,
+                        });
                     }
                     out.push(Annotation {
                         name: name_text,
@@ -517,7 +566,7 @@ mod cedar_text {
 
     /// `src` with the `@mode` of the policy whose `@id` is `id` set to `to`: its value
     /// rewritten when it has one, else `@mode("…")` added on its own line after `@id`.
-    pub(super) fn set_mode(src: &str, id: &str, to: Mode) -> Result<String, String> {
+    pub(super) fn set_mode(src: &str, id: &str, to: Mode) -> Result<String, SourceError> {
         let mut found = None;
         for policy in policies(src)? {
             let text = src.get(policy.text.clone()).unwrap_or_default();
@@ -527,29 +576,30 @@ mod cedar_text {
             };
             if parsed.annotation("id") == Some(id) {
                 if found.is_some() {
-                    return Err(format!("two policies have @id(\"{id}\")"));
+                    return Err(SourceError::DuplicateId(id.to_owned()));
                 }
                 found = Some(policy);
             }
         }
-        let policy = found.ok_or_else(|| format!("no policy with @id(\"{id}\")"))?;
+        let policy = found.ok_or_else(|| SourceError::NoPolicy(id.to_owned()))?;
         let literal = format!("\"{}\"", to.as_str());
         let annotation = |name: &str| policy.annotations.iter().find(|a| a.name == name);
         let (at, insert) = match annotation("mode") {
             Some(mode) => {
-                let value = mode.value.clone().ok_or_else(|| {
-                    format!("the @mode of `{id}` has no value: write @mode(\"…\")")
-                })?;
+                let value = mode
+                    .value
+                    .clone()
+                    .ok_or_else(|| SourceError::ModeWithoutValue(id.to_owned()))?;
                 (value, literal)
             }
             None => {
-                let id_annotation = annotation("id")
-                    .ok_or_else(|| format!("the policy `{id}` has no @id annotation"))?;
+                let id_annotation =
+                    annotation("id").ok_or_else(|| SourceError::NoIdAnnotation(id.to_owned()))?;
                 added_mode(src, id_annotation, policy.head, &literal)
             }
         };
-        let before = src.get(..at.start).ok_or("an edit inside a character")?;
-        let after = src.get(at.end..).ok_or("an edit inside a character")?;
+        let before = src.get(..at.start).ok_or(SourceError::InsideCharacter)?;
+        let after = src.get(at.end..).ok_or(SourceError::InsideCharacter)?;
         Ok(format!("{before}{insert}{after}"))
     }
 
@@ -589,7 +639,7 @@ mod cedar_text {
 
 /// Editing `arbiter.toml` with `toml_edit`, so comments, formatting and key order stay.
 mod config_text {
-    use super::{Decor, DocumentMut, InlineTable, Item, Key, Mode, Table, Value};
+    use super::{Decor, DocumentMut, InlineTable, Item, Key, Mode, SourceError, Table, Value};
 
     /// `src` with `[default_deny] principal_types.<principal_type>` set to `to`, written
     /// explicitly even when it equals the section's `mode`: explicit is reviewable.
@@ -597,7 +647,7 @@ mod config_text {
         src: &str,
         principal_type: &str,
         to: Mode,
-    ) -> Result<String, String> {
+    ) -> Result<String, SourceError> {
         let out = edited(src, principal_type, to)?;
         // `toml_edit` keeps the file's own line endings but writes new lines with `\n`.
         let crlf = src.contains("\r\n") && src.matches('\n').count() == src.matches("\r\n").count();
@@ -608,8 +658,8 @@ mod config_text {
         })
     }
 
-    fn edited(src: &str, principal_type: &str, to: Mode) -> Result<String, String> {
-        let mut doc: DocumentMut = src.parse().map_err(|e| format!("not valid TOML: {e}"))?;
+    fn edited(src: &str, principal_type: &str, to: Mode) -> Result<String, SourceError> {
+        let mut doc: DocumentMut = src.parse().map_err(SourceError::Toml)?;
         let root = doc.as_table_mut();
         if !root.contains_key("default_deny") {
             let mut section = Table::new();
@@ -621,7 +671,7 @@ mod config_text {
         let section = root
             .get_mut("default_deny")
             .and_then(Item::as_table_like_mut)
-            .ok_or("`default_deny` is not a table")?;
+            .ok_or(SourceError::NotATable("default_deny"))?;
         let value = Value::from(to.as_str());
         let Some(types) = section.get_mut("principal_types") else {
             let mut types = InlineTable::new();
@@ -635,12 +685,12 @@ mod config_text {
         }
         let types = types
             .as_table_like_mut()
-            .ok_or("`[default_deny] principal_types` is not a table")?;
+            .ok_or(SourceError::NotATable("[default_deny] principal_types"))?;
         match types.get_mut(principal_type) {
             Some(item) => {
-                let old = item.as_value_mut().ok_or_else(|| {
-                    format!("`[default_deny] principal_types.{principal_type}` is not a value")
-                })?;
+                let old = item
+                    .as_value_mut()
+                    .ok_or_else(|| SourceError::NotAValue(principal_type.to_owned()))?;
                 replace_keeping_decor(old, value);
             }
             None => {

@@ -7,14 +7,22 @@
 //! new evidence before it is ready again. The verdict is the first that applies of
 //! `noisy`, `needs_review`, `insufficient_evidence`, else `ready`; `reasons` lists every
 //! one that applies, in plain words, and `overdue` flags a rule left in audit too long.
+//!
+//! [`assess`] is the one place that gathers that history from a [`Store`]: the CLI's
+//! `arbiter readiness`, its promotion gate and the server's `GET /v1/readiness` all call
+//! it, at the `now` their caller's clock gives.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use arbiter_core::Pack;
 use arbiter_core::rule::Mode;
-use arbiter_store::{Finding, PackLoad, PackVersion, RuleDay, RuleVersion};
+use arbiter_store::{
+    Finding, FindingQuery, PackLoad, PackVersion, RuleDay, RuleVersion, Store, StoreError,
+};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
+
+use crate::promote::SCOPE_PREFIX;
 
 /// The verdict on a rule or scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -113,6 +121,41 @@ pub struct History<'a> {
 
 /// The `kind` default-deny scopes have in pack versions.
 pub const SCOPE_KIND: &str = arbiter_store::SCOPE_KIND;
+
+/// Whether the pack has a rule with this id, or a default-deny scope with this name
+/// (`default-deny:<PrincipalType>`). A name that is in the pack but has no readiness is
+/// enforced, or a permit.
+pub fn in_pack(pack: &Pack, name: &str) -> bool {
+    pack.rule(name).is_some()
+        || name
+            .strip_prefix(SCOPE_PREFIX)
+            .is_some_and(|ty| pack.default_deny_scopes().contains_key(ty))
+}
+
+/// Readiness of every non-enforced rule and scope of `pack` (or only `only`) at `now`,
+/// from the evidence in `store`: its pack versions and loads, its per-day counts and its
+/// findings (only `only`'s, when given).
+pub fn assess(
+    pack: &Pack,
+    store: &Store,
+    only: Option<&str>,
+    now: Timestamp,
+) -> Result<Vec<Readiness>, StoreError> {
+    let versions = store.pack_versions()?;
+    let loads = store.pack_loads()?;
+    let days = store.rule_days(only)?;
+    let findings = store.findings(&FindingQuery {
+        rule: only.map(str::to_owned),
+        ..FindingQuery::default()
+    })?;
+    let history = History {
+        versions: &versions,
+        loads: &loads,
+        days: &days,
+        findings: &findings,
+    };
+    Ok(readiness(pack, history, now, only))
+}
 
 /// Readiness of every non-enforced rule and scope of `pack` (or only `only`), at `now`.
 pub fn readiness(

@@ -423,6 +423,30 @@ fn write_keeps_permissions_and_refuses_a_file_changed_since() {
     assert_eq!(leftovers, ["rules.cedar"]);
 }
 
+/// A pack file the edit creates is a pack file like the others: the mode a new file gets
+/// (not the 0600 of a secret), and no temporary file left beside it.
+#[cfg(unix)]
+#[test]
+fn a_created_config_gets_the_mode_of_a_new_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bare = pack_with("", "");
+    let config = bare.path().join("arbiter.toml");
+    // What a file created here without asking for a mode gets, under this umask.
+    let usual = fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    fs::remove_file(&config).unwrap();
+    promote(bare.path(), "default-deny:Agent", Mode::Enforce);
+    assert_eq!(
+        fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        usual
+    );
+    let mut names: Vec<_> = fs::read_dir(bare.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["arbiter.toml", "policies", "schema.cedarschema"]);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {

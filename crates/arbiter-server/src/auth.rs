@@ -3,9 +3,10 @@
 //! Comparisons are on SHA-256 digests, in constant time.
 
 use std::fs;
-use std::io::{self, Read as _, Write};
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
+use arbiter_core::fs::{FileMode, IfExists, write_atomic};
 use arbiter_core::pack::file::{self, FileError};
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
@@ -89,16 +90,9 @@ impl AdminTokens {
         let mut bytes = [0_u8; 32];
         rand::fill(&mut bytes);
         let token = format!("arb_{}", hex::encode(bytes));
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&path).map_err(io_error)?;
-        file.write_all(token.as_bytes()).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
+        // Never over a token file another process has just written: that one is in use.
+        write_atomic(&path, token.as_bytes(), FileMode::Private, IfExists::Fail)
+            .map_err(io_error)?;
         Ok((Self::single("admin", &token), Some(token)))
     }
 
@@ -231,6 +225,11 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [ADMIN_TOKEN_FILE], "no temporary file is left");
     }
 
     /// Finding 14: a signing key or `mask.key` others can read stops the start; an

@@ -52,13 +52,13 @@ const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(300);
 pub enum TokensError {
     /// The signing keys could not be read or created.
     #[error("{0}")]
-    Keys(String),
+    Keys(#[from] arbiter_identity::IdentityError),
     /// The revocations could not be read.
     #[error("{0}")]
     Store(#[from] arbiter_store::StoreError),
     /// The pack's `[[issuers]]` cannot be used.
     #[error("{0}")]
-    Issuers(String),
+    Issuers(#[from] arbiter_identity::UpstreamError),
     /// The HTTP client for JWKS fetches could not be built.
     #[error("{0}")]
     Http(#[from] reqwest::Error),
@@ -73,15 +73,14 @@ impl Tokens {
         pack: &Pack,
         clock: Arc<dyn Clock>,
     ) -> Result<Tokens, TokensError> {
-        let keyring = Keyring::load_or_create(data, clock.now())
-            .map_err(|e| TokensError::Keys(e.to_string()))?;
+        let keyring = Keyring::load_or_create(data, clock.now())?;
         let revocations = Arc::new(Revocations::default());
         let all = store.revocations_since(0)?;
         for r in &all {
             revocations.apply(&r.revoked());
         }
         let seen = all.last().map_or(0, |r| r.seq);
-        let upstream = Upstream::from_pack(pack).map_err(TokensError::Issuers)?;
+        let upstream = Upstream::from_pack(pack)?;
         let tokens = Tokens {
             data: data.to_owned(),
             store: store.clone(),
@@ -112,7 +111,7 @@ impl Tokens {
     /// keys, same revocations, an empty cache) and new upstream issuers. Fails, changing
     /// nothing, when the pack's issuers cannot be used.
     pub fn reconfigure(&self, pack: &Pack) -> Result<Arc<Verifier>, TokensError> {
-        let upstream = Upstream::from_pack(pack).map_err(TokensError::Issuers)?;
+        let upstream = Upstream::from_pack(pack)?;
         let verifier = Arc::new(Verifier::new(
             Keyring::clone(&self.keyring.load()),
             &pack.config().credentials,
@@ -165,7 +164,9 @@ impl Tokens {
                 continue;
             }
             let fetched = match self.fetch_jwks(&url).await {
-                Ok(text) => upstream.set_jwks(&name, &text, self.clock.now()),
+                Ok(text) => upstream
+                    .set_jwks(&name, &text, self.clock.now())
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             let mut failed = self

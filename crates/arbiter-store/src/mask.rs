@@ -6,11 +6,12 @@
 //! guess cannot be checked against the log.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
+use arbiter_core::fs::{FileMode, IfExists, write_atomic};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -106,36 +107,18 @@ fn read_key(path: &Path) -> Result<[u8; KEY_LEN], StoreError> {
     })
 }
 
-/// Writes a new key to a temporary file and links it into place, so a key file is never
-/// seen half-written and, if two processes race, both end up with the one that won.
+/// Writes a new key atomically (mode 0600 from the start), never over an existing key
+/// file: if two processes race, both end up with the one that was written first.
 fn create_key(path: &Path) -> Result<[u8; KEY_LEN], StoreError> {
-    let io_err = |cause| StoreError::MaskKeyIo {
-        path: path.to_path_buf(),
-        cause,
-    };
     let key: [u8; KEY_LEN] = rand::random();
-    let tmp = temporary_path(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err)?;
-    let written = file.write_all(&key).and_then(|()| file.sync_all());
-    drop(file);
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
-    // The link (or the key file a racing process made) is what counts from here on.
-    let _ = fs::remove_file(&tmp);
-    match linked {
+    match write_atomic(path, &key, FileMode::Private, IfExists::Fail) {
         Ok(()) => Ok(key),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => read_key(path),
-        Err(e) => Err(io_err(e)),
+        Err(cause) => Err(StoreError::MaskKeyIo {
+            path: path.to_path_buf(),
+            cause,
+        }),
     }
-}
-
-fn temporary_path(path: &Path) -> PathBuf {
-    let suffix: u64 = rand::random();
-    path.with_file_name(format!("{MASK_KEY_FILE}.{suffix:016x}.tmp"))
 }
 
 fn lookup_mut<'v>(root: &'v mut Value, path: &str) -> Option<&'v mut Value> {

@@ -44,7 +44,9 @@ impl Store {
     /// `audit`, `warn` or `enforce`, or a forced promotion has no reason (or only white
     /// space); [`StoreError::ReadOnly`] on a read-only store.
     pub fn record_promotion(&self, p: &Promotion) -> Result<Promotion, StoreError> {
-        check(p).map_err(|message| StoreError::Invalid { message })?;
+        check(p).map_err(|refused| StoreError::Invalid {
+            message: refused.to_string(),
+        })?;
         let mut conn = self.writable_connection()?;
         let err = |cause| self.sqlite_error(cause);
         let tx = conn
@@ -148,29 +150,47 @@ impl PromotionRow {
     }
 }
 
-/// The rules [`Store::record_promotion`] documents; the error is the message for the caller.
-fn check(p: &Promotion) -> Result<(), String> {
-    let refuse = |why: String| {
-        Err(format!(
-            "cannot record the promotion of {:?}: {why}",
-            p.rule
-        ))
+/// A promotion that breaks the rules [`Store::record_promotion`] documents; its message
+/// is the one the caller gets.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot record the promotion of {rule:?}: {why}")]
+struct Refused {
+    rule: String,
+    why: Why,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Why {
+    #[error("the {0} is empty")]
+    Empty(&'static str),
+    #[error("{field} {mode:?} is not one of {}", Mode::WORDS.join(", "))]
+    NotAMode { field: &'static str, mode: String },
+    #[error("a forced promotion needs a reason")]
+    NoReason,
+}
+
+fn check(p: &Promotion) -> Result<(), Refused> {
+    let refuse = |why: Why| {
+        Err(Refused {
+            rule: p.rule.clone(),
+            why,
+        })
     };
     for (field, text) in [("rule", &p.rule), ("by", &p.by), ("verdict", &p.verdict)] {
         if text.trim().is_empty() {
-            return refuse(format!("the {field} is empty"));
+            return refuse(Why::Empty(field));
         }
     }
     for (field, mode) in [("from_mode", &p.from_mode), ("to_mode", &p.to_mode)] {
         if Mode::from_word(mode).is_none() {
-            return refuse(format!(
-                "{field} {mode:?} is not one of {}",
-                Mode::WORDS.join(", ")
-            ));
+            return refuse(Why::NotAMode {
+                field,
+                mode: mode.clone(),
+            });
         }
     }
     if p.forced && p.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return refuse("a forced promotion needs a reason".to_owned());
+        return refuse(Why::NoReason);
     }
     Ok(())
 }

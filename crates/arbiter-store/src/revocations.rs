@@ -143,7 +143,9 @@ impl Store {
     /// read-only store refuses with [`StoreError::ReadOnly`]. After a database error the
     /// revocation may or may not be committed; revoking again is harmless.
     pub fn revoke(&self, r: &Revocation) -> Result<Revocation, StoreError> {
-        check(r).map_err(|message| StoreError::Invalid { message })?;
+        check(r).map_err(|refused| StoreError::Invalid {
+            message: refused.to_string(),
+        })?;
         let mut conn = self.writable_connection()?;
         let err = |cause| self.sqlite_error(cause);
         let tx = conn
@@ -254,30 +256,38 @@ impl RevocationRow {
     }
 }
 
-/// The rules [`Store::revoke`] documents; the error is the message for the caller.
-fn check(r: &Revocation) -> Result<(), String> {
+/// A revocation that breaks the rules [`Store::revoke`] documents; its message is the one
+/// the caller gets.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("cannot revoke: only a session revocation takes a principal, not a {0} one")]
+    PrincipalOf(&'static str),
+    #[error("cannot revoke: the {0} is empty")]
+    Empty(&'static str),
+    #[error("cannot revoke: the {field} is {len} bytes long, more than {MAX_REVOCATION_VALUE}")]
+    TooLong { field: &'static str, len: usize },
+}
+
+fn check(r: &Revocation) -> Result<(), Refused> {
     check_text("value", &r.value)?;
     if let Some(principal) = &r.principal {
         if r.kind != RevocationKind::Session {
-            return Err(format!(
-                "cannot revoke: only a session revocation takes a principal, not a {} one",
-                r.kind.as_str()
-            ));
+            return Err(Refused::PrincipalOf(r.kind.as_str()));
         }
         check_text("principal", principal)?;
     }
     Ok(())
 }
 
-fn check_text(field: &str, text: &str) -> Result<(), String> {
+fn check_text(field: &'static str, text: &str) -> Result<(), Refused> {
     if text.is_empty() {
-        return Err(format!("cannot revoke: the {field} is empty"));
+        return Err(Refused::Empty(field));
     }
     if text.len() > MAX_REVOCATION_VALUE {
-        return Err(format!(
-            "cannot revoke: the {field} is {} bytes long, more than {MAX_REVOCATION_VALUE}",
-            text.len()
-        ));
+        return Err(Refused::TooLong {
+            field,
+            len: text.len(),
+        });
     }
     Ok(())
 }

@@ -116,6 +116,36 @@ fn the_key_is_32_bytes_readable_by_its_owner_only() {
     assert_eq!(fs::read_dir(&data).unwrap().count(), 1);
 }
 
+/// Two processes starting on a new data directory at once (a server and `arbiter log`)
+/// must not end up with two keys: the key file is created only if absent, and the loser
+/// of the race reads the winner's key.
+#[test]
+fn processes_creating_the_key_at_once_all_use_the_one_that_was_written() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let maskers: Vec<Masker> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| Masker::load_or_create(&data).unwrap()))
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let masked = maskers[0].masked(&json!("hunter2"));
+    for masker in &maskers {
+        assert_eq!(masker.masked(&json!("hunter2")), masked);
+    }
+    assert_eq!(
+        Masker::load_or_create(&data)
+            .unwrap()
+            .masked(&json!("hunter2")),
+        masked
+    );
+    assert_eq!(
+        fs::read_dir(&data).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+}
+
 #[test]
 fn a_key_others_can_read_is_refused() {
     let dir = tempfile::tempdir().unwrap();

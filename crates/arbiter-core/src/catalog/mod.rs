@@ -17,6 +17,63 @@ pub struct FrameworkInfo {
     pub controls: BTreeMap<String, String>,
 }
 
+/// Why a pack's `[frameworks.<name>]` cannot join the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// The name of a built-in framework.
+    #[error("[frameworks.{0}] redefines a built-in framework; choose another name")]
+    BuiltIn(String),
+    /// A name `@maps` could not spell.
+    #[error("[frameworks.{0}]: a framework name may not be empty or contain `:` or `,`")]
+    BadName(String),
+}
+
+/// Why a `@maps` id names no control.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapsError {
+    /// No `:`.
+    #[error("`{0}` is not `FRAMEWORK:CONTROL`")]
+    Shape(String),
+    /// A framework the catalog does not have.
+    #[error("`{written}`: unknown framework `{framework}` (known: {}, {})", known.join(", "), CSF11)]
+    UnknownFramework {
+        /// The id as written.
+        written: String,
+        /// Its framework part.
+        framework: String,
+        /// The frameworks the catalog has (NIST CSF 1.1 aside).
+        known: Vec<String>,
+    },
+    /// A control the framework does not have.
+    #[error("`{written}`: `{control}` is not a control of {framework}")]
+    UnknownControl {
+        /// The id as written.
+        written: String,
+        /// Its control part.
+        control: String,
+        /// Its framework part.
+        framework: String,
+    },
+    /// A NIST CSF 1.1 id of the wrong shape.
+    #[error("`{written}`: `{control}` is not a NIST CSF 1.1 id")]
+    NotCsf11 {
+        /// The id as written.
+        written: String,
+        /// Its control part.
+        control: String,
+    },
+    /// A NIST CSF 1.1 id the crosswalk does not know.
+    #[error("`{written}`: `{control}` is not a NIST CSF 1.1 subcategory in the crosswalk")]
+    NotInCrosswalk {
+        /// The id as written.
+        written: String,
+        /// Its control part.
+        control: String,
+    },
+}
+
 /// The built-in frameworks plus a pack's own.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -31,7 +88,7 @@ const CSF11: &str = "NIST-CSF-1.1";
 impl Catalog {
     /// The built-in catalog extended with `[frameworks.*]` from `arbiter.toml`.
     /// A pack framework may not reuse a built-in name.
-    pub fn new(pack_frameworks: &BTreeMap<String, Framework>) -> Result<Self, String> {
+    pub fn new(pack_frameworks: &BTreeMap<String, Framework>) -> Result<Self, CatalogError> {
         let table = |name: &str, rows: &[(&str, &str)]| FrameworkInfo {
             name: name.to_owned(),
             controls: rows
@@ -46,14 +103,10 @@ impl Catalog {
         ];
         for (name, framework) in pack_frameworks {
             if [NHI, ASI, CSF2, CSF11].contains(&name.as_str()) {
-                return Err(format!(
-                    "[frameworks.{name}] redefines a built-in framework; choose another name"
-                ));
+                return Err(CatalogError::BuiltIn(name.clone()));
             }
             if name.is_empty() || name.contains(':') || name.contains(',') {
-                return Err(format!(
-                    "[frameworks.{name}]: a framework name may not be empty or contain `:` or `,`"
-                ));
+                return Err(CatalogError::BadName(name.clone()));
             }
             frameworks.push(FrameworkInfo {
                 name: name.clone(),
@@ -70,11 +123,11 @@ impl Catalog {
 
     /// Resolves one `@maps` id (`FRAMEWORK:CONTROL`) to the controls it names: one, or the
     /// CSF 2.0 successors of a CSF 1.1 id.
-    pub fn resolve(&self, written: &str) -> Result<Vec<ControlRef>, String> {
+    pub fn resolve(&self, written: &str) -> Result<Vec<ControlRef>, MapsError> {
         let written = written.trim();
         let (framework, control) = written
             .split_once(':')
-            .ok_or_else(|| format!("`{written}` is not `FRAMEWORK:CONTROL`"))?;
+            .ok_or_else(|| MapsError::Shape(written.to_owned()))?;
         let (framework, control) = (framework.trim(), control.trim());
         if framework == CSF11 {
             return resolve_csf11(written, control);
@@ -89,18 +142,19 @@ impl Catalog {
             .frameworks
             .iter()
             .find(|f| f.name == framework)
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.frameworks.iter().map(|f| f.name.as_str()).collect();
-                format!(
-                    "`{written}`: unknown framework `{framework}` (known: {}, {CSF11})",
-                    known.join(", ")
-                )
+            .ok_or_else(|| MapsError::UnknownFramework {
+                written: written.to_owned(),
+                framework: framework.to_owned(),
+                known: self.frameworks.iter().map(|f| f.name.clone()).collect(),
             })?;
         let found = canonical
             .as_deref()
             .and_then(|c| info.controls.get_key_value(c));
-        let (id, title) = found
-            .ok_or_else(|| format!("`{written}`: `{control}` is not a control of {framework}"))?;
+        let (id, title) = found.ok_or_else(|| MapsError::UnknownControl {
+            written: written.to_owned(),
+            control: control.to_owned(),
+            framework: framework.to_owned(),
+        })?;
         let canonical_id = format!("{framework}:{id}");
         Ok(vec![ControlRef {
             written: (canonical_id != written).then(|| written.to_owned()),
@@ -110,15 +164,18 @@ impl Catalog {
     }
 }
 
-fn resolve_csf11(written: &str, control: &str) -> Result<Vec<ControlRef>, String> {
-    let (f, c, n) = csf_id(control)
-        .ok_or_else(|| format!("`{written}`: `{control}` is not a NIST CSF 1.1 id"))?;
+fn resolve_csf11(written: &str, control: &str) -> Result<Vec<ControlRef>, MapsError> {
+    let (f, c, n) = csf_id(control).ok_or_else(|| MapsError::NotCsf11 {
+        written: written.to_owned(),
+        control: control.to_owned(),
+    })?;
     let id = format!("{f}.{c}-{n}");
     let (_, _, successors) = data::NIST_CSF_1_1
         .iter()
         .find(|(known, _, _)| *known == id)
-        .ok_or_else(|| {
-            format!("`{written}`: `{control}` is not a NIST CSF 1.1 subcategory in the crosswalk")
+        .ok_or_else(|| MapsError::NotInCrosswalk {
+            written: written.to_owned(),
+            control: control.to_owned(),
         })?;
     successors
         .iter()
@@ -174,7 +231,7 @@ mod tests {
         Catalog::new(&BTreeMap::new()).expect("built-in catalog")
     }
 
-    fn ids(found: Result<Vec<ControlRef>, String>) -> Vec<String> {
+    fn ids(found: Result<Vec<ControlRef>, MapsError>) -> Vec<String> {
         found.expect("resolves").into_iter().map(|c| c.id).collect()
     }
 
@@ -213,14 +270,30 @@ mod tests {
         assert!(c.resolve("OWASP-NHI:NHI11").is_err());
         assert!(c.resolve("OWASP-NHI:NHI0").is_err());
         assert!(c.resolve("NIST-CSF-2.0:PR.AA-99").is_err());
-        assert!(
-            c.resolve("OWASP:NHI1")
-                .is_err_and(|e| e.contains("unknown framework"))
-        );
-        assert!(
-            c.resolve("NHI1")
-                .is_err_and(|e| e.contains("FRAMEWORK:CONTROL"))
-        );
+        for (written, said) in [
+            (
+                "OWASP:NHI1",
+                "`OWASP:NHI1`: unknown framework `OWASP` (known: OWASP-NHI, OWASP-ASI, \
+                 NIST-CSF-2.0, NIST-CSF-1.1)",
+            ),
+            (" NHI1 ", "`NHI1` is not `FRAMEWORK:CONTROL`"),
+            (
+                "OWASP-NHI:NHI11",
+                "`OWASP-NHI:NHI11`: `NHI11` is not a control of OWASP-NHI",
+            ),
+            (
+                "NIST-CSF-1.1:PR-AC",
+                "`NIST-CSF-1.1:PR-AC`: `PR-AC` is not a NIST CSF 1.1 id",
+            ),
+            (
+                "NIST-CSF-1.1:PR.AC-99",
+                "`NIST-CSF-1.1:PR.AC-99`: `PR.AC-99` is not a NIST CSF 1.1 subcategory in \
+                 the crosswalk",
+            ),
+        ] {
+            let error = c.resolve(written).expect_err(written);
+            assert_eq!(error.to_string(), said, "{written}");
+        }
     }
 
     #[test]
@@ -246,7 +319,13 @@ mod tests {
                 controls: BTreeMap::new(),
             },
         );
-        assert!(Catalog::new(&clash).is_err());
+        assert_eq!(
+            Catalog::new(&clash).map(drop).map_err(|e| e.to_string()),
+            Err(
+                "[frameworks.OWASP-NHI] redefines a built-in framework; choose another name"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub(crate) fn read_rule(
         Some(id) => match check_id(id) {
             Ok(()) => Some(id.to_owned()),
             Err(why) => {
-                problems.push(at.problem("id", Some(id), why));
+                problems.push(at.problem("id", Some(id), why.to_string()));
                 None
             }
         },
@@ -186,7 +186,7 @@ pub(crate) fn read_rule(
         Some(text) => match parse_date(text) {
             Ok(date) => Some(date),
             Err(why) => {
-                problems.push(at.problem("audit_until", rule_id, why));
+                problems.push(at.problem("audit_until", rule_id, why.to_string()));
                 None
             }
         },
@@ -232,24 +232,40 @@ pub(crate) fn read_rule(
     }
 }
 
-fn check_id(id: &str) -> Result<(), String> {
+/// Why an `@id` cannot name a rule.
+#[derive(Debug, thiserror::Error)]
+enum IdError {
+    #[error("@id is empty")]
+    Empty,
+    #[error("@id(\"{0}\"): ids starting with `default-deny:` name arbiter's default-deny scopes")]
+    Reserved(String),
+    #[error("@id(\"{0}\"): ids are at most 200 characters, without spaces or control characters")]
+    Shape(String),
+}
+
+fn check_id(id: &str) -> Result<(), IdError> {
     if id.trim().is_empty() {
-        return Err("@id is empty".to_owned());
+        return Err(IdError::Empty);
     }
     if id.starts_with("default-deny:") {
-        return Err(format!(
-            "@id(\"{id}\"): ids starting with `default-deny:` name arbiter's default-deny scopes"
-        ));
+        return Err(IdError::Reserved(id.to_owned()));
     }
     if id.len() > 200 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "@id(\"{id}\"): ids are at most 200 characters, without spaces or control characters"
-        ));
+        return Err(IdError::Shape(id.to_owned()));
     }
     Ok(())
 }
 
-fn parse_date(text: &str) -> Result<jiff::civil::Date, String> {
+/// Why an `@audit_until` is not a date.
+#[derive(Debug, thiserror::Error)]
+enum DateError {
+    #[error("@audit_until(\"{0}\") is not a date `YYYY-MM-DD`")]
+    Shape(String),
+    #[error("@audit_until(\"{text}\") is not a valid date: {cause}")]
+    Invalid { text: String, cause: jiff::Error },
+}
+
+fn parse_date(text: &str) -> Result<jiff::civil::Date, DateError> {
     let ok_shape = text.len() == 10
         && text.bytes().enumerate().all(|(i, b)| {
             if i == 4 || i == 7 {
@@ -259,10 +275,11 @@ fn parse_date(text: &str) -> Result<jiff::civil::Date, String> {
             }
         });
     if !ok_shape {
-        return Err(format!(
-            "@audit_until(\"{text}\") is not a date `YYYY-MM-DD`"
-        ));
+        return Err(DateError::Shape(text.to_owned()));
     }
     text.parse::<jiff::civil::Date>()
-        .map_err(|e| format!("@audit_until(\"{text}\") is not a valid date: {e}"))
+        .map_err(|cause| DateError::Invalid {
+            text: text.to_owned(),
+            cause,
+        })
 }

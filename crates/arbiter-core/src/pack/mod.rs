@@ -24,6 +24,7 @@ use crate::catalog::Catalog;
 use crate::config::{self, ALGORITHMS, Config, Issuer, PrincipalTemplate};
 use crate::diag::{self, Problem, Problems};
 use crate::index::SliceIndex;
+use crate::jwk;
 use crate::rule::{Mode, Rule, RuleRef};
 
 pub use schema::RESERVED_CONTEXT_KEYS;
@@ -266,10 +267,11 @@ impl<'a> Loader<'a> {
         let config = self.load_config();
         let catalog = match Catalog::new(&config.frameworks) {
             Ok(c) => c,
-            Err(message) => {
-                self.problems.push(Problem::in_file(CONFIG_FILE, message));
+            Err(e) => {
+                self.problems
+                    .push(Problem::in_file(CONFIG_FILE, e.to_string()));
                 Catalog::new(&BTreeMap::new())
-                    .map_err(|m| Problems(vec![Problem::in_file(CONFIG_FILE, m)]))?
+                    .map_err(|e| Problems(vec![Problem::in_file(CONFIG_FILE, e.to_string())]))?
             }
         };
         let (schema, augmented) = self.load_schema();
@@ -302,7 +304,7 @@ impl<'a> Loader<'a> {
             .map(|(i, r)| (r.id.clone(), i))
             .collect();
         let index = SliceIndex::new(&rules, &policies)
-            .map_err(|m| Problems(vec![Problem::in_file(POLICIES_DIR, m)]))?;
+            .map_err(|e| Problems(vec![Problem::in_file(POLICIES_DIR, e.to_string())]))?;
         let version = format!("sha256:{}", hex::encode(self.hasher.finalize()));
         let mut pack = Pack {
             dir: self.dir.to_owned(),
@@ -1023,6 +1025,10 @@ impl<'a> Loader<'a> {
             return None;
         }
         let text = self.read(relative)?;
+        let usable_for: Vec<jwk::Algorithm> = algorithms
+            .iter()
+            .filter_map(|a| jwk::Algorithm::from_name(a))
+            .collect();
         let keys = serde_json::from_str::<serde_json::Value>(&text)
             .map_err(|e| format!("not JSON: {e}"))
             .and_then(
@@ -1030,14 +1036,16 @@ impl<'a> Loader<'a> {
                     // No algorithms is reported on its own; every key would be unusable.
                     Some(keys)
                         if algorithms.is_empty()
-                            || keys.iter().any(|k| usable_with(k, algorithms)) =>
+                            || keys
+                                .iter()
+                                .any(|k| jwk::usable_key(k, &usable_for).is_some()) =>
                     {
                         Ok(())
                     }
                     Some(keys) if !keys.is_empty() => Err(format!(
-                        "no key in it can verify {} (issuer `{name}`): RS256 needs an RSA key, \
-                         ES256 an EC P-256 key, EdDSA an OKP Ed25519 key",
-                        algorithms.join(" or ")
+                        "no key in it can verify {} (issuer `{name}`): {}",
+                        algorithms.join(" or "),
+                        jwk::RULE
                     )),
                     _ => Err("not a JWKS: it needs a non-empty `keys` array".to_owned()),
                 },
@@ -1107,24 +1115,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-/// Whether a JWK could verify one of `algorithms` (its type and curve fit, it is not an
-/// encryption key, and its own `alg`, if it names one, is among them). The full parse
-/// happens where tokens are verified; this catches a key set for the wrong algorithm at
-/// load.
-fn usable_with(key: &serde_json::Value, algorithms: &[&str]) -> bool {
-    let field = |name: &str| key.get(name).and_then(serde_json::Value::as_str);
-    if field("use").is_some_and(|u| u != "sig") {
-        return false;
-    }
-    algorithms.iter().any(|alg| {
-        let fits = match *alg {
-            "RS256" => field("kty") == Some("RSA"),
-            "ES256" => field("kty") == Some("EC") && field("crv") == Some("P-256"),
-            "EdDSA" => field("kty") == Some("OKP") && field("crv") == Some("Ed25519"),
-            _ => false,
-        };
-        fits && field("alg").is_none_or(|a| a == *alg)
-    })
 }

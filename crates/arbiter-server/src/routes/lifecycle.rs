@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use arbiter_core::rule::RuleRef;
-use arbiter_lifecycle::readiness::{self, History};
+use arbiter_lifecycle::readiness;
 use arbiter_store::{FindingQuery, Review, Verdict};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -129,39 +128,15 @@ pub async fn readiness(
     let store = app.store().clone();
     let pack = Arc::clone(engine.pack());
     let rule = p.rule;
-    if let Some(r) = &rule {
-        let known = pack.rule(r).is_some()
-            || pack
-                .default_deny_scopes()
-                .keys()
-                .any(|t| RuleRef::DefaultDeny(t.clone()).is(r));
-        if !known {
-            return Err(ApiError::NotFound(format!(
-                "no rule or default-deny scope `{r}` in the pack in force"
-            )));
-        }
+    if let Some(r) = &rule
+        && !readiness::in_pack(&pack, r)
+    {
+        return Err(ApiError::NotFound(format!(
+            "no rule or default-deny scope `{r}` in the pack in force"
+        )));
     }
-    let answer = tokio::task::spawn_blocking(move || {
-        let versions = store.pack_versions()?;
-        let loads = store.pack_loads()?;
-        let days = store.rule_days(rule.as_deref())?;
-        let findings = store.findings(&FindingQuery {
-            rule: rule.clone(),
-            ..FindingQuery::default()
-        })?;
-        let history = History {
-            versions: &versions,
-            loads: &loads,
-            days: &days,
-            findings: &findings,
-        };
-        Ok::<_, arbiter_store::StoreError>(readiness::readiness(
-            &pack,
-            history,
-            now,
-            rule.as_deref(),
-        ))
-    })
-    .await??;
+    let answer =
+        tokio::task::spawn_blocking(move || readiness::assess(&pack, &store, rule.as_deref(), now))
+            .await??;
     Ok(axum::Json(json!({ "readiness": answer })).into_response())
 }
