@@ -3,7 +3,7 @@
 //! writes (also while it runs) and, for `promote`/`demote`, edit the pack's source.
 //!
 //! The workflows are `arbiter-lifecycle`'s ([`readiness::assess`], [`promotion`],
-//! [`baselining`]); here are the arguments, the tables, the progress bar, the wording that
+//! [`baseline`]); here are the arguments, the tables, the progress bar, the wording that
 //! names flags, and the exit codes.
 
 use std::io::IsTerminal;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use arbiter_core::clock::Clock;
 use arbiter_core::rule::Mode;
-use arbiter_lifecycle::baselining;
+use arbiter_lifecycle::baseline;
 use arbiter_lifecycle::promotion::{self, Gate, ModeChange, Refusal};
 use arbiter_lifecycle::readiness::{self, Readiness, Verdict};
 use arbiter_store::{BaselineQuery, Finding, FindingQuery, Review, Store};
@@ -470,8 +470,8 @@ pub fn baseline(args: BaselineArgs, clock: &dyn Clock) -> Result<ExitCode, Failu
     if let Some(BaselineCommand::Freeze { data, since, by }) = args.command {
         let store = open_existing(&data)?;
         let since = time("since", since.as_deref())?;
-        let frozen = baselining::freeze(&store, &by.unwrap_or_else(who), since, clock.now())
-            .map_err(input)?;
+        let frozen =
+            baseline::freeze(&store, &by.unwrap_or_else(who), since, clock.now()).map_err(input)?;
         outln!(
             "baseline #{} frozen: {} (principal, action) pair(s); a running server marks \
              first-seen pairs novel within a second",
@@ -492,8 +492,8 @@ pub fn baseline(args: BaselineArgs, clock: &dyn Clock) -> Result<ExitCode, Failu
             .ok_or_else(|| Failure::Input("--suggest needs --pack".to_owned()))?;
         let pack = load(dir)?;
         let bar = progress_bar();
-        let suggested = baselining::suggest(&pack, &store, &query, &mut progress(bar.as_ref()))
-            .map_err(input)?;
+        let suggested =
+            baseline::suggest(&pack, &store, &query, &mut progress(bar.as_ref())).map_err(input)?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

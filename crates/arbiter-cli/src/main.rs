@@ -36,7 +36,7 @@ use std::sync::Arc;
 use arbiter_core::clock::SystemClock;
 use arbiter_core::diag::Problems;
 use arbiter_core::pack::file;
-use arbiter_core::testing::{self, Summary};
+use arbiter_core::policy_tests::{self, Summary};
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
 use clap::{Parser, Subcommand};
 
@@ -282,7 +282,7 @@ fn check(
 
 fn test(dir: &Path) -> Result<ExitCode, Failure> {
     let pack = load(dir)?;
-    let files = testing::load_tests(dir)?;
+    let files = policy_tests::load_tests(dir)?;
     if files.is_empty() {
         return Err(Failure::Input(format!(
             "{}: no tests (add tests/*.yaml)",
@@ -313,7 +313,7 @@ fn test(dir: &Path) -> Result<ExitCode, Failure> {
     let mut failures = Vec::new();
     for file in &files {
         for case in &file.tests {
-            let outcome = testing::run_test(&pack, &file.path, case);
+            let outcome = policy_tests::run_test(&pack, &file.path, case);
             if outcome.passed() {
                 summary.passed += 1;
                 report(format_args!("test {} ... ok", outcome.name))?;

@@ -13,10 +13,10 @@ use serde_json::Value;
 use ulid::Ulid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::diag::{cedar_message, cedar_message_redacted};
-use crate::identity::{
+use crate::credential::{
     CredentialFailure, CredentialVerifier, NoIssuers, Revoked, VerifiedCredential,
 };
+use crate::diag::{cedar_message, cedar_message_redacted};
 use crate::index::Slice;
 use crate::needs::Needs;
 use crate::pack::{Pack, RESERVED_CONTEXT_KEYS};

@@ -10,10 +10,10 @@
 //! - [`request`], [`response`]: the wire shapes of a decision; [`json`]: JSON read strictly.
 //! - [`rule`]: modes, effects and the other annotation values.
 //! - [`state`]: sessions and throttle buckets.
-//! - [`identity`]: the seam for credential verification; [`jwk`]: which keys of an
-//!   issuer's JWKS can verify its tokens.
+//! - [`credential`]: the seam for credential verification, and what a revocation names;
+//!   [`jwk`]: which keys of an issuer's JWKS can verify its tokens.
 //! - [`catalog`]: the framework catalog `@maps` ids are checked against.
-//! - [`testing`]: `arbiter test`, policy tests as data.
+//! - [`policy_tests`]: `arbiter test`, policy tests as data.
 //! - [`fs`]: files written atomically (keys, tokens, edited pack files).
 //! - [`clock`], [`period`], [`config`], [`diag`]: the pieces around them.
 //!
@@ -37,21 +37,21 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod credential;
 pub mod diag;
 pub mod engine;
 pub mod fs;
-pub mod identity;
 mod index;
 pub mod json;
 pub mod jwk;
 mod needs;
 pub mod pack;
 pub mod period;
+pub mod policy_tests;
 pub mod request;
 pub mod response;
 pub mod rule;
 pub mod state;
-pub mod testing;
 
 pub use engine::{Engine, Explanation, TimeSource};
 pub use pack::Pack;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::Revoked;
+use crate::credential::Revoked;
 use crate::rule::{Effect, OnError, RuleRef};
 
 /// Allow or deny.

@@ -14,11 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arbiter_core::clock::ManualClock;
-use arbiter_core::identity::{CredentialFailure, CredentialVerifier, Revoked, VerifiedCredential};
+use arbiter_core::credential::{
+    CredentialFailure, CredentialVerifier, Revoked, VerifiedCredential,
+};
+use arbiter_core::policy_tests;
 use arbiter_core::request::RequestError;
 use arbiter_core::response::Outcome;
 use arbiter_core::rule::{Effect, OnError, RuleRef};
-use arbiter_core::testing;
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
 use jiff::SignedDuration;
 use serde_json::json;
@@ -366,11 +368,11 @@ fn request_entities_only_add_what_the_pack_allows() {
 fn the_example_pack_passes_its_own_tests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines");
     let pack = Arc::new(Pack::load(&dir).unwrap_or_else(|p| panic!("{p}")));
-    let files = testing::load_tests(&dir).unwrap_or_else(|p| panic!("{p}"));
+    let files = policy_tests::load_tests(&dir).unwrap_or_else(|p| panic!("{p}"));
     let mut ran = 0;
     for file in &files {
         for case in &file.tests {
-            let outcome = testing::run_test(&pack, &file.path, case);
+            let outcome = policy_tests::run_test(&pack, &file.path, case);
             assert!(
                 outcome.passed(),
                 "{}: {:#?}",

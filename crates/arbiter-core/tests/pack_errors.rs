@@ -711,7 +711,7 @@ fn policy_test_file_that_is_a_fifo_is_an_error_not_a_hang() {
     let path = dir.path().to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(arbiter_core::testing::load_tests(&path));
+        let _ = tx.send(arbiter_core::policy_tests::load_tests(&path));
     });
     let found = rx
         .recv_timeout(std::time::Duration::from_secs(30))

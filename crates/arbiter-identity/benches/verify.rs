@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_core::clock::ManualClock;
-use arbiter_core::identity::CredentialVerifier;
+use arbiter_core::credential::CredentialVerifier;
 use arbiter_core::{DecisionRequest, Engine, Pack};
 use arbiter_identity::{Keyring, MintRequest, Revocations, Verifier};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};

@@ -10,7 +10,7 @@
 //! - [`Keyring`]: arbiter's Ed25519 signing keys on disk, their rotation and their JWKS.
 //! - [`mint`]: a token for a principal, within `[credentials]` and `[intents]` limits.
 //! - [`Verifier`]: arbiter's own tokens at every decision, with a cache of verified tokens;
-//!   it is the [`CredentialVerifier`](arbiter_core::identity::CredentialVerifier) the engine
+//!   it is the [`CredentialVerifier`](arbiter_core::credential::CredentialVerifier) the engine
 //!   calls.
 //! - [`Revocations`]: what is revoked, in memory; a [`RevocationSink`] makes new ones
 //!   durable.

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{PoisonError, RwLock};
 
-pub use arbiter_core::identity::Revoked;
-use arbiter_core::identity::VerifiedCredential;
+pub use arbiter_core::credential::Revoked;
+use arbiter_core::credential::VerifiedCredential;
 use cedar_policy::EntityUid;
 use jiff::Timestamp;
 

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arbiter_core::config::Credentials;
-use arbiter_core::identity::{CredentialFailure, CredentialVerifier, VerifiedCredential};
+use arbiter_core::credential::{CredentialFailure, CredentialVerifier, VerifiedCredential};
 use arc_swap::ArcSwap;
 use cedar_policy::EntityUid;
 use jiff::{SignedDuration, Timestamp};

@@ -22,7 +22,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arbiter_core::identity::CredentialVerifier;
+use arbiter_core::credential::CredentialVerifier;
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
 use arbiter_identity::{Keyring, Upstream, Verifier};
 use bolero::check;

@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use arbiter_core::identity::{CredentialFailure, CredentialVerifier};
+use arbiter_core::credential::{CredentialFailure, CredentialVerifier};
 use arbiter_identity::{Keyring, MintRequest, mint};
 use common::{at, config, part, verifier};
 use serde_json::Value;

@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arbiter_core::identity::{CredentialFailure, CredentialVerifier};
+use arbiter_core::credential::{CredentialFailure, CredentialVerifier};
 use arbiter_identity::{Keyring, MintError, MintRequest, Minted, Revoked, mint};
 use common::{at, b64, config, forge, part, signing_key, verifier};
 use jsonwebtoken::{EncodingKey, Header};

@@ -11,15 +11,15 @@
 //!   place, every other byte kept.
 //! - [`promotion`]: the promote/demote workflow around that edit: the readiness gate,
 //!   forcing with a reason, the record in the store, undo when it cannot be recorded.
-//! - [`baseline`]: what each identity actually does, and least-privilege permits
-//!   suggested from it.
-//! - [`baselining`]: the baseline workflow on a store: suggesting from the decision log
-//!   and freezing the baseline.
+//! - [`permits`]: least-privilege permits from what each identity was observed doing
+//!   (rows in, a `.cedar` file out).
+//! - [`baseline`]: the baseline workflow on a store: suggesting permits from the decision
+//!   log, and freezing the baseline.
 
 #![forbid(unsafe_code)]
 
 pub mod baseline;
-pub mod baselining;
+pub mod permits;
 pub mod promote;
 pub mod promotion;
 pub mod readiness;

@@ -7,7 +7,6 @@
 //! is checked the way `arbiter validate` would: a copy of the pack with the edit applied
 //! must load, with the target in the new mode.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::ops::Range;
@@ -15,50 +14,12 @@ use std::path::{Path, PathBuf};
 
 use arbiter_core::Pack;
 use arbiter_core::fs::{FileMode, IfExists, write_atomic};
-use arbiter_core::rule::{Kind, Mode};
+use arbiter_core::rule::{Kind, Mode, RuleRef};
 use cedar_policy::Policy;
 use toml_edit::{Decor, DocumentMut, InlineTable, Item, Key, Table, Value};
 
 /// The file default-deny scopes are configured in.
 const CONFIG_FILE: &str = "arbiter.toml";
-
-/// The prefix that names a default-deny scope rather than a rule.
-pub(crate) const SCOPE_PREFIX: &str = "default-deny:";
-
-/// What to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A forbid, by its `@id`.
-    Rule(String),
-    /// A default-deny scope, by its full name: `default-deny:<PrincipalType>`.
-    Scope(String),
-}
-
-impl Target {
-    /// The target a name given on the command line or over HTTP means: a
-    /// `default-deny:<Type>` name is a scope (rule ids cannot start that way), anything
-    /// else a rule.
-    pub fn parse(name: &str) -> Self {
-        if name.starts_with(SCOPE_PREFIX) {
-            Target::Scope(name.to_owned())
-        } else {
-            Target::Rule(name.to_owned())
-        }
-    }
-
-    /// The rule id or scope name.
-    pub fn name(&self) -> &str {
-        match self {
-            Target::Rule(name) | Target::Scope(name) => name,
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The change to one file of the pack that sets a target's mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,10 +202,10 @@ pub enum SourceError {
 
 /// The edit that sets the mode of `target` to `to`, checked by loading a copy of the pack
 /// with it applied. Nothing is written: see [`Edit::write`].
-pub fn set_mode(pack: &Pack, target: &Target, to: Mode) -> Result<Edit, PromoteError> {
+pub fn set_mode(pack: &Pack, target: &RuleRef, to: Mode) -> Result<Edit, PromoteError> {
     let edit = match target {
-        Target::Rule(id) => rule_edit(pack, id, to)?,
-        Target::Scope(name) => scope_edit(pack, name, to)?,
+        RuleRef::Rule(id) => rule_edit(pack, id, to)?,
+        RuleRef::DefaultDeny(ty) => scope_edit(pack, target, ty, to)?,
     };
     check(pack, target, &edit)?;
     Ok(edit)
@@ -286,14 +247,19 @@ fn rule_edit(pack: &Pack, id: &str, to: Mode) -> Result<Edit, PromoteError> {
     })
 }
 
-fn scope_edit(pack: &Pack, name: &str, to: Mode) -> Result<Edit, PromoteError> {
+fn scope_edit(
+    pack: &Pack,
+    scope: &RuleRef,
+    principal_type: &str,
+    to: Mode,
+) -> Result<Edit, PromoteError> {
     let scopes = pack.default_deny_scopes();
-    let unknown = || PromoteError::UnknownScope(name.to_owned());
-    let principal_type = name.strip_prefix(SCOPE_PREFIX).ok_or_else(unknown)?;
-    let from = *scopes.get(principal_type).ok_or_else(unknown)?;
+    let from = *scopes
+        .get(principal_type)
+        .ok_or_else(|| PromoteError::UnknownScope(scope.to_string()))?;
     if from == to {
         return Err(PromoteError::AlreadyInMode {
-            target: name.to_owned(),
+            target: scope.to_string(),
             mode: from,
         });
     }
@@ -341,7 +307,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> PromoteError {
 
 /// Loads a copy of the pack with the edit applied: the result must pass `arbiter validate`
 /// and have the target in the new mode.
-fn check(pack: &Pack, target: &Target, edit: &Edit) -> Result<(), PromoteError> {
+fn check(pack: &Pack, target: &RuleRef, edit: &Edit) -> Result<(), PromoteError> {
     let copy = tempfile::Builder::new()
         .prefix("arbiter-promote-check-")
         .tempdir()
@@ -356,10 +322,8 @@ fn check(pack: &Pack, target: &Target, edit: &Edit) -> Result<(), PromoteError> 
     let loaded = Pack::load(copy.path())
         .map_err(|problems| rejected(format!("the pack would not load:\n{problems}")))?;
     let now = match target {
-        Target::Rule(id) => loaded.rule(id).and_then(|r| r.mode),
-        Target::Scope(name) => name
-            .strip_prefix(SCOPE_PREFIX)
-            .and_then(|ty| loaded.default_deny_scopes().get(ty).copied()),
+        RuleRef::Rule(id) => loaded.rule(id).and_then(|r| r.mode),
+        RuleRef::DefaultDeny(ty) => loaded.default_deny_scopes().get(ty).copied(),
     };
     if now != Some(edit.to) {
         let now = now.map_or_else(|| "no mode".to_owned(), |m| m.to_string());

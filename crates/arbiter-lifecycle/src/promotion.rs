@@ -15,11 +15,11 @@ use std::io;
 use std::path::PathBuf;
 
 use arbiter_core::Pack;
-use arbiter_core::rule::Mode;
+use arbiter_core::rule::{Mode, RuleRef};
 use arbiter_store::{Promotion, Store, StoreError};
 use jiff::Timestamp;
 
-use crate::promote::{self, Edit, PromoteError, Target};
+use crate::promote::{self, Edit, PromoteError};
 use crate::readiness::{self, Readiness, Verdict};
 
 /// What an operator asked for: set a rule's (or a default-deny scope's) mode.
@@ -181,7 +181,7 @@ pub fn plan(
     change: &ModeChange,
     now: Timestamp,
 ) -> Result<Plan, PromotionError> {
-    let target = Target::parse(&change.name);
+    let target = RuleRef::parse(&change.name);
     let edit = promote::set_mode(pack, &target, change.to)?;
     let gate = if edit.to > edit.from {
         let readiness = match store {

@@ -15,14 +15,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use arbiter_core::Pack;
-use arbiter_core::rule::Mode;
+use arbiter_core::rule::{Mode, RuleRef};
 use arbiter_store::{
     Finding, FindingQuery, PackLoad, PackVersion, RuleDay, RuleVersion, Store, StoreError,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-
-use crate::promote::SCOPE_PREFIX;
 
 /// The verdict on a rule or scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -126,10 +124,10 @@ pub const SCOPE_KIND: &str = arbiter_store::SCOPE_KIND;
 /// (`default-deny:<PrincipalType>`). A name that is in the pack but has no readiness is
 /// enforced, or a permit.
 pub fn in_pack(pack: &Pack, name: &str) -> bool {
-    pack.rule(name).is_some()
-        || name
-            .strip_prefix(SCOPE_PREFIX)
-            .is_some_and(|ty| pack.default_deny_scopes().contains_key(ty))
+    match RuleRef::parse(name) {
+        RuleRef::Rule(id) => pack.rule(&id).is_some(),
+        RuleRef::DefaultDeny(ty) => pack.default_deny_scopes().contains_key(&ty),
+    }
 }
 
 /// Readiness of every non-enforced rule and scope of `pack` (or only `only`) at `now`,

@@ -18,8 +18,7 @@ use arbiter_core::clock::ManualClock;
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
 use arbiter_lifecycle::readiness::{self, History, Readiness, Verdict};
 use arbiter_store::{
-    DecisionRecord, Durability, FindingQuery, LogWriter, PackVersion, Review, Store,
-    Verdict as Label,
+    DecisionRecord, Durability, FindingQuery, LogWriter, PackVersion, Review, ReviewVerdict, Store,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
@@ -142,7 +141,7 @@ impl Lab {
             .unwrap_or_else(|| panic!("no readiness for {rule}"))
     }
 
-    fn review(&self, n: i64, verdict: Label) {
+    fn review(&self, n: i64, verdict: ReviewVerdict) {
         let finding = &self
             .store
             .findings(&FindingQuery {
@@ -173,7 +172,7 @@ async fn a_reviewed_rule_with_two_weeks_of_traffic_is_ready() {
     let lab = Lab::new();
     lab.daily(0, 15).await;
     lab.call(3, 2, "bot", "danger").await;
-    lab.review(4, Label::Expected);
+    lab.review(4, ReviewVerdict::Expected);
     let r = lab.readiness(16, "danger");
     assert_eq!(r.verdict, Verdict::Ready, "{r:#?}");
     assert!(!r.overdue);
@@ -246,7 +245,7 @@ async fn a_legitimate_finding_makes_it_noisy_until_a_change_and_new_evidence() {
     let mut lab = Lab::new();
     lab.daily(0, 15).await;
     lab.call(3, 2, "bot", "danger").await;
-    lab.review(5, Label::Legitimate);
+    lab.review(5, ReviewVerdict::Legitimate);
     let noisy = lab.readiness(16, "danger");
     assert_eq!(noisy.verdict, Verdict::Noisy, "{noisy:#?}");
     assert!(says(&noisy, "reviewed as legitimate work"), "{noisy:#?}");
@@ -271,7 +270,7 @@ async fn a_legitimate_finding_makes_it_noisy_until_a_change_and_new_evidence() {
 
     lab.daily(19, 24).await;
     // A late review of the firings from before the fix judges the old rule, not this one.
-    lab.review(20, Label::Legitimate);
+    lab.review(20, ReviewVerdict::Legitimate);
     let ready = lab.readiness(24, "danger");
     assert_eq!(ready.verdict, Verdict::Ready, "{ready:#?}");
     assert!(

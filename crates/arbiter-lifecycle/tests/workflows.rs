@@ -19,12 +19,12 @@ use std::sync::Arc;
 use arbiter_core::clock::{Clock, ManualClock};
 use arbiter_core::rule::Mode;
 use arbiter_core::{DecisionRequest, Engine, Pack, TimeSource};
-use arbiter_lifecycle::baselining::{self, Frozen};
+use arbiter_lifecycle::baseline::{self, Frozen};
 use arbiter_lifecycle::promotion::{self, Gate, ModeChange, PromotionError, Refusal, Restored};
 use arbiter_lifecycle::readiness::{self, Verdict};
 use arbiter_store::{
-    BaselineQuery, DecisionRecord, Durability, Evidence, FindingQuery, LogWriter, Promotion,
-    Review, Store, Verdict as Label,
+    BaselineQuery, DecisionEvidence, DecisionRecord, Durability, FindingQuery, LogWriter,
+    Promotion, Review, ReviewVerdict, Store,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
@@ -143,7 +143,7 @@ impl Platform {
             "audit": d.audit, "errors": [], "latency_us": 1, "request": request,
         }))
         .unwrap();
-        record.evidence = Evidence {
+        record.evidence = DecisionEvidence {
             in_scope: d.in_scope.clone(),
             scope: d.scope.clone(),
             warned: vec![],
@@ -158,7 +158,7 @@ impl Platform {
         }
     }
 
-    fn review_findings_of(&self, rule: &str, verdict: Label) {
+    fn review_findings_of(&self, rule: &str, verdict: ReviewVerdict) {
         let query = FindingQuery {
             rule: Some(rule.to_owned()),
             ..FindingQuery::default()
@@ -487,11 +487,11 @@ async fn suggestions_cover_what_was_observed_except_what_reviewers_expected_bloc
     platform.decide(1, read_ticket("T-2")).await;
     platform.decide(1, token(86_400)).await;
     platform.drain().await;
-    platform.review_findings_of(LONG_TTL, Label::Expected);
+    platform.review_findings_of(LONG_TTL, ReviewVerdict::Expected);
     let pack = platform.pack();
 
     let mut reads = Vec::new();
-    let suggested = baselining::suggest(
+    let suggested = baseline::suggest(
         &pack,
         &platform.store,
         &BaselineQuery::default(),
@@ -529,7 +529,7 @@ async fn suggestions_cover_what_was_observed_except_what_reviewers_expected_bloc
         since: Some(Platform::day(1)),
         ..BaselineQuery::default()
     };
-    let later = baselining::suggest(&pack, &platform.store, &since, &mut |_, _| {}).unwrap();
+    let later = baseline::suggest(&pack, &platform.store, &since, &mut |_, _| {}).unwrap();
     assert_eq!((later.observed, later.left_out), (1, 1));
     assert!(
         later
@@ -548,10 +548,10 @@ async fn a_freeze_counts_its_pairs_and_each_freeze_is_numbered() {
     platform.drain().await;
     let now = platform.clock.now();
 
-    let first = baselining::freeze(&platform.store, "alice", None, now).unwrap();
+    let first = baseline::freeze(&platform.store, "alice", None, now).unwrap();
     assert_eq!(first, Frozen { seq: 1, pairs: 2 });
     let since = Some(Platform::day(1));
-    let second = baselining::freeze(&platform.store, "alice", since, now).unwrap();
+    let second = baseline::freeze(&platform.store, "alice", since, now).unwrap();
     assert_eq!(second, Frozen { seq: 2, pairs: 0 });
     assert_eq!(platform.store.latest_baseline().unwrap(), 2);
 }

@@ -1,12 +1,13 @@
-//! arbiter's HTTP decision service (DESIGN §5): the routes, who may call them, metrics,
-//! the decision log, reload and shutdown.
+//! arbiter's HTTP face (DESIGN §5): the routes, who may call them, metrics, reload and
+//! shutdown.
 //!
-//! The lifecycle is in [`serve`]: the app starts (pack, store, log writer), the router
-//! answers until the shutdown future resolves, in-flight requests finish, then the
-//! decision log drains. Reload ([`App::reload`]) swaps the pack atomically.
+//! The server's life is in [`serve`] and [`state`]: the app starts (pack, store, log
+//! writer), the router answers until the shutdown future resolves, in-flight requests
+//! finish, then the decision log drains. Reload ([`App::reload`]) swaps the pack
+//! atomically.
 //!
 //! - [`state`]: the app's state and its life: start, reload, shutdown.
-//! - [`routes`]: the handlers, by concern (decisions, admin, identity, lifecycle).
+//! - [`routes`]: the handlers, by concern (decisions, admin, tokens, lifecycle).
 //! - [`tokens`]: signing keys, revocations, upstream issuers, and their polling.
 //! - [`auth`]: admin and PEP tokens.
 //! - [`error`]: the one error → response mapping.

@@ -2,7 +2,7 @@
 //! is revoked, the upstream issuers of the pack in force, and the background work that
 //! keeps every server's view current: revocations and key rotations written by another
 //! process (the CLI, a second server) and upstream JWKS fetched from URLs. The routes
-//! that use them are in `routes/identity.rs`.
+//! that use them are in `routes/tokens.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

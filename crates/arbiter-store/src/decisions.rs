@@ -132,12 +132,12 @@ pub struct DecisionRecord {
     /// What the decision adds to findings and readiness beyond the record; kept in
     /// `findings` and `rule_days`, not in the record itself.
     #[serde(skip)]
-    pub evidence: Evidence,
+    pub evidence: DecisionEvidence,
 }
 
 /// What a decision adds to the lifecycle's evidence, besides its fired rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Evidence {
+pub struct DecisionEvidence {
     /// The rules in scope of the request: the slice it evaluated.
     pub in_scope: Option<Arc<[String]>>,
     /// The default-deny scope of the principal's type, in scope of every decision that
@@ -176,7 +176,7 @@ impl DecisionRecord {
             latency_us: micros(latency),
             request: logged,
             novel: decision.novel,
-            evidence: Evidence {
+            evidence: DecisionEvidence {
                 in_scope: decision.in_scope.clone(),
                 scope: decision.scope.clone(),
                 warned: decision
@@ -218,7 +218,7 @@ impl DecisionRecord {
             latency_us: micros(latency),
             request: logged,
             novel: None,
-            evidence: Evidence::default(),
+            evidence: DecisionEvidence::default(),
         }
     }
 
@@ -327,7 +327,7 @@ impl Row {
         } else {
             Firing::of(&record)
         };
-        let Evidence {
+        let DecisionEvidence {
             in_scope, scope, ..
         } = record.evidence;
         let (in_scope, scope) = if invalid {

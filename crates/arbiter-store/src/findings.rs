@@ -53,50 +53,50 @@ const UPSERT_FINDING: &str = "
 /// A reviewer's verdict on a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum ReviewVerdict {
     /// The rule is right: this should be blocked.
     Expected,
     /// Needed work that enforcing the rule would break.
     Legitimate,
 }
 
-impl Verdict {
+impl ReviewVerdict {
     /// The verdict's word, as stored and serialized: `expected` or `legitimate`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Expected => "expected",
-            Verdict::Legitimate => "legitimate",
+            ReviewVerdict::Expected => "expected",
+            ReviewVerdict::Legitimate => "legitimate",
         }
     }
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for ReviewVerdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for Verdict {
-    type Err = UnknownVerdict;
+impl FromStr for ReviewVerdict {
+    type Err = UnknownReviewVerdict;
 
-    fn from_str(word: &str) -> Result<Verdict, UnknownVerdict> {
+    fn from_str(word: &str) -> Result<ReviewVerdict, UnknownReviewVerdict> {
         match word {
-            "expected" => Ok(Verdict::Expected),
-            "legitimate" => Ok(Verdict::Legitimate),
-            _ => Err(UnknownVerdict {
+            "expected" => Ok(ReviewVerdict::Expected),
+            "legitimate" => Ok(ReviewVerdict::Legitimate),
+            _ => Err(UnknownReviewVerdict {
                 word: word.to_owned(),
             }),
         }
     }
 }
 
-/// A word that is not a [`Verdict`].
+/// A word that is not a [`ReviewVerdict`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{word:?} is not a verdict: use `expected` (the rule is right to block this) or \
      `legitimate` (needed work the rule would break)"
 )]
-pub struct UnknownVerdict {
+pub struct UnknownReviewVerdict {
     word: String,
 }
 
@@ -104,7 +104,7 @@ pub struct UnknownVerdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
     /// The reviewer's verdict.
-    pub verdict: Verdict,
+    pub verdict: ReviewVerdict,
     /// Who reviewed: `--by` or the user (CLI), or the admin token's name (HTTP).
     pub by: String,
     /// When.
@@ -179,12 +179,14 @@ impl Store {
             None => {}
             Some("open") => sql.push_str(" AND r.seq IS NULL"),
             Some(word) => {
-                let verdict = word.parse::<Verdict>().map_err(|_| StoreError::Invalid {
-                    message: format!(
-                        "finding status {word:?} is not one of {}",
-                        FINDING_STATUSES.join(", ")
-                    ),
-                })?;
+                let verdict = word
+                    .parse::<ReviewVerdict>()
+                    .map_err(|_| StoreError::Invalid {
+                        message: format!(
+                            "finding status {word:?} is not one of {}",
+                            FINDING_STATUSES.join(", ")
+                        ),
+                    })?;
                 sql.push_str(" AND r.verdict = ?");
                 args.push(SqlValue::Text(verdict.as_str().to_owned()));
             }

@@ -45,11 +45,13 @@ mod writer;
 
 pub use baseline::{BaselineQuery, Observed};
 pub use decisions::{
-    DECISIONS, DecisionPage, DecisionQuery, DecisionRecord, Evidence, Logged, MAX_PAGE, Refusal,
-    Stamp,
+    DECISIONS, DecisionEvidence, DecisionPage, DecisionQuery, DecisionRecord, Logged, MAX_PAGE,
+    Refusal, Stamp,
 };
 pub use error::StoreError;
-pub use findings::{FINDING_STATUSES, Finding, FindingQuery, Review, UnknownVerdict, Verdict};
+pub use findings::{
+    FINDING_STATUSES, Finding, FindingQuery, Review, ReviewVerdict, UnknownReviewVerdict,
+};
 pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
 pub use packs::{PackLoad, PackVersion, RuleVersion, SCOPE_KIND};
 pub use promotions::Promotion;

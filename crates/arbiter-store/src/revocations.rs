@@ -5,7 +5,7 @@
 //! The store keeps every revocation as given; deciding whether a credential is revoked (the
 //! latest cut-off per principal, a session for one principal or for all) is for its readers.
 
-use arbiter_core::identity::Revoked;
+use arbiter_core::credential::Revoked;
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};

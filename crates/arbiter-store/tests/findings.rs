@@ -17,7 +17,7 @@ use arbiter_core::response::{AuditEntry, EvalError};
 use arbiter_core::rule::{Effect, OnError, RuleRef};
 use arbiter_store::{
     DecisionRecord, Durability, Finding, FindingQuery, LogWriter, Logged, Promotion, Review,
-    RuleDay, Store, StoreError, Verdict,
+    ReviewVerdict, RuleDay, Store, StoreError,
 };
 use common::{BASE_MS, record};
 use jiff::Timestamp;
@@ -89,7 +89,7 @@ fn only(store: &Store) -> Finding {
     findings.remove(0)
 }
 
-fn review(verdict: Verdict, note: &str) -> Review {
+fn review(verdict: ReviewVerdict, note: &str) -> Review {
     Review {
         verdict,
         by: "alice".to_owned(),
@@ -294,7 +294,10 @@ async fn a_review_keeps_its_verdict_when_the_finding_fires_again() {
     let id = only(&store).id;
     assert_eq!(only(&store).status, "open");
 
-    let expected = review(Verdict::Expected, "bulk export is what this rule is for");
+    let expected = review(
+        ReviewVerdict::Expected,
+        "bulk export is what this rule is for",
+    );
     let reviewed = store.review(&id, &expected).unwrap();
     assert_eq!(reviewed.status, "expected");
     assert_eq!(reviewed.review.as_ref(), Some(&expected));
@@ -321,8 +324,8 @@ async fn a_second_review_supersedes_the_first_and_both_are_kept() {
     log(&store, Durability::Sync, vec![audited(1, "r.export")]).await;
     let id = only(&store).id;
 
-    let first = review(Verdict::Expected, "looks like exfiltration");
-    let mut second = review(Verdict::Legitimate, "the nightly backup job");
+    let first = review(ReviewVerdict::Expected, "looks like exfiltration");
+    let mut second = review(ReviewVerdict::Legitimate, "the nightly backup job");
     second.by = "bob".to_owned();
     second.at = "2026-11-28T08:00:00.123456789Z".parse().unwrap();
     store.review(&id, &first).unwrap();
@@ -342,14 +345,14 @@ async fn a_review_of_an_unknown_finding_or_without_a_note_or_reviewer_is_refused
     let id = only(&store).id;
 
     assert_invalid(
-        store.review("f0000000000000000", &review(Verdict::Expected, "why")),
+        store.review("f0000000000000000", &review(ReviewVerdict::Expected, "why")),
         r#"cannot review finding "f0000000000000000": there is no such finding"#,
     );
     assert_invalid(
-        store.review(&id, &review(Verdict::Expected, "  ")),
+        store.review(&id, &review(ReviewVerdict::Expected, "  ")),
         &format!("cannot review finding {id}: the note is empty"),
     );
-    let mut nobody = review(Verdict::Expected, "why");
+    let mut nobody = review(ReviewVerdict::Expected, "why");
     nobody.by = String::new();
     assert_invalid(
         store.review(&id, &nobody),
@@ -362,14 +365,17 @@ async fn a_review_of_an_unknown_finding_or_without_a_note_or_reviewer_is_refused
 
 #[test]
 fn a_verdict_is_one_of_two_words() {
-    assert_eq!("expected".parse::<Verdict>().unwrap(), Verdict::Expected);
     assert_eq!(
-        "legitimate".parse::<Verdict>().unwrap(),
-        Verdict::Legitimate
+        "expected".parse::<ReviewVerdict>().unwrap(),
+        ReviewVerdict::Expected
     );
-    assert_eq!(Verdict::Legitimate.as_str(), "legitimate");
     assert_eq!(
-        "ok".parse::<Verdict>().unwrap_err().to_string(),
+        "legitimate".parse::<ReviewVerdict>().unwrap(),
+        ReviewVerdict::Legitimate
+    );
+    assert_eq!(ReviewVerdict::Legitimate.as_str(), "legitimate");
+    assert_eq!(
+        "ok".parse::<ReviewVerdict>().unwrap_err().to_string(),
         "\"ok\" is not a verdict: use `expected` (the rule is right to block this) or \
          `legitimate` (needed work the rule would break)"
     );
@@ -397,10 +403,10 @@ async fn findings_filter_by_rule_status_and_principal() {
     let wipe: &str = &id_of("r.wipe", BOT, READ, T1);
     let ci_export: &str = &id_of("r.export", r#"Agent::"ci""#, READ, T1);
     store
-        .review(delete, &review(Verdict::Expected, "right"))
+        .review(delete, &review(ReviewVerdict::Expected, "right"))
         .unwrap();
     store
-        .review(wipe, &review(Verdict::Legitimate, "needed"))
+        .review(wipe, &review(ReviewVerdict::Legitimate, "needed"))
         .unwrap();
 
     let ids = |q: FindingQuery| -> Vec<String> {
@@ -484,7 +490,7 @@ async fn a_finding_in_json_has_designs_shape() {
     );
 
     let reviewed = store
-        .review(&id, &review(Verdict::Legitimate, "nightly backup"))
+        .review(&id, &review(ReviewVerdict::Legitimate, "nightly backup"))
         .unwrap();
     let reviewed = serde_json::to_value(&reviewed).unwrap();
     assert_eq!(reviewed["status"], "legitimate");
@@ -672,7 +678,7 @@ async fn a_reopened_store_keeps_findings_reviews_rule_days_and_promotions() {
         log(&store, Durability::Sync, vec![r]).await;
         let id = only(&store).id;
         store
-            .review(&id, &review(Verdict::Expected, "right"))
+            .review(&id, &review(ReviewVerdict::Expected, "right"))
             .unwrap();
         store
             .record_promotion(&promotion("r.export", false, None))
@@ -707,7 +713,7 @@ async fn a_read_only_store_refuses_reviews_and_promotions() {
     let read_only = Store::open_read_only(dir.path()).unwrap();
 
     let err = read_only
-        .review(&id, &review(Verdict::Expected, "right"))
+        .review(&id, &review(ReviewVerdict::Expected, "right"))
         .unwrap_err();
     assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
     let err = read_only

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arbiter_lifecycle::readiness;
-use arbiter_store::{FindingQuery, Review, Verdict};
+use arbiter_store::{FindingQuery, Review, ReviewVerdict};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -82,10 +82,10 @@ pub async fn review(
             e.message()
         ))
     })?;
-    let verdict: Verdict = body
+    let verdict: ReviewVerdict = body
         .verdict
         .parse()
-        .map_err(|e: arbiter_store::UnknownVerdict| ApiError::Invalid(e.to_string()))?;
+        .map_err(|e: arbiter_store::UnknownReviewVerdict| ApiError::Invalid(e.to_string()))?;
     if body.note.trim().is_empty() {
         return Err(ApiError::Invalid("`note` must say why".to_owned()));
     }

@@ -1,13 +1,13 @@
 //! The routes, by concern: [`decisions`] (deciding and the log), [`admin`] (health,
-//! metrics, the policy in force, reload), [`identity`] (keys, tokens, revocations) and
-//! [`lifecycle`] (findings, reviews, readiness). Handlers are a few lines each: they
+//! metrics, the policy in force, reload), [`tokens`] (keys, minting, exchange,
+//! revocations) and [`lifecycle`] (findings, reviews, readiness). Handlers are a few lines each: they
 //! check who is calling, read the body, and call into the decision service, the store or
 //! the app's state; errors map to statuses in `error.rs` only.
 
 pub mod admin;
 pub mod decisions;
-pub mod identity;
 pub mod lifecycle;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -31,12 +31,12 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/v1/policy", get(admin::policy))
         .route("/v1/policy/reload", post(admin::reload))
-        .route("/.well-known/jwks.json", get(identity::jwks))
-        .route("/v1/credentials", post(identity::mint))
-        .route("/v1/token", post(identity::exchange))
+        .route("/.well-known/jwks.json", get(tokens::jwks))
+        .route("/v1/credentials", post(tokens::mint))
+        .route("/v1/token", post(tokens::exchange))
         .route(
             "/v1/revocations",
-            post(identity::revoke).get(identity::revocations),
+            post(tokens::revoke).get(tokens::revocations),
         )
         .route("/v1/findings/{id}/review", post(lifecycle::review))
         .route_layer(axum::middleware::from_fn(no_query));

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use arbiter_core::Pack;
-use arbiter_lifecycle::baseline::{MAX_LISTED, Suggestion, suggest};
+use arbiter_lifecycle::permits::{MAX_LISTED, Suggestion, suggest};
 use arbiter_store::Observed;
 use cedar_policy::{
     Authorizer, Context, Decision, EntityUid, PolicySet, Request, Schema, ValidationMode, Validator,

@@ -1,6 +1,6 @@
 //! Verified short-lived identity over HTTP (DESIGN §3 step 2, §5): the JWKS, minting
 //! (`POST /v1/credentials`), token exchange (`POST /v1/token`) and revocations
-//! (`POST`/`GET /v1/revocations`). The state behind them is in `tokens.rs`.
+//! (`POST`/`GET /v1/revocations`). The state behind them is `crate::tokens`.
 
 use std::sync::Arc;
 use std::time::Duration;
