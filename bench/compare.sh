@@ -16,7 +16,7 @@ BASE_TARGET="${BASE_TARGET:-/work/target-base}"
 OHA="${OHA:-$(command -v oha || echo /work/tools/bin/oha)}"
 if [ ! -x "$OHA" ]; then
   echo "installing oha from crates.io into /work/tools" >&2
-  cargo install oha --root /work/tools >&2
+  cargo install oha --locked --root /work/tools >&2
   OHA=/work/tools/bin/oha
 fi
 WORK="$(mktemp -d)"

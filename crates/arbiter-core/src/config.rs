@@ -533,6 +533,11 @@ pub struct PrincipalTemplate {
     parts: Vec<TemplatePart>,
 }
 
+/// A claim a principal template reads is missing from the token, or empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the token has no claim `{0}`")]
+pub struct MissingClaim(pub String);
+
 /// Why a `[[issuers]] principal` is not a template.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -664,14 +669,14 @@ impl PrincipalTemplate {
     pub fn render<'c>(
         &self,
         claim: impl Fn(&str) -> Option<&'c str>,
-    ) -> Result<cedar_policy::EntityUid, String> {
+    ) -> Result<cedar_policy::EntityUid, MissingClaim> {
         let mut id = String::new();
         for part in &self.parts {
             match part {
                 TemplatePart::Text(t) => id.push_str(t),
                 TemplatePart::Claim(name) => match claim(name) {
                     Some(v) if !v.is_empty() => id.push_str(v),
-                    _ => return Err(format!("the token has no claim `{name}`")),
+                    _ => return Err(MissingClaim(name.clone())),
                 },
             }
         }
@@ -765,7 +770,7 @@ mod tests {
         assert_eq!(uid.type_name().to_string(), "CiJob");
         assert_eq!(uid.id().unescaped(), r#"gh:acme/x"::evil@refs/heads/main"#);
         assert_eq!(
-            t.render(|_| None).unwrap_err(),
+            t.render(|_| None).unwrap_err().to_string(),
             "the token has no claim `repository`"
         );
     }

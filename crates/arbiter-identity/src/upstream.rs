@@ -420,7 +420,7 @@ impl Issuer {
         let principal = self
             .principal
             .render(|claim| claims.string(claim).ok())
-            .map_err(ExchangeError::Malformed)?;
+            .map_err(|missing| ExchangeError::MissingClaim(missing.0))?;
         let attributes = self
             .attributes
             .iter()
