@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use arbiter_core::Pack;
 use arbiter_core::clock::Clock;
-use arbiter_identity::{Keyring, Revocations, Upstream, Verifier};
+use arbiter_core::period::Period;
+use arbiter_identity::{Keyring, MintRequest, Minted, Revocations, Upstream, Verifier};
 use arbiter_store::{Revocation, Store};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
@@ -46,6 +47,36 @@ pub struct Tokens {
 
 /// The longest wait between two fetches of a failing JWKS URL.
 const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The TTL of an exchanged token when the caller names none: short, and never more than
+/// the pack allows.
+const DEFAULT_EXCHANGE_TTL: Duration = Duration::from_secs(600);
+
+/// What a token exchange asks for.
+#[derive(Debug)]
+pub(crate) struct Exchange<'a> {
+    /// The upstream token presented.
+    pub subject_token: &'a str,
+    /// The intent asked for.
+    pub intent: Option<String>,
+    /// The lifetime asked for; the pack's shortest limit when `None`.
+    pub ttl: Option<Duration>,
+    /// The session the token is bound to.
+    pub session: Option<String>,
+    /// The token's audience.
+    pub audience: Option<String>,
+}
+
+/// A token minted by exchange.
+#[derive(Debug)]
+pub(crate) struct Exchanged {
+    /// The token.
+    pub minted: Minted,
+    /// Whom it is for.
+    pub principal: cedar_policy::EntityUid,
+    /// How long it lives.
+    pub ttl: Duration,
+}
 
 /// Why the token state could not be started or reconfigured.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +245,72 @@ impl Tokens {
         let stored = tokio::task::spawn_blocking(move || store.revoke(&record)).await??;
         self.revocations.apply(&stored.revoked());
         Ok(stored)
+    }
+
+    /// A token exchange (RFC 8693): the subject token verified against the pack's
+    /// issuers, the intent checked against what its issuer may ask for, and a token minted
+    /// for the principal it maps to, for the TTL asked or the shortest the pack allows.
+    pub(crate) fn exchange(
+        &self,
+        pack: &Pack,
+        asked: Exchange<'_>,
+        now: Timestamp,
+    ) -> Result<Exchanged, ApiError> {
+        let upstream = self.upstream().exchange(asked.subject_token, now)?;
+        if let (Some(intent), Some(allowed)) = (&asked.intent, &upstream.allowed_intents)
+            && !allowed.contains(intent)
+        {
+            return Err(ApiError::InvalidScope(format!(
+                "issuer `{}` may not ask for intent `{intent}` (allowed: {})",
+                upstream.issuer,
+                allowed.join(", ")
+            )));
+        }
+        let ttl = asked.ttl.unwrap_or_else(|| {
+            let intent_max = asked
+                .intent
+                .as_ref()
+                .and_then(|i| pack.config().intents.get(i))
+                .and_then(|i| i.max_ttl);
+            [Some(pack.config().credentials.max_ttl), intent_max]
+                .into_iter()
+                .flatten()
+                .map(Period::duration)
+                .fold(DEFAULT_EXCHANGE_TTL, Duration::min)
+        });
+        let request = MintRequest {
+            principal: upstream.principal.clone(),
+            ttl,
+            intent: asked.intent,
+            session: asked.session,
+            audience: asked.audience,
+            attributes: upstream.attributes,
+            via: Some(upstream.issuer.clone()),
+        };
+        let minted = self.mint(pack, &request, now)?;
+        tracing::info!(issuer = %upstream.issuer, principal = %request.principal,
+            jti = %minted.jti, "token exchanged");
+        Ok(Exchanged {
+            minted,
+            principal: request.principal,
+            ttl,
+        })
+    }
+
+    /// A token for `request`, within the pack's `[credentials]` and `[intents]` limits.
+    pub(crate) fn mint(
+        &self,
+        pack: &Pack,
+        request: &MintRequest,
+        now: Timestamp,
+    ) -> Result<Minted, ApiError> {
+        Ok(arbiter_identity::mint(
+            &self.keyring(),
+            &pack.config().credentials,
+            &pack.config().intents,
+            request,
+            now,
+        )?)
     }
 
     /// Every revocation, oldest first.

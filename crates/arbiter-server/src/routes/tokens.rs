@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::state::App;
+use crate::tokens::Exchange;
 
 /// RFC 8693's grant type for a token exchange.
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -69,19 +70,9 @@ pub async fn mint(
         attributes: Default::default(),
         via: None,
     };
-    let minted = mint_with(&app, pack, &request)?;
+    let minted = app.tokens().mint(pack, &request, app.now())?;
     tracing::info!(%admin, principal = %request.principal, jti = %minted.jti, "credential issued");
     Ok((StatusCode::CREATED, axum::Json(minted_json(&minted))).into_response())
-}
-
-fn mint_with(app: &App, pack: &Pack, request: &MintRequest) -> Result<Minted, ApiError> {
-    Ok(arbiter_identity::mint(
-        &app.tokens().keyring(),
-        &pack.config().credentials,
-        &pack.config().intents,
-        request,
-        app.now(),
-    )?)
 }
 
 fn minted_json(minted: &Minted) -> Value {
@@ -113,10 +104,41 @@ struct ExchangeBody {
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 impl ExchangeBody {
-    /// The intent asked for, by `intent` or by `scope`; the parameters arbiter does not
-    /// support are refused by name.
+    /// The body, JSON or form-encoded (RFC 8693 uses forms).
+    fn read(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Self, ApiError> {
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if !form {
+            return ApiError::json_body(body);
+        }
+        let bytes = ApiError::read_body(body)?;
+        // The parser's message may quote the body, and the body holds a bearer token.
+        serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+            ApiError::Malformed(
+                "not a form with grant_type, subject_token and subject_token_type \
+                 (and optionally intent or scope, ttl, session, audience, requested_token_type)"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// The intent asked for, by `intent` or by `scope`, once the grant and the subject
+    /// token's type are the ones arbiter takes; the parameters arbiter does not support
+    /// are refused by name.
     fn checked_intent(&self) -> Result<Option<String>, ApiError> {
         let bad = ApiError::InvalidParameter;
+        if self.grant_type != TOKEN_EXCHANGE {
+            return Err(ApiError::UnsupportedGrantType(format!(
+                "grant_type must be `{TOKEN_EXCHANGE}`"
+            )));
+        }
+        if self.subject_token_type != JWT_TOKEN_TYPE && self.subject_token_type != ID_TOKEN_TYPE {
+            return Err(bad(format!(
+                "subject_token_type must be `{JWT_TOKEN_TYPE}` or `{ID_TOKEN_TYPE}`"
+            )));
+        }
         if self.actor_token.is_some() || self.actor_token_type.is_some() {
             return Err(bad(
                 "delegation (`actor_token`) is not supported: exchange the workload's own token"
@@ -148,10 +170,6 @@ impl ExchangeBody {
     }
 }
 
-/// The TTL of an exchanged token when the caller names none: short, and never more than
-/// the pack allows.
-const DEFAULT_EXCHANGE_TTL: Duration = Duration::from_secs(600);
-
 /// `POST /v1/token`: a workload trades a token from an upstream issuer it already has
 /// for a short-lived arbiter token. Authenticated by the token it presents.
 pub async fn exchange(
@@ -159,84 +177,26 @@ pub async fn exchange(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let body: ExchangeBody = if form {
-        let bytes = ApiError::read_body(body)?;
-        // The parser's message may quote the body, and the body holds a bearer token.
-        serde_urlencoded::from_bytes(&bytes).map_err(|_| {
-            ApiError::Malformed(
-                "not a form with grant_type, subject_token and subject_token_type \
-                 (and optionally intent or scope, ttl, session, audience, requested_token_type)"
-                    .to_owned(),
-            )
-        })?
-    } else {
-        ApiError::json_body(body)?
-    };
-    if body.grant_type != TOKEN_EXCHANGE {
-        return Err(ApiError::UnsupportedGrantType(format!(
-            "grant_type must be `{TOKEN_EXCHANGE}`"
-        )));
-    }
-    if body.subject_token_type != JWT_TOKEN_TYPE && body.subject_token_type != ID_TOKEN_TYPE {
-        return Err(ApiError::InvalidParameter(format!(
-            "subject_token_type must be `{JWT_TOKEN_TYPE}` or `{ID_TOKEN_TYPE}`"
-        )));
-    }
+    let body = ExchangeBody::read(&headers, body)?;
     let intent = body.checked_intent()?;
+    let ttl = body.ttl.as_deref().map(ttl_of).transpose()?;
     let engine = app.engine();
-    let pack = engine.pack();
-    let exchanged = app
-        .tokens()
-        .upstream()
-        .exchange(&body.subject_token, app.now())?;
-    if let (Some(intent), Some(allowed)) = (&intent, &exchanged.allowed_intents)
-        && !allowed.contains(intent)
-    {
-        return Err(ApiError::InvalidScope(format!(
-            "issuer `{}` may not ask for intent `{intent}` (allowed: {})",
-            exchanged.issuer,
-            allowed.join(", ")
-        )));
-    }
-    let ttl = match &body.ttl {
-        Some(t) => ttl_of(t)?,
-        None => {
-            let credentials = &pack.config().credentials;
-            let intent_max = intent
-                .as_ref()
-                .and_then(|i| pack.config().intents.get(i))
-                .and_then(|i| i.max_ttl);
-            [Some(credentials.max_ttl), intent_max]
-                .into_iter()
-                .flatten()
-                .map(Period::duration)
-                .fold(DEFAULT_EXCHANGE_TTL, Duration::min)
-        }
-    };
-    let request = MintRequest {
-        principal: exchanged.principal.clone(),
-        ttl,
+    let asked = Exchange {
+        subject_token: &body.subject_token,
         intent,
+        ttl,
         session: body.session,
         audience: body.audience,
-        attributes: exchanged.attributes,
-        via: Some(exchanged.issuer.clone()),
     };
-    let minted = mint_with(&app, pack, &request)?;
-    tracing::info!(issuer = %exchanged.issuer, principal = %request.principal, jti = %minted.jti, "token exchanged");
-    let expires_in = ttl.as_secs();
+    let exchanged = app.tokens().exchange(engine.pack(), asked, app.now())?;
     Ok(axum::Json(json!({
-        "access_token": minted.token,
+        "access_token": exchanged.minted.token,
         "issued_token_type": JWT_TOKEN_TYPE,
         "token_type": "Bearer",
-        "expires_in": expires_in,
-        "jti": minted.jti,
-        "expires_at": minted.expires_at,
-        "principal": request.principal.to_string(),
+        "expires_in": exchanged.ttl.as_secs(),
+        "jti": exchanged.minted.jti,
+        "expires_at": exchanged.minted.expires_at,
+        "principal": exchanged.principal.to_string(),
     }))
     .into_response())
 }
