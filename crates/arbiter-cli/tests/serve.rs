@@ -230,6 +230,7 @@ fn logged_data_dir(n: u64) -> tempfile::TempDir {
                     resource: Some(resource.clone()),
                     session: None,
                     credential_id: None,
+                    credential: None,
                     decision: Logged::Allow,
                     effect: None,
                     enforced: vec![],

@@ -212,7 +212,8 @@ impl Engine {
         });
         if terminated {
             let mut refused = self.refuse(valid.now, "session:terminated".to_owned());
-            refused.credential_id = credential.map(|c| c.jti);
+            refused.credential_id = credential.as_ref().map(|c| c.jti.clone());
+            refused.credential = credential;
             refused.session = valid.session.map(|k| k.id);
             return Ok(refused);
         }
@@ -254,7 +255,8 @@ impl Engine {
         );
         decision.decision_id = self.new_decision_id(valid.now);
         decision.time = valid.now;
-        decision.credential_id = credential.map(|c| c.jti);
+        decision.credential_id = credential.as_ref().map(|c| c.jti.clone());
+        decision.credential = credential;
         decision.session = valid.session.map(|k| k.id);
         decision.in_scope = Some(Arc::clone(&slice.ids));
         decision.novel = novel;
@@ -758,6 +760,7 @@ impl Engine {
             policy_version: self.pack.version().to_owned(),
             time: valid.now,
             credential_id: None,
+            credential: None,
             session: None,
             in_scope: None,
             scope: None,
@@ -884,6 +887,7 @@ impl Engine {
             time: now,
             policy_version: self.pack.version().to_owned(),
             credential_id: None,
+            credential: None,
             session: None,
             in_scope: None,
             scope: None,

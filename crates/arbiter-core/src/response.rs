@@ -83,6 +83,11 @@ pub struct Decision {
     /// part of the answer).
     #[serde(skip)]
     pub credential_id: Option<String>,
+    /// What the verified credential established (its claims, never the token), for the
+    /// decision log, so that a replay sees the credential the decision saw (not part of
+    /// the answer).
+    #[serde(skip)]
+    pub credential: Option<crate::credential::VerifiedCredential>,
     /// The session the decision was made in: the request's, or the one its credential
     /// is bound to. For the decision log (not part of the answer).
     #[serde(skip)]

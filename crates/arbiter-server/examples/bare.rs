@@ -85,6 +85,7 @@ async fn decide(State(cedar): State<Arc<Cedar>>, body: Bytes) -> Response {
             .to_owned(),
         time: jiff::Timestamp::UNIX_EPOCH,
         credential_id: None,
+        credential: None,
         session: None,
         in_scope: None,
         scope: None,

@@ -248,6 +248,14 @@ async fn an_exchanged_token_works_within_intent_and_a_revoke_effect_revokes_it_f
             .all(|r| r["credential_id"] == json!(jti) && r["session"] == "e2e"),
         "{page}"
     );
+    // What the credential established is kept for replay: its claims, never the token.
+    let allowed = records.iter().find(|r| r["decision"] == "allow").unwrap();
+    let claims = &allowed["credential"];
+    assert_eq!(claims["jti"], json!(jti), "{allowed}");
+    assert_eq!(claims["principal"], "Agent::\"ops-copilot\"");
+    assert_eq!(claims["session"], "e2e");
+    assert!(claims["issued_at"].is_string() && claims["expires_at"].is_string());
+    assert!(claims["issuer"].is_string() && claims.get("token").is_none());
     server.stop().await;
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use arbiter_core::credential::VerifiedCredential;
 use arbiter_core::response::{AuditEntry, Decision, EvalError, Outcome};
 use arbiter_core::rule::{Effect, Mode, RuleRef};
 use arbiter_core::{DecisionRequest, RequestError};
@@ -106,6 +107,10 @@ pub struct DecisionRecord {
     pub session: Option<String>,
     /// The id of the credential presented.
     pub credential_id: Option<String>,
+    /// What the verified credential established: its claims, never the token. What
+    /// `context.credential` and `context.in_intent` saw, kept for replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<LoggedCredential>,
     /// `allow`, `deny` or `invalid`.
     pub decision: Logged,
     /// The effect applied, if any.
@@ -133,6 +138,45 @@ pub struct DecisionRecord {
     /// `findings` and `rule_days`, not in the record itself.
     #[serde(skip)]
     pub evidence: DecisionEvidence,
+}
+
+/// A verified credential as the log keeps it: the claims the decision saw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedCredential {
+    /// The token's id.
+    pub jti: String,
+    /// Who issued it (arbiter's own issuer, or the upstream one it was exchanged from).
+    pub issuer: String,
+    /// The principal it was issued to (a Cedar uid).
+    pub principal: String,
+    /// The intent it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// The session it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// The principal's attributes it vouches for.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl From<&VerifiedCredential> for LoggedCredential {
+    fn from(c: &VerifiedCredential) -> LoggedCredential {
+        LoggedCredential {
+            jti: c.jti.clone(),
+            issuer: c.issuer.clone(),
+            principal: c.principal.to_string(),
+            intent: c.intent.clone(),
+            session: c.session.clone(),
+            issued_at: c.issued_at,
+            expires_at: c.expires_at,
+            attributes: c.attributes.clone(),
+        }
+    }
 }
 
 /// What a decision adds to the lifecycle's evidence, besides its fired rules.
@@ -165,6 +209,7 @@ impl DecisionRecord {
             resource: Some(request.resource.to_string()),
             session: decision.session.clone().or_else(|| request.session.clone()),
             credential_id: decision.credential_id.clone(),
+            credential: decision.credential.as_ref().map(LoggedCredential::from),
             decision: decision.decision.into(),
             effect: decision.effect,
             enforced: decision.enforced.clone(),
@@ -207,6 +252,7 @@ impl DecisionRecord {
             resource: request.map(|r| r.resource.to_string()),
             session: request.and_then(|r| r.session.clone()),
             credential_id: None,
+            credential: None,
             decision: Logged::Invalid,
             effect: None,
             enforced: Vec::new(),

@@ -45,8 +45,8 @@ mod writer;
 
 pub use baseline::{BaselineQuery, Observed};
 pub use decisions::{
-    DECISIONS, DecisionEvidence, DecisionPage, DecisionQuery, DecisionRecord, Logged, MAX_PAGE,
-    Refusal, Stamp,
+    DECISIONS, DecisionEvidence, DecisionPage, DecisionQuery, DecisionRecord, Logged,
+    LoggedCredential, MAX_PAGE, Refusal, Stamp,
 };
 pub use error::StoreError;
 pub use findings::{

@@ -28,6 +28,7 @@ pub fn record(n: u64) -> DecisionRecord {
         resource: Some(format!(r#"Ticket::"T-{n}""#)),
         session: None,
         credential_id: None,
+        credential: None,
         decision: Logged::Allow,
         effect: None,
         enforced: vec![],
