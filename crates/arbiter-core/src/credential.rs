@@ -74,6 +74,25 @@ impl CredentialFailure {
             CredentialFailure::Malformed => "malformed",
         }
     }
+
+    /// The failure a word names (as in `credential:<word>`), if any.
+    pub fn from_word(word: &str) -> Option<CredentialFailure> {
+        [
+            CredentialFailure::Missing,
+            CredentialFailure::Expired,
+            CredentialFailure::NotYetValid,
+            CredentialFailure::LifetimeExceedsMaxTtl,
+            CredentialFailure::BadSignature,
+            CredentialFailure::UnknownIssuer,
+            CredentialFailure::WrongAudience,
+            CredentialFailure::Revoked,
+            CredentialFailure::PrincipalMismatch,
+            CredentialFailure::SessionMismatch,
+            CredentialFailure::Malformed,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == word)
+    }
 }
 
 /// Verifies credentials and revokes them.

@@ -3,10 +3,12 @@
 //!
 //! - [`DecisionService`]: decide, record, make a `revoke` durable, observe.
 //! - [`adapters`]: the store-backed seams the engine calls ([`StoreBaseline`]).
+//! - [`replay`]: a candidate pack deciding logged requests again, compared with the log.
 
 #![forbid(unsafe_code)]
 
 pub mod adapters;
+pub mod replay;
 mod service;
 
 pub use adapters::StoreBaseline;

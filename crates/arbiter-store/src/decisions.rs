@@ -471,6 +471,51 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every logged decision of a window, oldest first (by decision id, so in the order
+    /// they were made), handed to `each` one at a time: memory stays bounded whatever the
+    /// log's size. `each` returning `false` stops the walk. Holds the store's shared
+    /// connection while it walks: for a reader of its own (`arbiter replay` opens the
+    /// store read-only), not for a server's.
+    pub fn walk_decisions(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        principal: Option<&str>,
+        mut each: impl FnMut(DecisionRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut sql = String::from("SELECT decision_id, record FROM decisions WHERE 1 = 1");
+        let mut args = Vec::new();
+        if let Some(since) = since {
+            sql.push_str(" AND time_us >= ?");
+            args.push(SqlValue::Integer(since.as_microsecond()));
+        }
+        if let Some(until) = until {
+            sql.push_str(" AND time_us < ?");
+            args.push(SqlValue::Integer(until.as_microsecond()));
+        }
+        if let Some(principal) = principal {
+            sql.push_str(" AND principal = ?");
+            args.push(SqlValue::Text(principal.to_owned()));
+        }
+        sql.push_str(" ORDER BY decision_id");
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let mut stmt = conn.prepare(&sql).map_err(err)?;
+        let mut rows = stmt.query(params_from_iter(args)).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            let decision_id: String = row.get(0).map_err(err)?;
+            let json: String = row.get(1).map_err(err)?;
+            let record = serde_json::from_str(&json)
+                .map_err(|e| self.corrupt(format!("decision {decision_id}: {e}")))?;
+            if !each(record) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The SQL and arguments for one page: one row more than `limit`, to know whether there
 /// is a next page.
 fn select_page(q: &DecisionQuery, limit: u32) -> Result<(String, Vec<SqlValue>), StoreError> {

@@ -1,0 +1,186 @@
+//! Replay against a real log written by the decision service: the pack in force replayed
+//! over its own log changes nothing (sessions, revokes and throttles re-simulated from
+//! the logged times); a candidate that enforces an audit rule shows exactly the breaks
+//! the log's audit firings predict; a rule that reads a masked value is unreplayable.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test"
+)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arbiter_core::clock::{Clock, ManualClock};
+use arbiter_core::{Engine, Pack, TimeSource};
+use arbiter_service::replay::{Change, Replay};
+use arbiter_service::{DecisionService, Recording};
+use arbiter_store::{DecisionRecord, Durability, LogWriter, Logged, Masker, Store};
+use serde_json::{Value, json};
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Traffic with sessions (a secret read, then egress: revoked), throttled token mints,
+/// unapproved egress (audited), masked comment bodies, default-denied requests and
+/// invalid ones, a few seconds apart.
+fn traffic() -> Vec<Value> {
+    let agents = ["Agent::\"support-bot\"", "Agent::\"ops-copilot\""];
+    let endpoints = ["api.github.com", "pastebin.com", "hooks.slack.com"];
+    let mut requests = Vec::new();
+    for round in 0..12 {
+        let agent = agents[round % 2];
+        let session = format!("s{round}");
+        requests.push(
+            json!({"principal": agent, "action": "Action::\"read_secret\"",
+            "resource": "Secret::\"staging/db-password\"", "session": session}),
+        );
+        requests.push(
+            json!({"principal": agent, "action": "Action::\"http_request\"",
+            "resource": format!("Endpoint::\"{}\"", endpoints[round % 3]),
+            "context": {"method": "GET", "path": "/"}, "session": session}),
+        );
+        requests.push(
+            json!({"principal": agent, "action": "Action::\"read_ticket\"",
+            "resource": "Ticket::\"T-1\"", "session": session}),
+        );
+        requests.push(
+            json!({"principal": agent, "action": "Action::\"comment_ticket\"",
+            "resource": "Ticket::\"T-2\"",
+            "context": {"body": if round % 3 == 0 { "see https://x.example" } else { "done" }}}),
+        );
+        requests.push(json!({"principal": "CiJob::\"pr-checks\"",
+            "action": "Action::\"upload_file\"",
+            "resource": format!("Endpoint::\"{}\"", endpoints[round % 3]),
+            "context": {"filename": "report.txt", "bytes": 10}}));
+        for _ in 0..4 {
+            requests.push(
+                json!({"principal": agent, "action": "Action::\"create_token\"",
+                "resource": "Service::\"billing-api\"", "context": {"ttl_s": 300, "scopes": []}}),
+            );
+        }
+        requests.push(json!({"principal": agent, "action": "Action::\"fly\"",
+            "resource": "Ticket::\"T-1\""}));
+    }
+    requests
+}
+
+/// Writes `traffic()` to a fresh store through the decision service, on `pack_dir`.
+async fn logged(pack_dir: &Path, data: &Path) -> Store {
+    let store = Store::open(data).unwrap();
+    let clock = Arc::new(ManualClock::new("2026-11-02T09:00:00Z".parse().unwrap()));
+    let engine = Engine::new(Arc::new(Pack::load(pack_dir).unwrap()))
+        .with_clock(Arc::clone(&clock) as Arc<dyn Clock>)
+        .with_time_source(TimeSource::ClockOnly);
+    let service = DecisionService::new(engine).recording(Recording {
+        log: LogWriter::start(&store, Durability::Batched, 256).unwrap(),
+        masker: Masker::load_or_create(data).unwrap(),
+        store: store.clone(),
+    });
+    for request in traffic() {
+        clock.advance(jiff::SignedDuration::from_secs(3));
+        let engine = service.engine();
+        service.decide(&engine, request).await.unwrap().ok();
+    }
+    service.drain().await;
+    store
+}
+
+fn replayed(store: &Store, candidate: &Path) -> Vec<(DecisionRecord, Change)> {
+    let replay = Replay::new(Arc::new(Pack::load(candidate).unwrap()));
+    let mut out = Vec::new();
+    store
+        .walk_decisions(None, None, None, |record| {
+            let change = replay.replay(&record).change;
+            out.push((record, change));
+            true
+        })
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn the_pack_in_force_replayed_over_its_own_log_changes_nothing() {
+    let dirs = tempfile::tempdir().unwrap();
+    let store = logged(&example(), dirs.path()).await;
+    let all = replayed(&store, &example());
+    assert_eq!(all.len(), traffic().len());
+    // The log has what makes this a real check: revokes, throttles, invalid requests.
+    let effects: Vec<_> = all.iter().filter_map(|(r, _)| r.effect).collect();
+    assert!(
+        effects.contains(&arbiter_core::rule::Effect::Revoke),
+        "{effects:?}"
+    );
+    assert!(
+        effects.contains(&arbiter_core::rule::Effect::Throttle),
+        "{effects:?}"
+    );
+    assert!(all.iter().any(|(r, _)| r.decision == Logged::Invalid));
+    for (record, change) in &all {
+        match change {
+            Change::Same => {}
+            // A comment's body is masked in the log and a rule reads it.
+            Change::Unreplayable(path) => assert_eq!(path, "context.body", "{record:?}"),
+            other => panic!("{other:?} for {}", serde_json::to_string(record).unwrap()),
+        }
+    }
+    assert!(
+        all.iter()
+            .any(|(_, c)| *c == Change::Unreplayable("context.body".into()))
+    );
+}
+
+#[tokio::test]
+async fn enforcing_an_audit_rule_breaks_exactly_what_it_audited_in_allowed_decisions() {
+    let dirs = tempfile::tempdir().unwrap();
+    let store = logged(&example(), &dirs.path().join("data")).await;
+    let candidate = dirs.path().join("candidate");
+    copy_dir(&example(), &candidate);
+    let egress = candidate.join("policies/egress.cedar");
+    let text = fs::read_to_string(&egress).unwrap();
+    let tightened = text.replacen(
+        "@id(\"egress.unapproved-endpoint\")\n@mode(\"audit\")",
+        "@id(\"egress.unapproved-endpoint\")\n@mode(\"enforce\")",
+        1,
+    );
+    assert_ne!(tightened, text);
+    fs::write(&egress, tightened).unwrap();
+
+    let all = replayed(&store, &candidate);
+    let predicted: Vec<&str> = all
+        .iter()
+        .filter(|(r, _)| {
+            r.decision == Logged::Allow
+                && r.audit
+                    .iter()
+                    .any(|a| a.rule == "egress.unapproved-endpoint")
+        })
+        .map(|(r, _)| r.decision_id.as_str())
+        .collect();
+    let breaks: Vec<&str> = all
+        .iter()
+        .filter(|(_, c)| *c == Change::Breaks)
+        .map(|(r, _)| r.decision_id.as_str())
+        .collect();
+    assert!(!predicted.is_empty());
+    assert_eq!(breaks, predicted);
+    assert!(!all.iter().any(|(_, c)| *c == Change::Loosens));
+}
