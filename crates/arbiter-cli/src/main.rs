@@ -25,6 +25,7 @@ macro_rules! outln {
 mod lifecycle;
 mod output;
 mod reload;
+mod replay;
 mod serve;
 mod token;
 
@@ -103,6 +104,9 @@ enum Command {
     Demote(lifecycle::ModeArgs),
     /// What each identity actually does; --suggest prints least-privilege permits.
     Baseline(lifecycle::BaselineArgs),
+    /// Re-decide the logged requests of a window with a candidate pack, and report what
+    /// would change (exit 1 with --fail-on when it does).
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         Command::Promote(args) => lifecycle::set_mode(args, true, &clock),
         Command::Demote(args) => lifecycle::set_mode(args, false, &clock),
         Command::Baseline(args) => lifecycle::baseline(args, &clock),
+        Command::Replay(args) => replay::replay(args),
     };
     match result {
         Ok(code) => code,

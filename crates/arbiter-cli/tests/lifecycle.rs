@@ -1353,3 +1353,106 @@ fn a_reload_that_would_enforce_nothing_needs_force_and_a_reason() {
     );
     assert!(String::from_utf8_lossy(&forced.stdout).starts_with("reloaded: sha256:"));
 }
+
+#[test]
+fn replay_of_the_pack_in_force_over_its_own_log_finds_no_difference() {
+    let evidence = Evidence::recorded();
+    let run = arbiter(&[
+        "replay",
+        "--pack",
+        evidence.pack(),
+        "--data",
+        evidence.data(),
+        "--json",
+        "--fail-on",
+        "any",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["replayed"], json!(workload().len()), "{report}");
+    let changes = &report["changes"];
+    for kind in ["breaks", "loosens", "shifts", "now_valid", "now_invalid"] {
+        assert_eq!(changes[kind], 0, "{kind}: {report}");
+    }
+}
+
+#[test]
+fn replay_of_a_tightened_candidate_shows_the_breaks_and_gates_on_them() {
+    let evidence = Evidence::recorded();
+    let candidate = evidence._dir.path().join("candidate");
+    copy_dir(&evidence.pack, &candidate);
+    let egress = candidate.join("policies/egress.cedar");
+    let text = fs::read_to_string(&egress).unwrap();
+    let tightened = text.replacen(
+        "@id(\"egress.unapproved-endpoint\")\n@mode(\"audit\")",
+        "@id(\"egress.unapproved-endpoint\")\n@mode(\"enforce\")",
+        1,
+    );
+    assert_ne!(tightened, text);
+    fs::write(&egress, tightened).unwrap();
+    // What the log says the rule audited in decisions that were allowed.
+    let logged = ok(&[
+        "log",
+        "--data",
+        evidence.data(),
+        "--json",
+        "--rule",
+        "egress.unapproved-endpoint",
+        "--mode",
+        "audit",
+        "--decision",
+        "allow",
+    ])
+    .json();
+    let mut predicted: Vec<String> = logged["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_owned())
+        .collect();
+    predicted.sort();
+    assert!(!predicted.is_empty());
+
+    let run = arbiter(&[
+        "replay",
+        "--pack",
+        s(&candidate),
+        "--data",
+        evidence.data(),
+        "--json",
+        "--fail-on",
+        "breaks",
+        "--examples",
+        "100",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(
+        report["changes"]["breaks"],
+        json!(predicted.len()),
+        "{report}"
+    );
+    assert_eq!(report["changes"]["loosens"], 0);
+    let group = report["by_rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "egress.unapproved-endpoint")
+        .unwrap();
+    let mut examples: Vec<String> = group["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect();
+    examples.sort();
+    assert_eq!(examples, predicted);
+    // Without --fail-on, the same findings exit 0; a candidate that does not load, 2.
+    let plain = arbiter(&["replay", "--pack", s(&candidate), "--data", evidence.data()]);
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert!(plain.stdout.contains("breaks"), "{}", plain.stdout);
+    fs::write(candidate.join("policies/broken.cedar"), "forbid (principal").unwrap();
+    let broken = arbiter(&["replay", "--pack", s(&candidate), "--data", evidence.data()]);
+    assert_eq!(broken.code, 2);
+    assert!(broken.stderr.contains("broken.cedar"), "{}", broken.stderr);
+}

@@ -199,3 +199,231 @@ impl CredentialVerifier for LoggedCredentials {
 
     fn revoke(&self, _revoked: &Revoked) {}
 }
+
+/// What a replay of a window found, grouped for people and for machines.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// Records replayed.
+    pub replayed: u64,
+    /// How many of each kind of change.
+    pub changes: Counts,
+    /// Per rule: the candidate's deciding rule of a break or shift, the logged one of a
+    /// loosen; most changes first.
+    pub by_rule: Vec<Group>,
+    /// Per principal, most changes first.
+    pub by_principal: Vec<Group>,
+    /// Per masked path the candidate reads: requests not replayed faithfully.
+    pub unreplayable: Vec<Group>,
+    /// Per rule of the candidate: how often it fired on the window, how often decisively
+    /// (the candidate's decision is a deny it is among the reasons for), and for how
+    /// many principals. For a new rule, a backtest.
+    pub rules: Vec<RuleFirings>,
+    #[serde(skip)]
+    examples: usize,
+    #[serde(skip)]
+    principals: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
+/// How many of each kind of change.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Unchanged.
+    pub same: u64,
+    /// allow → deny.
+    pub breaks: u64,
+    /// deny → allow.
+    pub loosens: u64,
+    /// Same outcome, other deciding rules or effect.
+    pub shifts: u64,
+    /// Invalid then, valid now.
+    pub now_valid: u64,
+    /// Valid then, invalid now.
+    pub now_invalid: u64,
+    /// Depends on a masked value.
+    pub unreplayable: u64,
+}
+
+/// The changes of one rule, principal or masked path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Group {
+    /// The rule, principal or path.
+    pub key: String,
+    /// Its changes.
+    pub changes: Counts,
+    /// Up to the report's number of example decision ids.
+    pub examples: Vec<String>,
+}
+
+/// How a candidate rule fired on the window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleFirings {
+    /// The rule, or a default-deny scope.
+    pub rule: String,
+    /// Times it fired, in any mode.
+    pub fired: u64,
+    /// Times it was among the reasons of a deny.
+    pub decisive: u64,
+    /// Distinct principals it fired for.
+    pub principals: u64,
+}
+
+impl Counts {
+    fn add(&mut self, change: &Change) {
+        let slot = match change {
+            Change::Same => &mut self.same,
+            Change::Breaks => &mut self.breaks,
+            Change::Loosens => &mut self.loosens,
+            Change::Shifts => &mut self.shifts,
+            Change::NowValid => &mut self.now_valid,
+            Change::NowInvalid(_) => &mut self.now_invalid,
+            Change::Unreplayable(_) => &mut self.unreplayable,
+        };
+        *slot += 1;
+    }
+
+    fn differences(&self) -> u64 {
+        self.breaks + self.loosens + self.shifts + self.now_valid + self.now_invalid
+    }
+}
+
+/// What `--fail-on` gates on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOn {
+    /// Any allow → deny.
+    Breaks,
+    /// Any deny → allow.
+    Loosens,
+    /// Any difference at all (unreplayable records are not differences).
+    Any,
+}
+
+impl Report {
+    /// An empty report keeping up to `examples` decision ids per group.
+    pub fn new(examples: usize) -> Report {
+        Report {
+            examples,
+            ..Report::default()
+        }
+    }
+
+    /// Adds one replayed record.
+    pub fn add(&mut self, record: &DecisionRecord, replayed: &Replayed) {
+        self.replayed += 1;
+        self.changes.add(&replayed.change);
+        if let Ok(decision) = &replayed.answer {
+            let principal = record.principal.clone().unwrap_or_default();
+            let fired = decision
+                .enforced
+                .iter()
+                .chain(decision.warnings.iter().map(|w| &w.rule))
+                .chain(decision.audit.iter().map(|a| &a.rule));
+            for rule in fired {
+                let key = rule.to_string();
+                let decisive =
+                    decision.decision == Outcome::Deny && decision.enforced.contains(rule);
+                let entry = match self.rules.iter_mut().position(|r| r.rule == key) {
+                    Some(i) => self.rules.get_mut(i),
+                    None => {
+                        self.rules.push(RuleFirings {
+                            rule: key.clone(),
+                            fired: 0,
+                            decisive: 0,
+                            principals: 0,
+                        });
+                        self.rules.last_mut()
+                    }
+                };
+                if let Some(entry) = entry {
+                    entry.fired += 1;
+                    entry.decisive += u64::from(decisive);
+                    let seen = self.principals.entry(key).or_default();
+                    if seen.insert(principal.clone()) {
+                        entry.principals += 1;
+                    }
+                }
+            }
+        }
+        let rules: Vec<String> = match (&replayed.change, &replayed.answer) {
+            (Change::Same, _) => return,
+            (Change::Unreplayable(path), _) => {
+                let examples = self.examples;
+                group(
+                    &mut self.unreplayable,
+                    path,
+                    &replayed.change,
+                    &record.decision_id,
+                    examples,
+                );
+                return;
+            }
+            (Change::Loosens, _) => record.enforced.iter().map(ToString::to_string).collect(),
+            (_, Ok(decision)) => decision.enforced.iter().map(ToString::to_string).collect(),
+            (_, Err(error)) => vec![format!("invalid:{}", error.code())],
+        };
+        let examples = self.examples;
+        for rule in rules {
+            group(
+                &mut self.by_rule,
+                &rule,
+                &replayed.change,
+                &record.decision_id,
+                examples,
+            );
+        }
+        if let Some(principal) = &record.principal {
+            group(
+                &mut self.by_principal,
+                principal,
+                &replayed.change,
+                &record.decision_id,
+                examples,
+            );
+        }
+    }
+
+    /// Most changes first, then by name: the order people read and machines diff.
+    pub fn finish(&mut self) {
+        for groups in [
+            &mut self.by_rule,
+            &mut self.by_principal,
+            &mut self.unreplayable,
+        ] {
+            groups.sort_by(|a, b| {
+                (b.changes.differences() + b.changes.unreplayable)
+                    .cmp(&(a.changes.differences() + a.changes.unreplayable))
+                    .then_with(|| a.key.cmp(&b.key))
+            });
+        }
+        self.rules
+            .sort_by(|a, b| b.fired.cmp(&a.fired).then_with(|| a.rule.cmp(&b.rule)));
+    }
+
+    /// Whether what `fail_on` names happened.
+    pub fn fails(&self, fail_on: FailOn) -> bool {
+        match fail_on {
+            FailOn::Breaks => self.changes.breaks > 0,
+            FailOn::Loosens => self.changes.loosens > 0,
+            FailOn::Any => self.changes.differences() > 0,
+        }
+    }
+}
+
+fn group(groups: &mut Vec<Group>, key: &str, change: &Change, id: &str, examples: usize) {
+    let index = match groups.iter().position(|g| g.key == key) {
+        Some(i) => i,
+        None => {
+            groups.push(Group {
+                key: key.to_owned(),
+                changes: Counts::default(),
+                examples: Vec::new(),
+            });
+            groups.len() - 1
+        }
+    };
+    if let Some(group) = groups.get_mut(index) {
+        group.changes.add(change);
+        if group.examples.len() < examples {
+            group.examples.push(id.to_owned());
+        }
+    }
+}
