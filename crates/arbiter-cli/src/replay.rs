@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use arbiter_service::replay::{FailOn, Replay, Report};
+use arbiter_service::replay::{FailOn, Report, Window, replay_window};
 use arbiter_store::Store;
 use clap::{Args, ValueEnum};
 use jiff::Timestamp;
@@ -72,16 +72,14 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Failure> {
     let until = time("until", args.until.as_deref())?;
     let pack = load(&args.pack)?;
     let store = Store::open_read_only(&args.data).map_err(|e| Failure::Input(e.to_string()))?;
-    let replay = Replay::new(pack);
-    let mut report = Report::new(args.examples);
-    store
-        .walk_decisions(since, until, args.principal.as_deref(), |record| {
-            let replayed = replay.replay(&record);
-            report.add(&record, &replayed);
-            true
-        })
+    let window = Window {
+        since,
+        until,
+        principal: args.principal.clone(),
+    };
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let report = replay_window(&pack, &store, &window, args.examples, workers)
         .map_err(|e| Failure::Input(e.to_string()))?;
-    report.finish();
     if args.json {
         let text = serde_json::to_string(&report).map_err(|e| Failure::Input(e.to_string()))?;
         outln!("{text}")?;

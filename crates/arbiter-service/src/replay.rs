@@ -427,3 +427,127 @@ fn group(groups: &mut Vec<Group>, key: &str, change: &Change, id: &str, examples
         }
     }
 }
+
+impl Counts {
+    fn merge(&mut self, other: &Counts) {
+        self.same += other.same;
+        self.breaks += other.breaks;
+        self.loosens += other.loosens;
+        self.shifts += other.shifts;
+        self.now_valid += other.now_valid;
+        self.now_invalid += other.now_invalid;
+        self.unreplayable += other.unreplayable;
+    }
+}
+
+impl Report {
+    /// Adds what another report of the same window found (for another set of
+    /// principals). Examples stay the first ones in log order.
+    fn merge(&mut self, other: Report) {
+        self.replayed += other.replayed;
+        self.changes.merge(&other.changes);
+        let examples = self.examples;
+        for (mine, theirs) in [
+            (&mut self.by_rule, other.by_rule),
+            (&mut self.by_principal, other.by_principal),
+            (&mut self.unreplayable, other.unreplayable),
+        ] {
+            for group in theirs {
+                match mine.iter_mut().find(|g| g.key == group.key) {
+                    Some(g) => {
+                        g.changes.merge(&group.changes);
+                        g.examples.extend(group.examples);
+                        g.examples.sort();
+                        g.examples.truncate(examples);
+                    }
+                    None => mine.push(group),
+                }
+            }
+        }
+        for (rule, principals) in other.principals {
+            self.principals.entry(rule).or_default().extend(principals);
+        }
+        for firing in other.rules {
+            match self.rules.iter_mut().find(|r| r.rule == firing.rule) {
+                Some(r) => {
+                    r.fired += firing.fired;
+                    r.decisive += firing.decisive;
+                }
+                None => self.rules.push(firing),
+            }
+        }
+        for r in &mut self.rules {
+            r.principals = self.principals.get(&r.rule).map_or(0, |p| p.len() as u64);
+        }
+    }
+}
+
+/// The window of the log a replay covers.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    /// Decisions at or after this time.
+    pub since: Option<jiff::Timestamp>,
+    /// Decisions before this time.
+    pub until: Option<jiff::Timestamp>,
+    /// Only this principal's decisions.
+    pub principal: Option<String>,
+}
+
+/// Replays `window` of `store`'s log with `candidate` on `workers` threads, and reports.
+///
+/// Sessions and throttle buckets belong to one principal, so the log is split by
+/// principal: each worker replays its principals' decisions in log order with an engine
+/// of its own, and the reports are merged. The log is read once, one record at a time;
+/// each worker's queue is bounded, so memory stays bounded whatever the log's size.
+pub fn replay_window(
+    candidate: &Arc<Pack>,
+    store: &arbiter_store::Store,
+    window: &Window,
+    examples: usize,
+    workers: usize,
+) -> Result<Report, arbiter_store::StoreError> {
+    use std::hash::{Hash, Hasher};
+    let workers = workers.max(1);
+    std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (send, receive) = std::sync::mpsc::sync_channel::<DecisionRecord>(1024);
+            queues.push(send);
+            let candidate = Arc::clone(candidate);
+            handles.push(scope.spawn(move || {
+                let replay = Replay::new(candidate);
+                let mut report = Report::new(examples);
+                for record in receive {
+                    let replayed = replay.replay(&record);
+                    report.add(&record, &replayed);
+                }
+                report
+            }));
+        }
+        let walked = store.walk_decisions(
+            window.since,
+            window.until,
+            window.principal.as_deref(),
+            |record| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                record.principal.hash(&mut hasher);
+                let index = usize::try_from(hasher.finish() % workers as u64).unwrap_or(0);
+                queues
+                    .get(index)
+                    .is_some_and(|queue| queue.send(record).is_ok())
+            },
+        );
+        drop(queues);
+        let mut report = Report::new(examples);
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => report.merge(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        walked?;
+        report.finish();
+        Ok(report)
+    })
+}

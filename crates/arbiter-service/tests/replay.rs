@@ -184,3 +184,31 @@ async fn enforcing_an_audit_rule_breaks_exactly_what_it_audited_in_allowed_decis
     assert_eq!(breaks, predicted);
     assert!(!all.iter().any(|(_, c)| *c == Change::Loosens));
 }
+
+#[tokio::test]
+async fn the_log_split_by_principal_over_threads_reports_what_one_thread_does() {
+    let dirs = tempfile::tempdir().unwrap();
+    let store = logged(&example(), &dirs.path().join("data")).await;
+    let candidate = dirs.path().join("candidate");
+    copy_dir(&example(), &candidate);
+    let egress = candidate.join("policies/egress.cedar");
+    let text = fs::read_to_string(&egress).unwrap();
+    fs::write(
+        &egress,
+        text.replacen("@mode(\"audit\")", "@mode(\"enforce\")", 1),
+    )
+    .unwrap();
+    let pack = Arc::new(Pack::load(&candidate).unwrap());
+    let window = arbiter_service::replay::Window::default();
+    let one = arbiter_service::replay::replay_window(&pack, &store, &window, 2, 1).unwrap();
+    assert!(one.changes.breaks > 0, "{one:?}");
+    for workers in [2, 3] {
+        let many =
+            arbiter_service::replay::replay_window(&pack, &store, &window, 2, workers).unwrap();
+        assert_eq!(
+            serde_json::to_value(&many).unwrap(),
+            serde_json::to_value(&one).unwrap(),
+            "{workers} workers"
+        );
+    }
+}
