@@ -51,6 +51,8 @@ pub struct Replayed {
 #[derive(Debug)]
 pub struct Replay {
     engine: Engine,
+    /// The candidate's policy text, read once: which masked paths it names.
+    policy_text: String,
     clock: Arc<ManualClock>,
     credentials: Arc<LoggedCredentials>,
 }
@@ -65,8 +67,10 @@ impl Replay {
             .with_clock(Arc::clone(&clock) as Arc<dyn Clock>)
             .with_time_source(TimeSource::ClockOnly)
             .with_credentials(Arc::clone(&credentials) as Arc<dyn CredentialVerifier>);
+        let policy_text = engine.pack().policies().to_string();
         Replay {
             engine,
+            policy_text,
             clock,
             credentials,
         }
@@ -81,7 +85,7 @@ impl Replay {
             .and_then(|request| self.engine.decide(&request));
         let change = match (
             &answer,
-            masked_path_read(self.engine.pack(), &record.request),
+            masked_path_read(&self.policy_text, &record.request),
         ) {
             (Ok(_), Some(path)) => Change::Unreplayable(path),
             (Ok(decision), None) => compare(record, decision),
@@ -111,13 +115,12 @@ pub fn compare(record: &DecisionRecord, decision: &Decision) -> Change {
 
 /// The first masked value of the request whose path a policy of the pack names: the
 /// candidate may read it, and the log only has its hash.
-fn masked_path_read(pack: &Pack, request: &Value) -> Option<String> {
+fn masked_path_read(policies: &str, request: &Value) -> Option<String> {
     let mut masked = Vec::new();
     collect_masked(request, String::new(), &mut masked);
     if masked.is_empty() {
         return None;
     }
-    let policies = pack.policies().to_string();
     masked
         .into_iter()
         .find(|path| policies.contains(path.as_str()))
@@ -222,6 +225,19 @@ pub struct Report {
     examples: usize,
     #[serde(skip)]
     principals: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    /// Where each key is in `rules`, `by_rule`, `by_principal` and `unreplayable`: a log
+    /// of many principals and rules is grouped in time linear in its length.
+    #[serde(skip)]
+    index: Index,
+}
+
+/// Positions of keys in a report's lists.
+#[derive(Debug, Default)]
+struct Index {
+    rules: std::collections::HashMap<String, usize>,
+    by_rule: std::collections::HashMap<String, usize>,
+    by_principal: std::collections::HashMap<String, usize>,
+    unreplayable: std::collections::HashMap<String, usize>,
 }
 
 /// How many of each kind of change.
@@ -321,18 +337,17 @@ impl Report {
                 let key = rule.to_string();
                 let decisive =
                     decision.decision == Outcome::Deny && decision.enforced.contains(rule);
-                let entry = match self.rules.iter_mut().position(|r| r.rule == key) {
-                    Some(i) => self.rules.get_mut(i),
-                    None => {
-                        self.rules.push(RuleFirings {
-                            rule: key.clone(),
-                            fired: 0,
-                            decisive: 0,
-                            principals: 0,
-                        });
-                        self.rules.last_mut()
-                    }
-                };
+                let rules = &mut self.rules;
+                let position = *self.index.rules.entry(key.clone()).or_insert_with(|| {
+                    rules.push(RuleFirings {
+                        rule: key.clone(),
+                        fired: 0,
+                        decisive: 0,
+                        principals: 0,
+                    });
+                    rules.len() - 1
+                });
+                let entry = self.rules.get_mut(position);
                 if let Some(entry) = entry {
                     entry.fired += 1;
                     entry.decisive += u64::from(decisive);
@@ -348,7 +363,7 @@ impl Report {
             (Change::Unreplayable(path), _) => {
                 let examples = self.examples;
                 group(
-                    &mut self.unreplayable,
+                    (&mut self.unreplayable, &mut self.index.unreplayable),
                     path,
                     &replayed.change,
                     &record.decision_id,
@@ -363,7 +378,7 @@ impl Report {
         let examples = self.examples;
         for rule in rules {
             group(
-                &mut self.by_rule,
+                (&mut self.by_rule, &mut self.index.by_rule),
                 &rule,
                 &replayed.change,
                 &record.decision_id,
@@ -372,7 +387,7 @@ impl Report {
         }
         if let Some(principal) = &record.principal {
             group(
-                &mut self.by_principal,
+                (&mut self.by_principal, &mut self.index.by_principal),
                 principal,
                 &replayed.change,
                 &record.decision_id,
@@ -396,6 +411,8 @@ impl Report {
         }
         self.rules
             .sort_by(|a, b| b.fired.cmp(&a.fired).then_with(|| a.rule.cmp(&b.rule)));
+        // The positions no longer hold once sorted; a finished report takes no more.
+        self.index = Index::default();
     }
 
     /// Whether what `fail_on` names happened.
@@ -408,19 +425,29 @@ impl Report {
     }
 }
 
-fn group(groups: &mut Vec<Group>, key: &str, change: &Change, id: &str, examples: usize) {
-    let index = match groups.iter().position(|g| g.key == key) {
-        Some(i) => i,
+fn group(
+    (groups, index): (
+        &mut Vec<Group>,
+        &mut std::collections::HashMap<String, usize>,
+    ),
+    key: &str,
+    change: &Change,
+    id: &str,
+    examples: usize,
+) {
+    let position = match index.get(key) {
+        Some(i) => *i,
         None => {
             groups.push(Group {
                 key: key.to_owned(),
                 changes: Counts::default(),
                 examples: Vec::new(),
             });
+            index.insert(key.to_owned(), groups.len() - 1);
             groups.len() - 1
         }
     };
-    if let Some(group) = groups.get_mut(index) {
+    if let Some(group) = groups.get_mut(position) {
         group.changes.add(change);
         if group.examples.len() < examples {
             group.examples.push(id.to_owned());
@@ -447,20 +474,31 @@ impl Report {
         self.replayed += other.replayed;
         self.changes.merge(&other.changes);
         let examples = self.examples;
-        for (mine, theirs) in [
-            (&mut self.by_rule, other.by_rule),
-            (&mut self.by_principal, other.by_principal),
-            (&mut self.unreplayable, other.unreplayable),
+        for (mine, index, theirs) in [
+            (&mut self.by_rule, &mut self.index.by_rule, other.by_rule),
+            (
+                &mut self.by_principal,
+                &mut self.index.by_principal,
+                other.by_principal,
+            ),
+            (
+                &mut self.unreplayable,
+                &mut self.index.unreplayable,
+                other.unreplayable,
+            ),
         ] {
             for group in theirs {
-                match mine.iter_mut().find(|g| g.key == group.key) {
+                match index.get(&group.key).and_then(|i| mine.get_mut(*i)) {
                     Some(g) => {
                         g.changes.merge(&group.changes);
                         g.examples.extend(group.examples);
                         g.examples.sort();
                         g.examples.truncate(examples);
                     }
-                    None => mine.push(group),
+                    None => {
+                        index.insert(group.key.clone(), mine.len());
+                        mine.push(group);
+                    }
                 }
             }
         }
@@ -468,12 +506,22 @@ impl Report {
             self.principals.entry(rule).or_default().extend(principals);
         }
         for firing in other.rules {
-            match self.rules.iter_mut().find(|r| r.rule == firing.rule) {
+            match self
+                .index
+                .rules
+                .get(&firing.rule)
+                .and_then(|i| self.rules.get_mut(*i))
+            {
                 Some(r) => {
                     r.fired += firing.fired;
                     r.decisive += firing.decisive;
                 }
-                None => self.rules.push(firing),
+                None => {
+                    self.index
+                        .rules
+                        .insert(firing.rule.clone(), self.rules.len());
+                    self.rules.push(firing);
+                }
             }
         }
         for r in &mut self.rules {
