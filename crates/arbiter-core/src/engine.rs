@@ -13,6 +13,7 @@ use serde_json::Value;
 use ulid::Ulid;
 
 use crate::clock::{Clock, SystemClock};
+use crate::context;
 use crate::credential::{
     CredentialFailure, CredentialVerifier, NoIssuers, Revoked, VerifiedCredential,
 };
@@ -367,31 +368,33 @@ impl Engine {
         }
         // An empty context needs no parsing; `Request::new` below still checks it
         // against the schema.
-        let context = if context.is_empty() {
-            Ok(Context::empty())
-        } else {
-            Context::from_json_value(Value::Object(context), schema.map(|s| (s, &action)))
-        }
-        .map_err(|e| match e {
-            cedar_policy::ContextJsonError::MissingAction(_) => {
-                RequestError::Invalid(cedar_message(&e))
+        // A context of plain JSON is turned into Cedar values directly; `Request::new`
+        // checks it against the schema. Anything else, or a plain reading the schema
+        // refuses (a string the schema types as an extension value, an object it types as
+        // an entity), is read by Cedar's own schema-directed JSON parser, as before.
+        let checked = match context::plain(&context) {
+            Some(plain) => self
+                .request(&principal, &action, &resource, plain, request)
+                .ok(),
+            None => None,
+        };
+        let checked = match checked {
+            Some(checked) => checked,
+            None => {
+                let context = if context.is_empty() {
+                    Ok(Context::empty())
+                } else {
+                    Context::from_json_value(Value::Object(context), schema.map(|s| (s, &action)))
+                }
+                .map_err(|e| match e {
+                    cedar_policy::ContextJsonError::MissingAction(_) => {
+                        RequestError::Invalid(cedar_message(&e))
+                    }
+                    _ => self.context_error(&action, request),
+                })?;
+                self.request(&principal, &action, &resource, context, request)?
             }
-            _ => self.context_error(&action, request),
-        })?;
-        let checked = Request::new(
-            principal.clone(),
-            action.clone(),
-            resource.clone(),
-            context,
-            schema,
-        )
-        .map_err(|e| match e {
-            cedar_policy::RequestValidationError::InvalidContext(_)
-            | cedar_policy::RequestValidationError::TypeOfContext(_) => {
-                self.context_error(&action, request)
-            }
-            other => RequestError::Invalid(cedar_message(&other)),
-        })?;
+        };
         let entities = match &request.entities {
             None => None,
             Some(value) => Some(self.request_entities(value, &principal)?),
@@ -405,6 +408,31 @@ impl Engine {
             now,
         };
         Ok((valid, checked))
+    }
+
+    /// The Cedar request, its context checked against the schema.
+    fn request(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        context: Context,
+        request: &DecisionRequest,
+    ) -> Result<Request, RequestError> {
+        Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            self.pack.schema(),
+        )
+        .map_err(|e| match e {
+            cedar_policy::RequestValidationError::InvalidContext(_)
+            | cedar_policy::RequestValidationError::TypeOfContext(_) => {
+                self.context_error(action, request)
+            }
+            other => RequestError::Invalid(cedar_message(&other)),
+        })
     }
 
     /// A context that breaks the schema: where and what was expected, never the value

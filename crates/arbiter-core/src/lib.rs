@@ -37,6 +37,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+mod context;
 pub mod credential;
 pub mod diag;
 pub mod engine;

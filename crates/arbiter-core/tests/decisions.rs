@@ -717,3 +717,52 @@ fn the_default_deny_scope_is_named_only_when_it_was_consulted() {
     assert_eq!(throttled.enforced, ["egress-rate-enforced"]);
     assert_eq!(throttled.scope, None);
 }
+
+/// A context the schema types with extension values and entities, written as Cedar's
+/// schema-directed JSON allows (an address as a string, an entity as `{type, id}`), is
+/// read as Cedar reads it; plain JSON takes the engine's direct reading, and both decide
+/// alike.
+#[test]
+fn schema_typed_contexts_read_as_cedar_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("policies")).unwrap();
+    fs::write(
+        dir.path().join("schema.cedarschema"),
+        r#"
+entity Agent;
+entity Host;
+action connect appliesTo { principal: [Agent], resource: [Host],
+  context: { from: ipaddr, amount: decimal, owner: Agent, tags: Set<String>, n: Long } };
+"#,
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("policies/rules.cedar"),
+        r#"
+@id("outside")
+@mode("enforce")
+forbid(principal, action == Action::"connect", resource)
+  unless { context.from.isInRange(ip("10.0.0.0/8")) && context.amount.lessThan(decimal("10.0"))
+           && context.owner == principal && context.tags.contains("ok") && context.n > 1 };
+"#,
+    )
+    .unwrap();
+    fs::write(dir.path().join("entities.json"), "[]").unwrap();
+    fs::write(dir.path().join("arbiter.toml"), "").unwrap();
+    let pack = Arc::new(Pack::load(dir.path()).unwrap_or_else(|p| panic!("{p}")));
+    let (engine, _) = engine(&pack);
+    let ask = |from: &str, n: i64| {
+        engine.decide(&req(json!({
+            "principal": "Agent::\"a\"", "action": "Action::\"connect\"", "resource": "Host::\"h\"",
+            "context": {"from": from, "amount": "1.5", "owner": {"type": "Agent", "id": "a"},
+                        "tags": ["ok"], "n": n}
+        })))
+    };
+    assert_eq!(ask("10.1.2.3", 2).unwrap().decision, Outcome::Allow);
+    assert_eq!(ask("192.168.0.1", 2).unwrap().decision, Outcome::Deny);
+    assert_eq!(ask("10.1.2.3", 1).unwrap().decision, Outcome::Deny);
+    assert_eq!(
+        ask("not an address", 2).unwrap_err().code(),
+        "invalid_request"
+    );
+}
