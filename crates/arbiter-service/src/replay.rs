@@ -13,7 +13,7 @@ use arbiter_core::credential::{
 };
 use arbiter_core::response::Outcome;
 use arbiter_core::{Decision, DecisionRequest, Engine, Pack, RequestError, TimeSource};
-use arbiter_store::{DecisionRecord, Logged, LoggedCredential, MASK_PREFIX};
+use arbiter_store::{DecisionRecord, Logged, LoggedCredential, MASK_PREFIX, StoredDecision};
 use serde_json::Value;
 
 /// How a replayed decision compares with the logged one.
@@ -541,12 +541,21 @@ pub struct Window {
     pub principal: Option<String>,
 }
 
+/// Records a worker is handed at a time: a hand-over per record woke a worker per
+/// record, and the waking cost more than a replay.
+const BATCH: usize = 256;
+
+/// Batches queued per worker: with [`BATCH`], the records in memory at once are bounded
+/// by `workers × (QUEUED + 2) × BATCH`, whatever the log's size.
+const QUEUED: usize = 8;
+
 /// Replays `window` of `store`'s log with `candidate` on `workers` threads, and reports.
 ///
 /// Sessions and throttle buckets belong to one principal, so the log is split by
-/// principal: each worker replays its principals' decisions in log order with an engine
-/// of its own, and the reports are merged. The log is read once, one record at a time;
-/// each worker's queue is bounded, so memory stays bounded whatever the log's size.
+/// principal: each worker replays its principals' decisions in logged order with an
+/// engine of its own, and the reports are merged. One thread walks the log and hands the
+/// stored rows over in batches; the workers read the records (their JSON) and replay
+/// them. Each worker's queue is bounded, so memory stays bounded whatever the log's size.
 pub fn replay_window(
     candidate: &Arc<Pack>,
     store: &arbiter_store::Store,
@@ -560,41 +569,67 @@ pub fn replay_window(
         let mut queues = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (send, receive) = std::sync::mpsc::sync_channel::<DecisionRecord>(1024);
+            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<StoredDecision>>(QUEUED);
             queues.push(send);
             let candidate = Arc::clone(candidate);
             handles.push(scope.spawn(move || {
                 let replay = Replay::new(candidate);
                 let mut report = Report::new(examples);
-                for record in receive {
-                    let replayed = replay.replay(&record);
-                    report.add(&record, &replayed);
+                for batch in receive {
+                    for stored in batch {
+                        let record = stored.read(store)?;
+                        let replayed = replay.replay(&record);
+                        report.add(&record, &replayed);
+                    }
                 }
-                report
+                Ok::<_, arbiter_store::StoreError>(report)
             }));
         }
+        let mut batches: Vec<Vec<StoredDecision>> =
+            (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
+        let send = |index: usize, batch: Vec<StoredDecision>| {
+            queues
+                .get(index)
+                .is_some_and(|queue| queue.send(batch).is_ok())
+        };
         let walked = store.walk_decisions(
             window.since,
             window.until,
             window.principal.as_deref(),
-            |record| {
+            |stored| {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                record.principal.hash(&mut hasher);
+                stored.principal.hash(&mut hasher);
                 let index = usize::try_from(hasher.finish() % workers as u64).unwrap_or(0);
-                queues
-                    .get(index)
-                    .is_some_and(|queue| queue.send(record).is_ok())
+                let Some(batch) = batches.get_mut(index) else {
+                    return false;
+                };
+                batch.push(stored);
+                if batch.len() < BATCH {
+                    return true;
+                }
+                let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                send(index, full)
             },
         );
+        for (index, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() {
+                send(index, batch);
+            }
+        }
         drop(queues);
         let mut report = Report::new(examples);
+        let mut failed = None;
         for handle in handles {
             match handle.join() {
-                Ok(part) => report.merge(part),
+                Ok(Ok(part)) => report.merge(part),
+                Ok(Err(error)) => failed = failed.or(Some(error)),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
         walked?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
         report.finish();
         Ok(report)
     })

@@ -108,7 +108,8 @@ fn replayed(store: &Store, candidate: &Path) -> Vec<(DecisionRecord, Change)> {
     let replay = Replay::new(Arc::new(Pack::load(candidate).unwrap()));
     let mut out = Vec::new();
     store
-        .walk_decisions(None, None, None, |record| {
+        .walk_decisions(None, None, None, |stored| {
+            let record = stored.read(store).unwrap();
             let change = replay.replay(&record).change;
             out.push((record, change));
             true

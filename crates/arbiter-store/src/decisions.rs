@@ -471,44 +471,94 @@ impl Store {
     }
 }
 
+/// A logged decision as stored: its principal from its column, its record not read yet.
+/// A walk of a large log reads rows on one thread and hands them to workers that read the
+/// records in parallel ([`StoredDecision::read`]).
+#[derive(Debug)]
+pub struct StoredDecision {
+    /// The decision's principal (`None` for a request refused before it named one).
+    pub principal: Option<String>,
+    decision_id: String,
+    json: String,
+}
+
+impl StoredDecision {
+    /// The decision's id.
+    pub fn decision_id(&self) -> &str {
+        &self.decision_id
+    }
+
+    /// The record, read from its stored JSON.
+    pub fn read(&self, store: &Store) -> Result<DecisionRecord, StoreError> {
+        serde_json::from_str(&self.json)
+            .map_err(|e| store.corrupt(format!("decision {}: {e}", self.decision_id)))
+    }
+}
+
 impl Store {
-    /// Every logged decision of a window, oldest first (by decision id, so in the order
-    /// they were made), handed to `each` one at a time: memory stays bounded whatever the
-    /// log's size. `each` returning `false` stops the walk. Holds the store's shared
-    /// connection while it walks: for a reader of its own (`arbiter replay` opens the
-    /// store read-only), not for a server's.
+    /// Every logged decision of a window in logged order (the order the log wrote them),
+    /// handed to `each` one at a time, unread: memory stays bounded whatever the log's
+    /// size. `each` returning `false` stops the walk. Holds the store's shared connection
+    /// while it walks: for a reader of its own (`arbiter replay` opens the store
+    /// read-only), not for a server's.
+    ///
+    /// The table is read in row order, which is the order rows were written: a window of
+    /// time is first bounded to its rows' range through the time index, so the walk is a
+    /// sequential read of the table, never a lookup per row.
     pub fn walk_decisions(
         &self,
         since: Option<Timestamp>,
         until: Option<Timestamp>,
         principal: Option<&str>,
-        mut each: impl FnMut(DecisionRecord) -> bool,
+        mut each: impl FnMut(StoredDecision) -> bool,
     ) -> Result<(), StoreError> {
-        let mut sql = String::from("SELECT decision_id, record FROM decisions WHERE 1 = 1");
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let mut filter = String::new();
         let mut args = Vec::new();
         if let Some(since) = since {
-            sql.push_str(" AND time_us >= ?");
+            filter.push_str(" AND time_us >= ?");
             args.push(SqlValue::Integer(since.as_microsecond()));
         }
         if let Some(until) = until {
-            sql.push_str(" AND time_us < ?");
+            filter.push_str(" AND time_us < ?");
             args.push(SqlValue::Integer(until.as_microsecond()));
         }
+        let mut sql = String::from(
+            "SELECT decision_id, principal, record FROM decisions NOT INDEXED WHERE 1 = 1",
+        );
         if let Some(principal) = principal {
-            sql.push_str(" AND principal = ?");
-            args.push(SqlValue::Text(principal.to_owned()));
+            // A principal's rows come through its index, then in row order.
+            sql = String::from(
+                "SELECT decision_id, principal, record FROM decisions WHERE principal = ?",
+            );
+            args.insert(0, SqlValue::Text(principal.to_owned()));
+        } else if !filter.is_empty() {
+            let bounds =
+                format!("SELECT min(rowid), max(rowid) FROM decisions WHERE 1 = 1{filter}");
+            let (low, high): (Option<i64>, Option<i64>) = conn
+                .query_row(&bounds, params_from_iter(args.iter()), |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .map_err(err)?;
+            let (Some(low), Some(high)) = (low, high) else {
+                return Ok(());
+            };
+            sql.push_str(" AND rowid BETWEEN ? AND ?");
+            args.insert(0, SqlValue::Integer(low));
+            args.insert(1, SqlValue::Integer(high));
         }
-        sql.push_str(" ORDER BY decision_id");
-        let conn = self.connection();
-        let err = |cause| self.sqlite_error(cause);
+        sql.push_str(&filter);
+        sql.push_str(" ORDER BY rowid");
         let mut stmt = conn.prepare(&sql).map_err(err)?;
         let mut rows = stmt.query(params_from_iter(args)).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
-            let decision_id: String = row.get(0).map_err(err)?;
-            let json: String = row.get(1).map_err(err)?;
-            let record = serde_json::from_str(&json)
-                .map_err(|e| self.corrupt(format!("decision {decision_id}: {e}")))?;
-            if !each(record) {
+            let stored = StoredDecision {
+                decision_id: row.get(0).map_err(err)?,
+                principal: row.get(1).map_err(err)?,
+                json: row.get(2).map_err(err)?,
+            };
+            if !each(stored) {
                 break;
             }
         }

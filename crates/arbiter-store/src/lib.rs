@@ -46,7 +46,7 @@ mod writer;
 pub use baseline::{BaselineQuery, Observed};
 pub use decisions::{
     DECISIONS, DecisionEvidence, DecisionPage, DecisionQuery, DecisionRecord, Logged,
-    LoggedCredential, MAX_PAGE, Refusal, Stamp,
+    LoggedCredential, MAX_PAGE, Refusal, Stamp, StoredDecision,
 };
 pub use error::StoreError;
 pub use findings::{
