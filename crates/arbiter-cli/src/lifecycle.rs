@@ -130,7 +130,7 @@ pub struct ModeArgs {
     /// evidence.
     #[arg(long, requires = "reason")]
     force: bool,
-    /// Why (required with --force; recorded).
+    /// Why (required with --force, and to demote; recorded).
     #[arg(long)]
     reason: Option<String>,
     /// Who (default: the user running the command).
@@ -461,6 +461,10 @@ fn refusal_lines(name: &str, refusal: &Refusal, data: &Path) -> Vec<String> {
         Refusal::NoEvidence => vec![format!(
             "refused: no evidence for `{name}` in {}",
             data.display()
+        )],
+        Refusal::NoReason => vec![format!(
+            "refused: moving `{name}` away from enforcement needs --reason \"…\" (it is \
+             recorded with who and why, and `arbiter diff` lists it as a downgrade)"
         )],
     }
 }

@@ -22,6 +22,8 @@ macro_rules! outln {
     };
 }
 
+mod diff;
+mod git;
 mod lifecycle;
 mod output;
 mod reload;
@@ -107,6 +109,9 @@ enum Command {
     /// Re-decide the logged requests of a window with a candidate pack, and report what
     /// would change (exit 1 with --fail-on when it does).
     Replay(replay::ReplayArgs),
+    /// What a change of pack does: rules added, removed and changed, downgrades first;
+    /// with --data, both packs replayed on the log (exit 1 with --fail-on when it does).
+    Diff(diff::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
         Command::Demote(args) => lifecycle::set_mode(args, false, &clock),
         Command::Baseline(args) => lifecycle::baseline(args, &clock),
         Command::Replay(args) => replay::replay(args),
+        Command::Diff(args) => diff::diff(args),
     };
     match result {
         Ok(code) => code,

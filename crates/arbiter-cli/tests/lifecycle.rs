@@ -917,12 +917,29 @@ fn a_dry_run_prints_the_diff_and_changes_nothing() {
         e.file("policies/tokens.cedar")
     );
 
-    // A demotion's dry run.
+    // A demotion's dry run: without a reason it would be refused, and says so.
     let before = snapshot(&e.pack);
+    let unexplained = arbiter(&[
+        "demote",
+        "agent.no-links-in-comments",
+        "--dry-run",
+        "--pack",
+        e.pack(),
+        "--data",
+        e.data(),
+    ]);
+    assert_eq!(unexplained.code, 1, "{unexplained:#?}");
+    assert!(
+        unexplained.stderr.contains("needs --reason"),
+        "{}",
+        unexplained.stderr
+    );
     let dry = ok(&[
         "demote",
         "agent.no-links-in-comments",
         "--dry-run",
+        "--reason",
+        "too noisy",
         "--pack",
         e.pack(),
         "--data",
@@ -1021,13 +1038,38 @@ fn a_forced_promotion_rewrites_only_the_mode_line_and_is_recorded() {
     ]);
     assert_eq!(gone.code, 2, "{gone:#?}");
 
-    // Demote: back to audit, the file as it was, byte for byte; demotion needs no
-    // evidence and is recorded unforced.
+    // Demote: a downgrade is never silent. Without a reason (or with a blank one) it is
+    // refused and nothing changes; with one, back to audit, the file as it was, byte for
+    // byte; demotion needs no evidence and is recorded unforced, with who and why.
+    let enforced = e.file("policies/tokens.cedar");
+    for blank in [&[][..], &["--reason", "  "][..]] {
+        let mut args = vec![
+            "demote",
+            "tokens.long-ttl",
+            "--pack",
+            e.pack(),
+            "--data",
+            e.data(),
+        ];
+        args.extend_from_slice(blank);
+        let refused = arbiter(&args);
+        assert_eq!(refused.code, 1, "{refused:#?}");
+        assert!(
+            refused
+                .stderr
+                .contains("away from enforcement needs --reason"),
+            "{}",
+            refused.stderr
+        );
+        assert_eq!(e.file("policies/tokens.cedar"), enforced);
+    }
     let run = ok(&[
         "demote",
         "tokens.long-ttl",
         "--by",
         "dave",
+        "--reason",
+        "pages the on-call at night",
         "--pack",
         e.pack(),
         "--data",
@@ -1045,6 +1087,7 @@ fn a_forced_promotion_rewrites_only_the_mode_line_and_is_recorded() {
     );
     assert!(!d.forced);
     assert_eq!(d.by, "dave");
+    assert_eq!(d.reason.as_deref(), Some("pages the on-call at night"));
     assert!(d.seq > p.seq);
 }
 
@@ -1112,6 +1155,8 @@ fn promoting_a_default_deny_scope_edits_arbiter_toml() {
     ok(&[
         "demote",
         "default-deny:CiJob",
+        "--reason",
+        "the scope's evidence was wrong",
         "--pack",
         e.pack(),
         "--data",
@@ -1381,37 +1426,8 @@ fn replay_of_a_tightened_candidate_shows_the_breaks_and_gates_on_them() {
     let evidence = Evidence::recorded();
     let candidate = evidence._dir.path().join("candidate");
     copy_dir(&evidence.pack, &candidate);
-    let egress = candidate.join("policies/egress.cedar");
-    let text = fs::read_to_string(&egress).unwrap();
-    let tightened = text.replacen(
-        "@id(\"egress.unapproved-endpoint\")\n@mode(\"audit\")",
-        "@id(\"egress.unapproved-endpoint\")\n@mode(\"enforce\")",
-        1,
-    );
-    assert_ne!(tightened, text);
-    fs::write(&egress, tightened).unwrap();
-    // What the log says the rule audited in decisions that were allowed.
-    let logged = ok(&[
-        "log",
-        "--data",
-        evidence.data(),
-        "--json",
-        "--rule",
-        "egress.unapproved-endpoint",
-        "--mode",
-        "audit",
-        "--decision",
-        "allow",
-    ])
-    .json();
-    let mut predicted: Vec<String> = logged["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["decision_id"].as_str().unwrap().to_owned())
-        .collect();
-    predicted.sort();
-    assert!(!predicted.is_empty());
+    enforce_unapproved_endpoint(&candidate);
+    let predicted = audited_allowed(&evidence);
 
     let run = arbiter(&[
         "replay",
@@ -1455,4 +1471,397 @@ fn replay_of_a_tightened_candidate_shows_the_breaks_and_gates_on_them() {
     let broken = arbiter(&["replay", "--pack", s(&candidate), "--data", evidence.data()]);
     assert_eq!(broken.code, 2);
     assert!(broken.stderr.contains("broken.cedar"), "{}", broken.stderr);
+}
+
+#[test]
+fn replay_of_a_widened_permit_shows_the_loosens() {
+    let evidence = Evidence::recorded();
+    let candidate = evidence._dir.path().join("candidate");
+    copy_dir(&evidence.pack, &candidate);
+    // The support bot may now read every secret: default-deny:Agent denied it.
+    fs::write(
+        candidate.join("policies/widen.cedar"),
+        "@id(\"widen.support-reads-secrets\")\n\
+         permit (principal == Agent::\"support-bot\", action == Action::\"read_secret\", resource);\n",
+    )
+    .unwrap();
+    let denied = ok(&[
+        "log",
+        "--data",
+        evidence.data(),
+        "--json",
+        "--decision",
+        "deny",
+        "--principal",
+        "Agent::\"support-bot\"",
+        "--action",
+        "Action::\"read_secret\"",
+    ])
+    .json();
+    let predicted: Vec<&str> = denied["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(predicted.len(), 1, "{denied}");
+
+    let run = arbiter(&[
+        "replay",
+        "--pack",
+        s(&candidate),
+        "--data",
+        evidence.data(),
+        "--json",
+        "--fail-on",
+        "loosens",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["changes"]["loosens"], 1, "{report}");
+    assert_eq!(report["changes"]["breaks"], 0, "{report}");
+    // A loosen is grouped under the rule that denied it then.
+    let group = &report["by_rule"][0];
+    assert_eq!(group["key"], "default-deny:Agent", "{report}");
+    assert_eq!(group["examples"], json!(predicted));
+    let bot = report["by_principal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "Agent::\"support-bot\"")
+        .unwrap();
+    assert_eq!(bot["changes"]["loosens"], 1);
+}
+
+/// Moves `egress.unapproved-endpoint` from audit to enforce in the pack at `pack`.
+fn enforce_unapproved_endpoint(pack: &Path) {
+    edited(
+        pack,
+        "policies/egress.cedar",
+        "@id(\"egress.unapproved-endpoint\")\n@mode(\"audit\")",
+        "@id(\"egress.unapproved-endpoint\")\n@mode(\"enforce\")",
+    );
+}
+
+/// What the log says `egress.unapproved-endpoint` audited in decisions that were
+/// allowed (what enforcing it breaks), sorted; never empty.
+fn audited_allowed(evidence: &Evidence) -> Vec<String> {
+    let logged = ok(&[
+        "log",
+        "--data",
+        evidence.data(),
+        "--json",
+        "--rule",
+        "egress.unapproved-endpoint",
+        "--mode",
+        "audit",
+        "--decision",
+        "allow",
+    ])
+    .json();
+    let mut ids: Vec<String> = logged["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert!(!ids.is_empty());
+    ids
+}
+
+/// `pack` with `from` replaced by `to` once in its file `file`.
+fn edited(pack: &Path, file: &str, from: &str, to: &str) {
+    let path = pack.join(file);
+    let text = fs::read_to_string(&path).unwrap();
+    let changed = text.replacen(from, to, 1);
+    assert_ne!(changed, text, "{file} holds {from}");
+    fs::write(path, changed).unwrap();
+}
+
+#[test]
+fn diff_lists_downgrades_first_and_gates_on_them_and_on_breaks() {
+    let evidence = Evidence::recorded();
+    let head = evidence._dir.path().join("head");
+    copy_dir(&evidence.pack, &head);
+    // A downgrade (a revoke rule to audit) and an upgrade (an audit rule to enforce).
+    edited(
+        &head,
+        "policies/agents.cedar",
+        "@id(\"agent.no-egress-after-secret\")\n@mode(\"enforce\")",
+        "@id(\"agent.no-egress-after-secret\")\n@mode(\"audit\")",
+    );
+    enforce_unapproved_endpoint(&head);
+    let run = arbiter(&[
+        "diff",
+        evidence.pack(),
+        s(&head),
+        "--format",
+        "json",
+        "--fail-on",
+        "downgrades",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let document = run.json();
+    let rules = &document["rules"];
+    assert_eq!(rules["downgrades"], 1, "{document}");
+    assert_eq!(rules["upgrades"], 1, "{document}");
+    let changes = rules["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{document}");
+    assert_eq!(changes[0]["rule"], "agent.no-egress-after-secret");
+    assert_eq!(changes[0]["direction"], "downgrade");
+    assert_eq!(
+        changes[0]["fields"],
+        json!([{"field": "mode", "base": "enforce", "head": "audit"}])
+    );
+    assert_eq!(changes[1]["rule"], "egress.unapproved-endpoint");
+    assert_eq!(changes[1]["direction"], "upgrade");
+    assert_eq!(document["replay"], Value::Null);
+    // Breaks need the log; asked for without it, a usage error.
+    let no_data = arbiter(&["diff", evidence.pack(), s(&head), "--fail-on", "breaks"]);
+    assert_eq!(no_data.code, 2, "{no_data:?}");
+
+    // On the log: enforcing the audit rule breaks what it audited in allowed decisions,
+    // judged against BASE today.
+    let predicted = audited_allowed(&evidence).len();
+    let run = arbiter(&[
+        "diff",
+        evidence.pack(),
+        s(&head),
+        "--data",
+        evidence.data(),
+        "--format",
+        "json",
+        "--fail-on",
+        "breaks",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let replay = &run.json()["replay"];
+    assert_eq!(
+        replay["change"]["changes"]["breaks"],
+        json!(predicted),
+        "{replay}"
+    );
+    assert_eq!(
+        replay["change"]["by_rule"][0]["key"],
+        "egress.unapproved-endpoint"
+    );
+    // BASE is the pack that wrote the log: against the log it changes nothing.
+    for kind in ["breaks", "loosens", "shifts"] {
+        assert_eq!(replay["base"]["changes"][kind], 0, "{replay}");
+    }
+
+    // Only the upgrade: no downgrade to fail on. The text names it.
+    copy_dir(&evidence.pack, &head.join("../upgrade-only"));
+    let upgrade_only = head.join("../upgrade-only");
+    enforce_unapproved_endpoint(&upgrade_only);
+    let run = arbiter(&[
+        "diff",
+        evidence.pack(),
+        s(&upgrade_only),
+        "--fail-on",
+        "downgrades",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("0 downgrades, 1 upgrade"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("from `audit` to `enforce`"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// Runs `git ARGS` in `dir`; it must succeed.
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=ci", "-c", "user.email=ci@example.com"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `arbiter …` command lines of the CI jobs in `docs/ci.md`, in order.
+fn ci_commands() -> Vec<String> {
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ci.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_yaml = false;
+    for line in doc.lines() {
+        match line.trim() {
+            "```yaml" => in_yaml = true,
+            "```" => in_yaml = false,
+            text if in_yaml => {
+                let text = text.trim_start_matches("- ");
+                if text.starts_with("arbiter ") {
+                    commands.push(text.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    commands
+}
+
+/// Runs each command with `sh` in `dir`, `arbiter` on the path; their exit codes.
+fn run_ci(dir: &Path, commands: &[String], base: &str) -> Vec<(String, i32, String)> {
+    let bin = assert_cmd::cargo::cargo_bin("arbiter");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    commands
+        .iter()
+        .map(|command| {
+            let out = Command::new("sh")
+                .args(["-c", command])
+                .current_dir(dir)
+                .env("PATH", &path)
+                .env("BASE", base)
+                .env_remove("ARBITER_DATA")
+                .output()
+                .unwrap();
+            (
+                command.clone(),
+                out.status.code().unwrap(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_ci_jobs_commands_gate_a_pull_request_in_a_real_git_repository() {
+    let commands = ci_commands();
+    // Both jobs: validate, test, diff.
+    assert_eq!(commands.len(), 6, "{commands:#?}");
+    assert_eq!(
+        commands[..3],
+        commands[3..],
+        "the two jobs run the same commands"
+    );
+    let commands = &commands[..3];
+    let evidence = Evidence::recorded();
+    let root = evidence._dir.path();
+    // A bare origin with `main` holding the example pack in policy/.
+    let origin = root.join("origin.git");
+    fs::create_dir(&origin).unwrap();
+    git(&origin, &["init", "--bare", "-q"]);
+    let work = root.join("work");
+    fs::create_dir(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    copy_dir(&evidence.pack, &work.join("policy"));
+    copy_dir(&evidence.data, &work.join("evidence"));
+    fs::write(work.join(".gitignore"), "evidence/\narbiter-diff.md\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "the pack"]);
+    git(&work, &["remote", "add", "origin", s(&origin)]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    git(&work, &["fetch", "-q", "origin"]);
+
+    // A harmless pull request: a rule's owner changes. Every command passes.
+    git(&work, &["checkout", "-q", "-b", "owner"]);
+    edited(
+        &work.join("policy"),
+        "policies/egress.cedar",
+        "@owner(\"network-security\")",
+        "@owner(\"netsec-oncall\")",
+    );
+    git(&work, &["commit", "-q", "-am", "new owner"]);
+    let before = snapshot(&work.join("policy"));
+    for (command, code, stderr) in run_ci(&work, commands, "origin/main") {
+        assert_eq!(code, 0, "{command}: {stderr}");
+    }
+    let comment = fs::read_to_string(work.join("arbiter-diff.md")).unwrap();
+    assert!(
+        comment.starts_with("### arbiter diff: 0 downgrades, 0 upgrades, 1 other rule change"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("on 7 logged decisions: 0 breaks, 0 loosens"),
+        "{comment}"
+    );
+    // Reading the revisions left the working tree as it was.
+    assert_eq!(snapshot(&work.join("policy")), before);
+
+    // A sneaky one: a rule skips its evaluation errors, and the test that caught it goes.
+    git(&work, &["checkout", "-q", "-b", "skip", "origin/main"]);
+    edited(
+        &work.join("policy"),
+        "policies/secrets.cedar",
+        "@on_error(\"deny\")\n@severity(\"critical\")",
+        "@on_error(\"skip\")\n@severity(\"critical\")",
+    );
+    git(&work, &["rm", "-q", "policy/tests/on-error.yaml"]);
+    git(&work, &["commit", "-q", "-am", "fewer errors"]);
+    let codes = run_ci(&work, commands, "origin/main");
+    assert_eq!(codes[0].1, 0, "validate: {}", codes[0].2);
+    assert_eq!(codes[1].1, 0, "test: {}", codes[1].2);
+    assert_eq!(codes[2].1, 1, "diff: {}", codes[2].2);
+    let comment = fs::read_to_string(work.join("arbiter-diff.md")).unwrap();
+    assert!(
+        comment.starts_with("### arbiter diff: **1 downgrade**"),
+        "{comment}"
+    );
+    let downgrades = comment
+        .split("#### Downgrades")
+        .nth(1)
+        .expect("a downgrades section");
+    assert!(
+        downgrades.contains("`secrets.no-prod-from-pr-jobs`")
+            && downgrades.contains("skips its evaluation errors"),
+        "{comment}"
+    );
+
+    // A revision that does not exist, and a pack holding a symbolic link: exit 2, named.
+    let missing = arbiter_in(
+        &work,
+        &["diff", "git:no-such-branch:policy", "git:HEAD:policy"],
+    );
+    assert_eq!(missing.1, 2);
+    assert!(missing.2.contains("no-such-branch"), "{}", missing.2);
+    std::os::unix::fs::symlink("/etc/hostname", work.join("policy/policies/link.cedar")).unwrap();
+    git(&work, &["add", "policy/policies/link.cedar"]);
+    git(&work, &["commit", "-q", "-m", "a link"]);
+    let linked = arbiter_in(
+        &work,
+        &["diff", "git:origin/main:policy", "git:HEAD:policy"],
+    );
+    assert_eq!(linked.1, 2);
+    assert!(
+        linked.2.contains("link.cedar") && linked.2.contains("symbolic link"),
+        "{}",
+        linked.2
+    );
+}
+
+/// Runs `arbiter ARGS` in `dir`: stdout, exit code, stderr.
+fn arbiter_in(dir: &Path, args: &[&str]) -> (String, i32, String) {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("arbiter"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ARBITER_DATA")
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -13,12 +13,15 @@
 //!   forcing with a reason, the record in the store, undo when it cannot be recorded.
 //! - [`permits`]: least-privilege permits from what each identity was observed doing
 //!   (rows in, a `.cedar` file out).
+//! - [`drift`]: the rule-level difference between two packs, downgrades first
+//!   (`arbiter diff`).
 //! - [`baseline`]: the baseline workflow on a store: suggesting permits from the decision
 //!   log, and freezing the baseline.
 
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod drift;
 pub mod permits;
 pub mod promote;
 pub mod promotion;

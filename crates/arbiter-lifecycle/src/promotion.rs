@@ -57,6 +57,9 @@ pub enum Refusal {
     NotReady(Box<Readiness>),
     /// There was no store to read evidence from.
     NoEvidence,
+    /// A move away from enforcement without a reason: a downgrade is never silent, it
+    /// is recorded with who and why.
+    NoReason,
 }
 
 impl fmt::Display for Refusal {
@@ -64,6 +67,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::NotReady(r) => write!(f, "it is {}", r.verdict.as_str()),
             Refusal::NoEvidence => f.write_str("there is no evidence for it"),
+            Refusal::NoReason => f.write_str("moving away from enforcement needs a reason"),
         }
     }
 }
@@ -95,7 +99,9 @@ impl Plan {
         match &self.gate {
             Gate::Ready(r) | Gate::Forced(Some(r)) => Some(r),
             Gate::Refused(Refusal::NotReady(r)) => Some(r),
-            Gate::NotNeeded | Gate::Forced(None) | Gate::Refused(Refusal::NoEvidence) => None,
+            Gate::NotNeeded
+            | Gate::Forced(None)
+            | Gate::Refused(Refusal::NoEvidence | Refusal::NoReason) => None,
         }
     }
 
@@ -196,6 +202,8 @@ pub fn plan(
             Some(r) => Gate::Refused(Refusal::NotReady(Box::new(r))),
             None => Gate::Refused(Refusal::NoEvidence),
         }
+    } else if edit.to < edit.from && !has_reason(change) {
+        Gate::Refused(Refusal::NoReason)
     } else {
         Gate::NotNeeded
     };
@@ -205,6 +213,14 @@ pub fn plan(
         change: change.clone(),
         pack_dir: pack.dir().to_owned(),
     })
+}
+
+/// Whether the change says why, in more than blanks.
+fn has_reason(change: &ModeChange) -> bool {
+    change
+        .reason
+        .as_deref()
+        .is_some_and(|reason| !reason.trim().is_empty())
 }
 
 /// Makes a planned change: writes the file, then records who, why, whether it was
@@ -221,8 +237,7 @@ pub fn apply(plan: &Plan, store: &Store, now: Timestamp) -> Result<Applied, Prom
         Gate::Forced(_) => true,
         Gate::NotNeeded | Gate::Ready(_) => false,
     };
-    let reason = plan.change.reason.as_deref().map(str::trim);
-    if forced && reason.is_none_or(str::is_empty) {
+    if (forced || plan.edit.to < plan.edit.from) && !has_reason(&plan.change) {
         return Err(PromotionError::NoReason(plan.name().to_owned()));
     }
     plan.edit

@@ -301,13 +301,25 @@ async fn a_demotion_needs_no_evidence_and_is_recorded_unforced() {
     let pack = platform.pack();
     let now = platform.clock.now();
 
-    // `agent.no-links-in-comments` is in warn; no decision was ever in its scope.
-    let change = platform.change("agent.no-links-in-comments", Mode::Audit);
+    // `agent.no-links-in-comments` is in warn; no decision was ever in its scope. A
+    // downgrade is never silent: without a reason it is refused, and `apply` will not
+    // make it either.
+    let mut change = platform.change("agent.no-links-in-comments", Mode::Audit);
+    let plan = promotion::plan(&pack, Some(&platform.store), &change, now).unwrap();
+    assert_eq!(plan.gate, Gate::Refused(Refusal::NoReason));
+    assert!(promotion::apply(&plan, &platform.store, now).is_err());
+    assert_eq!(platform.files(), before);
+    change.reason = Some("noisy on the support queue".to_owned());
     let plan = promotion::plan(&pack, Some(&platform.store), &change, now).unwrap();
     assert!(!plan.promoting());
     assert_eq!(plan.gate, Gate::NotNeeded);
     let applied = promotion::apply(&plan, &platform.store, now).unwrap();
     assert!(!applied.promotion.forced);
+    assert_eq!(applied.promotion.by, "carol");
+    assert_eq!(
+        applied.promotion.reason.as_deref(),
+        Some("noisy on the support queue")
+    );
     assert_eq!(applied.promotion.verdict, "none");
     assert_eq!(
         (
@@ -340,7 +352,8 @@ async fn a_demotion_needs_no_evidence_and_is_recorded_unforced() {
 
     // Scopes demote the same way, in arbiter.toml.
     let pack = platform.pack();
-    let scope = platform.change("default-deny:Agent", Mode::Audit);
+    let mut scope = platform.change("default-deny:Agent", Mode::Audit);
+    scope.reason = Some("agents are being re-registered".to_owned());
     let plan = promotion::plan(&pack, Some(&platform.store), &scope, now).unwrap();
     let applied = promotion::apply(&plan, &platform.store, now).unwrap();
     assert_eq!(applied.file, Path::new("arbiter.toml"));
@@ -394,7 +407,8 @@ async fn a_change_the_store_cannot_record_is_undone() {
     let pack = platform.pack();
     let now = platform.clock.now();
     let read_only = Store::open_read_only(&platform.dir.path().join("data")).unwrap();
-    let change = platform.change("agent.no-links-in-comments", Mode::Audit);
+    let mut change = platform.change("agent.no-links-in-comments", Mode::Audit);
+    change.reason = Some("a test".to_owned());
     let plan = promotion::plan(&pack, Some(&read_only), &change, now).unwrap();
 
     let error = promotion::apply(&plan, &read_only, now).unwrap_err();

@@ -1,10 +1,9 @@
 //! Replay (DESIGN §4): a logged request decided again by a candidate pack, through the
 //! same engine as `serve`, with time, sessions and throttles re-simulated from the
-//! logged times, and compared with what was logged.
-//!
-//! The first part of issue 11: the re-decision and its comparison. The grouping per rule
-//! and principal, the `arbiter replay` command and the parallel walk come next.
+//! logged times, and compared with what was logged ([`replay_window`]), or two packs
+//! compared on the same logged requests ([`drift_window`], for `arbiter diff`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arbiter_core::clock::{Clock, ManualClock};
@@ -13,7 +12,9 @@ use arbiter_core::credential::{
 };
 use arbiter_core::response::Outcome;
 use arbiter_core::{Decision, DecisionRequest, Engine, Pack, RequestError, TimeSource};
-use arbiter_store::{DecisionRecord, Logged, LoggedCredential, MASK_PREFIX, StoredDecision};
+use arbiter_store::{
+    DecisionRecord, Logged, LoggedCredential, MASK_PREFIX, Store, StoreError, StoredDecision,
+};
 use serde_json::Value;
 
 /// How a replayed decision compares with the logged one.
@@ -102,14 +103,43 @@ impl Replay {
 
 /// How `decision` compares with the logged `record`.
 pub fn compare(record: &DecisionRecord, decision: &Decision) -> Change {
-    match (record.decision, decision.decision) {
-        (Logged::Invalid, _) => Change::NowValid,
-        (Logged::Allow, Outcome::Deny) => Change::Breaks,
-        (Logged::Deny, Outcome::Allow) => Change::Loosens,
-        _ if record.effect != decision.effect || record.enforced != decision.enforced => {
-            Change::Shifts
-        }
+    let before = match record.decision {
+        Logged::Allow => Some(Outcome::Allow),
+        Logged::Deny => Some(Outcome::Deny),
+        Logged::Invalid => None,
+    };
+    judged(before, record.effect, &record.enforced, decision)
+}
+
+/// How `now` compares with an earlier answer: its outcome (`None`: the request was
+/// invalid), effect and deciding rules.
+fn judged(
+    before: Option<Outcome>,
+    effect: Option<arbiter_core::rule::Effect>,
+    enforced: &[arbiter_core::rule::RuleRef],
+    now: &Decision,
+) -> Change {
+    match (before, now.decision) {
+        (None, _) => Change::NowValid,
+        (Some(Outcome::Allow), Outcome::Deny) => Change::Breaks,
+        (Some(Outcome::Deny), Outcome::Allow) => Change::Loosens,
+        _ if effect != now.effect || enforced != now.enforced.as_slice() => Change::Shifts,
         _ => Change::Same,
+    }
+}
+
+/// How HEAD's answer to a logged request compares with BASE's answer to it today.
+fn between(base: &Replayed, head: &Replayed) -> Change {
+    for replayed in [head, base] {
+        if let Change::Unreplayable(path) = &replayed.change {
+            return Change::Unreplayable(path.clone());
+        }
+    }
+    match (&base.answer, &head.answer) {
+        (Ok(b), Ok(h)) => judged(Some(b.decision), b.effect, &b.enforced, h),
+        (Err(_), Err(_)) => Change::Same,
+        (Err(_), Ok(_)) => Change::NowValid,
+        (Ok(_), Err(error)) => Change::NowInvalid(error.code().to_owned()),
     }
 }
 
@@ -208,6 +238,10 @@ impl CredentialVerifier for LoggedCredentials {
 pub struct Report {
     /// Records replayed.
     pub replayed: u64,
+    /// The walk was stopped (Ctrl-C) before the window's end: the report covers the
+    /// records replayed until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     /// How many of each kind of change.
     pub changes: Counts,
     /// Per rule: the candidate's deciding rule of a break or shift, the logged one of a
@@ -322,8 +356,19 @@ impl Report {
         }
     }
 
-    /// Adds one replayed record.
+    /// Adds one replayed record, compared with what was logged.
     pub fn add(&mut self, record: &DecisionRecord, replayed: &Replayed) {
+        self.add_against(record, &record.enforced, replayed);
+    }
+
+    /// Adds one replayed record, compared with an answer whose deciding rules were
+    /// `before` (a loosen is grouped under them).
+    fn add_against(
+        &mut self,
+        record: &DecisionRecord,
+        before: &[arbiter_core::rule::RuleRef],
+        replayed: &Replayed,
+    ) {
         self.replayed += 1;
         self.changes.add(&replayed.change);
         if let Ok(decision) = &replayed.answer {
@@ -371,7 +416,7 @@ impl Report {
                 );
                 return;
             }
-            (Change::Loosens, _) => record.enforced.iter().map(ToString::to_string).collect(),
+            (Change::Loosens, _) => before.iter().map(ToString::to_string).collect(),
             (_, Ok(decision)) => decision.enforced.iter().map(ToString::to_string).collect(),
             (_, Err(error)) => vec![format!("invalid:{}", error.code())],
         };
@@ -549,40 +594,71 @@ const BATCH: usize = 256;
 /// by `workers × (QUEUED + 2) × BATCH`, whatever the log's size.
 const QUEUED: usize = 8;
 
-/// Replays `window` of `store`'s log with `candidate` on `workers` threads, and reports.
+/// How a walk of the log is run: on how many threads, what stops it, and who hears how
+/// far it got.
+pub struct Walk<'a> {
+    /// Worker threads (at least one).
+    pub workers: usize,
+    /// Set (by a Ctrl-C handler) to stop the walk early; the report then covers what was
+    /// replayed and says it was interrupted.
+    pub stop: Option<&'a AtomicBool>,
+    /// Told the number of records handed over so far, now and then.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+impl Walk<'_> {
+    /// `workers` threads, never stopped, telling no one.
+    pub fn on(workers: usize) -> Walk<'static> {
+        Walk {
+            workers,
+            stop: None,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Walk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Walk")
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Walks `window` of `store`'s log: each worker makes its state with `make` and is handed
+/// its principals' records, in logged order, through `each`. Returns every worker's state
+/// and whether the walk was stopped.
 ///
 /// Sessions and throttle buckets belong to one principal, so the log is split by
-/// principal: each worker replays its principals' decisions in logged order with an
-/// engine of its own, and the reports are merged. One thread walks the log and hands the
-/// stored rows over in batches; the workers read the records (their JSON) and replay
-/// them. Each worker's queue is bounded, so memory stays bounded whatever the log's size.
-pub fn replay_window(
-    candidate: &Arc<Pack>,
-    store: &arbiter_store::Store,
+/// principal: each worker sees all it needs. One thread walks the table and hands the
+/// stored rows over in batches; the workers read the records (their JSON). Each worker's
+/// queue is bounded, so memory stays bounded whatever the log's size.
+fn walk_window<W: Send>(
+    store: &Store,
     window: &Window,
-    examples: usize,
-    workers: usize,
-) -> Result<Report, arbiter_store::StoreError> {
+    walk: &Walk<'_>,
+    make: impl Fn() -> W + Sync,
+    each: impl Fn(&mut W, &DecisionRecord) + Sync,
+) -> Result<(Vec<W>, bool), StoreError> {
     use std::hash::{Hash, Hasher};
-    let workers = workers.max(1);
+    let workers = walk.workers.max(1);
+    let stopped = || walk.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     std::thread::scope(|scope| {
         let mut queues = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (send, receive) = std::sync::mpsc::sync_channel::<Vec<StoredDecision>>(QUEUED);
             queues.push(send);
-            let candidate = Arc::clone(candidate);
+            let (make, each) = (&make, &each);
             handles.push(scope.spawn(move || {
-                let replay = Replay::new(candidate);
-                let mut report = Report::new(examples);
+                let mut state = make();
                 for batch in receive {
                     for stored in batch {
                         let record = stored.read(store)?;
-                        let replayed = replay.replay(&record);
-                        report.add(&record, &replayed);
+                        each(&mut state, &record);
                     }
                 }
-                Ok::<_, arbiter_store::StoreError>(report)
+                Ok::<_, StoreError>(state)
             }));
         }
         let mut batches: Vec<Vec<StoredDecision>> =
@@ -592,11 +668,25 @@ pub fn replay_window(
                 .get(index)
                 .is_some_and(|queue| queue.send(batch).is_ok())
         };
+        let mut handed = 0u64;
+        let mut interrupted = false;
         let walked = store.walk_decisions(
             window.since,
             window.until,
             window.principal.as_deref(),
             |stored| {
+                // Once a batch: stop here if told to (this record is not handed over),
+                // else say how far the walk got.
+                if (handed + 1).is_multiple_of(BATCH as u64) {
+                    if stopped() {
+                        interrupted = true;
+                        return false;
+                    }
+                    if let Some(progress) = walk.progress {
+                        progress(handed);
+                    }
+                }
+                handed += 1;
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 stored.principal.hash(&mut hasher);
                 let index = usize::try_from(hasher.finish() % workers as u64).unwrap_or(0);
@@ -611,17 +701,19 @@ pub fn replay_window(
                 send(index, full)
             },
         );
+        // A stopped walk still replays what it read: the report covers a prefix of the
+        // log, not a prefix with holes.
         for (index, batch) in batches.into_iter().enumerate() {
             if !batch.is_empty() {
                 send(index, batch);
             }
         }
         drop(queues);
-        let mut report = Report::new(examples);
+        let mut states = Vec::with_capacity(workers);
         let mut failed = None;
         for handle in handles {
             match handle.join() {
-                Ok(Ok(part)) => report.merge(part),
+                Ok(Ok(state)) => states.push(state),
                 Ok(Err(error)) => failed = failed.or(Some(error)),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
@@ -630,7 +722,103 @@ pub fn replay_window(
         if let Some(error) = failed {
             return Err(error);
         }
-        report.finish();
-        Ok(report)
+        if let Some(progress) = walk.progress {
+            progress(handed);
+        }
+        Ok((states, interrupted))
     })
+}
+
+/// Replays `window` of `store`'s log with `candidate`, and reports the changes against
+/// what was logged.
+pub fn replay_window(
+    candidate: &Arc<Pack>,
+    store: &Store,
+    window: &Window,
+    examples: usize,
+    walk: &Walk<'_>,
+) -> Result<Report, StoreError> {
+    let (parts, interrupted) = walk_window(
+        store,
+        window,
+        walk,
+        || (Replay::new(Arc::clone(candidate)), Report::new(examples)),
+        |(replay, report), record| report.add(record, &replay.replay(record)),
+    )?;
+    let mut report = Report::new(examples);
+    for (_, part) in parts {
+        report.merge(part);
+    }
+    report.interrupted = interrupted;
+    report.finish();
+    Ok(report)
+}
+
+/// What a change of pack (BASE to HEAD) does to a window of logged traffic.
+#[derive(Debug, serde::Serialize)]
+pub struct Drift {
+    /// HEAD's answers against BASE's answers to the same requests today: what the change
+    /// itself does, whatever pack wrote the log.
+    pub change: Report,
+    /// HEAD replayed against the log.
+    pub head: Report,
+    /// BASE replayed against the log: its differences are the log's age (an older pack
+    /// wrote it), not the change's.
+    pub base: Report,
+}
+
+/// Decides every logged request of `window` with both `base` and `head`, and reports
+/// HEAD against BASE (and each against the log).
+pub fn drift_window(
+    base: &Arc<Pack>,
+    head: &Arc<Pack>,
+    store: &Store,
+    window: &Window,
+    examples: usize,
+    walk: &Walk<'_>,
+) -> Result<Drift, StoreError> {
+    let (parts, interrupted) = walk_window(
+        store,
+        window,
+        walk,
+        || {
+            (
+                Replay::new(Arc::clone(base)),
+                Replay::new(Arc::clone(head)),
+                [
+                    Report::new(examples),
+                    Report::new(examples),
+                    Report::new(examples),
+                ],
+            )
+        },
+        |(base, head, [change, head_report, base_report]), record| {
+            let b = base.replay(record);
+            let h = head.replay(record);
+            base_report.add(record, &b);
+            head_report.add(record, &h);
+            let before = b.answer.as_ref().map_or(&[][..], |d| d.enforced.as_slice());
+            let judged = Replayed {
+                decision_id: record.decision_id.clone(),
+                change: between(&b, &h),
+                answer: h.answer,
+            };
+            change.add_against(record, before, &judged);
+        },
+    )?;
+    let mut drift = Drift {
+        change: Report::new(examples),
+        head: Report::new(examples),
+        base: Report::new(examples),
+    };
+    for (_, _, [change, head, base]) in parts {
+        drift.change.merge(change);
+        drift.head.merge(head);
+        drift.base.merge(base);
+    }
+    for report in [&mut drift.change, &mut drift.head, &mut drift.base] {
+        report.interrupted = interrupted;
+        report.finish();
+    }
+    Ok(drift)
 }

@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use arbiter_core::clock::{Clock, ManualClock};
 use arbiter_core::{Engine, Pack, TimeSource};
-use arbiter_service::replay::{Change, Replay};
+use arbiter_service::replay::{Change, Replay, Walk};
 use arbiter_service::{DecisionService, Recording};
 use arbiter_store::{DecisionRecord, Durability, LogWriter, Logged, Masker, Store};
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn example() -> PathBuf {
@@ -85,6 +86,13 @@ fn traffic() -> Vec<Value> {
 
 /// Writes `traffic()` to a fresh store through the decision service, on `pack_dir`.
 async fn logged(pack_dir: &Path, data: &Path) -> Store {
+    let paced = traffic().into_iter().map(|r| (3, r)).collect();
+    logged_paced(pack_dir, data, paced).await
+}
+
+/// Writes each request to a fresh store through the decision service, on `pack_dir`, the
+/// clock moved on by its number of seconds before it is decided.
+async fn logged_paced(pack_dir: &Path, data: &Path, paced: Vec<(i64, Value)>) -> Store {
     let store = Store::open(data).unwrap();
     let clock = Arc::new(ManualClock::new("2026-11-02T09:00:00Z".parse().unwrap()));
     let engine = Engine::new(Arc::new(Pack::load(pack_dir).unwrap()))
@@ -95,8 +103,8 @@ async fn logged(pack_dir: &Path, data: &Path) -> Store {
         masker: Masker::load_or_create(data).unwrap(),
         store: store.clone(),
     });
-    for request in traffic() {
-        clock.advance(jiff::SignedDuration::from_secs(3));
+    for (gap, request) in paced {
+        clock.advance(jiff::SignedDuration::from_secs(gap));
         let engine = service.engine();
         service.decide(&engine, request).await.unwrap().ok();
     }
@@ -201,15 +209,140 @@ async fn the_log_split_by_principal_over_threads_reports_what_one_thread_does() 
     .unwrap();
     let pack = Arc::new(Pack::load(&candidate).unwrap());
     let window = arbiter_service::replay::Window::default();
-    let one = arbiter_service::replay::replay_window(&pack, &store, &window, 2, 1).unwrap();
+    let one =
+        arbiter_service::replay::replay_window(&pack, &store, &window, 2, &Walk::on(1)).unwrap();
     assert!(one.changes.breaks > 0, "{one:?}");
     for workers in [2, 3] {
         let many =
-            arbiter_service::replay::replay_window(&pack, &store, &window, 2, workers).unwrap();
+            arbiter_service::replay::replay_window(&pack, &store, &window, 2, &Walk::on(workers))
+                .unwrap();
         assert_eq!(
             serde_json::to_value(&many).unwrap(),
             serde_json::to_value(&one).unwrap(),
             "{workers} workers"
         );
     }
+}
+
+/// One generated request: which kind, by which agent, in which session (or none), and
+/// how many seconds after the one before.
+fn generated() -> impl Strategy<Value = Vec<(i64, Value)>> {
+    let step = (
+        0usize..7,
+        0usize..3,
+        proptest::option::of(0usize..3),
+        0i64..90,
+    );
+    proptest::collection::vec(step, 1..80).prop_map(|steps| {
+        let agents = [
+            "Agent::\"support-bot\"",
+            "Agent::\"ops-copilot\"",
+            "CiJob::\"pr-checks\"",
+        ];
+        steps
+            .into_iter()
+            .map(|(kind, who, session, gap)| {
+                let principal = agents[who];
+                let mut request = match kind {
+                    0 => json!({"action": "Action::\"read_secret\"",
+                                "resource": "Secret::\"staging/db-password\""}),
+                    1 => json!({"action": "Action::\"http_request\"",
+                                "resource": "Endpoint::\"pastebin.com\"",
+                                "context": {"method": "GET", "path": "/"}}),
+                    2 => json!({"action": "Action::\"http_request\"",
+                                "resource": "Endpoint::\"api.github.com\"",
+                                "context": {"method": "POST", "path": "/repos"}}),
+                    3 => json!({"action": "Action::\"create_token\"",
+                                "resource": "Service::\"billing-api\"",
+                                "context": {"ttl_s": 300, "scopes": []}}),
+                    4 => json!({"action": "Action::\"read_ticket\"",
+                                "resource": "Ticket::\"T-1\""}),
+                    5 => json!({"action": "Action::\"upload_file\"",
+                                "resource": "Endpoint::\"hooks.slack.com\"",
+                                "context": {"filename": "r.txt", "bytes": 10}}),
+                    _ => json!({"action": "Action::\"fly\"", "resource": "Ticket::\"T-1\""}),
+                };
+                request["principal"] = json!(principal);
+                if let Some(session) = session {
+                    request["session"] = json!(format!("s{session}"));
+                }
+                (gap, request)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever the traffic (sessions that read a secret then egress and are revoked,
+    /// throttled token mints, requests at the same second or minutes apart, invalid
+    /// ones), the pack in force replayed over its own log, split over two workers, finds
+    /// no difference: replay decides as `serve` decided.
+    #[test]
+    fn the_pack_in_force_replays_its_own_log_identically(paced in generated()) {
+        let n = paced.len() as u64;
+        let dirs = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = runtime.block_on(logged_paced(&example(), dirs.path(), paced));
+        let pack = Arc::new(Pack::load(example()).unwrap());
+        let report = arbiter_service::replay::replay_window(
+            &pack, &store, &Default::default(), 3, &Walk::on(2),
+        ).unwrap();
+        prop_assert_eq!(report.replayed, n);
+        let c = report.changes;
+        prop_assert_eq!(
+            (c.breaks, c.loosens, c.shifts, c.now_valid, c.now_invalid),
+            (0, 0, 0, 0, 0),
+            "{}", serde_json::to_string(&report).unwrap()
+        );
+        prop_assert_eq!(c.same, n);
+    }
+}
+
+/// A walk told to stop (what Ctrl-C does) stops at the next batch, replays the prefix of
+/// the log it read, no more and no less, and says it was interrupted.
+#[tokio::test]
+async fn a_stopped_walk_reports_the_prefix_it_replayed_and_says_so() {
+    let dirs = tempfile::tempdir().unwrap();
+    let paced: Vec<(i64, Value)> = std::iter::repeat_n(traffic(), 5)
+        .flatten()
+        .map(|r| (1, r))
+        .collect();
+    assert_eq!(paced.len(), 600);
+    let store = logged_paced(&example(), dirs.path(), paced).await;
+    let pack = Arc::new(Pack::load(example()).unwrap());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let heard = std::sync::Mutex::new(Vec::new());
+    let progress = |done: u64| {
+        heard.lock().unwrap().push(done);
+        // Ctrl-C, as soon as the first progress is reported (after 255 records).
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let walk = Walk {
+        workers: 2,
+        stop: Some(&stop),
+        progress: Some(&progress),
+    };
+    let report =
+        arbiter_service::replay::replay_window(&pack, &store, &Default::default(), 3, &walk)
+            .unwrap();
+    assert!(report.interrupted);
+    // The check is once a batch: the 512th record is where the walk stops, unreplayed.
+    assert_eq!(report.replayed, 511);
+    assert_eq!(*heard.lock().unwrap(), vec![255, 511]);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["interrupted"], true);
+    // Not stopped: the whole log, and no `interrupted` in the document.
+    let whole =
+        arbiter_service::replay::replay_window(&pack, &store, &Default::default(), 3, &Walk::on(2))
+            .unwrap();
+    assert_eq!(whole.replayed, 600);
+    assert!(!whole.interrupted);
+    assert!(
+        serde_json::to_value(&whole)
+            .unwrap()
+            .get("interrupted")
+            .is_none()
+    );
 }

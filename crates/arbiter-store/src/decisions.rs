@@ -496,6 +496,35 @@ impl StoredDecision {
 }
 
 impl Store {
+    /// How many decisions a window of the log holds (what [`Store::walk_decisions`] will
+    /// hand over).
+    pub fn count_decisions(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        principal: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut sql = String::from("SELECT count(*) FROM decisions WHERE 1 = 1");
+        let mut args = Vec::new();
+        if let Some(since) = since {
+            sql.push_str(" AND time_us >= ?");
+            args.push(SqlValue::Integer(since.as_microsecond()));
+        }
+        if let Some(until) = until {
+            sql.push_str(" AND time_us < ?");
+            args.push(SqlValue::Integer(until.as_microsecond()));
+        }
+        if let Some(principal) = principal {
+            sql.push_str(" AND principal = ?");
+            args.push(SqlValue::Text(principal.to_owned()));
+        }
+        let conn = self.connection();
+        let count: i64 = conn
+            .query_row(&sql, params_from_iter(args), |row| row.get(0))
+            .map_err(|cause| self.sqlite_error(cause))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// Every logged decision of a window in logged order (the order the log wrote them),
     /// handed to `each` one at a time, unread: memory stays bounded whatever the log's
     /// size. `each` returning `false` stops the walk. Holds the store's shared connection
