@@ -180,10 +180,37 @@ fn collect_masked(value: &Value, path: String, out: &mut Vec<String>) {
 
 /// The verifier of a replay: a presented credential verifies as the log says it did
 /// (its claims), or fails as it failed then. Tokens are never in the log, so they are
-/// never verified again; and a replay revokes nothing outside itself.
+/// never verified again.
+///
+/// What the candidate revokes (a `revoke` effect: the presenting token, its session) is
+/// kept for the rest of the replay, so a later request presenting that token fails as
+/// `credential:revoked`, as it would have live under the candidate. Nothing is revoked
+/// outside the replay. The converse cannot be replayed: a token the pack in force (or an
+/// operator) revoked was logged as failing, and still fails.
 #[derive(Debug, Default)]
 struct LoggedCredentials {
     current: Mutex<Option<Result<VerifiedCredential, CredentialFailure>>>,
+    revoked: Mutex<Revocations>,
+}
+
+/// What the candidate revoked so far in this replay.
+#[derive(Debug, Default)]
+struct Revocations {
+    tokens: std::collections::HashSet<String>,
+    /// Per principal, the cut-off: its tokens issued earlier are revoked.
+    principals: std::collections::HashMap<String, jiff::Timestamp>,
+    /// `(principal, id)`; `None` for every principal.
+    sessions: std::collections::HashSet<(Option<String>, String)>,
+}
+
+impl Revocations {
+    fn revokes(&self, credential: &VerifiedCredential) -> bool {
+        self.tokens.contains(&credential.jti)
+            || self
+                .principals
+                .get(&credential.principal.to_string())
+                .is_some_and(|before| credential.issued_at < *before)
+    }
 }
 
 impl LoggedCredentials {
@@ -223,14 +250,41 @@ impl CredentialVerifier for LoggedCredentials {
         _token: &str,
         _now: jiff::Timestamp,
     ) -> Result<VerifiedCredential, CredentialFailure> {
-        self.current
+        let presented = self
+            .current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .unwrap_or(Err(CredentialFailure::Malformed))
+            .unwrap_or(Err(CredentialFailure::Malformed))?;
+        let revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        if revoked.revokes(&presented) {
+            return Err(CredentialFailure::Revoked);
+        }
+        Ok(presented)
     }
 
-    fn revoke(&self, _revoked: &Revoked) {}
+    fn revoke(&self, revoked: &Revoked) {
+        let mut kept = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        match revoked {
+            Revoked::Jti(jti) => {
+                kept.tokens.insert(jti.clone());
+            }
+            Revoked::Principal { principal, before } => {
+                let cut = kept.principals.entry(principal.clone()).or_insert(*before);
+                *cut = (*cut).max(*before);
+            }
+            Revoked::Session { principal, id } => {
+                kept.sessions.insert((principal.clone(), id.clone()));
+            }
+        }
+    }
+
+    fn session_revoked(&self, principal: &str, id: &str) -> bool {
+        let kept = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.sessions
+            .iter()
+            .any(|(p, i)| i == id && p.as_deref().is_none_or(|p| p == principal))
+    }
 }
 
 /// What a replay of a window found, grouped for people and for machines.
@@ -821,4 +875,51 @@ pub fn drift_window(
         report.finish();
     }
     Ok(drift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(jti: &str, issued_at: &str) -> DecisionRecord {
+        serde_json::from_value(serde_json::json!({
+            "decision_id": "01K0000000000000000000000", "time": "2026-11-02T09:00:00Z",
+            "policy_version": "sha256:x", "principal": "Agent::\"bot\"", "action": null,
+            "resource": null, "session": null, "credential_id": "c",
+            "credential": {"jti": jti, "issuer": "i", "principal": "Agent::\"bot\"",
+                           "issued_at": issued_at, "expires_at": "2026-11-02T10:00:00Z"},
+            "decision": "allow", "effect": null, "enforced": [], "warnings": [], "audit": [],
+            "errors": [], "reason": null, "error": null, "latency_us": 1, "request": {}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn what_the_candidate_revokes_stays_revoked_for_the_rest_of_the_replay() {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let credentials = LoggedCredentials::default();
+        credentials.present(&record("j1", "2026-11-02T08:00:00Z"));
+        assert!(credentials.verify("t", now).is_ok());
+        credentials.revoke(&Revoked::Jti("j1".to_owned()));
+        assert_eq!(
+            credentials.verify("t", now).unwrap_err(),
+            CredentialFailure::Revoked
+        );
+        // Another token of the principal, until every token issued before 08:30 goes.
+        credentials.present(&record("j2", "2026-11-02T08:10:00Z"));
+        assert!(credentials.verify("t", now).is_ok());
+        credentials.revoke(&Revoked::Principal {
+            principal: "Agent::\"bot\"".to_owned(),
+            before: "2026-11-02T08:30:00Z".parse().unwrap(),
+        });
+        assert!(credentials.verify("t", now).is_err());
+        credentials.present(&record("j3", "2026-11-02T08:45:00Z"));
+        assert!(credentials.verify("t", now).is_ok());
+        credentials.revoke(&Revoked::Session {
+            principal: Some("Agent::\"bot\"".to_owned()),
+            id: "s1".to_owned(),
+        });
+        assert!(credentials.session_revoked("Agent::\"bot\"", "s1"));
+        assert!(!credentials.session_revoked("Agent::\"other\"", "s1"));
+    }
 }
