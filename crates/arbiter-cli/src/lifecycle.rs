@@ -273,7 +273,8 @@ fn status(f: &Finding) -> String {
     }
 }
 
-fn table(header: &[&str]) -> comfy_table::Table {
+/// A borderless table with `header`, as the lifecycle commands print them.
+pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)

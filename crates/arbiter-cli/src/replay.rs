@@ -11,6 +11,7 @@ use arbiter_store::Store;
 use clap::{Args, ValueEnum};
 use jiff::Timestamp;
 
+use crate::lifecycle::table;
 use crate::{Failure, load};
 
 /// `arbiter replay` arguments.
@@ -192,55 +193,87 @@ fn interrupt_flag() -> &'static AtomicBool {
     &STOP
 }
 
+/// Groups a table shows, most changes first; `--json` has them all.
+const SHOWN: usize = 20;
+
+/// A summary table of the changes, then a table per grouping (the first [`SHOWN`]), then
+/// the candidate's rules.
 fn print(report: &Report) -> Result<(), Failure> {
     let c = &report.changes;
     if report.interrupted {
         outln!("interrupted: only the decisions replayed until Ctrl-C are counted")?;
     }
-    outln!(
-        "{} replayed: {} same, {} breaks, {} loosens, {} shifts, {} now valid, {} now invalid, \
-         {} unreplayable",
-        report.replayed,
-        c.same,
-        c.breaks,
-        c.loosens,
-        c.shifts,
-        c.now_valid,
-        c.now_invalid,
-        c.unreplayable
-    )?;
+    let mut summary = table(&["replayed", "change", "decisions"]);
+    for (change, count) in [
+        ("same", c.same),
+        ("breaks (allow → deny)", c.breaks),
+        ("loosens (deny → allow)", c.loosens),
+        ("shifts (other rule or effect)", c.shifts),
+        ("now valid", c.now_valid),
+        ("now invalid", c.now_invalid),
+        ("unreplayable (masked)", c.unreplayable),
+    ] {
+        summary.add_row(vec![
+            if change == "same" {
+                report.replayed.to_string()
+            } else {
+                String::new()
+            },
+            change.to_owned(),
+            count.to_string(),
+        ]);
+    }
+    outln!("{summary}")?;
     for (title, groups) in [
-        ("by rule", &report.by_rule),
-        ("by principal", &report.by_principal),
-        ("unreplayable (masked in the log)", &report.unreplayable),
+        ("rule", &report.by_rule),
+        ("principal", &report.by_principal),
+        ("masked path", &report.unreplayable),
     ] {
         if groups.is_empty() {
             continue;
         }
-        outln!("\n{title}:")?;
-        for g in groups {
+        let mut grouped = table(&[
+            title,
+            "breaks",
+            "loosens",
+            "shifts",
+            "now valid",
+            "now invalid",
+            "unreplayable",
+            "examples",
+        ]);
+        for g in groups.iter().take(SHOWN) {
+            let n = &g.changes;
+            grouped.add_row(vec![
+                g.key.clone(),
+                n.breaks.to_string(),
+                n.loosens.to_string(),
+                n.shifts.to_string(),
+                n.now_valid.to_string(),
+                n.now_invalid.to_string(),
+                n.unreplayable.to_string(),
+                g.examples.join(" "),
+            ]);
+        }
+        outln!("\n{grouped}")?;
+        if groups.len() > SHOWN {
             outln!(
-                "  {}: {} breaks, {} loosens, {} shifts, {} unreplayable  e.g. {}",
-                g.key,
-                g.changes.breaks,
-                g.changes.loosens,
-                g.changes.shifts,
-                g.changes.unreplayable,
-                g.examples.join(", ")
+                " …and {} more by {title}, fewer changes each (--json lists all)",
+                groups.len() - SHOWN
             )?;
         }
     }
     if !report.rules.is_empty() {
-        outln!("\nthe candidate's rules on this window (fired / decisive / principals):")?;
+        let mut rules = table(&["the candidate's rule", "fired", "decisive", "principals"]);
         for r in &report.rules {
-            outln!(
-                "  {}: {} / {} / {}",
-                r.rule,
-                r.fired,
-                r.decisive,
-                r.principals
-            )?;
+            rules.add_row(vec![
+                r.rule.clone(),
+                r.fired.to_string(),
+                r.decisive.to_string(),
+                r.principals.to_string(),
+            ]);
         }
+        outln!("\n{rules}")?;
     }
     Ok(())
 }
