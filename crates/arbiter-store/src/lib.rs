@@ -20,6 +20,9 @@
 //!   scope, fired and errored: what readiness counts ([`Store::rule_days`]).
 //! - `promotions`: every [`Promotion`] and demotion of a rule's mode, with who and why.
 //! - `packs`: [`PackVersion`]s and their rules' hashes, and every load.
+//! - `candidates`: what candidate packs found in shadow (`serve --candidate`): per
+//!   candidate version, its changes by rule and by principal, bounded
+//!   ([`CandidateWriter`], [`Store::candidate_report`]).
 //! - `revocations`: [`Revocation`]s of tokens, principals and sessions, durable when
 //!   [`Store::revoke`] returns, read back in commit order with [`Store::revocations_since`].
 //! - `mask`: [`Masker`], keyed hashing of request values before they are logged.
@@ -31,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod baseline;
+mod candidates;
 mod decisions;
 mod error;
 mod findings;
@@ -44,6 +48,10 @@ mod store;
 mod writer;
 
 pub use baseline::{BaselineQuery, Observed};
+pub use candidates::{
+    CandidateInfo, CandidateLoad, CandidateReport, CandidateWriter, Overflow, ShadowCounts,
+    ShadowGroup, ShadowLimits, ShadowTally,
+};
 pub use decisions::{
     DECISIONS, DecisionEvidence, DecisionPage, DecisionQuery, DecisionRecord, Logged,
     LoggedCredential, MAX_PAGE, Refusal, Stamp, StoredDecision,

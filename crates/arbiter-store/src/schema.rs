@@ -165,7 +165,52 @@ CREATE TABLE baseline_pairs (
 ) WITHOUT ROWID;
 ";
 
-const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
+/// Version 4: what candidate packs found in shadow (`arbiter serve --candidate`).
+///
+/// - `candidates`: one row per candidate pack version, with the latest load (directory,
+///   sample, time) and its totals: each kind of change (together, the decisions made in
+///   shadow), errored, dropped (the queue was full), the decision times covered, and the
+///   changes left out of the groups once a kind held its most groups (`*_overflow`).
+/// - `candidate_groups`: per candidate version, the changes by the rule that decided them
+///   (`kind` `rule`) or by principal (`kind` `principal`), with a few example decision ids
+///   (a JSON array). Keys and ids only: never a request value.
+const V4: &str = "
+CREATE TABLE candidates (
+    version            TEXT NOT NULL PRIMARY KEY,
+    dir                TEXT NOT NULL,
+    sample             REAL NOT NULL,
+    first_loaded_at_us INTEGER NOT NULL,
+    loaded_at_us       INTEGER NOT NULL,
+    same               INTEGER NOT NULL DEFAULT 0,
+    breaks             INTEGER NOT NULL DEFAULT 0,
+    loosens            INTEGER NOT NULL DEFAULT 0,
+    shifts             INTEGER NOT NULL DEFAULT 0,
+    now_valid          INTEGER NOT NULL DEFAULT 0,
+    now_invalid        INTEGER NOT NULL DEFAULT 0,
+    errored            INTEGER NOT NULL DEFAULT 0,
+    dropped            INTEGER NOT NULL DEFAULT 0,
+    first_us           INTEGER,
+    last_us            INTEGER,
+    rule_overflow      INTEGER NOT NULL DEFAULT 0,
+    principal_overflow INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX candidates_loaded ON candidates (loaded_at_us);
+
+CREATE TABLE candidate_groups (
+    version     TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('rule', 'principal')),
+    key         TEXT NOT NULL,
+    breaks      INTEGER NOT NULL,
+    loosens     INTEGER NOT NULL,
+    shifts      INTEGER NOT NULL,
+    now_valid   INTEGER NOT NULL,
+    now_invalid INTEGER NOT NULL,
+    examples    TEXT NOT NULL,
+    PRIMARY KEY (version, kind, key)
+) WITHOUT ROWID;
+";
+
+const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4)];
 
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

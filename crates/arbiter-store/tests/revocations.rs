@@ -277,7 +277,7 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
         writer.append(record(2)).await.unwrap();
         writer.shutdown().await.unwrap();
     }
-    // Take the database back to version 1: versions 2 and 3 only added tables (their
+    // Take the database back to version 1: versions 2 to 4 only added tables (their
     // indexes are dropped with them). SQLite keeps the `sqlite_sequence` table that
     // AUTOINCREMENT created, empty, which no version depends on.
     rusqlite::Connection::open(dir.path().join("arbiter.db"))
@@ -285,7 +285,8 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
         .execute_batch(
             "DROP TABLE revocations; DROP TABLE findings; DROP TABLE reviews; \
              DROP TABLE rule_days; DROP TABLE promotions; DROP TABLE baselines; \
-             DROP TABLE baseline_pairs; PRAGMA user_version = 1;",
+             DROP TABLE baseline_pairs; DROP TABLE candidates; DROP TABLE candidate_groups; \
+             PRAGMA user_version = 1;",
         )
         .unwrap();
 
@@ -295,7 +296,7 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
             err,
             StoreError::SchemaVersion {
                 found: 1,
-                expected: 3,
+                expected: 4,
                 ..
             }
         ),
