@@ -4,12 +4,15 @@
 //! - [`DecisionService`]: decide, record, make a `revoke` durable, observe.
 //! - [`adapters`]: the store-backed seams the engine calls ([`StoreBaseline`]).
 //! - [`replay`]: a candidate pack deciding logged requests again, compared with the log.
+//! - [`shadow`]: a candidate pack deciding a sample of live requests off the request path
+//!   (`arbiter serve --candidate`), its differences kept in the store.
 
 #![forbid(unsafe_code)]
 
 pub mod adapters;
 pub mod replay;
 mod service;
+pub mod shadow;
 
 pub use adapters::StoreBaseline;
 pub use service::{

@@ -11,6 +11,7 @@ use arbiter_core::credential::{
     CredentialFailure, CredentialVerifier, Revoked, VerifiedCredential,
 };
 use arbiter_core::response::Outcome;
+use arbiter_core::state::Baseline;
 use arbiter_core::{Decision, DecisionRequest, Engine, Pack, RequestError, TimeSource};
 use arbiter_store::{
     DecisionRecord, Logged, LoggedCredential, MASK_PREFIX, Store, StoreError, StoredDecision,
@@ -56,6 +57,7 @@ pub struct Replay {
     policy_text: String,
     clock: Arc<ManualClock>,
     credentials: Arc<LoggedCredentials>,
+    baseline: Arc<LoggedBaseline>,
 }
 
 impl Replay {
@@ -64,26 +66,31 @@ impl Replay {
     pub fn new(candidate: Arc<Pack>) -> Replay {
         let clock = Arc::new(ManualClock::new(jiff::Timestamp::UNIX_EPOCH));
         let credentials = Arc::new(LoggedCredentials::default());
+        let baseline = Arc::new(LoggedBaseline::default());
         let engine = Engine::new(candidate)
             .with_clock(Arc::clone(&clock) as Arc<dyn Clock>)
             .with_time_source(TimeSource::ClockOnly)
-            .with_credentials(Arc::clone(&credentials) as Arc<dyn CredentialVerifier>);
+            .with_credentials(Arc::clone(&credentials) as Arc<dyn CredentialVerifier>)
+            .with_baseline(Arc::clone(&baseline) as Arc<dyn Baseline>);
         let policy_text = engine.pack().policies().to_string();
         Replay {
             engine,
             policy_text,
             clock,
             credentials,
+            baseline,
         }
+    }
+
+    /// The candidate pack.
+    pub fn pack(&self) -> &Arc<Pack> {
+        self.engine.pack()
     }
 
     /// Decides `record`'s request again, at its logged time, with the credential it
     /// presented as the log says it verified, and compares.
     pub fn replay(&self, record: &DecisionRecord) -> Replayed {
-        self.clock.set(record.time);
-        self.credentials.present(record);
-        let answer = DecisionRequest::from_value(&record.request)
-            .and_then(|request| self.engine.decide(&request));
+        let answer = self.decide_at(record, &record.request);
         let change = match (
             &answer,
             masked_path_read(&self.policy_text, &record.request),
@@ -98,6 +105,36 @@ impl Replay {
             change,
             answer,
         }
+    }
+
+    /// Decides a live decision again, in shadow: `request` is the request as it came
+    /// (before `[log] mask`, so nothing is unreplayable), `record` the decision answered
+    /// and logged. At the decision's time, with its credential as it verified, and its
+    /// pair novel or not as it was.
+    pub fn shadow(&self, record: &DecisionRecord, request: &Value) -> Replayed {
+        let answer = self.decide_at(record, request);
+        let change = match &answer {
+            Ok(decision) => compare(record, decision),
+            Err(_) if record.decision == Logged::Invalid => Change::Same,
+            Err(error) => Change::NowInvalid(error.code().to_owned()),
+        };
+        Replayed {
+            decision_id: record.decision_id.clone(),
+            change,
+            answer,
+        }
+    }
+
+    /// The candidate's answer to `request`, in `record`'s circumstances.
+    fn decide_at(
+        &self,
+        record: &DecisionRecord,
+        request: &Value,
+    ) -> Result<Decision, RequestError> {
+        self.clock.set(record.time);
+        self.credentials.present(record);
+        self.baseline.present(record);
+        DecisionRequest::from_value(request).and_then(|request| self.engine.decide(&request))
     }
 }
 
@@ -242,6 +279,35 @@ fn verified(claims: &LoggedCredential) -> Result<VerifiedCredential, CredentialF
         expires_at: claims.expires_at,
         attributes: claims.attributes.clone(),
     })
+}
+
+/// The baseline of a replay: a (principal, action) pair is `novel` as the log says it was
+/// when decided, and a replay adds no pair to any baseline.
+#[derive(Debug, Default)]
+struct LoggedBaseline {
+    novel: Mutex<Option<bool>>,
+}
+
+impl LoggedBaseline {
+    fn present(&self, record: &DecisionRecord) {
+        *self.novel.lock().unwrap_or_else(PoisonError::into_inner) = record.novel;
+    }
+
+    fn current(&self) -> Option<bool> {
+        *self.novel.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Baseline for LoggedBaseline {
+    fn is_frozen(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn novel(&self, _principal: &str, _action: &str) -> Option<bool> {
+        self.current()
+    }
+
+    fn seen(&self, _principal: &str, _action: &str) {}
 }
 
 impl CredentialVerifier for LoggedCredentials {

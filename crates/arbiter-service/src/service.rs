@@ -11,12 +11,16 @@ use arbiter_store::{
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 
+use crate::shadow::{Shadow, Shadowed};
+
 /// What a caller counts about the decisions made (the server's metrics).
 pub trait Observer: Send + Sync + fmt::Debug {
     /// A decision was made, in `latency`.
     fn decided(&self, decision: &Decision, latency: Duration);
     /// A request was refused before a decision, with this error code.
     fn refused(&self, code: &str);
+    /// What became of a request sampled for a candidate in shadow.
+    fn shadowed(&self, _event: Shadowed) {}
 }
 
 /// Counts nothing.
@@ -71,6 +75,7 @@ pub struct DecisionService {
     engine: ArcSwap<Engine>,
     recording: Option<Recording>,
     observer: Arc<dyn Observer>,
+    shadow: Option<Arc<Shadow>>,
 }
 
 impl fmt::Debug for DecisionService {
@@ -79,6 +84,7 @@ impl fmt::Debug for DecisionService {
             .field("policy_version", &self.engine.load().pack().version())
             .field("recording", &self.recording.is_some())
             .field("observer", &self.observer)
+            .field("shadow", &self.shadow)
             .finish()
     }
 }
@@ -91,6 +97,7 @@ impl DecisionService {
             engine: ArcSwap::from_pointee(engine),
             recording: None,
             observer: Arc::new(Unobserved),
+            shadow: None,
         }
     }
 
@@ -106,6 +113,18 @@ impl DecisionService {
     pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> DecisionService {
         self.observer = observer;
         self
+    }
+
+    /// Hands a sample of the recorded decisions to a candidate deciding in `shadow`.
+    #[must_use]
+    pub fn shadowed_by(mut self, shadow: Arc<Shadow>) -> DecisionService {
+        self.shadow = Some(shadow);
+        self
+    }
+
+    /// The candidate deciding in shadow, if there is one.
+    pub fn shadow(&self) -> Option<&Arc<Shadow>> {
+        self.shadow.as_ref()
     }
 
     /// The engine in force.
@@ -147,6 +166,18 @@ impl DecisionService {
     /// The engine's own side effects (sessions, throttles, an in-memory revocation) happen
     /// as in every decision.
     pub fn decide_recorded(&self, engine: &Engine, body: Value) -> Decided {
+        self.decide_keeping(engine, body, None).0
+    }
+
+    /// [`DecisionService::decide_recorded`], keeping the request as it came (before
+    /// `[log] mask`) when `shadow` samples it: a candidate decides on what the pack in
+    /// force decided on. Only a sampled request is copied.
+    fn decide_keeping(
+        &self,
+        engine: &Engine,
+        body: Value,
+        shadow: Option<&Shadow>,
+    ) -> (Decided, Option<Value>) {
         let started = Instant::now();
         let parsed = DecisionRequest::from_value(&body);
         let answer = parsed
@@ -158,31 +189,41 @@ impl DecisionService {
             Ok(decision) => self.observer.decided(decision, latency),
             Err(error) => self.observer.refused(error.code()),
         }
+        let mut kept = None;
         let record = match (&parsed, &answer) {
-            (Ok(request), Ok(decision)) => DecisionRecord::decided(
-                decision,
-                request,
-                self.logged_request(engine, body),
-                latency,
-            ),
-            (Ok(request), Err(error)) => DecisionRecord::refused(
-                stamp(engine),
-                Some(request),
-                Refusal::from(error),
-                self.logged_request(engine, body),
-                latency,
-            ),
+            (Ok(request), answer) => {
+                if shadow.is_some_and(|s| s.samples(&request.principal.to_string())) {
+                    kept = Some(body.clone());
+                }
+                let logged = self.logged_request(engine, body);
+                match answer {
+                    Ok(decision) => DecisionRecord::decided(decision, request, logged, latency),
+                    Err(error) => DecisionRecord::refused(
+                        stamp(engine),
+                        Some(request),
+                        Refusal::from(error),
+                        logged,
+                        latency,
+                    ),
+                }
+            }
             // Not a request: masking and fingerprinting could not reach into it, so none
             // of it is kept but its size and why it was refused.
-            (Err(error), _) => DecisionRecord::refused(
-                stamp(engine),
-                None,
-                Refusal::from(error),
-                unparsed(serde_json::to_vec(&body).map_or(0, |b| b.len())),
-                Duration::ZERO,
-            ),
+            (Err(error), _) => {
+                let record = DecisionRecord::refused(
+                    stamp(engine),
+                    None,
+                    Refusal::from(error),
+                    unparsed(serde_json::to_vec(&body).map_or(0, |b| b.len())),
+                    Duration::ZERO,
+                );
+                if shadow.is_some_and(|s| s.samples(&record.decision_id)) {
+                    kept = Some(body);
+                }
+                record
+            }
         };
-        Decided { answer, record }
+        (Decided { answer, record }, kept)
     }
 
     /// Decides `body` with `engine`, the whole way: the decision, a revocation made
@@ -196,13 +237,22 @@ impl DecisionService {
         let Some(recording) = &self.recording else {
             return Ok(self.decide_unrecorded(engine, &body));
         };
-        let Decided { answer, record } = self.decide_recorded(engine, body);
+        let shadow = self.shadow.as_deref();
+        let (Decided { answer, record }, kept) = self.decide_keeping(engine, body, shadow);
         if let Ok(decision) = &answer
             && !decision.revoked.is_empty()
         {
             persist_revocations(&recording.store, decision).await;
         }
-        recording.log.append(record).await?;
+        match (shadow, kept) {
+            // The candidate decides only what was recorded, as it was recorded.
+            (Some(shadow), Some(request)) => {
+                let copy = record.clone();
+                recording.log.append(record).await?;
+                shadow.offer(copy, request);
+            }
+            _ => recording.log.append(record).await?,
+        }
         Ok(answer)
     }
 
