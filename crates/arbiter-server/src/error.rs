@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::state::ReloadError;
+use crate::state::{CandidateError, ReloadError};
 
 /// An error answered to the caller.
 #[derive(Debug)]
@@ -57,6 +57,9 @@ pub enum ApiError {
         /// The version still in force.
         running: String,
     },
+    /// The candidate in shadow: none (404 `no_candidate`), a reload refused (400
+    /// `invalid_pack`; the running candidate stays), or a store failure (500).
+    Candidate(CandidateError),
     /// A credential that cannot be minted as asked (422 `invalid_request`).
     Mint(MintError),
     /// A subject token refused in a token exchange (400 `invalid_grant`).
@@ -152,6 +155,18 @@ impl ApiError {
                     )),
                 ),
             },
+            ApiError::Candidate(e) => match e {
+                CandidateError::None => (S::NOT_FOUND, "no_candidate", Cow::Owned(e.to_string())),
+                CandidateError::Invalid { problems, running } => (
+                    S::BAD_REQUEST,
+                    "invalid_pack",
+                    Cow::Owned(format!(
+                        "the candidate has {} problem(s); the running candidate ({running}) stays",
+                        problems.0.len()
+                    )),
+                ),
+                CandidateError::Store(_) | CandidateError::Task(_) => internal(),
+            },
             ApiError::Mint(e) => (
                 S::UNPROCESSABLE_ENTITY,
                 "invalid_request",
@@ -194,10 +209,17 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let (_, code, message) = self.parts();
         let mut error = json!({"code": code, "message": message});
-        if let ApiError::Reload { refused, .. } = self
+        let details = match self {
+            ApiError::Reload { refused, .. } => Some(refused.lines()),
+            ApiError::Candidate(CandidateError::Invalid { problems, .. }) => {
+                Some(problems.0.iter().map(ToString::to_string).collect())
+            }
+            _ => None,
+        };
+        if let Some(details) = details
             && let Some(map) = error.as_object_mut()
         {
-            map.insert("details".to_owned(), json!(refused.lines()));
+            map.insert("details".to_owned(), json!(details));
         }
         json!({ "error": error })
     }
@@ -267,6 +289,15 @@ impl From<StoreError> for ApiError {
             tracing::error!(%error, "store error");
         }
         ApiError::Store(error)
+    }
+}
+
+impl From<CandidateError> for ApiError {
+    fn from(error: CandidateError) -> Self {
+        if matches!(error, CandidateError::Store(_) | CandidateError::Task(_)) {
+            tracing::error!(%error, "the candidate in shadow");
+        }
+        ApiError::Candidate(error)
     }
 }
 

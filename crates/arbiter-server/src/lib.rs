@@ -31,7 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use arbiter_store::Durability;
-pub use state::{App, Forced, Options, ReloadError, StartError};
+pub use state::{App, CandidateError, Forced, Options, ReloadError, StartError};
 
 /// Files the process keeps for itself beyond its connections: the store, its WAL, the
 /// listener, keys, the pack on reload.

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`): decisions by decision and effect, fired rules by
-//! rule and mode, invalid requests by code, decision latency, and the decision log's queue
-//! depth and write errors. The registry belongs to the server, not to a global.
+//! rule and mode, invalid requests by code, decision latency, the decision log's queue
+//! depth and write errors, and what became of the requests sampled for a candidate in
+//! shadow. The registry belongs to the server, not to a global.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use arbiter_core::Decision;
 use arbiter_core::rule::RuleRef;
+use arbiter_service::shadow::Shadowed;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -29,6 +31,11 @@ struct CodeLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 /// Counter handles for the hot path, so a decision allocates no label strings.
 #[derive(Debug, Default)]
 struct Handles {
@@ -36,6 +43,8 @@ struct Handles {
     decisions: Vec<Counter>,
     /// Rule id → counters by mode (enforce, warn, audit).
     fired: std::sync::RwLock<std::collections::HashMap<RuleRef, [Counter; 3]>>,
+    /// Sampled for the candidate: decided, errored, dropped.
+    shadow: Vec<Counter>,
 }
 
 /// The server's metrics.
@@ -71,6 +80,7 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let write_errors = Gauge::default();
         let reloads = Family::<CodeLabels, Counter>::default();
+        let shadow = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "decisions",
             "Decisions by decision and effect",
@@ -102,6 +112,12 @@ impl Metrics {
             write_errors.clone(),
         );
         registry.register("pack_reloads", "Pack reloads by outcome", reloads.clone());
+        registry.register(
+            "shadow_requests",
+            "Requests sampled for the candidate in shadow: decided, errored (an evaluation \
+             error, or no decision), dropped (its queue was full)",
+            shadow.clone(),
+        );
         let mut handles = Handles::default();
         for decision in ["allow", "deny"] {
             for effect in ["none", "throttle", "deny", "revoke"] {
@@ -114,6 +130,15 @@ impl Metrics {
                         .clone(),
                 );
             }
+        }
+        for outcome in ["decided", "errored", "dropped"] {
+            handles.shadow.push(
+                shadow
+                    .get_or_create(&OutcomeLabels {
+                        outcome: outcome.to_owned(),
+                    })
+                    .clone(),
+            );
         }
         Self {
             handles,
@@ -221,5 +246,16 @@ impl arbiter_service::Observer for Metrics {
 
     fn refused(&self, code: &str) {
         Metrics::refused(self, code);
+    }
+
+    fn shadowed(&self, event: Shadowed) {
+        let index = match event {
+            Shadowed::Decided => 0,
+            Shadowed::Errored => 1,
+            Shadowed::Dropped => 2,
+        };
+        if let Some(counter) = self.handles.shadow.get(index) {
+            counter.inc();
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The server's state and its whole life in one place: [`App::start`], [`App::reload`],
-//! and [`App::shutdown`] (stop the background work, drain the log). Time comes from the
+//! The server's state and its whole life in one place: [`App::start`], [`App::reload`]
+//! (and [`App::reload_candidate`], the candidate pack in shadow), and [`App::shutdown`]
+//! (stop the background work and the shadow, drain the log). Time comes from the
 //! injected clock ([`Options::clock`]); deciding is the [`DecisionService`]'s.
 
 use std::path::PathBuf;
@@ -10,8 +11,12 @@ use arbiter_core::clock::{Clock, SystemClock};
 use arbiter_core::diag::{Problem, Problems};
 use arbiter_core::rule::{Mode, RuleRef};
 use arbiter_core::{Engine, Pack, TimeSource};
+use arbiter_service::shadow::{Candidate, Sample, Shadow, ShadowError, ShadowOptions};
 use arbiter_service::{DecisionService, Recording, StoreBaseline};
-use arbiter_store::{Durability, LogWriter, Masker, PackVersion, Promotion, Store};
+use arbiter_store::{
+    CandidateReport, Durability, LogWriter, Masker, PackVersion, Promotion, ShadowLimits, Store,
+    StoreError,
+};
 use axum::Router;
 use axum::http::HeaderMap;
 use tokio::sync::Mutex;
@@ -51,6 +56,12 @@ pub struct Options {
     pub require_pep_tokens: bool,
     /// Where every time the server uses comes from: decisions, records, reviews, tokens.
     pub clock: Arc<dyn Clock>,
+    /// A candidate pack to decide in shadow (`--candidate`): it never changes an answer.
+    pub candidate: Option<PathBuf>,
+    /// The principals the candidate decides for (`--candidate-sample`).
+    pub candidate_sample: Sample,
+    /// Sampled requests waiting for the candidate, at most; past it they are dropped.
+    pub candidate_queue: usize,
 }
 
 impl Options {
@@ -69,6 +80,9 @@ impl Options {
             max_connections: 4096,
             require_pep_tokens: false,
             clock: Arc::new(SystemClock),
+            candidate: None,
+            candidate_sample: Sample::ALL,
+            candidate_queue: ShadowOptions::default().queue,
         }
     }
 }
@@ -109,12 +123,42 @@ impl ReloadError {
     }
 }
 
+/// Why the candidate could not be reloaded or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CandidateError {
+    /// The server runs without `--candidate`.
+    #[error("no candidate pack is in shadow: serve with --candidate DIR")]
+    None,
+    /// The candidate has problems; the running candidate stays.
+    #[error("{problems}")]
+    Invalid {
+        /// Every problem.
+        problems: Problems,
+        /// The version of the candidate that stays.
+        running: String,
+    },
+    /// The store could not record or read it.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The task that did it failed.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The pack did not load.
     #[error("{0}")]
     Pack(Problems),
+    /// The candidate pack did not load.
+    #[error("the candidate pack {dir}:\n{problems}")]
+    Candidate {
+        /// Its directory.
+        dir: String,
+        /// Every problem.
+        problems: Problems,
+    },
     /// The data directory or the store failed.
     #[error("{0}")]
     Store(#[from] arbiter_store::StoreError),
@@ -124,6 +168,9 @@ pub enum StartError {
     /// The admin token file could not be used (or others can read it).
     #[error("{0}")]
     AdminToken(#[from] crate::auth::AdminTokenError),
+    /// The candidate could not be put in shadow.
+    #[error("{0}")]
+    Shadow(#[from] ShadowError),
     /// The signing keys, the revocations or the pack's issuers could not be loaded.
     #[error("{0}")]
     Tokens(#[from] tokens::TokensError),
@@ -149,9 +196,23 @@ impl App {
     /// an admin token was just generated, that token (to print once).
     pub async fn start(options: Options) -> Result<(Arc<App>, Option<String>), StartError> {
         let pack = load(options.pack.clone()).await.map_err(StartError::Pack)?;
-        let (app, generated) = tokio::task::spawn_blocking(move || App::open(options, pack))
-            .await
-            .map_err(std::io::Error::other)??;
+        let candidate = match &options.candidate {
+            Some(dir) => {
+                Some(
+                    load(dir.clone())
+                        .await
+                        .map_err(|problems| StartError::Candidate {
+                            dir: dir.display().to_string(),
+                            problems,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let (app, generated) =
+            tokio::task::spawn_blocking(move || App::open(options, pack, candidate))
+                .await
+                .map_err(std::io::Error::other)??;
         let app = Arc::new(app);
         let weak = Arc::downgrade(&app);
         let poller = tokio::spawn(async move {
@@ -168,7 +229,11 @@ impl App {
     }
 
     /// Everything [`App::start`] does before the poller: blocking work (files, SQLite).
-    fn open(options: Options, pack: Pack) -> Result<(App, Option<String>), StartError> {
+    fn open(
+        options: Options,
+        pack: Pack,
+        candidate: Option<Pack>,
+    ) -> Result<(App, Option<String>), StartError> {
         let store = Store::open(&options.data)?;
         let (admins, generated) =
             AdminTokens::load_or_create(&options.data, options.admin_token.as_deref())?;
@@ -190,13 +255,30 @@ impl App {
             .with_credentials(tokens.verifier())
             .with_baseline(baseline.clone());
         let metrics = Arc::new(Metrics::new());
-        let service = DecisionService::new(engine)
+        let mut service = DecisionService::new(engine)
             .recording(Recording {
                 log,
                 masker,
                 store: store.clone(),
             })
             .observed_by(metrics.clone());
+        if let (Some(pack), Some(dir)) = (candidate, &options.candidate) {
+            let shadow = Shadow::start(
+                Candidate {
+                    pack: Arc::new(pack),
+                    dir: dir.clone(),
+                },
+                &store,
+                ShadowOptions {
+                    sample: options.candidate_sample,
+                    queue: options.candidate_queue,
+                    limits: ShadowLimits::default(),
+                },
+                metrics.clone(),
+                options.clock.now(),
+            )?;
+            service = service.shadowed_by(Arc::new(shadow));
+        }
         let app = App {
             options,
             service,
@@ -393,10 +475,64 @@ impl App {
         )))
     }
 
-    /// Stops the background work and drains the decision log.
+    /// Loads the candidate pack again and puts it in shadow; a candidate with problems is
+    /// refused and the running one stays. The new candidate starts with sessions and
+    /// throttles of its own, and its differences are kept apart from the old one's.
+    pub async fn reload_candidate(&self) -> Result<String, CandidateError> {
+        let (Some(shadow), Some(dir)) = (self.service.shadow(), &self.options.candidate) else {
+            return Err(CandidateError::None);
+        };
+        let _one_at_a_time = self.reloading.lock().await;
+        let outcome = match load(dir.clone()).await {
+            Ok(pack) => {
+                let version = pack.version().to_owned();
+                let shadow = Arc::clone(shadow);
+                let candidate = Candidate {
+                    pack: Arc::new(pack),
+                    dir: dir.clone(),
+                };
+                let now = self.now();
+                match tokio::task::spawn_blocking(move || shadow.swap(candidate, now)).await {
+                    Ok(Ok(())) => Ok(version),
+                    Ok(Err(e)) => Err(CandidateError::Store(e)),
+                    Err(e) => Err(CandidateError::Task(e)),
+                }
+            }
+            Err(problems) => Err(CandidateError::Invalid {
+                problems,
+                running: shadow.candidate().version().to_owned(),
+            }),
+        };
+        match &outcome {
+            Ok(version) => tracing::info!(%version, "candidate reloaded"),
+            Err(refused) => {
+                tracing::warn!(%refused, "candidate reload refused; the running candidate stays");
+            }
+        }
+        outcome
+    }
+
+    /// What the candidate in shadow found so far.
+    pub async fn candidate_report(&self) -> Result<CandidateReport, CandidateError> {
+        let shadow = self.service.shadow().ok_or(CandidateError::None)?;
+        let version = shadow.candidate().version().to_owned();
+        let store = self.store.clone();
+        let report =
+            tokio::task::spawn_blocking(move || store.candidate_report(Some(&version))).await??;
+        // The candidate in force was recorded before it was put in force.
+        report.ok_or(CandidateError::None)
+    }
+
+    /// Stops the background work, lets the candidate finish what it was handed, and
+    /// drains the decision log.
     pub async fn shutdown(&self) {
         if let Some(poller) = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take() {
             poller.abort();
+        }
+        if let Some(shadow) = self.service.shadow().cloned()
+            && let Err(e) = tokio::task::spawn_blocking(move || shadow.stop()).await
+        {
+            tracing::error!(error = %e, "stopping the shadow");
         }
         self.service.drain().await;
     }

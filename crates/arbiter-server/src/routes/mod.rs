@@ -1,10 +1,12 @@
 //! The routes, by concern: [`decisions`] (deciding and the log), [`admin`] (health,
 //! metrics, the policy in force, reload), [`tokens`] (keys, minting, exchange,
-//! revocations) and [`lifecycle`] (findings, reviews, readiness). Handlers are a few lines each: they
+//! revocations), [`lifecycle`] (findings, reviews, readiness) and [`candidate`] (the
+//! candidate pack in shadow). Handlers are a few lines each: they
 //! check who is calling, read the body, and call into the decision service, the store or
 //! the app's state; errors map to statuses in `error.rs` only.
 
 pub mod admin;
+pub mod candidate;
 pub mod decisions;
 pub mod lifecycle;
 pub mod tokens;
@@ -31,6 +33,8 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/v1/policy", get(admin::policy))
         .route("/v1/policy/reload", post(admin::reload))
+        .route("/v1/candidate", get(candidate::report))
+        .route("/v1/candidate/reload", post(candidate::reload))
         .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/v1/credentials", post(tokens::mint))
         .route("/v1/token", post(tokens::exchange))
