@@ -22,6 +22,7 @@ macro_rules! outln {
     };
 }
 
+mod candidate;
 mod diff;
 mod git;
 mod lifecycle;
@@ -112,6 +113,9 @@ enum Command {
     /// What a change of pack does: rules added, removed and changed, downgrades first;
     /// with --data, both packs replayed on the log (exit 1 with --fail-on when it does).
     Diff(diff::DiffArgs),
+    /// What the candidate pack in shadow (`serve --candidate`) would change, from the
+    /// store (also while the server runs).
+    Candidate(candidate::CandidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Baseline(args) => lifecycle::baseline(args, &clock),
         Command::Replay(args) => replay::replay(args),
         Command::Diff(args) => diff::diff(args),
+        Command::Candidate(args) => candidate::candidate(args),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use arbiter_server::{App, Durability, Options};
+use arbiter_service::shadow::Sample;
 use arbiter_store::{DecisionQuery, Store};
 
 use crate::Failure;
@@ -42,6 +43,14 @@ pub struct ServeArgs {
     /// Reload the pack when its files change.
     #[arg(long)]
     pub watch: bool,
+    /// A candidate pack that decides a sample of live requests in shadow, never changing
+    /// an answer; `GET /v1/candidate` and `arbiter candidate` show what it would change.
+    #[arg(long, value_name = "DIR")]
+    pub candidate: Option<PathBuf>,
+    /// The fraction of principals the candidate decides for (all of a principal's
+    /// requests, or none), above 0 and at most 1.
+    #[arg(long, default_value = "0.1", value_parser = sample, requires = "candidate")]
+    pub candidate_sample: Sample,
     /// The admin token (otherwise the one in the data dir, generated on first start).
     #[arg(long = "admin-token-env", hide = true, env = "ARBITER_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
@@ -62,6 +71,14 @@ impl From<DurabilityArg> for Durability {
             DurabilityArg::Sync => Durability::Sync,
         }
     }
+}
+
+/// `--candidate-sample`, read as the decision service reads it.
+fn sample(text: &str) -> Result<Sample, String> {
+    let fraction: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    Sample::new(fraction).map_err(|e| e.to_string())
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
@@ -86,6 +103,8 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
     options.header_read_timeout = std::time::Duration::from_secs(args.header_timeout);
     options.admin_token = args.admin_token.clone();
     options.require_pep_tokens = !args.listen.ip().is_loopback() && !args.allow_open_decisions;
+    options.candidate = args.candidate.clone();
+    options.candidate_sample = args.candidate_sample;
     let (app, generated) = App::start(options)
         .await
         .map_err(|e| Failure::Input(e.to_string()))?;
@@ -149,7 +168,7 @@ async fn terminated() {
     }
 }
 
-/// SIGHUP reloads the pack.
+/// SIGHUP reloads the pack, and the candidate in shadow if there is one.
 fn spawn_reload_on_hangup(app: std::sync::Arc<App>) {
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -163,6 +182,13 @@ fn spawn_reload_on_hangup(app: std::sync::Arc<App>) {
                 Err(problems) => {
                     eprintln!("SIGHUP: reload refused, the running pack stays:\n{problems}")
                 }
+            }
+            match app.reload_candidate().await {
+                Ok(version) => eprintln!("SIGHUP: reloaded the candidate {version}"),
+                Err(arbiter_server::CandidateError::None) => {}
+                Err(refused) => eprintln!(
+                    "SIGHUP: candidate reload refused, the running candidate stays:\n{refused}"
+                ),
             }
         }
     });
