@@ -238,7 +238,7 @@ impl DecisionService {
             return Ok(self.decide_unrecorded(engine, &body));
         };
         let shadow = self.shadow.as_deref();
-        let (Decided { answer, record }, kept) = self.decide_keeping(engine, body, shadow);
+        let (Decided { answer, mut record }, kept) = self.decide_keeping(engine, body, shadow);
         if let Ok(decision) = &answer
             && !decision.revoked.is_empty()
         {
@@ -247,7 +247,10 @@ impl DecisionService {
         match (shadow, kept) {
             // The candidate decides only what was recorded, as it was recorded.
             (Some(shadow), Some(request)) => {
+                // The candidate decides `request`; the copy needs no logged request.
+                let logged = std::mem::take(&mut record.request);
                 let copy = record.clone();
+                record.request = logged;
                 recording.log.append(record).await?;
                 shadow.offer(copy, request);
             }
