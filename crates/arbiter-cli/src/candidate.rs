@@ -64,7 +64,7 @@ fn print(report: &CandidateReport) -> Result<(), Failure> {
         _ => String::new(),
     };
     outln!(
-        "{} decided in shadow{span}: {}; {} errored, {} dropped (queue full)",
+        "{} decided in shadow{span}: {}; {} errored, {} dropped on a full queue",
         report.shadowed,
         counts(&report.changes, true),
         report.errored,
