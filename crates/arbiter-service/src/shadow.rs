@@ -24,8 +24,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +40,23 @@ use serde_json::Value;
 
 use crate::replay::{Counts, Group, Replay, Report};
 use crate::service::{Observer, token_fingerprint};
+
+/// Bytes of requests the queue may hold at once (as [`weight`] counts them), whatever its
+/// length: 1,024 bodies of the 1 MiB the server accepts would otherwise be a gigabyte
+/// waiting for a worker that is falling behind. Past it, requests are dropped and counted.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+/// About how many bytes `value` holds in memory: its strings and keys, and a node's
+/// overhead for every value.
+fn weight(value: &Value) -> usize {
+    const NODE: usize = 32;
+    NODE + match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(weight).sum(),
+        Value::Object(map) => map.iter().map(|(k, v)| k.len() + weight(v)).sum(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
 
 /// How often the worker adds what it found to the store, at most.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
@@ -174,6 +191,8 @@ pub enum Shadowed {
 
 /// A live decision handed to the worker.
 struct Job {
+    /// What the job weighs against [`MAX_QUEUED_BYTES`], given back once decided.
+    weight: usize,
     /// The candidate in force when the live decision was made.
     candidate: Arc<Pack>,
     /// The live decision, as logged.
@@ -193,6 +212,8 @@ pub struct Shadow {
     sample: Sample,
     candidate: Arc<ArcSwap<Pack>>,
     queue: SyncSender<Message>,
+    /// Bytes of the requests queued (see [`MAX_QUEUED_BYTES`]).
+    queued_bytes: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     observer: Arc<dyn Observer>,
     store: Store,
@@ -210,6 +231,7 @@ impl std::fmt::Debug for Shadow {
 
 /// The worker, before it runs: [`Shadow::run`] starts it on a thread of its own.
 pub struct ShadowWorker {
+    queued_bytes: Arc<AtomicUsize>,
     queue: Receiver<Message>,
     candidate: Arc<ArcSwap<Pack>>,
     dropped: Arc<AtomicU64>,
@@ -256,7 +278,9 @@ impl Shadow {
         let (send, receive) = std::sync::mpsc::sync_channel(options.queue);
         let current = Arc::new(ArcSwap::new(candidate.pack));
         let dropped = Arc::new(AtomicU64::new(0));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let worker = ShadowWorker {
+            queued_bytes: Arc::clone(&queued_bytes),
             queue: receive,
             candidate: Arc::clone(&current),
             dropped: Arc::clone(&dropped),
@@ -268,6 +292,7 @@ impl Shadow {
             sample: options.sample,
             candidate: current,
             queue: send,
+            queued_bytes,
             dropped,
             observer,
             store: store.clone(),
@@ -315,17 +340,20 @@ impl Shadow {
         {
             *token = Value::String(token_fingerprint(token.as_str().unwrap_or_default()));
         }
+        let weight = weight(&request);
+        let queued = self.queued_bytes.fetch_add(weight, Ordering::Relaxed);
         let job = Job {
+            weight,
             candidate: self.candidate.load_full(),
             record,
             request,
         };
-        match self.queue.try_send(Message::Decide(Box::new(job))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.observer.shadowed(Shadowed::Dropped);
-            }
+        let sent = queued.saturating_add(weight) <= MAX_QUEUED_BYTES
+            && self.queue.try_send(Message::Decide(Box::new(job))).is_ok();
+        if !sent {
+            self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.observer.shadowed(Shadowed::Dropped);
         }
     }
 
@@ -407,6 +435,7 @@ impl ShadowWorker {
                 match message {
                     Message::Decide(job) => {
                         self.decide_job(&mut deciding, &mut flushed, &job);
+                        self.queued_bytes.fetch_sub(job.weight, Ordering::Relaxed);
                         decided = true;
                     }
                     Message::Stop => {

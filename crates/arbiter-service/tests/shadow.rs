@@ -212,6 +212,53 @@ fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
     assert_eq!(observer.dropped.load(Ordering::Relaxed), 7);
 }
 
+/// The queue is bounded in bytes as well as in length: large bodies are dropped and
+/// counted long before its length is reached, and the room comes back once decided.
+#[test]
+fn large_requests_are_dropped_past_the_queues_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let pack = Arc::new(Pack::load(example()).unwrap());
+    let observer = Arc::new(Counted::default());
+    let options = ShadowOptions {
+        sample: Sample::ALL,
+        queue: 1024,
+        limits: ShadowLimits::default(),
+    };
+    let (shadow, worker) = Shadow::new(
+        candidate(Arc::clone(&pack)),
+        &store,
+        options,
+        observer.clone(),
+        start(),
+    )
+    .unwrap();
+    let service = DecisionService::new(Engine::new(pack));
+    // A body of about 1 MiB (a comment the server would accept whole).
+    let big = json!({"principal": "Agent::\"support-bot\"",
+        "action": "Action::\"comment_ticket\"", "resource": "Ticket::\"T-1\"",
+        "context": {"body": "x".repeat(1024 * 1024 - 200)}});
+    let fits = arbiter_service::shadow::MAX_QUEUED_BYTES / (1024 * 1024);
+    for _ in 0..fits + 10 {
+        shadow.offer(decided(&service, big.clone()), big.clone());
+    }
+    // The worker is not running: everything past the budget was dropped.
+    let dropped = observer.dropped.load(Ordering::Relaxed);
+    assert!(
+        (10..=11).contains(&dropped),
+        "{dropped} dropped of {}",
+        fits + 10
+    );
+    shadow.run(worker).unwrap();
+    shadow.stop();
+    let report = store.candidate_report(None).unwrap().unwrap();
+    assert_eq!(
+        report.shadowed + report.dropped,
+        (fits + 10) as u64,
+        "{report:#?}"
+    );
+}
+
 #[test]
 fn the_aggregate_keeps_at_most_its_groups_and_examples_and_counts_the_rest() {
     let dir = tempfile::tempdir().unwrap();
