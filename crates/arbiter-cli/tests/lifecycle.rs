@@ -12,9 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -22,26 +21,11 @@ use arbiter_core::rule::Mode;
 use arbiter_store::Store;
 use serde_json::{Value, json};
 
+mod common;
+
+use common::*;
+
 // ------------------------------------------------------------------------- helpers
-
-const ADMIN: &str = "lifecycle-admin-token";
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// Every file under `dir` with its bytes, by path relative to `dir`.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -62,154 +46,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\n--- stderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-/// Runs `arbiter ARGS` with `envs` set, and no `ARBITER_DATA` from the caller's
-/// environment.
-fn arbiter_with(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut cmd = assert_cmd::Command::cargo_bin("arbiter").unwrap();
-    cmd.args(args).env_remove("ARBITER_DATA");
-    for (key, value) in envs {
-        cmd.env(key, value);
-    }
-    let output = cmd.output().unwrap();
-    Run {
-        code: output
-            .status
-            .code()
-            .expect("arbiter was killed by a signal"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-fn arbiter(args: &[&str]) -> Run {
-    arbiter_with(args, &[])
-}
-
-/// Runs `arbiter ARGS` and requires exit 0.
-fn ok(args: &[&str]) -> Run {
-    let run = arbiter(args);
-    assert_eq!(run.code, 0, "arbiter {args:?}: {run:#?}");
-    run
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 path")
-}
-
-/// `arbiter serve` as a child process on a loopback port, committing each decision
-/// before answering it (so the CLI sees it at once). Killed if the test fails.
-struct Served {
-    child: Child,
-    base: String,
-    client: reqwest::blocking::Client,
-}
-
-impl Served {
-    fn start(pack: &Path, data: &Path) -> Served {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("arbiter"))
-            .args(["serve", "--pack", s(pack), "--data", s(data)])
-            .args(["--listen", "127.0.0.1:0", "--durability", "sync"])
-            .env("ARBITER_ADMIN_TOKEN", ADMIN)
-            .env("ARBITER_LOG", "warn")
-            .env_remove("ARBITER_DATA")
-            .env_remove("ARBITER_LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("arbiter listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        Served {
-            child,
-            base,
-            client,
-        }
-    }
-
-    /// Decides `request`; it must be a decision.
-    fn decide(&self, request: &Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/v1/decide", self.base))
-            .json(request)
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().unwrap()
-    }
-
-    /// The logged record of decision `id`.
-    fn record(&self, id: &str) -> Value {
-        let page: Value = self
-            .client
-            .get(format!("{}/v1/decisions?limit=1000", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        page["decisions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["decision_id"] == id)
-            .unwrap_or_else(|| panic!("decision {id} is logged"))
-            .clone()
-    }
-
-    /// SIGTERM, and a clean exit once the log is drained.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "a clean stop: {exit:?}");
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// A day-long token: allowed, `tokens.long-ttl` audits a deny.
 fn long_ttl() -> Value {
     json!({"principal": "Service::\"billing-api\"", "action": "Action::\"create_token\"",
@@ -261,7 +97,7 @@ impl Evidence {
         let pack = dir.path().join("pack");
         copy_dir(&example(), &pack);
         let data = dir.path().join("data");
-        let server = Served::start(&pack, &data);
+        let server = Served::start(&pack, &data, &["--durability", "sync"]);
         for request in workload() {
             server.decide(&request);
         }
@@ -1359,7 +1195,7 @@ fn a_reload_that_would_enforce_nothing_needs_force_and_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let pack = dir.path().join("pack");
     copy_dir(&example(), &pack);
-    let served = Served::start(&pack, &dir.path().join("data"));
+    let served = Served::start(&pack, &dir.path().join("data"), &["--durability", "sync"]);
     fs::remove_dir_all(pack.join("policies")).unwrap();
     fs::create_dir(pack.join("policies")).unwrap();
     fs::write(
@@ -1426,7 +1262,7 @@ fn replay_of_a_tightened_candidate_shows_the_breaks_and_gates_on_them() {
     let evidence = Evidence::recorded();
     let candidate = evidence._dir.path().join("candidate");
     copy_dir(&evidence.pack, &candidate);
-    enforce_unapproved_endpoint(&candidate);
+    egress_mode(&candidate, "audit", "enforce");
     let predicted = audited_allowed(&evidence);
 
     let run = arbiter(&[
@@ -1533,16 +1369,6 @@ fn replay_of_a_widened_permit_shows_the_loosens() {
     assert_eq!(bot["changes"]["loosens"], 1);
 }
 
-/// Moves `egress.unapproved-endpoint` from audit to enforce in the pack at `pack`.
-fn enforce_unapproved_endpoint(pack: &Path) {
-    edited(
-        pack,
-        "policies/egress.cedar",
-        "@id(\"egress.unapproved-endpoint\")\n@mode(\"audit\")",
-        "@id(\"egress.unapproved-endpoint\")\n@mode(\"enforce\")",
-    );
-}
-
 /// What the log says `egress.unapproved-endpoint` audited in decisions that were
 /// allowed (what enforcing it breaks), sorted; never empty.
 fn audited_allowed(evidence: &Evidence) -> Vec<String> {
@@ -1570,15 +1396,6 @@ fn audited_allowed(evidence: &Evidence) -> Vec<String> {
     ids
 }
 
-/// `pack` with `from` replaced by `to` once in its file `file`.
-fn edited(pack: &Path, file: &str, from: &str, to: &str) {
-    let path = pack.join(file);
-    let text = fs::read_to_string(&path).unwrap();
-    let changed = text.replacen(from, to, 1);
-    assert_ne!(changed, text, "{file} holds {from}");
-    fs::write(path, changed).unwrap();
-}
-
 #[test]
 fn diff_lists_downgrades_first_and_gates_on_them_and_on_breaks() {
     let evidence = Evidence::recorded();
@@ -1591,7 +1408,7 @@ fn diff_lists_downgrades_first_and_gates_on_them_and_on_breaks() {
         "@id(\"agent.no-egress-after-secret\")\n@mode(\"enforce\")",
         "@id(\"agent.no-egress-after-secret\")\n@mode(\"audit\")",
     );
-    enforce_unapproved_endpoint(&head);
+    egress_mode(&head, "audit", "enforce");
     let run = arbiter(&[
         "diff",
         evidence.pack(),
@@ -1654,7 +1471,7 @@ fn diff_lists_downgrades_first_and_gates_on_them_and_on_breaks() {
     // Only the upgrade: no downgrade to fail on. The text names it.
     copy_dir(&evidence.pack, &head.join("../upgrade-only"));
     let upgrade_only = head.join("../upgrade-only");
-    enforce_unapproved_endpoint(&upgrade_only);
+    egress_mode(&upgrade_only, "audit", "enforce");
     let run = arbiter(&[
         "diff",
         evidence.pack(),

@@ -13,182 +13,14 @@
 )]
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin-secret";
-const WITHIN: Duration = Duration::from_secs(10);
+mod common;
 
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 path")
-}
-
-/// Sets the mode of `egress.unapproved-endpoint` in the pack at `pack`.
-fn egress_mode(pack: &Path, from: &str, to: &str) {
-    let file = pack.join("policies/egress.cedar");
-    let text = fs::read_to_string(&file).unwrap();
-    let from = format!("@id(\"egress.unapproved-endpoint\")\n@mode(\"{from}\")");
-    assert!(text.contains(&from));
-    let to = format!("@id(\"egress.unapproved-endpoint\")\n@mode(\"{to}\")");
-    fs::write(&file, text.replacen(&from, &to, 1)).unwrap();
-}
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn arbiter(args: &[&str]) -> Run {
-    let output = assert_cmd::Command::cargo_bin("arbiter")
-        .unwrap()
-        .args(args)
-        .env_remove("ARBITER_DATA")
-        .env_remove("ARBITER_LISTEN")
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().expect("not killed by a signal"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-/// `arbiter serve` with a candidate, as a child process on a loopback port; its stderr
-/// lines come through `lines`. Killed if the test fails.
-struct Served {
-    child: Child,
-    base: String,
-    lines: Receiver<String>,
-    client: reqwest::blocking::Client,
-}
-
-impl Served {
-    fn start(pack: &Path, candidate: &Path, data: &Path) -> Served {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("arbiter"))
-            .args(["serve", "--pack", s(pack), "--data", s(data)])
-            .args(["--candidate", s(candidate), "--candidate-sample", "1"])
-            .args(["--listen", "127.0.0.1:0"])
-            .env("ARBITER_ADMIN_TOKEN", ADMIN)
-            .env("ARBITER_LOG", "warn")
-            .env_remove("ARBITER_DATA")
-            .env_remove("ARBITER_LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (send, lines) = std::sync::mpsc::channel();
-        // Forwards every line, and keeps draining so the server never blocks on a pipe.
-        std::thread::spawn(move || {
-            for line in stderr.lines() {
-                let Ok(line) = line else { return };
-                let _ = send.send(line);
-            }
-        });
-        let mut served = Served {
-            child,
-            base: String::new(),
-            lines,
-            client: reqwest::blocking::Client::builder()
-                .timeout(WITHIN)
-                .build()
-                .unwrap(),
-        };
-        let line = served.wait_for("arbiter listening on ");
-        served.base = line
-            .strip_prefix("arbiter listening on ")
-            .unwrap()
-            .trim()
-            .to_owned();
-        served
-    }
-
-    /// The first stderr line from now on that starts with `prefix`, within the deadline.
-    fn wait_for(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + WITHIN;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    panic!("the server printed no line starting with {prefix:?}")
-                }
-            }
-        }
-    }
-
-    fn decide(&self, request: &Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/v1/decide", self.base))
-            .json(request)
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().unwrap()
-    }
-
-    fn candidate(&self) -> Value {
-        let response = self
-            .client
-            .get(format!("{}/v1/candidate", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().unwrap()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM, and a clean exit.
-    fn stop(mut self) {
-        self.signal("TERM");
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "a clean stop: {exit:?}");
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use common::*;
 
 /// `arbiter candidate --data DATA --json ARGS`, polled (bounded) until it reports `n`
 /// requests decided in shadow.
@@ -231,7 +63,11 @@ fn the_breaks_of_a_tightened_candidate_and_its_reload_on_sighup() {
     copy_dir(&example(), &candidate);
     egress_mode(&candidate, "audit", "enforce");
     let data = dir.path().join("data");
-    let server = Served::start(&pack, &candidate, &data);
+    let server = Served::start(
+        &pack,
+        &data,
+        &["--candidate", s(&candidate), "--candidate-sample", "1"],
+    );
 
     let mut breaks = Vec::new();
     for request in [fetch(), read_ticket(), fetch()] {
@@ -257,7 +93,7 @@ fn the_breaks_of_a_tightened_candidate_and_its_reload_on_sighup() {
     assert_eq!(report["by_principal"][0]["key"], "CiJob::\"pr-checks\"");
     assert_eq!(report["candidate"]["dir"], s(&candidate));
     // The CLI reads what the server answers.
-    assert_eq!(server.candidate(), report);
+    assert_eq!(server.admin_get("/v1/candidate"), report);
     let human = arbiter(&["candidate", "--data", s(&data)]);
     assert_eq!(human.code, 0, "{human:?}");
     assert!(
