@@ -26,6 +26,7 @@ mod candidate;
 mod diff;
 mod git;
 mod lifecycle;
+mod mcp;
 mod output;
 mod reload;
 mod replay;
@@ -116,6 +117,9 @@ enum Command {
     /// What the candidate pack in shadow (`serve --candidate`) would change, from the
     /// store (also while the server runs).
     Candidate(candidate::CandidateArgs),
+    /// Put an MCP server behind arbiter: every tools/call the agent makes is decided and
+    /// logged (`arbiter mcp-proxy --pack DIR -- <server command…>`, over stdio).
+    McpProxy(mcp::McpProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(args),
         Command::Diff(args) => diff::diff(args),
         Command::Candidate(args) => candidate::candidate(args),
+        Command::McpProxy(args) => mcp::mcp_proxy(args, clock),
     };
     match result {
         Ok(code) => code,

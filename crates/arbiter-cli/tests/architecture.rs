@@ -57,6 +57,15 @@ fn each_crate_depends_only_on_the_crates_below_it() {
         arbiter_crates("arbiter-service"),
         set(&["arbiter-core", "arbiter-store"])
     );
+    assert_eq!(
+        arbiter_crates("arbiter-mcp"),
+        set(&[
+            "arbiter-core",
+            "arbiter-identity",
+            "arbiter-service",
+            "arbiter-store"
+        ])
+    );
     assert!(!arbiter_crates("arbiter-server").contains("arbiter-cli"));
 }
 
@@ -83,5 +92,10 @@ fn the_libraries_keep_away_from_what_is_not_theirs() {
         &["axum", "hyper", "hyper-util", "tower", "reqwest"],
     );
     never("arbiter-lifecycle", &["axum", "hyper", "reqwest"]);
+    // The MCP gateway decides through the decision service, never through the server.
+    never(
+        "arbiter-mcp",
+        &["arbiter-server", "arbiter-cli", "arbiter-lifecycle", "axum"],
+    );
     never("arbiter-store", &["axum", "hyper", "reqwest"]);
 }

@@ -243,6 +243,7 @@ fn logged_data_dir(n: u64) -> tempfile::TempDir {
                     request: json!({"principal": principal, "action": r#"Action::"read_ticket""#,
                         "resource": resource, "context": {}}),
                     novel: None,
+                    mcp: None,
                     evidence: Default::default(),
                 })
                 .await

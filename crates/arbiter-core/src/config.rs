@@ -47,6 +47,8 @@ pub struct Config {
     /// `[frameworks.<name>]`: a pack's own framework for `@maps`.
     #[serde(default)]
     pub frameworks: BTreeMap<String, Framework>,
+    /// `[mcp]`: how `arbiter mcp-proxy` turns a tool call into a decision request.
+    pub mcp: Option<Mcp>,
 }
 
 /// `[defaults]`.
@@ -360,6 +362,60 @@ pub struct Framework {
     pub controls: BTreeMap<String, String>,
 }
 
+/// The resource type of a tool call whose tool maps no resource: `Tool::"<tool name>"`.
+pub const DEFAULT_MCP_RESOURCE_TYPE: &str = "Tool";
+
+/// `[mcp]`: how `arbiter mcp-proxy` turns an MCP `tools/call` into a decision request.
+/// A tool not listed under `[mcp.tools]` is the action named after it, on the default
+/// resource, with an empty context.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mcp {
+    /// The resource of a call whose tool maps none (`Tool::"<tool name>"` when absent).
+    pub resource: Option<McpResource>,
+    /// `[mcp.tools.<name>]`, by the tool's name as the MCP server lists it.
+    #[serde(default)]
+    pub tools: BTreeMap<Spanned<String>, McpTool>,
+}
+
+impl Mcp {
+    /// The mapping of the tool with this name, if the pack has one.
+    pub fn tool(&self, name: &str) -> Option<&McpTool> {
+        self.tools
+            .iter()
+            .find(|(k, _)| k.get_ref() == name)
+            .map(|(_, t)| t)
+    }
+}
+
+/// `[mcp.tools.<name>]`: one tool's call as a decision request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpTool {
+    /// The action's id (the tool's name when absent).
+    pub action: Option<Spanned<String>>,
+    /// The resource (`[mcp] resource` when absent).
+    pub resource: Option<McpResource>,
+    /// Arguments copied into the context: argument path → context path, e.g.
+    /// `path = "context.args.path"`.
+    #[serde(default)]
+    pub args: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// A tool call's resource: `<type>::"<id>"`, the id taken from an argument (`arg`), fixed
+/// (`id`), or the tool's name (neither).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpResource {
+    /// The entity type.
+    #[serde(rename = "type")]
+    pub ty: Spanned<String>,
+    /// The path of the argument whose value is the id (`url`, `target.path`).
+    pub arg: Option<Spanned<String>>,
+    /// A fixed id.
+    pub id: Option<Spanned<String>>,
+}
+
 /// The keys of `arbiter.toml`, table by table: what [`strip_unknown_keys`] checks before
 /// the typed parse. serde's `deny_unknown_fields` stops at the first unknown key; this
 /// walk finds every one, with its line. A test checks it against the structs above (their
@@ -427,7 +483,25 @@ pub(crate) const KEYS: &[(&str, Keys)] = &[
         "frameworks",
         Keys::Named(&Keys::Table(&[("controls", Keys::Any)])),
     ),
+    (
+        "mcp",
+        Keys::Table(&[
+            ("resource", MCP_RESOURCE_KEYS),
+            (
+                "tools",
+                Keys::Named(&Keys::Table(&[
+                    ("action", Keys::Any),
+                    ("resource", MCP_RESOURCE_KEYS),
+                    ("args", Keys::Any),
+                ])),
+            ),
+        ]),
+    ),
 ];
+
+/// The keys of an [`McpResource`], wherever one is written.
+const MCP_RESOURCE_KEYS: Keys =
+    Keys::Table(&[("type", Keys::Any), ("arg", Keys::Any), ("id", Keys::Any)]);
 
 /// What keys a value of `arbiter.toml` may have.
 #[derive(Debug, Clone, Copy)]
@@ -725,7 +799,7 @@ mod tests {
     fn known_keys_agree_with_the_config_structs() {
         let mut found = Vec::new();
         tables(Keys::Table(KEYS), &[], &mut found);
-        assert_eq!(found.len(), 12, "{found:?}");
+        assert_eq!(found.len(), 16, "{found:?}");
         for (path, mut known) in found {
             let mut value = toml::Value::Table(toml::Table::from_iter([(
                 "zz_not_a_key".to_owned(),

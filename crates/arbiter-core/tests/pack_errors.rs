@@ -808,3 +808,75 @@ refresh = "1h"
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_good_mcp_mapping_loads() {
+    let config = r#"
+[mcp]
+resource = { type = "Tool" }
+
+[mcp.tools.run]
+action = "call"
+args = { target = "context.target" }
+
+[mcp.tools.call]
+resource = { type = "Tool", arg = "tool.name" }
+"#;
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    let pack = Pack::load(dir.path()).unwrap();
+    let mcp = pack.config().mcp.as_ref().unwrap();
+    assert_eq!(
+        mcp.tool("run").unwrap().action.as_ref().unwrap().get_ref(),
+        "call"
+    );
+    assert_eq!(
+        pack.action_with_id("call").unwrap().to_string(),
+        r#"Action::"call""#
+    );
+    assert!(pack.action_with_id("run").is_none());
+}
+
+#[test]
+fn mcp_mistakes_are_each_located() {
+    let config = r#"
+[mcp.tools.call]
+resource = { type = "Tool", arg = "x", id = "y" }
+args = { target = "args.target", t2 = "context.session.id" }
+
+[mcp.tools.fetch]
+action = "nope"
+resource = { type = "Url", arg = "a..b" }
+
+[mcp.tools.other]
+action = "call"
+resource = { type = "Agent" }
+args = { a = "context.x", b = "context.x.y" }
+mood = 1
+
+[mcp.tools.read_file]
+"#;
+    let dir = pack(&[("rules.cedar", OK)], Some(config), Some(SCHEMA));
+    let found: Vec<String> = problems(dir.path())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expect = [
+        "arbiter.toml:3:45: [mcp.tools.call] resource: give `arg` or `id`, not both",
+        "arbiter.toml:4:19: [mcp.tools.call] args: `args.target` is not a path into the context (e.g. `context.args.target`)",
+        "arbiter.toml:4:39: [mcp.tools.call] args: `context.session` is arbiter's own (reserved)",
+        "arbiter.toml:7:10: [mcp.tools.fetch] action: `nope` is not an action of the schema",
+        "arbiter.toml:8:21: [mcp.tools.fetch] resource: `Url` is not an entity type of the schema",
+        "arbiter.toml:8:34: [mcp.tools.fetch] resource arg: `a..b` is not an argument path",
+        "arbiter.toml:12:21: [mcp.tools.other] resource: `Agent` is not a resource type of action `call`",
+        "arbiter.toml:13:31: [mcp.tools.other] args: `context.x.y` and `context.x` write to the same place",
+        "arbiter.toml:14:1: unknown field `mood` in [mcp.tools.other], expected one of `action`, `resource`, `args`",
+        "arbiter.toml:16:12: [mcp.tools.read_file]: the schema has no action `read_file`",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "expected a problem starting `{e}` in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+}

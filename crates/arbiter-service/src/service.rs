@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_core::{Decision, DecisionRequest, Engine, RequestError};
 use arbiter_store::{
-    DecisionRecord, LogError, LogWriter, Masker, Refusal, Revocation, Stamp, Store,
+    DecisionRecord, LogError, LogWriter, Masker, McpCall, Refusal, Revocation, Stamp, Store,
 };
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
@@ -234,11 +234,32 @@ impl DecisionService {
         engine: &Engine,
         body: Value,
     ) -> Result<Result<Decision, RequestError>, ServiceError> {
+        self.decide_for(engine, body, None).await
+    }
+
+    /// [`DecisionService::decide`] for the MCP gateway: the record also keeps the MCP
+    /// call the decision was made for.
+    pub async fn decide_mcp(
+        &self,
+        engine: &Engine,
+        body: Value,
+        call: McpCall,
+    ) -> Result<Result<Decision, RequestError>, ServiceError> {
+        self.decide_for(engine, body, Some(call)).await
+    }
+
+    async fn decide_for(
+        &self,
+        engine: &Engine,
+        body: Value,
+        call: Option<McpCall>,
+    ) -> Result<Result<Decision, RequestError>, ServiceError> {
         let Some(recording) = &self.recording else {
             return Ok(self.decide_unrecorded(engine, &body));
         };
         let shadow = self.shadow.as_deref();
         let (Decided { answer, mut record }, kept) = self.decide_keeping(engine, body, shadow);
+        record.mcp = call;
         if let Ok(decision) = &answer
             && !decision.revoked.is_empty()
         {
@@ -262,18 +283,29 @@ impl DecisionService {
     /// Records a body refused before it was read as a request (too large, not JSON, not
     /// declared JSON): its size and why, nothing of what it held.
     pub async fn refuse(&self, size: usize, refusal: Refusal) -> Result<(), ServiceError> {
+        self.refuse_for(unparsed(size), refusal, None).await
+    }
+
+    /// Records an MCP call the gateway could not turn into a request (an argument its
+    /// mapping needs is missing or not a string): the call and why, none of its arguments.
+    pub async fn refuse_mcp(&self, refusal: Refusal, call: McpCall) -> Result<(), ServiceError> {
+        self.refuse_for(json!({}), refusal, Some(call)).await
+    }
+
+    async fn refuse_for(
+        &self,
+        logged: Value,
+        refusal: Refusal,
+        call: Option<McpCall>,
+    ) -> Result<(), ServiceError> {
         self.observer.refused(&refusal.code);
         let Some(recording) = &self.recording else {
             return Ok(());
         };
         let engine = self.engine.load();
-        let record = DecisionRecord::refused(
-            stamp(&engine),
-            None,
-            refusal,
-            unparsed(size),
-            Duration::ZERO,
-        );
+        let mut record =
+            DecisionRecord::refused(stamp(&engine), None, refusal, logged, Duration::ZERO);
+        record.mcp = call;
         recording.log.append(record).await?;
         Ok(())
     }

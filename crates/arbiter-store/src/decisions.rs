@@ -134,10 +134,38 @@ pub struct DecisionRecord {
     /// Once a baseline is frozen: whether this principal had never done this action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub novel: Option<bool>,
+    /// The MCP call the decision was made for, when `arbiter mcp-proxy` asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpCall>,
     /// What the decision adds to findings and readiness beyond the record; kept in
     /// `findings` and `rule_days`, not in the record itself.
     #[serde(skip)]
     pub evidence: DecisionEvidence,
+}
+
+/// The MCP call a decision was made for: what the gateway saw besides the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpCall {
+    /// The JSON-RPC method, e.g. `tools/call`.
+    pub method: String,
+    /// The tool called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The MCP server the call was for.
+    pub upstream: String,
+    /// Whether the principal was established by a verified credential, or configured for
+    /// local use and taken on trust.
+    pub identity: McpIdentity,
+}
+
+/// How the MCP gateway knows who calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum McpIdentity {
+    /// An arbiter token, verified at every decision.
+    Verified,
+    /// A principal configured for local use: nothing proves it.
+    Unverified,
 }
 
 /// A verified credential as the log keeps it: the claims the decision saw.
@@ -221,6 +249,7 @@ impl DecisionRecord {
             latency_us: micros(latency),
             request: logged,
             novel: decision.novel,
+            mcp: None,
             evidence: DecisionEvidence {
                 in_scope: decision.in_scope.clone(),
                 scope: decision.scope.clone(),
@@ -264,6 +293,7 @@ impl DecisionRecord {
             latency_us: micros(latency),
             request: logged,
             novel: None,
+            mcp: None,
             evidence: DecisionEvidence::default(),
         }
     }

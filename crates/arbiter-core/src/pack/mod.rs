@@ -3,6 +3,7 @@
 
 mod annotations;
 pub mod file;
+mod mcp;
 mod schema;
 mod shapes;
 mod source;
@@ -208,6 +209,13 @@ impl Pack {
         }
     }
 
+    /// The schema's action with this bare id (`read_file` → `Action::"read_file"`, or
+    /// `Ns::Action::"read_file"` when one namespace has it); `None` without a schema, or
+    /// when no action or several have it.
+    pub fn action_with_id(&self, id: &str) -> Option<EntityUid> {
+        self.schema.as_ref().and_then(|s| mcp::action_uid(s, id))
+    }
+
     /// Whether the schema declares this action.
     pub(crate) fn knows_action(&self, action: &EntityUid) -> bool {
         self.action_groups.contains_key(action)
@@ -291,6 +299,11 @@ impl<'a> Loader<'a> {
             self.check_config_against_schema(&config, schema);
         }
         self.check_config(&config);
+        if let Some(settings) = &config.mcp {
+            for (span, message) in mcp::check(settings, schema.as_ref()) {
+                self.config_problem(span, message);
+            }
+        }
         let issuers = self.check_issuers(&config, schema.as_ref());
         let request_entity_types = self.request_entity_types(&config);
         if !self.problems.is_empty() {

@@ -46,6 +46,7 @@ pub fn record(n: u64) -> DecisionRecord {
         }),
         evidence: Default::default(),
         novel: None,
+        mcp: None,
     }
 }
 

@@ -1,0 +1,219 @@
+//! `[mcp]` checked when the pack loads: every tool's action, resource and argument paths
+//! must name what the schema has, so a mistake is a located pack problem rather than a
+//! tool call refused at run time.
+
+use std::ops::Range;
+
+use cedar_policy::{EntityTypeName, EntityUid, Schema};
+use toml::Spanned;
+
+use super::RESERVED_CONTEXT_KEYS;
+use crate::config::{DEFAULT_MCP_RESOURCE_TYPE, Mcp, McpResource};
+
+/// A problem in `[mcp]`: where in `arbiter.toml`, and what is wrong.
+pub(super) type Found = (Range<usize>, String);
+
+/// Every problem of `[mcp]`, against the schema when the pack has one.
+pub(super) fn check(mcp: &Mcp, schema: Option<&Schema>) -> Vec<Found> {
+    let mut found = Vec::new();
+    if let Some(resource) = &mcp.resource {
+        check_resource("[mcp] resource", resource, None, schema, &mut found);
+    }
+    for (name, tool) in &mcp.tools {
+        let place = format!("[mcp.tools.{}]", name.get_ref());
+        if name.get_ref().is_empty() {
+            found.push((name.span(), "[mcp.tools] a tool's name is empty".to_owned()));
+            continue;
+        }
+        let action = match (&tool.action, schema) {
+            (_, None) => None,
+            (Some(action), Some(schema)) => {
+                let uid = action_uid(schema, action.get_ref());
+                if uid.is_none() {
+                    found.push((
+                        action.span(),
+                        format!(
+                            "{place} action: `{}` is not an action of the schema",
+                            action.get_ref()
+                        ),
+                    ));
+                }
+                uid
+            }
+            (None, Some(schema)) => {
+                let uid = action_uid(schema, name.get_ref());
+                if uid.is_none() {
+                    found.push((
+                        name.span(),
+                        format!(
+                            "{place}: the schema has no action `{}` (a tool is the action named \
+                             after it unless `action` names another)",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                uid
+            }
+        };
+        match &tool.resource {
+            Some(resource) => {
+                let at = format!("{place} resource");
+                check_resource(&at, resource, action.as_ref(), schema, &mut found);
+            }
+            None => {
+                if let (Some(action), Some(schema)) = (&action, schema) {
+                    let ty = mcp
+                        .resource
+                        .as_ref()
+                        .map_or(DEFAULT_MCP_RESOURCE_TYPE, |r| r.ty.get_ref().as_str());
+                    if let Ok(ty) = ty.parse::<EntityTypeName>()
+                        && !applies_to(schema, action, &ty)
+                    {
+                        found.push((
+                            name.span(),
+                            format!(
+                                "{place}: no `resource` is given, and the default resource type \
+                                 `{ty}` is not a resource of action `{}`",
+                                action.id().unescaped()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        check_args(&place, &tool.args, &mut found);
+    }
+    found
+}
+
+/// The action of the schema with this id (in any namespace, if only one has it).
+pub(super) fn action_uid(schema: &Schema, id: &str) -> Option<EntityUid> {
+    let mut matching = schema.actions().filter(|a| a.id().unescaped() == id);
+    let first = matching.next()?.clone();
+    matching.next().is_none().then_some(first)
+}
+
+fn applies_to(schema: &Schema, action: &EntityUid, ty: &EntityTypeName) -> bool {
+    schema
+        .resources_for_action(action)
+        .is_some_and(|mut types| types.any(|t| t == ty))
+}
+
+fn check_resource(
+    place: &str,
+    resource: &McpResource,
+    action: Option<&EntityUid>,
+    schema: Option<&Schema>,
+    found: &mut Vec<Found>,
+) {
+    let ty = resource.ty.get_ref();
+    match ty.parse::<EntityTypeName>() {
+        Err(e) => found.push((
+            resource.ty.span(),
+            format!("{place}: `{ty}` is not an entity type name ({e})"),
+        )),
+        Ok(name) => {
+            if let Some(schema) = schema {
+                if !schema.entity_types().any(|t| *t == name) {
+                    found.push((
+                        resource.ty.span(),
+                        format!("{place}: `{ty}` is not an entity type of the schema"),
+                    ));
+                } else if let Some(action) = action
+                    && !applies_to(schema, action, &name)
+                {
+                    found.push((
+                        resource.ty.span(),
+                        format!(
+                            "{place}: `{ty}` is not a resource type of action `{}`",
+                            action.id().unescaped()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    match (&resource.arg, &resource.id) {
+        (Some(_), Some(id)) => {
+            found.push((id.span(), format!("{place}: give `arg` or `id`, not both")))
+        }
+        (Some(arg), None) if !is_path(arg.get_ref()) => found.push((
+            arg.span(),
+            format!(
+                "{place} arg: `{}` is not an argument path (names joined by `.`, e.g. `url` or \
+                 `target.url`)",
+                arg.get_ref()
+            ),
+        )),
+        _ => {}
+    }
+}
+
+/// `args`: argument paths to context paths, none reserved, none written twice or inside
+/// another.
+fn check_args(
+    place: &str,
+    args: &std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    found: &mut Vec<Found>,
+) {
+    let mut targets: Vec<&Spanned<String>> = Vec::new();
+    for (arg, target) in args {
+        if !is_path(arg.get_ref()) {
+            found.push((
+                arg.span(),
+                format!(
+                    "{place} args: `{}` is not an argument path (names joined by `.`)",
+                    arg.get_ref()
+                ),
+            ));
+        }
+        let Some(inner) = target
+            .get_ref()
+            .strip_prefix("context.")
+            .filter(|rest| is_path(rest))
+        else {
+            found.push((
+                target.span(),
+                format!(
+                    "{place} args: `{}` is not a path into the context (e.g. `context.args.{}`)",
+                    target.get_ref(),
+                    arg.get_ref()
+                ),
+            ));
+            continue;
+        };
+        let top = inner.split('.').next().unwrap_or_default();
+        if RESERVED_CONTEXT_KEYS.contains(&top) {
+            found.push((
+                target.span(),
+                format!(
+                    "{place} args: `context.{top}` is arbiter's own (reserved); choose another \
+                     path, e.g. `context.args.{}`",
+                    arg.get_ref()
+                ),
+            ));
+            continue;
+        }
+        let overlaps = targets.iter().find(|other| {
+            let (a, b) = (other.get_ref().as_str(), target.get_ref().as_str());
+            a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}."))
+        });
+        if let Some(other) = overlaps {
+            found.push((
+                target.span(),
+                format!(
+                    "{place} args: `{}` and `{}` write to the same place in the context",
+                    target.get_ref(),
+                    other.get_ref()
+                ),
+            ));
+            continue;
+        }
+        targets.push(target);
+    }
+}
+
+/// Names joined by `.`, none empty.
+pub(crate) fn is_path(text: &str) -> bool {
+    !text.is_empty() && text.split('.').all(|segment| !segment.is_empty())
+}

@@ -1,0 +1,238 @@
+//! One `tools/call` decided through the decision service, and what the agent is told.
+//!
+//! An allowed call is forwarded untouched. A denied one never reaches the server: the
+//! agent gets a `CallToolResult` with `isError: true` whose text names the rule and its
+//! reason (the model reads it and can adapt), and whose `_meta` carries the same as data.
+//! A call that cannot be decided (its arguments do not fit the mapping or the schema) is
+//! refused the same way, and recorded as invalid. Nothing is forwarded unless the
+//! decision was `allow` and it is in the decision log's queue.
+
+use std::sync::Arc;
+
+use arbiter_core::Decision;
+use arbiter_core::response::Outcome;
+use arbiter_core::rule::Effect;
+use arbiter_service::{DecisionService, ServiceError};
+use arbiter_store::{McpCall, Refusal};
+use serde_json::{Map, Value, json};
+
+use crate::caller::Caller;
+use crate::jsonrpc::code;
+use crate::mapping::{self, Asker};
+
+/// The `_meta` key under which a refusal carries its decision as data.
+pub const META_KEY: &str = "arbiter/decision";
+
+/// What to do with a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Forward the message to the server, untouched.
+    Forward,
+    /// Answer the agent with this `CallToolResult` instead.
+    Answer(Value),
+    /// Answer the agent with this JSON-RPC error instead.
+    Fail {
+        /// The JSON-RPC error code.
+        code: i64,
+        /// What went wrong.
+        message: String,
+    },
+    /// Answer the agent with this `CallToolResult`, then end the MCP session: a `revoke`
+    /// effect revoked the credential and terminated the arbiter session.
+    AnswerAndEnd(Value),
+}
+
+/// Decides the calls of one MCP session.
+#[derive(Debug)]
+pub struct Gate {
+    service: Arc<DecisionService>,
+    caller: Caller,
+    /// The arbiter session the decisions are made in; `None` when the token binds one.
+    session: Option<String>,
+    upstream: String,
+}
+
+impl Gate {
+    /// A gate deciding for `caller` in `session`, for calls to `upstream`.
+    pub fn new(
+        service: Arc<DecisionService>,
+        caller: Caller,
+        session: String,
+        upstream: String,
+    ) -> Gate {
+        // A token bound to a session decides in that one; sending another would be
+        // `credential:session_mismatch`.
+        let session = caller.bound_session().is_none().then_some(session);
+        Gate {
+            service,
+            caller,
+            session,
+            upstream,
+        }
+    }
+
+    /// The arbiter session the decisions are made in.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref().or(self.caller.bound_session())
+    }
+
+    /// Decides a `tools/call` with these parameters.
+    pub async fn tools_call(&self, params: Option<&Value>) -> Verdict {
+        let empty = Map::new();
+        let name = match params.and_then(|p| p.get("name")) {
+            Some(Value::String(name)) => name.as_str(),
+            _ => {
+                let why = "`tools/call` needs `params.name`, the tool's name as a string";
+                return self.invalid_params(None, why).await;
+            }
+        };
+        let arguments = match params.and_then(|p| p.get("arguments")) {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(arguments)) => arguments,
+            Some(_) => {
+                let why = "`params.arguments` must be an object";
+                return self.invalid_params(Some(name), why).await;
+            }
+        };
+        let engine = self.service.engine();
+        let principal = self.caller.principal().to_string();
+        let asker = Asker {
+            principal: &principal,
+            credential: self.caller.token(),
+            session: self.session.as_deref(),
+        };
+        let body = match mapping::request_body(engine.pack(), asker, name, arguments) {
+            Ok(body) => body,
+            Err(unmapped) => {
+                let refusal = Refusal {
+                    code: "mcp_unmapped".to_owned(),
+                    message: unmapped.to_string(),
+                };
+                let answer = refused(name, &refusal);
+                return match self
+                    .service
+                    .refuse_mcp(refusal, self.call(Some(name)))
+                    .await
+                {
+                    Ok(()) => Verdict::Answer(answer),
+                    Err(e) => log_down(&e),
+                };
+            }
+        };
+        match self
+            .service
+            .decide_mcp(&engine, body, self.call(Some(name)))
+            .await
+        {
+            Err(e) => log_down(&e),
+            Ok(Err(error)) => Verdict::Answer(refused(name, &Refusal::from(&error))),
+            Ok(Ok(decision)) => match decision.decision {
+                Outcome::Allow => Verdict::Forward,
+                Outcome::Deny if decision.effect == Some(Effect::Revoke) => {
+                    Verdict::AnswerAndEnd(denied(name, &decision))
+                }
+                Outcome::Deny => Verdict::Answer(denied(name, &decision)),
+            },
+        }
+    }
+
+    /// A `tools/call` whose parameters are not a call: recorded, and answered as invalid.
+    async fn invalid_params(&self, tool: Option<&str>, why: &str) -> Verdict {
+        let refusal = Refusal {
+            code: "mcp_invalid_params".to_owned(),
+            message: why.to_owned(),
+        };
+        match self.service.refuse_mcp(refusal, self.call(tool)).await {
+            Ok(()) => Verdict::Fail {
+                code: code::INVALID_PARAMS,
+                message: why.to_owned(),
+            },
+            Err(e) => log_down(&e),
+        }
+    }
+
+    fn call(&self, tool: Option<&str>) -> McpCall {
+        McpCall {
+            method: "tools/call".to_owned(),
+            tool: tool.map(str::to_owned),
+            upstream: self.upstream.clone(),
+            identity: self.caller.identity(),
+        }
+    }
+}
+
+/// A decision that cannot be recorded is not made.
+fn log_down(error: &ServiceError) -> Verdict {
+    tracing::error!(error = %error, "a tool call was refused: the decision log is down");
+    Verdict::Fail {
+        code: code::INTERNAL_ERROR,
+        message: "the decision log cannot accept records, so the call was not made".to_owned(),
+    }
+}
+
+/// The answer to a denied call: which rule, why, and, for a throttle, when to retry.
+pub fn denied(tool: &str, decision: &Decision) -> Value {
+    let rules: Vec<String> = decision.enforced.iter().map(ToString::to_string).collect();
+    let mut why = match rules.as_slice() {
+        [] => String::new(),
+        [one] => format!("rule `{one}`"),
+        many => format!(
+            "rules {}",
+            many.iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    // A rule without `@reason` gives `rule:<id>`, which the rule's name already says.
+    if let Some(reason) = &decision.reason
+        && !rules.iter().any(|r| *reason == format!("rule:{r}"))
+    {
+        if !why.is_empty() {
+            why.push_str(": ");
+        }
+        why.push_str(reason);
+    }
+    let text = match (decision.effect, decision.retry_after_s) {
+        (Some(Effect::Throttle), retry) => format!(
+            "arbiter throttled this call to tool `{tool}`, so it was not made: {why}; retry after {} s (decision {})",
+            retry.unwrap_or(1),
+            decision.decision_id
+        ),
+        (Some(Effect::Revoke), _) => format!(
+            "arbiter denied this call to tool `{tool}` and revoked the credential: {why}; this session is ended (decision {})",
+            decision.decision_id
+        ),
+        _ => format!(
+            "arbiter denied this call to tool `{tool}`, so it was not made: {why} (decision {})",
+            decision.decision_id
+        ),
+    };
+    let meta = json!({
+        "decision_id": decision.decision_id,
+        "decision": "deny",
+        "effect": decision.effect,
+        "rules": rules,
+        "reason": decision.reason,
+        "retry_after_s": decision.retry_after_s,
+    });
+    error_result(text, meta)
+}
+
+/// The answer to a call that could not be decided.
+pub fn refused(tool: &str, refusal: &Refusal) -> Value {
+    let text = format!(
+        "arbiter could not decide this call to tool `{tool}`, so it was not made: {}",
+        refusal.message
+    );
+    let meta = json!({"decision": "invalid", "error": refusal});
+    error_result(text, meta)
+}
+
+fn error_result(text: String, meta: Value) -> Value {
+    json!({
+        "content": [{"type": "text", "text": text}],
+        "isError": true,
+        "_meta": {META_KEY: meta},
+    })
+}

@@ -1,0 +1,35 @@
+//! arbiter's MCP gateway (`arbiter mcp-proxy`): the point of action for AI agents. It sits
+//! between an agent (the MCP client) and an MCP server, and every `tools/call` is a
+//! decision through the one decision path, [`arbiter_service::DecisionService`]: recorded
+//! in the decision log with the MCP method and tool, `[log] mask` applied, a `revoke`
+//! effect made durable. Allowed calls are forwarded untouched; denied ones are answered
+//! with a `CallToolResult` whose `isError` is true and whose text names the rule.
+//!
+//! The CLI uses [`Gateway`] and [`stdio::serve`]; tests drive [`proxy::run`] on any pair
+//! of streams.
+//!
+//! - [`jsonrpc`]: one message a line, bounded, parsed strictly, classified.
+//! - [`mapping`]: `[mcp]` of the pack: a tool call as a decision request.
+//! - [`caller`]: who calls: a verified arbiter token, or a principal for local use.
+//! - [`gate`]: one `tools/call` decided, and the answer to a denied one.
+//! - [`proxy`]: the message pump of one session.
+//! - [`stdio`]: the server as a child process, the agent on standard input and output.
+//! - [`gateway`]: start, sessions, shutdown.
+//!
+//! rmcp (the official Rust SDK) is not used: its transports hand over typed messages,
+//! parsed by serde_json (the last of duplicate keys wins) and serialized again on the way
+//! out, dropping what its types do not model. A proxy must decide on the bytes it
+//! forwards and pass on what it does not understand, so it reads each line itself.
+
+#![forbid(unsafe_code)]
+
+pub mod caller;
+pub mod gate;
+pub mod gateway;
+pub mod jsonrpc;
+pub mod mapping;
+pub mod proxy;
+pub mod stdio;
+
+pub use gateway::{Gateway, Options, StartError, Who};
+pub use proxy::Ended;

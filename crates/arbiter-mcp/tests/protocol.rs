@@ -1,0 +1,601 @@
+//! The proxy against a fake MCP server written here, over in-memory pipes: what reaches
+//! the server, what the agent is answered, and what the decision log keeps, for allowed,
+//! denied, throttled and revoked calls and for every kind of bad input either side can
+//! send. Every wait is bounded (10 s); nothing sleeps.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test"
+)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arbiter_core::clock::{Clock, SystemClock};
+use arbiter_core::credential::Revoked;
+use arbiter_mcp::{Ended, Gateway, Options, Who, proxy};
+use arbiter_store::{DecisionQuery, DecisionRecord, Revocation, Store};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Small, so that an oversized message is cheap to make.
+const MAX_MESSAGE: usize = 4096;
+
+const SCHEMA: &str = r#"
+entity Agent;
+entity Tool;
+entity Url;
+action "echo", "get-env" appliesTo {
+    principal: [Agent], resource: [Tool], context: { args?: { message?: String } } };
+action "fetch" appliesTo { principal: [Agent], resource: [Url] };
+action "burst", "self-destruct" appliesTo { principal: [Agent], resource: [Tool] };
+"#;
+
+const POLICIES: &str = r#"
+@id("agents.may-use-tools")
+permit(principal is Agent, action, resource);
+
+@id("mcp.no-env")
+@mode("enforce")
+@reason("Reading the environment can expose secrets")
+forbid(principal, action == Action::"get-env", resource);
+
+@id("mcp.burst-limit")
+@mode("enforce")
+@effect("throttle")
+@limit("1/1h")
+@reason("One burst an hour")
+forbid(principal, action == Action::"burst", resource);
+
+@id("mcp.self-destruct")
+@mode("enforce")
+@effect("revoke")
+@reason("Nobody self-destructs")
+forbid(principal, action == Action::"self-destruct", resource);
+"#;
+
+const CONFIG: &str = r#"
+[mcp.tools.echo]
+args = { message = "context.args.message" }
+
+[mcp.tools.fetch]
+resource = { type = "Url", arg = "url" }
+
+[log]
+mask = ["context.args.message"]
+"#;
+
+/// One MCP session through the proxy: the agent's end, the fake server's end, the pump.
+struct Session {
+    agent: WriteHalf<DuplexStream>,
+    answers: BufReader<ReadHalf<DuplexStream>>,
+    server_in: Option<BufReader<ReadHalf<DuplexStream>>>,
+    server_out: Option<WriteHalf<DuplexStream>>,
+    pump: JoinHandle<Ended>,
+    gateway: Gateway,
+    data: tempfile::TempDir,
+    _pack: tempfile::TempDir,
+}
+
+fn write_pack() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/mcp.cedar"), POLICIES).unwrap();
+    std::fs::write(dir.path().join("schema.cedarschema"), SCHEMA).unwrap();
+    std::fs::write(dir.path().join("arbiter.toml"), CONFIG).unwrap();
+    dir
+}
+
+impl Session {
+    async fn start() -> Session {
+        Session::start_as(|_| Who::Principal(r#"Agent::"dev""#.to_owned())).await
+    }
+
+    /// A session whose caller is made from the data directory (to mint a token in it).
+    async fn start_as(who: impl FnOnce(&std::path::Path) -> Who) -> Session {
+        let pack = write_pack();
+        let data = tempfile::tempdir().unwrap();
+        let mut options = Options::new(pack.path(), data.path(), who(data.path()), "fake");
+        options.max_message_bytes = MAX_MESSAGE;
+        let gateway = Gateway::start(options).await.expect("the gateway starts");
+        let gate = gateway.gate();
+        let (agent_end, proxy_agent_end) = tokio::io::duplex(64 * 1024);
+        let (server_end, proxy_server_end) = tokio::io::duplex(64 * 1024);
+        let (client_in, client_out) = tokio::io::split(proxy_agent_end);
+        let (upstream_out, upstream_in) = tokio::io::split(proxy_server_end);
+        let pump = tokio::spawn(async move {
+            proxy::run(
+                &gate,
+                MAX_MESSAGE,
+                client_in,
+                client_out,
+                upstream_out,
+                upstream_in,
+            )
+            .await
+        });
+        let (answers, agent) = tokio::io::split(agent_end);
+        let (server_in, server_out) = tokio::io::split(server_end);
+        Session {
+            agent,
+            answers: BufReader::new(answers),
+            server_in: Some(BufReader::new(server_in)),
+            server_out: Some(server_out),
+            pump,
+            gateway,
+            data,
+            _pack: pack,
+        }
+    }
+
+    /// The agent sends a line.
+    async fn send(&mut self, line: &str) {
+        self.agent.write_all(line.as_bytes()).await.unwrap();
+        self.agent.write_all(b"\n").await.unwrap();
+    }
+
+    /// The next line the agent is answered.
+    async fn answer_line(&mut self) -> String {
+        next_line(&mut self.answers).await
+    }
+
+    async fn answer(&mut self) -> Value {
+        serde_json::from_str(&self.answer_line().await).unwrap()
+    }
+
+    /// The next line the server receives.
+    async fn server_reads(&mut self) -> String {
+        next_line(self.server_in.as_mut().unwrap()).await
+    }
+
+    /// The server sends a line.
+    async fn server_says(&mut self, line: &str) {
+        let out = self.server_out.as_mut().unwrap();
+        out.write_all(line.as_bytes()).await.unwrap();
+        out.write_all(b"\n").await.unwrap();
+    }
+
+    /// The server exits: both its pipes close.
+    fn server_dies(&mut self) {
+        self.server_in = None;
+        self.server_out = None;
+    }
+
+    /// The session's end, and every decision recorded, oldest first.
+    async fn finish(self) -> (Ended, Vec<DecisionRecord>, Store) {
+        let Session {
+            mut agent,
+            pump,
+            gateway,
+            data,
+            ..
+        } = self;
+        // The agent closes its end.
+        let _ = agent.shutdown().await;
+        let ended = tokio::time::timeout(DEADLINE, pump)
+            .await
+            .expect("the session ends")
+            .unwrap();
+        gateway.shutdown().await;
+        let store = Store::open(data.path()).unwrap();
+        let mut decisions = store
+            .query_decisions(&DecisionQuery {
+                limit: 1000,
+                ..DecisionQuery::default()
+            })
+            .unwrap()
+            .decisions;
+        decisions.reverse();
+        (ended, decisions, store)
+    }
+}
+
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> String {
+    let mut line = String::new();
+    let read = tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
+        .await
+        .expect("a line within the deadline")
+        .unwrap();
+    assert!(read > 0, "the stream ended");
+    line.trim_end_matches('\n').to_owned()
+}
+
+fn call(id: u64, tool: &str, arguments: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+    .to_string()
+}
+
+fn text_of(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn an_allowed_call_reaches_the_server_byte_for_byte_and_its_answer_comes_back() {
+    let mut s = Session::start().await;
+    // Spacing, key order and a field no MCP revision has: all kept.
+    let request = r#"{ "params": {"name":"echo", "arguments": {"message": "hi"}, "x-later": [1, 2.50]}, "method":"tools/call","id":1,"jsonrpc":"2.0" }"#;
+    s.send(request).await;
+    assert_eq!(s.server_reads().await, request);
+    let response = r#"{"result":{"content":[{"type":"text","text":"Echo: hi"}]},"jsonrpc":"2.0","id":1,"x-extra":true}"#;
+    s.server_says(response).await;
+    assert_eq!(s.answer_line().await, response);
+
+    let (ended, decisions, _) = s.finish().await;
+    assert_eq!(ended, Ended::ClientClosed);
+    let [allowed] = decisions.as_slice() else {
+        panic!("{decisions:#?}")
+    };
+    assert_eq!(allowed.decision.as_str(), "allow");
+    assert_eq!(allowed.action.as_deref(), Some(r#"Action::"echo""#));
+    let mcp = serde_json::to_value(allowed.mcp.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        mcp,
+        json!({"method": "tools/call", "tool": "echo", "upstream": "fake", "identity": "unverified"})
+    );
+    // `[log] mask` applies to the arguments the mapping copied into the context.
+    let logged = allowed.request["context"]["args"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(logged.starts_with("hmac-sha256:"), "{logged}");
+    assert!(allowed.session.as_deref().unwrap().starts_with("mcp-"));
+}
+
+#[tokio::test]
+async fn a_denied_call_is_answered_with_the_rule_and_never_reaches_the_server() {
+    let mut s = Session::start().await;
+    s.send(&call(2, "get-env", json!({}))).await;
+    let answer = s.answer().await;
+    assert_eq!(answer["id"], 2);
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true);
+    let text = text_of(result);
+    assert!(text.contains("rule `mcp.no-env`"), "{text}");
+    assert!(
+        text.contains("Reading the environment can expose secrets"),
+        "{text}"
+    );
+    let meta = &result["_meta"]["arbiter/decision"];
+    assert_eq!(meta["rules"], json!(["mcp.no-env"]));
+    assert_eq!(meta["effect"], "deny");
+    // The next thing the server hears is what came after: the call never went there.
+    s.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .await;
+    assert_eq!(
+        s.server_reads().await,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+    );
+
+    let (_, decisions, _) = s.finish().await;
+    let [denied] = decisions.as_slice() else {
+        panic!("{decisions:#?}")
+    };
+    assert_eq!(denied.decision.as_str(), "deny");
+    assert_eq!(denied.decision_id, meta["decision_id"].as_str().unwrap());
+    assert_eq!(
+        denied.mcp.as_ref().unwrap().tool.as_deref(),
+        Some("get-env")
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_call_says_when_to_retry() {
+    let mut s = Session::start().await;
+    s.send(&call(1, "burst", json!({}))).await;
+    s.server_reads().await;
+    s.server_says(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#)
+        .await;
+    assert_eq!(s.answer().await["id"], 1);
+    s.send(&call(2, "burst", json!({}))).await;
+    let answer = s.answer().await;
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true);
+    let meta = &result["_meta"]["arbiter/decision"];
+    assert_eq!(meta["effect"], "throttle");
+    let retry = meta["retry_after_s"].as_u64().unwrap();
+    assert!(retry >= 1, "{meta}");
+    let text = text_of(result);
+    assert!(text.contains("throttled"), "{text}");
+    assert!(text.contains(&format!("retry after {retry} s")), "{text}");
+    assert!(
+        text.contains("rule `mcp.burst-limit`: One burst an hour"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoke_ends_the_session_answers_what_was_waiting_and_is_made_durable() {
+    let mut s = Session::start().await;
+    s.send(&call(10, "echo", json!({"message": "slow"}))).await;
+    s.server_reads().await;
+    // The server has not answered call 10 when call 11 ends the session.
+    s.send(&call(11, "self-destruct", json!({}))).await;
+    let revoked = s.answer().await;
+    assert_eq!(revoked["id"], 11);
+    let text = text_of(&revoked["result"]);
+    assert!(text.contains("revoked the credential"), "{text}");
+    assert!(text.contains("this session is ended"), "{text}");
+    let waiting = s.answer().await;
+    assert_eq!(waiting["id"], 10);
+    assert_eq!(waiting["error"]["code"], -32603);
+
+    let (ended, decisions, store) = s.finish().await;
+    assert_eq!(ended, Ended::Revoked);
+    assert_eq!(decisions.last().unwrap().effect.unwrap().as_str(), "revoke");
+    let session = decisions.last().unwrap().session.clone().unwrap();
+    let revocations = store.revocations_since(0).unwrap();
+    assert!(
+        revocations.iter().any(|r| r.revoked()
+            == Revoked::Session {
+                principal: Some(r#"Agent::"dev""#.to_owned()),
+                id: session.clone()
+            }),
+        "{revocations:#?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_batched_messages_are_answered_and_never_forwarded() {
+    let mut s = Session::start().await;
+    s.send("not json").await;
+    let answer = s.answer().await;
+    assert_eq!(answer["id"], Value::Null);
+    assert_eq!(answer["error"]["code"], -32700);
+
+    s.send(&call(
+        3,
+        "echo",
+        json!({"message": "x".repeat(MAX_MESSAGE)}),
+    ))
+    .await;
+    let answer = s.answer().await;
+    assert_eq!(answer["error"]["code"], -32600);
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
+
+    // A batch could carry a call past the gate: it is refused whole.
+    s.send(&format!("[{}]", call(4, "get-env", json!({}))))
+        .await;
+    let answer = s.answer().await;
+    assert_eq!(answer["error"]["code"], -32600);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("batch")
+    );
+
+    // The proxy must decide on what the server would read: a key twice is refused.
+    s.send(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","name":"get-env"}}"#)
+        .await;
+    assert_eq!(s.answer().await["error"]["code"], -32700);
+
+    s.send(r#"{"jsonrpc":"1.0","id":6,"method":"ping"}"#).await;
+    let answer = s.answer().await;
+    assert_eq!(answer["id"], 6);
+    assert_eq!(answer["error"]["code"], -32600);
+
+    s.send(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{}}}"#)
+        .await;
+    let answer = s.answer().await;
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["error"]["code"], -32602);
+
+    // None of it reached the server: the first thing it reads is this ping.
+    s.send(r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#).await;
+    assert_eq!(
+        s.server_reads().await,
+        r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#
+    );
+
+    let (ended, decisions, _) = s.finish().await;
+    assert_eq!(ended, Ended::ClientClosed);
+    // The call without a name is recorded as invalid; nothing is recorded as allowed.
+    assert!(
+        decisions.iter().all(|d| d.decision.as_str() == "invalid"),
+        "{decisions:#?}"
+    );
+    assert_eq!(decisions.len(), 1, "{decisions:#?}");
+    assert_eq!(
+        decisions[0].error.as_ref().unwrap().code,
+        "mcp_invalid_params"
+    );
+}
+
+#[tokio::test]
+async fn responses_reach_only_the_peer_that_asked() {
+    let mut s = Session::start().await;
+    // The server answers a request nobody sent: dropped.
+    s.server_says(r#"{"jsonrpc":"2.0","id":99,"result":{}}"#)
+        .await;
+    // The server asks the agent something (roots, sampling): passed on, and the agent's
+    // answer goes back.
+    let ask = r#"{"jsonrpc":"2.0","id":"s-1","method":"roots/list"}"#;
+    s.server_says(ask).await;
+    assert_eq!(s.answer_line().await, ask);
+    // The agent answers a request the server never sent: dropped.
+    s.send(r#"{"jsonrpc":"2.0","id":"s-2","result":{}}"#).await;
+    let reply = r#"{"jsonrpc":"2.0","id":"s-1","result":{"roots":[]}}"#;
+    s.send(reply).await;
+    assert_eq!(s.server_reads().await, reply);
+    // A second answer to the same request: dropped too.
+    s.send(reply).await;
+    s.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .await;
+    assert_eq!(
+        s.server_reads().await,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+    );
+    // An id already waiting for its answer cannot be sent again.
+    s.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+    s.server_reads().await;
+    s.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+    let answer = s.answer().await;
+    assert_eq!(answer["id"], 1);
+    assert_eq!(answer["error"]["code"], -32600);
+    // The real answer still reaches the agent.
+    s.server_says(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
+        .await;
+    assert_eq!(
+        s.answer_line().await,
+        r#"{"jsonrpc":"2.0","id":1,"result":{}}"#
+    );
+}
+
+#[tokio::test]
+async fn when_the_server_dies_mid_call_the_agent_is_answered_with_an_error() {
+    let mut s = Session::start().await;
+    s.send(&call(3, "echo", json!({"message": "hi"}))).await;
+    s.server_reads().await;
+    s.server_dies();
+    let answer = s.answer().await;
+    assert_eq!(answer["id"], 3);
+    assert_eq!(answer["error"]["code"], -32603);
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("closed before answering"), "{message}");
+    let (ended, decisions, _) = s.finish().await;
+    assert_eq!(ended, Ended::UpstreamClosed);
+    // The call was allowed (and forwarded); it is the only decision.
+    assert_eq!(decisions.len(), 1);
+}
+
+#[tokio::test]
+async fn answers_still_owed_are_delivered_after_the_agent_closes_its_input() {
+    let mut s = Session::start().await;
+    s.send(&call(1, "echo", json!({"message": "hi"}))).await;
+    s.server_reads().await;
+    s.agent.shutdown().await.unwrap();
+    let response = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    s.server_says(response).await;
+    assert_eq!(s.answer_line().await, response);
+    let (ended, _, _) = s.finish().await;
+    assert_eq!(ended, Ended::ClientClosed);
+}
+
+#[tokio::test]
+async fn a_call_its_mapping_cannot_read_is_refused_and_recorded_as_invalid() {
+    let mut s = Session::start().await;
+    s.send(&call(1, "fetch", json!({"other": "https://x.test/"})))
+        .await;
+    let answer = s.answer().await;
+    let text = text_of(&answer["result"]);
+    assert!(
+        text.contains("the call has no argument `url`, which names its resource"),
+        "{text}"
+    );
+    // A tool the schema does not know: the engine refuses the request, fail closed.
+    s.send(&call(2, "unknown-tool", json!({}))).await;
+    let answer = s.answer().await;
+    assert_eq!(answer["result"]["isError"], true);
+    assert_eq!(
+        answer["result"]["_meta"]["arbiter/decision"]["decision"],
+        "invalid"
+    );
+    let (_, decisions, _) = s.finish().await;
+    assert_eq!(decisions.len(), 2);
+    assert!(decisions.iter().all(|d| d.decision.as_str() == "invalid"));
+    assert_eq!(decisions[0].error.as_ref().unwrap().code, "mcp_unmapped");
+    assert_eq!(
+        decisions[0].mcp.as_ref().unwrap().tool.as_deref(),
+        Some("fetch")
+    );
+}
+
+#[tokio::test]
+async fn a_verified_token_is_checked_at_every_call_and_its_revocation_applies_mid_session() {
+    let mut jti = String::new();
+    let mut s = Session::start_as(|data| {
+        let now = SystemClock.now();
+        let keyring = arbiter_identity::Keyring::load_or_create(data, now).unwrap();
+        let minted = arbiter_identity::mint(
+            &keyring,
+            &arbiter_core::config::Credentials::default(),
+            &BTreeMap::new(),
+            &arbiter_identity::MintRequest {
+                principal: r#"Agent::"bot""#.parse().unwrap(),
+                ttl: Duration::from_secs(600),
+                intent: None,
+                session: None,
+                audience: None,
+                attributes: BTreeMap::new(),
+                via: None,
+            },
+            now,
+        )
+        .unwrap();
+        jti = minted.jti.clone();
+        Who::Token(minted.token)
+    })
+    .await;
+    s.send(&call(1, "echo", json!({"message": "hi"}))).await;
+    s.server_reads().await;
+    s.server_says(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#)
+        .await;
+    s.answer().await;
+
+    // Revoked elsewhere (as `arbiter token revoke` does): the proxy picks it up within a
+    // poll, and the calls after that are denied.
+    let store = Store::open(s.data.path()).unwrap();
+    store
+        .revoke(&Revocation::of(
+            &Revoked::Jti(jti.clone()),
+            "test",
+            "test",
+            SystemClock.now(),
+        ))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut id = 2;
+    let denied = loop {
+        assert!(started.elapsed() < DEADLINE, "the revocation never applied");
+        s.send(&call(id, "echo", json!({"message": "hi"}))).await;
+        // Either the proxy answers (denied), or the server gets the call (allowed).
+        let forwarded = {
+            let answers = &mut s.answers;
+            let server = s.server_in.as_mut().unwrap();
+            tokio::select! {
+                answer = next_line(answers) => Err(answer),
+                call = next_line(server) => Ok(call),
+            }
+        };
+        let answer: Value = match forwarded {
+            Err(answer) => serde_json::from_str(&answer).unwrap(),
+            Ok(call) => {
+                assert!(call.contains("echo"), "{call}");
+                s.server_says(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[]}}}}"#
+                ))
+                .await;
+                s.answer().await
+            }
+        };
+        if answer["result"]["isError"] == true {
+            break answer;
+        }
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = text_of(&denied["result"]);
+    assert!(text.contains("credential:revoked"), "{text}");
+
+    let (_, decisions, _) = s.finish().await;
+    let first = &decisions[0];
+    assert_eq!(first.principal.as_deref(), Some(r#"Agent::"bot""#));
+    assert_eq!(first.credential_id.as_deref(), Some(jti.as_str()));
+    assert_eq!(
+        serde_json::to_value(first.mcp.as_ref().unwrap().identity).unwrap(),
+        "verified"
+    );
+    // The token itself is never logged.
+    assert!(
+        first.request["credential"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+}
