@@ -139,7 +139,13 @@ fn log_to(file: Option<&Path>) -> Result<(), Failure> {
                 .with_writer(std::sync::Mutex::new(file))
                 .try_init()
         }
-        None => builder.with_writer(std::io::stderr).try_init(),
+        None => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .try_init()
+        }
     };
     Ok(())
 }

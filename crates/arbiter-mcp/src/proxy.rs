@@ -110,8 +110,13 @@ where
                 // The server reads the end of its input as the end of the session.
                 let _ = pump.upstream.shutdown().await;
             }
-            // After the agent's input closed, the server's exit is the normal end.
-            Step::End(Ended::UpstreamClosed) if input_closed => break Ended::ClientClosed,
+            // After the agent's input closed, the server's exit is the normal end, unless
+            // it leaves calls unanswered.
+            Step::End(Ended::UpstreamClosed)
+                if input_closed && pump.awaiting_upstream.is_empty() =>
+            {
+                break Ended::ClientClosed;
+            }
             Step::End(ended) => break ended,
         }
         if input_closed && pump.awaiting_upstream.is_empty() {
