@@ -42,7 +42,7 @@ fn peer(var: &str, what: &str) -> PathBuf {
 }
 
 /// The schema, policies and `[mcp]` mapping for server-everything's tools, with the rule
-/// on `get-env` in `mode`.
+/// on `get-env` (for `Agent::"bot"` only) in `mode`.
 fn write_pack(mode: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
@@ -67,7 +67,7 @@ permit(principal is Agent, action, resource);
 @id("mcp.no-env")
 @mode("{mode}")
 @reason("Reading the environment can expose secrets")
-forbid(principal, action == Action::"get-env", resource);
+forbid(principal == Agent::"bot", action == Action::"get-env", resource);
 "#
         ),
     )
@@ -249,15 +249,15 @@ fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reaso
         hello["server"].as_str().unwrap().contains("everything"),
         "{hello}"
     );
+    // The tool an enforced rule denies this agent whatever the arguments is not listed.
     let tools = listed["tools"].as_array().unwrap();
-    assert!(
-        tools.contains(&json!("echo")) && tools.contains(&json!("get-env")),
-        "{listed}"
-    );
+    assert!(tools.contains(&json!("echo")), "{listed}");
+    assert!(!tools.contains(&json!("get-env")), "{listed}");
     // Allowed: the server's own answer, untouched.
     assert_eq!(text_of(echo), "Echo: hello");
     assert_ne!(echo["result"]["isError"], true);
-    // Denied: the agent sees which rule and why; the server never ran the tool.
+    // Called by name anyway, it is denied: the agent sees which rule and why, and the
+    // server never ran the tool.
     assert_eq!(env["result"]["isError"], true, "{env}");
     let text = text_of(env);
     assert!(text.contains("rule `mcp.no-env`"), "{text}");
@@ -267,6 +267,22 @@ fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reaso
     );
     assert!(!text.contains("PATH"), "{text}");
 
+    // Another agent, whom the rule does not name, sees the tool.
+    let other = agent(
+        pack.path(),
+        data.path(),
+        &[("--principal", r#"Agent::"dev""#)],
+        json!([{"do": "list_tools"}]),
+    );
+    assert!(
+        other[1]["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("get-env")),
+        "{other:#?}"
+    );
+
+    // Listing decides nothing: the log holds the two calls.
     let decisions = mcp_decisions(data.path());
     let [allowed, denied] = decisions.as_slice() else {
         panic!("{decisions:#?}")
@@ -295,12 +311,20 @@ fn the_same_rule_in_audit_lets_the_call_through_and_records_the_finding() {
     let out = agent(
         pack.path(),
         data.path(),
-        &[("--principal", r#"Agent::"dev""#)],
-        json!([{"do": "call", "tool": "get-env"}]),
+        &[("--principal", r#"Agent::"bot""#)],
+        json!([{"do": "list_tools"}, {"do": "call", "tool": "get-env"}]),
     );
-    let [_, env] = out.as_slice() else {
+    let [_, listed, env] = out.as_slice() else {
         panic!("{out:#?}")
     };
+    // An audit rule hides nothing.
+    assert!(
+        listed["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("get-env")),
+        "{listed}"
+    );
     assert_ne!(env["result"]["isError"], true, "{env}");
     assert!(text_of(env).contains("PATH"), "{env}");
 
@@ -315,6 +339,7 @@ fn the_same_rule_in_audit_lets_the_call_through_and_records_the_finding() {
     );
     assert_eq!(audited["mcp"]["tool"], "get-env");
     assert_eq!(audited["mcp"]["identity"], "unverified");
+    assert_eq!(audited["principal"], r#"Agent::"bot""#);
 
     let findings = arbiter(&[
         "findings",
@@ -332,7 +357,7 @@ fn the_same_rule_in_audit_lets_the_call_through_and_records_the_finding() {
         panic!("{findings:#}")
     };
     assert_eq!(finding["rule"], "mcp.no-env");
-    assert_eq!(finding["principal"], r#"Agent::"dev""#);
+    assert_eq!(finding["principal"], r#"Agent::"bot""#);
     assert_eq!(finding["count"], 1);
     assert_eq!(finding["decisive"], 1);
 }

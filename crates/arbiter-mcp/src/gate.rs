@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arbiter_core::Decision;
 use arbiter_core::response::Outcome;
-use arbiter_core::rule::Effect;
+use arbiter_core::rule::{Effect, RuleRef};
 use arbiter_service::{DecisionService, ServiceError};
 use arbiter_store::{McpCall, Refusal};
 use serde_json::{Map, Value, json};
@@ -149,6 +149,45 @@ impl Gate {
             },
             Err(e) => log_down(&e),
         }
+    }
+
+    /// The enforced rule or default-deny scope that denies this caller every call of
+    /// `tool`, whatever its arguments: such a tool is left out of the tool list.
+    pub fn hidden_by(&self, tool: &str) -> Option<RuleRef> {
+        let engine = self.service.engine();
+        let (action, resource_type) = mapping::call_shape(engine.pack(), tool)?;
+        engine
+            .pack()
+            .always_denies(self.caller.principal(), &action, &resource_type)
+    }
+
+    /// A `tools/list` result without the tools [`Gate::hidden_by`] hides; `None` when it
+    /// hides none (the answer is then forwarded untouched).
+    pub fn filter_tool_list(&self, response: &[u8]) -> Option<Vec<u8>> {
+        let mut response = arbiter_core::json::from_slice(response).ok()?;
+        let tools = response
+            .get_mut("result")?
+            .get_mut("tools")?
+            .as_array_mut()?;
+        let before = tools.len();
+        tools.retain(|tool| {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                return true;
+            };
+            match self.hidden_by(name) {
+                Some(rule) => {
+                    tracing::info!(tool = name, %rule, "hidden from the tool list");
+                    false
+                }
+                None => true,
+            }
+        });
+        if tools.len() == before {
+            return None;
+        }
+        let mut line = response.to_string().into_bytes();
+        line.push(b'\n');
+        Some(line)
     }
 
     fn call(&self, tool: Option<&str>) -> McpCall {

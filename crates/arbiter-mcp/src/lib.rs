@@ -11,7 +11,8 @@
 //! - [`jsonrpc`]: one message a line, bounded, parsed strictly, classified.
 //! - [`mapping`]: `[mcp]` of the pack: a tool call as a decision request.
 //! - [`caller`]: who calls: a verified arbiter token, or a principal for local use.
-//! - [`gate`]: one `tools/call` decided, and the answer to a denied one.
+//! - [`gate`]: one `tools/call` decided, the answer to a denied one, and the tool list
+//!   without the tools this caller can never call.
 //! - [`proxy`]: the message pump of one session.
 //! - [`stdio`]: the server as a child process, the agent on standard input and output.
 //! - [`gateway`]: start, sessions, shutdown.

@@ -5,6 +5,7 @@
 
 use arbiter_core::Pack;
 use arbiter_core::config::{DEFAULT_MCP_RESOURCE_TYPE, McpResource, McpTool};
+use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::{Map, Value, json};
 
 /// Who asks, in the request: the principal and, when verified, the token presented.
@@ -49,23 +50,17 @@ pub fn request_body(
     tool: &str,
     arguments: &Map<String, Value>,
 ) -> Result<Value, Unmapped> {
-    let settings = pack.config().mcp.as_ref();
-    let mapping = settings.and_then(|s| s.tool(tool));
-    let action_id = mapping
-        .and_then(|m| m.action.as_ref())
-        .map_or(tool, |a| a.get_ref().as_str());
+    let Mapped {
+        tool: mapping,
+        action: action_id,
+        resource: resource_mapping,
+    } = Mapped::of(pack, tool);
     let action = match pack.action_with_id(action_id) {
         Some(uid) => json!({"type": uid.type_name().to_string(), "id": action_id}),
         // Unknown to the schema (or no schema): the engine says what is wrong with it.
         None => json!({"type": "Action", "id": action_id}),
     };
-    let resource = resource(
-        mapping
-            .and_then(|m| m.resource.as_ref())
-            .or_else(|| settings.and_then(|s| s.resource.as_ref())),
-        tool,
-        arguments,
-    )?;
+    let resource = resource(resource_mapping, tool, arguments)?;
     let context = match mapping {
         Some(mapping) => context(mapping, arguments)?,
         None => Value::Object(Map::new()),
@@ -85,6 +80,45 @@ pub fn request_body(
         }
     }
     Ok(body)
+}
+
+/// What `[mcp]` says of one tool, defaults applied.
+struct Mapped<'p> {
+    /// Its own entry, if it has one.
+    tool: Option<&'p McpTool>,
+    /// The action's id.
+    action: &'p str,
+    /// Its resource (`None`: `Tool::"<tool>"`).
+    resource: Option<&'p McpResource>,
+}
+
+impl<'p> Mapped<'p> {
+    fn of(pack: &'p Pack, tool: &'p str) -> Mapped<'p> {
+        let settings = pack.config().mcp.as_ref();
+        let mapping = settings.and_then(|s| s.tool(tool));
+        Mapped {
+            tool: mapping,
+            action: mapping
+                .and_then(|m| m.action.as_ref())
+                .map_or(tool, |a| a.get_ref().as_str()),
+            resource: mapping
+                .and_then(|m| m.resource.as_ref())
+                .or_else(|| settings.and_then(|s| s.resource.as_ref())),
+        }
+    }
+}
+
+/// The action and the resource type every call of `tool` has: what decides whether it
+/// can ever be allowed. `None` when the schema does not know the action.
+pub fn call_shape(pack: &Pack, tool: &str) -> Option<(EntityUid, EntityTypeName)> {
+    let mapped = Mapped::of(pack, tool);
+    let action = pack.action_with_id(mapped.action)?;
+    let ty = mapped
+        .resource
+        .map_or(DEFAULT_MCP_RESOURCE_TYPE, |r| r.ty.get_ref().as_str())
+        .parse()
+        .ok()?;
+    Some((action, ty))
 }
 
 fn resource(

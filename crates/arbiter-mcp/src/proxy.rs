@@ -1,6 +1,7 @@
 //! The message pump of one MCP session: the agent on one side, the server on the other,
 //! one JSON-RPC message a line each way. Every message is read strictly before it is
-//! forwarded, as the bytes it came as; `tools/call` goes through the [`Gate`] first.
+//! forwarded, as the bytes it came as; `tools/call` goes through the [`Gate`] first, and
+//! the answer to `tools/list` loses the tools the caller can never call.
 //!
 //! What the proxy keeps is the ids in flight each way, so that a response reaches only
 //! the peer that asked: a response to an id nobody sent is dropped, and when the server
@@ -83,6 +84,7 @@ where
         upstream: upstream_in,
         awaiting_upstream: HashSet::new(),
         awaiting_client: HashSet::new(),
+        listing: HashSet::new(),
     };
     // Once the agent has closed its input, the answers it is still owed are delivered
     // (it may still be reading), for at most `DRAIN`.
@@ -173,6 +175,8 @@ struct Pump<'g, CW, UW> {
     awaiting_upstream: HashSet<Id>,
     /// Ids of the server's requests the agent has not answered yet.
     awaiting_client: HashSet<Id>,
+    /// Ids of the agent's `tools/list` requests waiting for their answer, to be filtered.
+    listing: HashSet<Id>,
 }
 
 impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
@@ -215,6 +219,9 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
                     return self
                         .send_client(&jsonrpc::error(Some(&id), code::INVALID_REQUEST, &why))
                         .await;
+                }
+                if method == "tools/list" {
+                    self.listing.insert(id.clone());
                 }
                 if method != "tools/call" {
                     return self.request_upstream(id, &bytes).await;
@@ -275,7 +282,13 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
             }
             Ok(Message::Notification { .. }) => self.send_client(&with_newline(&bytes)).await,
             Ok(Message::Response { id: Some(id) }) if self.awaiting_upstream.remove(&id) => {
-                self.send_client(&with_newline(&bytes)).await
+                let filtered = if self.listing.remove(&id) {
+                    self.gate.filter_tool_list(&bytes)
+                } else {
+                    None
+                };
+                let line = filtered.unwrap_or_else(|| with_newline(&bytes));
+                self.send_client(&line).await
             }
             Ok(Message::Response { id }) => {
                 tracing::warn!(

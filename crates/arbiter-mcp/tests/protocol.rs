@@ -599,3 +599,42 @@ async fn a_verified_token_is_checked_at_every_call_and_its_revocation_applies_mi
             .starts_with("sha256:")
     );
 }
+
+#[tokio::test]
+async fn the_tool_list_leaves_out_what_this_caller_is_denied_in_every_case() {
+    let mut s = Session::start().await;
+    let list = r#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#;
+    s.send(list).await;
+    assert_eq!(s.server_reads().await, list);
+    let tools = [
+        "echo",
+        "get-env",
+        "fetch",
+        "burst",
+        "self-destruct",
+        "not-in-schema",
+    ];
+    let listed: Vec<Value> = tools
+        .iter()
+        .map(|t| json!({"name": t, "inputSchema": {"type": "object"}}))
+        .collect();
+    s.server_says(
+        &json!({"jsonrpc": "2.0", "id": "l", "result": {"tools": listed, "nextCursor": "c2"}})
+            .to_string(),
+    )
+    .await;
+    let answer = s.answer().await;
+    let names: Vec<&str> = answer["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    // `get-env` (enforced deny) and `self-destruct` (enforced revoke) are denied whatever
+    // the arguments; a throttle, a permitted tool and a tool the schema lacks stay.
+    assert_eq!(names, ["echo", "fetch", "burst", "not-in-schema"]);
+    assert_eq!(answer["result"]["nextCursor"], "c2");
+    // Other answers pass untouched, and a hidden tool called by name is still denied.
+    s.send(&call(2, "get-env", json!({}))).await;
+    assert_eq!(s.answer().await["result"]["isError"], true);
+}

@@ -1,6 +1,7 @@
 //! Loading a policy pack (DESIGN §2): `arbiter.toml`, the schema, the entities and the
 //! rules, with every problem found reported at once, located by file, line and rule.
 
+mod always;
 mod annotations;
 pub mod file;
 mod mcp;
