@@ -8,10 +8,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use arbiter_core::credential::{CredentialFailure, CredentialVerifier};
 use arbiter_identity::{Keyring, Revocations, Verifier};
+use arbiter_service::RevocationFeed;
 use arbiter_store::{McpIdentity, Store};
 use cedar_policy::EntityUid;
 use jiff::Timestamp;
@@ -114,9 +114,7 @@ impl Caller {
 pub struct Credentials {
     verifier: Arc<Verifier>,
     revocations: Arc<Revocations>,
-    store: Store,
-    /// The last revocation `seq` applied.
-    seen: AtomicI64,
+    feed: RevocationFeed,
 }
 
 impl Credentials {
@@ -130,10 +128,7 @@ impl Credentials {
     ) -> Result<Credentials, CredentialsError> {
         let keyring = Keyring::load_or_create(data, now)?;
         let revocations = Arc::new(Revocations::default());
-        let all = store.revocations_since(0)?;
-        for r in &all {
-            revocations.apply(&r.revoked());
-        }
+        let feed = RevocationFeed::start(store, |r| revocations.apply(r))?;
         Ok(Credentials {
             verifier: Arc::new(Verifier::new(
                 keyring,
@@ -141,8 +136,7 @@ impl Credentials {
                 Arc::clone(&revocations),
             )),
             revocations,
-            store: store.clone(),
-            seen: AtomicI64::new(all.last().map_or(0, |r| r.seq)),
+            feed,
         })
     }
 
@@ -154,18 +148,7 @@ impl Credentials {
     /// Applies the revocations committed since the last poll (by another process, or by
     /// this one's `revoke` effects). Runs the store read on the blocking pool.
     pub async fn poll(&self) {
-        let store = self.store.clone();
-        let after = self.seen.load(Ordering::Acquire);
-        match tokio::task::spawn_blocking(move || store.revocations_since(after)).await {
-            Ok(Ok(new)) => {
-                for r in &new {
-                    self.revocations.apply(&r.revoked());
-                    self.seen.fetch_max(r.seq, Ordering::AcqRel);
-                }
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "reading revocations"),
-            Err(e) => tracing::error!(error = %e, "reading revocations"),
-        }
+        self.feed.poll(|r| self.revocations.apply(r)).await;
     }
 }
 

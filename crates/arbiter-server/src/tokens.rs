@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use arbiter_core::Pack;
 use arbiter_core::clock::Clock;
 use arbiter_core::period::Period;
 use arbiter_identity::{Keyring, MintRequest, Minted, Revocations, Upstream, Verifier};
+use arbiter_service::RevocationFeed;
 use arbiter_store::{Revocation, Store};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
@@ -37,8 +37,8 @@ pub struct Tokens {
     revocations: Arc<Revocations>,
     verifier: ArcSwap<Verifier>,
     upstream: ArcSwap<Upstream>,
-    /// The last revocation `seq` applied.
-    seen: AtomicI64,
+    /// The store's revocations, followed.
+    feed: RevocationFeed,
     http: reqwest::Client,
     /// Upstream key sets whose fetch failed: how often in a row, and when to try again
     /// (backing off to at most [`MAX_FETCH_BACKOFF`], so a dead URL is not hammered).
@@ -106,11 +106,7 @@ impl Tokens {
     ) -> Result<Tokens, TokensError> {
         let keyring = Keyring::load_or_create(data, clock.now())?;
         let revocations = Arc::new(Revocations::default());
-        let all = store.revocations_since(0)?;
-        for r in &all {
-            revocations.apply(&r.revoked());
-        }
-        let seen = all.last().map_or(0, |r| r.seq);
+        let feed = RevocationFeed::start(store, |r| revocations.apply(r))?;
         let upstream = Upstream::from_pack(pack)?;
         let tokens = Tokens {
             data: data.to_owned(),
@@ -124,7 +120,7 @@ impl Tokens {
             keyring: ArcSwap::from_pointee(keyring),
             revocations,
             upstream: ArcSwap::from_pointee(upstream),
-            seen: AtomicI64::new(seen),
+            feed,
             failed_fetches: std::sync::Mutex::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -155,18 +151,7 @@ impl Tokens {
 
     /// One round of background work: new revocations, a rotated key, due JWKS fetches.
     pub async fn poll(&self) {
-        let store = self.store.clone();
-        let after = self.seen.load(Ordering::Acquire);
-        match tokio::task::spawn_blocking(move || store.revocations_since(after)).await {
-            Ok(Ok(new)) => {
-                for r in &new {
-                    self.revocations.apply(&r.revoked());
-                    self.seen.fetch_max(r.seq, Ordering::AcqRel);
-                }
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "reading revocations"),
-            Err(e) => tracing::error!(error = %e, "reading revocations"),
-        }
+        self.feed.poll(|r| self.revocations.apply(r)).await;
         let data = self.data.clone();
         let now = self.clock.now();
         match tokio::task::spawn_blocking(move || Keyring::load_or_create(&data, now)).await {

@@ -2,8 +2,50 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use arbiter_core::credential::Revoked;
 use arbiter_core::state::{Baseline, MemoryBaseline};
 use arbiter_store::{Store, StoreError};
+
+/// The revocations committed to a store, followed: every process that verifies tokens
+/// (a server, the MCP gateway) keeps them in memory, and each poll hands it those
+/// committed since (by `arbiter token revoke`, another process, a `revoke` effect).
+#[derive(Debug)]
+pub struct RevocationFeed {
+    store: Store,
+    /// The last revocation `seq` handed over.
+    seen: AtomicI64,
+}
+
+impl RevocationFeed {
+    /// Hands every revocation in the store to `apply`, and follows the store from there.
+    pub fn start(store: &Store, apply: impl Fn(&Revoked)) -> Result<RevocationFeed, StoreError> {
+        let all = store.revocations_since(0)?;
+        for r in &all {
+            apply(&r.revoked());
+        }
+        Ok(RevocationFeed {
+            store: store.clone(),
+            seen: AtomicI64::new(all.last().map_or(0, |r| r.seq)),
+        })
+    }
+
+    /// Hands the revocations committed since the last poll to `apply`. The store is read
+    /// on the blocking pool; a failure is logged and the next poll tries again.
+    pub async fn poll(&self, apply: impl Fn(&Revoked)) {
+        let store = self.store.clone();
+        let after = self.seen.load(Ordering::Acquire);
+        match tokio::task::spawn_blocking(move || store.revocations_since(after)).await {
+            Ok(Ok(new)) => {
+                for r in &new {
+                    apply(&r.revoked());
+                    self.seen.fetch_max(r.seq, Ordering::AcqRel);
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "reading revocations"),
+            Err(e) => tracing::error!(error = %e, "reading revocations"),
+        }
+    }
+}
 
 /// The frozen baseline as the engine sees it: in memory, with every pair allowed since
 /// the freeze written to the store, and a freeze made elsewhere picked up on poll.
