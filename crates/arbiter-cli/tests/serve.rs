@@ -409,3 +409,40 @@ fn serve_refuses_an_admin_token_readable_by_others() {
     );
     assert!(!stderr.contains("listening"), "{stderr}");
 }
+
+/// The process log on a pipe (a log collector, systemd, a container runtime) is plain
+/// text: no colour escapes.
+#[test]
+fn the_process_log_on_a_pipe_has_no_colour_escapes() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("arbiter"))
+        .args(["serve", "--pack"])
+        .arg(example())
+        .arg("--data")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ARBITER_LOG", "info")
+        .env_remove("ARBITER_DATA")
+        .env_remove("ARBITER_LISTEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Up to the line after "listening" (the server's own "accepting connections").
+    while let Some(Ok(line)) = lines.next() {
+        let listening = line.starts_with("arbiter listening on ");
+        seen.push(line);
+        if listening {
+            if let Some(Ok(next)) = lines.next() {
+                seen.push(next);
+            }
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.iter().any(|l| l.contains(" INFO ")), "{seen:#?}");
+    assert!(!seen.iter().any(|l| l.contains('\u{1b}')), "{seen:#?}");
+}
