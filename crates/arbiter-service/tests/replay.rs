@@ -12,7 +12,7 @@
 )]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arbiter_core::clock::{Clock, ManualClock};
@@ -23,22 +23,9 @@ use arbiter_store::{DecisionRecord, Durability, LogWriter, Logged, Masker, Store
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
-}
+mod common;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use common::{copy_dir, example};
 
 /// Traffic with sessions (a secret read, then egress: revoked), throttled token mints,
 /// unapproved egress (audited), masked comment bodies, default-denied requests and

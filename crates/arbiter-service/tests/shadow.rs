@@ -11,7 +11,6 @@
     reason = "a test"
 )]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,9 +24,9 @@ use arbiter_store::{
 };
 use serde_json::{Value, json};
 
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents-and-pipelines")
-}
+mod common;
+
+use common::{copy_dir, example};
 
 fn start() -> jiff::Timestamp {
     "2026-11-26T10:00:00Z".parse().unwrap()
@@ -317,17 +316,4 @@ fn the_aggregate_keeps_at_most_its_groups_and_examples_and_counts_the_rest() {
     assert_eq!(report.by_rule[0].key, "cand.no-agents");
     assert_eq!(report.by_rule[0].changes.shifts, 15);
     assert_eq!(report.overflow.by_rule, 0);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
