@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 
 use crate::Failure;
 use crate::git::Source;
+use crate::output::printable;
 use crate::replay::{INTERRUPTED, walked, window};
 
 /// `arbiter diff` arguments.
@@ -188,20 +189,20 @@ fn text(names: (&str, &str), rules: &PackDiff, replayed: Option<&Drift>) -> Stri
             let _ = writeln!(
                 out,
                 "  {}  {}  {}",
-                change.rule,
+                printable(&change.rule),
                 presence(change),
-                change.at
+                printable(&change.at)
             );
             for why in &change.why {
-                let _ = writeln!(out, "    {why}");
+                let _ = writeln!(out, "    {}", printable(why));
             }
             for field in &change.fields {
                 let _ = writeln!(
                     out,
                     "    {}: {} → {}",
-                    field.field,
-                    field.base.as_deref().unwrap_or("—"),
-                    field.head.as_deref().unwrap_or("—")
+                    printable(&field.field),
+                    printable(field.base.as_deref().unwrap_or("—")),
+                    printable(field.head.as_deref().unwrap_or("—"))
                 );
             }
         }
@@ -236,7 +237,7 @@ fn text(names: (&str, &str), rules: &PackDiff, replayed: Option<&Drift>) -> Stri
                 let _ = writeln!(
                     out,
                     "    {}: {}  e.g. {}",
-                    g.key,
+                    printable(&g.key),
                     pick.count(g),
                     g.examples.join(", ")
                 );
@@ -275,11 +276,11 @@ impl Pick {
     }
 }
 
-/// A table cell: no column break, no line break, no HTML.
+/// A table cell: no control character (a line break included), no column break, no HTML.
 fn cell(text: &str) -> String {
-    text.replace('\\', "\\\\")
+    printable(text)
+        .replace('\\', "\\\\")
         .replace('|', "\\|")
-        .replace(['\n', '\r'], " ")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }

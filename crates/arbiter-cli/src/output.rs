@@ -213,3 +213,37 @@ fn show(entity: &EntityRef) -> String {
         EntityRef::Typed(t) => format!("{}::{:?}", t.ty, t.id),
     }
 }
+
+/// `text` safe to print to a terminal: control characters (an escape sequence in a
+/// principal a caller chose, a newline in an annotation) are shown escaped, never sent.
+/// Logged principals and pack annotations are hostile input like any other.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("Agent::\"bot\""), "Agent::\"bot\"");
+        assert_eq!(
+            printable("Agent::\"\u{1b}[2Jx\nnext\""),
+            "Agent::\"\\u{1b}[2Jx\\nnext\""
+        );
+    }
+}

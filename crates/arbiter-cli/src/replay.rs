@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 use jiff::Timestamp;
 
 use crate::lifecycle::table;
+use crate::output::printable;
 use crate::{Failure, load};
 
 /// `arbiter replay` arguments.
@@ -245,7 +246,7 @@ fn print(report: &Report) -> Result<(), Failure> {
         for g in groups.iter().take(SHOWN) {
             let n = &g.changes;
             grouped.add_row(vec![
-                g.key.clone(),
+                printable(&g.key).into_owned(),
                 n.breaks.to_string(),
                 n.loosens.to_string(),
                 n.shifts.to_string(),
@@ -267,7 +268,7 @@ fn print(report: &Report) -> Result<(), Failure> {
         let mut rules = table(&["the candidate's rule", "fired", "decisive", "principals"]);
         for r in &report.rules {
             rules.add_row(vec![
-                r.rule.clone(),
+                printable(&r.rule).into_owned(),
                 r.fired.to_string(),
                 r.decisive.to_string(),
                 r.principals.to_string(),
