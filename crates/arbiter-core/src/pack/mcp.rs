@@ -8,7 +8,7 @@ use cedar_policy::{EntityTypeName, EntityUid, Schema};
 use toml::Spanned;
 
 use super::RESERVED_CONTEXT_KEYS;
-use crate::config::{DEFAULT_MCP_RESOURCE_TYPE, Mcp, McpResource};
+use crate::config::{DEFAULT_MCP_RESOURCE_TYPE, Mcp, McpResource, is_pin_hash};
 
 /// A problem in `[mcp]`: where in `arbiter.toml`, and what is wrong.
 pub(super) type Found = (Range<usize>, String);
@@ -83,7 +83,54 @@ pub(super) fn check(mcp: &Mcp, schema: Option<&Schema>) -> Vec<Found> {
         }
         check_args(&place, &tool.args, &mut found);
     }
+    check_pins(mcp, &mut found);
     found
+}
+
+/// The context key the proxy sets on a call of a pinned upstream's tool (docs/mcp.md,
+/// "Pinning tools"): no argument may be written there.
+pub const TOOL_CHANGED_KEY: &str = "tool_changed";
+
+/// `[mcp.pins]`: names that are names, hashes in their documented form.
+fn check_pins(mcp: &Mcp, found: &mut Vec<Found>) {
+    for (upstream, tools) in &mcp.pins {
+        if upstream.get_ref().is_empty() {
+            found.push((
+                upstream.span(),
+                "[mcp.pins] an upstream's name is empty".to_owned(),
+            ));
+            continue;
+        }
+        for (tool, pin) in tools {
+            let place = format!("[mcp.pins.{}.{}]", upstream.get_ref(), tool.get_ref());
+            if tool.get_ref().is_empty() {
+                found.push((
+                    tool.span(),
+                    format!("[mcp.pins.{}] a tool's name is empty", upstream.get_ref()),
+                ));
+                continue;
+            }
+            let hashes = [
+                ("input_schema", Some(&pin.input_schema)),
+                ("output_schema", pin.output_schema.as_ref()),
+                ("annotations", pin.annotations.as_ref()),
+            ];
+            for (key, hash) in hashes {
+                if let Some(hash) = hash
+                    && !is_pin_hash(hash.get_ref())
+                {
+                    found.push((
+                        hash.span(),
+                        format!(
+                            "{place} {key}: `{}` is not a pinned hash (`sha256:` and 64 lowercase \
+                             hex digits, as `arbiter mcp-proxy pin` writes it)",
+                            hash.get_ref().escape_debug()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// The action of the schema with this id (in any namespace, if only one has it).
@@ -183,7 +230,7 @@ fn check_args(
             continue;
         };
         let top = inner.split('.').next().unwrap_or_default();
-        if RESERVED_CONTEXT_KEYS.contains(&top) {
+        if RESERVED_CONTEXT_KEYS.contains(&top) || top == TOOL_CHANGED_KEY {
             found.push((
                 target.span(),
                 format!(

@@ -29,6 +29,7 @@ use crate::index::SliceIndex;
 use crate::jwk;
 use crate::rule::{Mode, Rule, RuleRef};
 
+pub use mcp::TOOL_CHANGED_KEY;
 pub use schema::RESERVED_CONTEXT_KEYS;
 
 /// A loaded, validated policy pack: everything a decision needs, immutable once built.
@@ -224,6 +225,13 @@ impl Pack {
 
     pub(crate) fn request_entity_types(&self) -> &HashSet<EntityTypeName> {
         &self.request_entity_types
+    }
+
+    /// Whether a request for `action` can carry a boolean `context.<key>`: the pack has no
+    /// schema (any context goes), or the action's context type declares `key` as `Bool`.
+    /// The MCP gateway asks this before it adds `context.tool_changed`.
+    pub fn context_takes_bool(&self, action: &EntityUid, key: &str) -> bool {
+        self.schema.is_none() || self.shapes.declares_bool(action, key)
     }
 
     /// Where `context` breaks the context type of `action`, in words that name the path
