@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use arbiter_core::Decision;
+use arbiter_core::config::OnToolChange;
 use arbiter_core::response::Outcome;
 use arbiter_core::rule::{Effect, RuleRef};
 use arbiter_service::{DecisionService, ServiceError};
@@ -19,6 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::caller::Caller;
 use crate::jsonrpc::code;
 use crate::mapping::{self, Asker};
+use crate::pins::{self, Check};
 
 /// The `_meta` key under which a refusal carries its decision as data.
 pub const META_KEY: &str = "arbiter/decision";
@@ -76,8 +78,26 @@ impl Gate {
         self.session.as_deref().or(self.caller.bound_session())
     }
 
-    /// Decides a `tools/call` with these parameters.
+    /// A new session's view of the upstream's pins ([`pins::Watch`]).
+    pub fn pin_watch(&self) -> pins::Watch {
+        pins::Watch::new(self.service.engine().pack(), &self.upstream)
+    }
+
+    /// The upstream the calls are for.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// Decides a `tools/call` with these parameters, for an upstream without pins.
     pub async fn tools_call(&self, params: Option<&Value>) -> Verdict {
+        self.tools_call_pinned(params, &Check::Unpinned).await
+    }
+
+    /// Decides a `tools/call` with these parameters, given what the upstream's pins say of
+    /// the tool ([`pins::Watch::check`]): a changed tool's call is refused
+    /// (`mcp_tool_changed`) unless `[mcp] on_tool_change = "decide"`, which decides it with
+    /// `context.tool_changed = true`.
+    pub async fn tools_call_pinned(&self, params: Option<&Value>, pin: &Check) -> Verdict {
         let empty = Map::new();
         let name = match params.and_then(|p| p.get("name")) {
             Some(Value::String(name)) => name.as_str(),
@@ -95,6 +115,11 @@ impl Gate {
             }
         };
         let engine = self.service.engine();
+        if let Some(changed) = pin.changed()
+            && pins::on_tool_change(engine.pack()) == OnToolChange::Refuse
+        {
+            return self.refuse_changed(name, changed, None).await;
+        }
         let principal = self.caller.principal().to_string();
         let asker = Asker {
             principal: &principal,
@@ -102,7 +127,14 @@ impl Gate {
             session: self.session.as_deref(),
         };
         let body = match mapping::request_body(engine.pack(), asker, name, arguments) {
-            Ok(body) => body,
+            Ok(mut body) => {
+                if let Err(why) = pins::flag(engine.pack(), &mut body, pin) {
+                    return self
+                        .refuse_changed(name, pin.changed().unwrap_or_default(), Some(&why))
+                        .await;
+                }
+                body
+            }
             Err(unmapped) => {
                 let refusal = Refusal {
                     code: "mcp_unmapped".to_owned(),
@@ -133,6 +165,26 @@ impl Gate {
                 }
                 Outcome::Deny => Verdict::Answer(denied(name, &decision)),
             },
+        }
+    }
+
+    /// A call of a tool that changed since it was pinned: recorded as `mcp_tool_changed`,
+    /// and answered with what changed.
+    async fn refuse_changed(&self, tool: &str, changed: &[&str], why: Option<&str>) -> Verdict {
+        let message = pins::refusal_message(tool, changed, why);
+        tracing::warn!(tool, changed = ?changed, "refused a call of a changed tool");
+        let answer = pins::refused(&message, changed);
+        let refusal = Refusal {
+            code: pins::REFUSAL_CODE.to_owned(),
+            message,
+        };
+        match self
+            .service
+            .refuse_mcp(refusal, self.call(Some(tool)))
+            .await
+        {
+            Ok(()) => Verdict::Answer(answer),
+            Err(e) => log_down(&e),
         }
     }
 

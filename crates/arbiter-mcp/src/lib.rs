@@ -10,9 +10,12 @@
 //!
 //! - [`jsonrpc`]: one message a line, bounded, parsed strictly, classified.
 //! - [`mapping`]: `[mcp]` of the pack: a tool call as a decision request.
+//! - [`client`]: arbiter as an MCP client (the handshake, the tool list), for `pin`.
 //! - [`caller`]: who calls: a verified arbiter token, or a principal for local use.
 //! - [`gate`]: one `tools/call` decided, the answer to a denied one, and the tool list
 //!   without the tools this caller can never call.
+//! - [`pins`]: tool pinning: each listed tool compared with what was pinned, a changed
+//!   one marked in the list and its calls refused or flagged.
 //! - [`proxy`]: the message pump of one session.
 //! - [`stdio`]: the server as a child process, the agent on standard input and output.
 //! - [`gateway`]: start, sessions, shutdown.
@@ -25,10 +28,12 @@
 #![forbid(unsafe_code)]
 
 pub mod caller;
+pub mod client;
 pub mod gate;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod mapping;
+pub mod pins;
 pub mod proxy;
 pub mod stdio;
 
