@@ -17,10 +17,14 @@ use crate::serve::DurabilityArg;
 
 /// Arguments of `arbiter mcp-proxy`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct McpProxyArgs {
+    /// `pin`: record the server's tools in the pack instead of proxying.
+    #[command(subcommand)]
+    pub action: Option<McpProxyCommand>,
     /// The pack directory.
-    #[arg(long)]
-    pub pack: PathBuf,
+    #[arg(long, required = true)]
+    pub pack: Option<PathBuf>,
     /// The data directory: the decision log, the keys, the revocations.
     #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     pub data: PathBuf,
@@ -50,7 +54,21 @@ pub struct McpProxyArgs {
     pub command: Vec<OsString>,
 }
 
+/// What `arbiter mcp-proxy` does besides proxying.
+#[derive(Debug, clap::Subcommand)]
+pub enum McpProxyCommand {
+    /// Record each tool of the server (name, description, schema hashes) in the pack's
+    /// arbiter.toml under [mcp.pins.<upstream>]; a tool that later differs is refused.
+    Pin(crate::mcp_pin::PinArgs),
+}
+
 pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Failure> {
+    if let Some(McpProxyCommand::Pin(pin)) = args.action {
+        return crate::mcp_pin::pin(pin);
+    }
+    let Some(pack) = args.pack.clone() else {
+        return Err(Failure::Input("--pack is required".to_owned()));
+    };
     log_to(args.log_file.as_deref())?;
     let who = match (args.token.clone(), args.principal.clone()) {
         (Some(token), _) => Who::Token(token),
@@ -63,14 +81,8 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
             ));
         }
     };
-    let upstream = args.upstream_name.clone().unwrap_or_else(|| {
-        args.command
-            .first()
-            .map(Path::new)
-            .and_then(Path::file_name)
-            .map_or_else(|| "mcp".to_owned(), |n| n.to_string_lossy().into_owned())
-    });
-    let mut options = Options::new(&args.pack, &args.data, who, &upstream);
+    let upstream = crate::mcp_pin::upstream_name(args.upstream_name.as_deref(), &args.command);
+    let mut options = Options::new(&pack, &args.data, who, &upstream);
     options.max_message_bytes = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
     options.durability = args.durability.into();
     options.clock = Arc::new(clock);
