@@ -965,3 +965,34 @@ args = {{ a = "context.tool_changed" }}
     }
     assert_eq!(found.len(), expect.len(), "{found:#?}");
 }
+
+#[test]
+fn deciding_changed_tools_whose_action_cannot_say_so_is_a_located_warning() {
+    let config = format!(
+        "[mcp]\non_tool_change = \"decide\"\n\n[mcp.pins.srv.call]\ninput_schema = \"sha256:{}\"\n",
+        "0".repeat(64)
+    );
+    let dir = pack(&[("rules.cedar", OK)], Some(&config), Some(SCHEMA));
+    let pack = Pack::load(dir.path()).unwrap();
+    let warnings: Vec<String> = pack.warnings().iter().map(ToString::to_string).collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "arbiter.toml:4:15: [mcp.pins.srv.call]: with `on_tool_change = \"decide\"`, a change of this tool is still refused: the context of action `call` does not declare `tool_changed: Bool`"
+        )),
+        "{warnings:#?}"
+    );
+    // Declared, no warning.
+    let schema = SCHEMA.replace(
+        "context: { target: String }",
+        "context: { target: String, tool_changed?: Bool }",
+    );
+    let dir = self::pack(&[("rules.cedar", OK)], Some(&config), Some(&schema));
+    let pack = Pack::load(dir.path()).unwrap();
+    assert!(
+        pack.warnings()
+            .iter()
+            .all(|w| !w.to_string().contains("tool_changed")),
+        "{:#?}",
+        pack.warnings()
+    );
+}

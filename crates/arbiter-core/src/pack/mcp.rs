@@ -8,7 +8,7 @@ use cedar_policy::{EntityTypeName, EntityUid, Schema};
 use toml::Spanned;
 
 use super::RESERVED_CONTEXT_KEYS;
-use crate::config::{DEFAULT_MCP_RESOURCE_TYPE, Mcp, McpResource, is_pin_hash};
+use crate::config::{DEFAULT_MCP_RESOURCE_TYPE, Mcp, McpResource, OnToolChange, is_pin_hash};
 
 /// A problem in `[mcp]`: where in `arbiter.toml`, and what is wrong.
 pub(super) type Found = (Range<usize>, String);
@@ -90,6 +90,44 @@ pub(super) fn check(mcp: &Mcp, schema: Option<&Schema>) -> Vec<Found> {
 /// The context key the proxy sets on a call of a pinned upstream's tool (docs/mcp.md,
 /// "Pinning tools"): no argument may be written there.
 pub const TOOL_CHANGED_KEY: &str = "tool_changed";
+
+/// With `on_tool_change = "decide"`, each pinned tool whose action's context does not
+/// declare `tool_changed: Bool`: a change of it would be refused anyway (the rules could
+/// not see it), which the pack's author should know. Warnings, not errors.
+pub(super) fn undecidable_pins(
+    mcp: &Mcp,
+    schema: &Schema,
+    shapes: &super::shapes::ContextShapes,
+) -> Vec<Found> {
+    let mut found = Vec::new();
+    if mcp.on_tool_change != OnToolChange::Decide {
+        return found;
+    }
+    for (upstream, tools) in &mcp.pins {
+        for tool in tools.keys() {
+            let id = mcp
+                .tool(tool.get_ref())
+                .and_then(|t| t.action.as_ref())
+                .map_or(tool.get_ref().as_str(), |a| a.get_ref().as_str());
+            let Some(action) = action_uid(schema, id) else {
+                continue;
+            };
+            if !shapes.declares_bool(&action, TOOL_CHANGED_KEY) {
+                found.push((
+                    tool.span(),
+                    format!(
+                        "[mcp.pins.{}.{}]: with `on_tool_change = \"decide\"`, a change of this \
+                         tool is still refused: the context of action `{id}` does not declare \
+                         `{TOOL_CHANGED_KEY}: Bool`, so no rule could see it",
+                        upstream.get_ref(),
+                        tool.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    found
+}
 
 /// `[mcp.pins]`: names that are names, hashes in their documented form.
 fn check_pins(mcp: &Mcp, found: &mut Vec<Found>) {

@@ -312,6 +312,14 @@ impl<'a> Loader<'a> {
             for (span, message) in mcp::check(settings, schema.as_ref()) {
                 self.config_problem(span, message);
             }
+            if let Some(schema) = &schema {
+                for (span, message) in mcp::undecidable_pins(settings, schema, &self.shapes) {
+                    self.warnings.push(
+                        Problem::in_file(CONFIG_FILE, message)
+                            .at_offset(&self.config_text, span.start),
+                    );
+                }
+            }
         }
         let issuers = self.check_issuers(&config, schema.as_ref());
         let request_entity_types = self.request_entity_types(&config);
