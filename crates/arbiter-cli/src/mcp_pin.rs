@@ -69,7 +69,9 @@ pub fn pin(args: PinArgs) -> Result<ExitCode, Failure> {
     let max = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
     let pinned = runtime.block_on(arbiter_mcp::client::pin_stdio(&args.command, max));
     runtime.shutdown_background();
-    let new = pinned.map_err(|e| Failure::Input(format!("cannot pin the server's tools: {e}")))?;
+    // The server's own words (an error message) are shown escaped.
+    let new = pinned
+        .map_err(|e| Failure::Input(format!("cannot pin the server's tools: {}", printable(&e))))?;
 
     let path = args.pack.join("arbiter.toml");
     let (text, mode) = match std::fs::read_to_string(&path) {

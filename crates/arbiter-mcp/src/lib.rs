@@ -10,8 +10,8 @@
 //!
 //! - [`jsonrpc`]: one message a line, bounded, parsed strictly, classified.
 //! - [`mapping`]: `[mcp]` of the pack: a tool call as a decision request.
-//! - [`client`]: arbiter as an MCP client (the handshake, the tool list), for `pin`.
 //! - [`caller`]: who calls: a verified arbiter token, or a principal for local use.
+//! - [`client`]: arbiter as an MCP client (the handshake, the tool list), for `pin`.
 //! - [`gate`]: one `tools/call` decided, the answer to a denied one, and the tool list
 //!   without the tools this caller can never call.
 //! - [`pins`]: tool pinning: each listed tool compared with what was pinned, a changed

@@ -461,7 +461,7 @@ impl Watch {
         self.pins.as_ref()?;
         let mut response = arbiter_core::json::from_slice(line).ok()?;
         let result = response.get_mut("result")?;
-        let last = Page::read(result).ok()?.next.is_none();
+        let last = result.get("nextCursor").is_none_or(Value::is_null);
         let marked = self.record_page(result);
         if last {
             self.complete = true;
