@@ -100,6 +100,9 @@ where
     // Once the agent has closed its input, the answers it is still owed are delivered
     // (it may still be reading), for at most `DRAIN`.
     let mut input_closed = false;
+    // Whether the server's input is closed yet: not while the proxy's own listing is under
+    // way, so that the calls waiting for it can still be forwarded.
+    let mut upstream_closed = false;
     let ended = loop {
         let event = if input_closed {
             match tokio::time::timeout(DRAIN, incoming.recv()).await {
@@ -118,11 +121,7 @@ where
         };
         match step {
             Step::Continue => {}
-            Step::InputClosed => {
-                input_closed = true;
-                // The server reads the end of its input as the end of the session.
-                let _ = pump.upstream.shutdown().await;
-            }
+            Step::InputClosed => input_closed = true,
             // After the agent's input closed, the server's exit is the normal end, unless
             // it leaves calls unanswered.
             Step::End(Ended::UpstreamClosed)
@@ -131,6 +130,11 @@ where
                 break Ended::ClientClosed;
             }
             Step::End(ended) => break ended,
+        }
+        if input_closed && !upstream_closed && !pump.pins.fetching() {
+            // The server reads the end of its input as the end of the session.
+            let _ = pump.upstream.shutdown().await;
+            upstream_closed = true;
         }
         if input_closed && pump.awaiting_upstream.is_empty() {
             break Ended::ClientClosed;

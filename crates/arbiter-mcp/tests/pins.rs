@@ -327,3 +327,29 @@ async fn calls_waiting_for_a_list_that_cannot_be_read_are_refused_or_answered() 
         "mcp_tool_changed"
     );
 }
+
+#[tokio::test]
+async fn an_agent_that_closes_its_input_after_a_call_still_gets_it_checked_and_made() {
+    let mut s = Session::start().await;
+    s.send(call(json!(1), "echo")).await;
+    s.agent.shutdown().await.unwrap();
+    // The server's input stays open while the proxy lists the tools for the call.
+    let own = s.server_reads().await;
+    assert_eq!(own["method"], "tools/list");
+    s.server_says(listed(&own["id"], json!([echo("Echoes")]), None))
+        .await;
+    assert_eq!(s.server_reads().await, call(json!(1), "echo"));
+    // Then it is closed.
+    let mut rest = String::new();
+    let read = tokio::time::timeout(DEADLINE, s.server_in.as_mut().unwrap().read_line(&mut rest))
+        .await
+        .expect("the end of the server's input")
+        .unwrap();
+    assert_eq!(read, 0, "{rest}");
+    s.server_says(json!({"jsonrpc": "2.0", "id": 1, "result": {"content": []}}))
+        .await;
+    assert_eq!(s.answer().await["id"], 1);
+    let (ended, decisions) = s.finish().await;
+    assert_eq!(ended, Ended::ClientClosed);
+    assert_eq!(decisions.len(), 1);
+}
