@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arbiter_core::clock::SystemClock;
 use arbiter_mcp::jsonrpc::DEFAULT_MAX_MESSAGE_BYTES;
-use arbiter_mcp::{Ended, Gateway, Options, Who};
+use arbiter_mcp::{Ended, Gateway, Options, Pdp, Who};
 
 use crate::Failure;
 use crate::serve::DurabilityArg;
@@ -45,6 +45,28 @@ pub struct McpProxyArgs {
     /// `batched` answers once a decision is queued for the log; `sync` once it is committed.
     #[arg(long, value_enum, default_value = "batched")]
     pub durability: DurabilityArg,
+    /// Ask a running `arbiter serve` at this URL (`http://127.0.0.1:8700`) instead of
+    /// deciding in this process: it decides, records and revokes. `--pack` still maps the
+    /// calls (`[mcp]`) and filters tool lists; keep it the pack the server runs.
+    #[arg(long, value_name = "URL")]
+    pub pdp: Option<String>,
+    /// The PEP token the server's `[server] pep_tokens` accepts. Prefer the environment
+    /// variable.
+    #[arg(
+        long,
+        env = "ARBITER_PEP_TOKEN",
+        hide_env_values = true,
+        requires = "pdp"
+    )]
+    pub pep_token: Option<String>,
+    /// How long a remote decision may take, in milliseconds, before the call is refused
+    /// (fail closed). A tool's `pdp_timeout_ms` can only shorten it.
+    #[arg(long, default_value_t = 250, requires = "pdp",
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub pdp_timeout_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. `127.0.0.1:9464`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// The MCP server to start, after `--`: `arbiter mcp-proxy --pack p -- npx server`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -74,21 +96,38 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
     options.max_message_bytes = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
     options.durability = args.durability.into();
     options.clock = Arc::new(clock);
+    if let Some(url) = &args.pdp {
+        let mut pdp = Pdp::new(url, args.pep_token.clone());
+        pdp.timeout = std::time::Duration::from_millis(args.pdp_timeout_ms);
+        options.pdp = Some(pdp);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the runtime: {e}")))?;
-    let outcome = runtime.block_on(run(options, &args.command));
+    let outcome = runtime.block_on(run(options, &args.command, args.metrics));
     // Standard input is read on a blocking thread that cannot be interrupted: do not wait
     // for it.
     runtime.shutdown_background();
     outcome
 }
 
-async fn run(options: Options, command: &[OsString]) -> Result<ExitCode, Failure> {
+async fn run(
+    options: Options,
+    command: &[OsString],
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<ExitCode, Failure> {
     let gateway = Gateway::start(options)
         .await
         .map_err(|e| Failure::Input(e.to_string()))?;
+    let _metrics = match metrics {
+        Some(addr) => Some(
+            arbiter_mcp::metrics::serve(addr, Arc::clone(gateway.metrics()))
+                .await
+                .map_err(|e| Failure::Input(format!("--metrics {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let finished = arbiter_mcp::stdio::serve(&gateway, command).await;
     gateway.shutdown().await;
     let finished = finished.map_err(|e| {

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
 /// How long a whole agent session may take before the test gives up on it: a guard
 /// against a hang (two interpreters start on two busy cores), not a measure.
 const SESSION_DEADLINE: Duration = Duration::from_secs(90);
@@ -474,4 +476,387 @@ fn the_proxy_needs_an_identity_and_a_pack_whose_mapping_fits_the_schema() {
         "{}",
         validated.stderr
     );
+}
+
+/// A pack for the secret-then-egress story on server-everything's tools: `get-env` reads
+/// secrets (`secret_read`), `echo` sends a message out (`egress`), and the rule that
+/// forbids egress after a secret in the same session has `mode` and `effect`; `extra` is
+/// appended to `arbiter.toml`.
+fn write_chain_pack(mode: &str, effect: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        r#"
+entity Agent;
+entity Tool;
+entity McpResource;
+entity Prompt;
+action secret_read, egress;
+action "get-env" in [secret_read] appliesTo { principal: [Agent], resource: [Tool] };
+action "echo" in [egress] appliesTo {
+    principal: [Agent], resource: [Tool], context: { args?: { message?: String } } };
+action "get-sum" appliesTo { principal: [Agent], resource: [Tool] };
+action "resources/read" appliesTo { principal: [Agent], resource: [McpResource] };
+action "prompts/get" appliesTo { principal: [Agent], resource: [Prompt] };
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policies/agents.cedar"),
+        format!(
+            r#"
+@id("agents.may-use-tools")
+permit(principal is Agent, action, resource);
+
+@id("agent.no-egress-after-secret")
+@mode("{mode}")
+@effect("{effect}")
+@reason("Egress after reading a secret in the same session")
+forbid(principal is Agent, action in Action::"egress", resource)
+when {{ context.session.touched.contains("secret_read") }};
+
+@id("agent.sums-per-minute")
+@mode("enforce")
+@effect("throttle")
+@limit("2/1m")
+forbid(principal is Agent, action == Action::"get-sum", resource);
+
+@id("agent.no-blob-resources")
+@mode("enforce")
+@reason("Blob resources are not for agents")
+forbid(principal is Agent, action == Action::"resources/read",
+       resource == McpResource::"demo://resource/dynamic/blob/1");
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("arbiter.toml"),
+        format!("[mcp.tools.echo]\nargs = {{ message = \"context.args.message\" }}\n{extra}"),
+    )
+    .unwrap();
+    dir
+}
+
+/// `arbiter token issue` for `principal`, against `data`'s keys.
+fn issue(pack: &Path, data: &Path, principal: &str) -> String {
+    let issued = arbiter(&[
+        "token",
+        "issue",
+        "--pack",
+        pack.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--principal",
+        principal,
+        "--ttl",
+        "10m",
+    ]);
+    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
+    issued.stdout.trim().to_owned()
+}
+
+/// Polls `arbiter log` until it holds `n` decisions (the log writer batches), oldest first.
+fn decisions_when(data: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decisions = mcp_decisions(data);
+        if decisions.len() >= n || Instant::now() > deadline {
+            return decisions;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn secret_then_egress_passes_in_audit_is_denied_once_promoted_and_a_revoke_reaches_serve() {
+    let pack = write_chain_pack("audit", "revoke", "");
+    let data = tempfile::tempdir().unwrap();
+    let token = issue(pack.path(), data.path(), r#"Agent::"bot""#);
+    let session = json!([
+        {"do": "call", "tool": "get-env"},
+        {"do": "call", "tool": "echo", "arguments": {"message": "the secret"}},
+    ]);
+
+    // In audit, the egress passes and the finding is recorded.
+    let out = agent(
+        pack.path(),
+        data.path(),
+        &[("$ARBITER_TOKEN", &token)],
+        session.clone(),
+    );
+    assert_eq!(text_of(&out[2]), "Echo: the secret", "{out:#?}");
+    let findings = arbiter(&[
+        "findings",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--json",
+    ]);
+    let findings: Value = serde_json::from_str(&findings.stdout).unwrap();
+    let found = findings
+        .as_array()
+        .or_else(|| findings["findings"].as_array())
+        .unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|f| f["rule"] == "agent.no-egress-after-secret" && f["decisive"] == 1),
+        "{findings:#}"
+    );
+
+    // A server on the same data directory accepts the token.
+    let served = common::Served::start(pack.path(), data.path(), &[]);
+    let probe = json!({"principal": r#"Agent::"bot""#, "action": {"type": "Action", "id": "get-sum"},
+                       "resource": {"type": "Tool", "id": "get-sum"}, "credential": token});
+    assert_eq!(served.decide(&probe)["decision"], "allow");
+
+    // Promoted (the evidence is one finding: forced, with a reason), the egress is
+    // denied with the reason shown to the agent, the credential revoked and the session
+    // ended.
+    let promoted = arbiter(&[
+        "promote",
+        "agent.no-egress-after-secret",
+        "--pack",
+        pack.path().to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+        "--force",
+        "--reason",
+        "the audit finding is the exposure we mean to stop",
+    ]);
+    assert_eq!(promoted.code, Some(0), "{}", promoted.stderr);
+    let out = agent(
+        pack.path(),
+        data.path(),
+        &[("$ARBITER_TOKEN", &token)],
+        session,
+    );
+    let egress = &out[2];
+    assert_eq!(egress["result"]["isError"], true, "{out:#?}");
+    let text = text_of(egress);
+    assert!(
+        text.contains("rule `agent.no-egress-after-secret`"),
+        "{text}"
+    );
+    assert!(text.contains("Egress after reading a secret"), "{text}");
+    assert!(text.contains("revoked the credential"), "{text}");
+    assert_eq!(
+        egress["result"]["_meta"]["arbiter/decision"]["effect"],
+        "revoke"
+    );
+
+    // The token stops working at `arbiter serve` too: it follows the store's revocations.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decided = served.decide(&probe);
+        if decided["reason"] == "credential:revoked" {
+            assert_eq!(decided["decision"], "deny");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepted: {decided}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    served.stop();
+}
+
+#[test]
+fn denials_as_json_rpc_errors_and_reads_and_prompts_are_decisions() {
+    let pack = write_chain_pack("enforce", "deny", "\n[mcp]\ndenials = \"error\"\n");
+    let data = tempfile::tempdir().unwrap();
+    let out = agent(
+        pack.path(),
+        data.path(),
+        &[("--principal", r#"Agent::"bot""#)],
+        json!([
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 2}},
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 2}},
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 2}},
+            {"do": "call", "tool": "get-env"},
+            {"do": "call", "tool": "echo", "arguments": {"message": "out"}},
+            {"do": "read_resource", "uri": "demo://resource/dynamic/text/1"},
+            {"do": "read_resource", "uri": "demo://resource/dynamic/blob/1"},
+            {"do": "get_prompt", "name": "simple-prompt"},
+        ]),
+    );
+    let [_, sum1, sum2, sum3, _env, echo, text, blob, prompt] = out.as_slice() else {
+        panic!("{out:#?}")
+    };
+    assert!(sum1["result"]["content"].is_array(), "{sum1}");
+    assert!(sum2["result"]["content"].is_array(), "{sum2}");
+    // The third call in the minute is throttled: -32003, when to retry in `data`.
+    assert_eq!(sum3["error"]["code"], -32003, "{sum3}");
+    assert_eq!(sum3["error"]["data"]["rule"], "agent.sums-per-minute");
+    assert!(sum3["error"]["data"]["retry_after_s"].as_u64().unwrap() >= 1);
+    assert!(sum3["error"]["data"]["decision_id"].is_string());
+    // Egress after the secret: -32001, the rule and the decision in `data`.
+    assert_eq!(echo["error"]["code"], -32001, "{echo}");
+    assert_eq!(
+        echo["error"]["data"]["rule"],
+        "agent.no-egress-after-secret"
+    );
+    assert!(
+        echo["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Egress after reading a secret"),
+        "{echo}"
+    );
+    // Reads and prompts are decided like calls.
+    assert!(text["result"]["contents"].is_array(), "{text}");
+    assert_eq!(blob["error"]["code"], -32001, "{blob}");
+    assert_eq!(blob["error"]["data"]["rule"], "agent.no-blob-resources");
+    assert!(prompt["result"]["messages"].is_array(), "{prompt}");
+
+    let decisions = decisions_when(data.path(), 8);
+    let shapes: Vec<(String, String, String)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["mcp"]["method"].as_str().unwrap().to_owned(),
+                d["mcp"]["tool"].as_str().unwrap().to_owned(),
+                d["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let shape = |m: &str, t: &str, d: &str| (m.to_owned(), t.to_owned(), d.to_owned());
+    assert_eq!(
+        shapes,
+        [
+            shape("tools/call", "get-sum", "allow"),
+            shape("tools/call", "get-sum", "allow"),
+            shape("tools/call", "get-sum", "deny"),
+            shape("tools/call", "get-env", "allow"),
+            shape("tools/call", "echo", "deny"),
+            shape("resources/read", "demo://resource/dynamic/text/1", "allow"),
+            shape("resources/read", "demo://resource/dynamic/blob/1", "deny"),
+            shape("prompts/get", "simple-prompt", "allow"),
+        ]
+    );
+}
+
+/// A PEP token and its `[server] pep_tokens` entry.
+fn pep_token() -> (&'static str, String) {
+    use sha2::Digest;
+    let token = "mcp-proxy-pep-token-for-tests";
+    (
+        token,
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(token))),
+    )
+}
+
+#[test]
+fn a_remote_decision_point_decides_and_records_and_a_silent_one_fails_closed() {
+    let (pep, hash) = pep_token();
+    let pack = write_chain_pack(
+        "enforce",
+        "revoke",
+        &format!("\n[server]\npep_tokens = [\"{hash}\"]\n"),
+    );
+    let server_data = tempfile::tempdir().unwrap();
+    let proxy_data = tempfile::tempdir().unwrap();
+    let token = issue(pack.path(), server_data.path(), r#"Agent::"bot""#);
+    let served = common::Served::start(pack.path(), server_data.path(), &[]);
+    let base = served.base.clone();
+
+    // The server decides: the secret read passes, the egress after it is denied and the
+    // credential revoked there; the proxy ends the session.
+    let out = agent(
+        pack.path(),
+        proxy_data.path(),
+        &[
+            ("$ARBITER_TOKEN", &token),
+            ("$ARBITER_PEP_TOKEN", pep),
+            ("--pdp", &base),
+            ("--pdp-timeout-ms", "10000"),
+        ],
+        json!([
+            {"do": "call", "tool": "get-env"},
+            {"do": "call", "tool": "echo", "arguments": {"message": "x"}},
+        ]),
+    );
+    assert!(text_of(&out[1]).contains("PATH"), "{out:#?}");
+    assert_eq!(out[2]["result"]["isError"], true, "{out:#?}");
+    assert!(text_of(&out[2]).contains("agent.no-egress-after-secret"));
+    // Recorded by the server, with the MCP call; nothing in the proxy's directory.
+    let decisions = decisions_when(server_data.path(), 2);
+    let [read, egress] = decisions.as_slice() else {
+        panic!("{decisions:#?}")
+    };
+    assert_eq!(read["decision"], "allow");
+    assert_eq!(read["mcp"]["tool"], "get-env");
+    assert_eq!(read["mcp"]["identity"], "verified");
+    assert_eq!(egress["decision"], "deny");
+    assert_eq!(egress["mcp"]["method"], "tools/call");
+    assert_eq!(egress["mcp"]["upstream"], "node");
+    assert!(!proxy_data.path().join("arbiter.db").exists());
+    let revoked = json!({"principal": r#"Agent::"bot""#,
+                         "action": {"type": "Action", "id": "get-sum"},
+                         "resource": {"type": "Tool", "id": "get-sum"}, "credential": token});
+    let answer = served
+        .client()
+        .post(format!("{base}/v1/decide"))
+        .bearer_auth(pep)
+        .json(&revoked)
+        .send()
+        .unwrap();
+    let answer: Value = answer.json().unwrap();
+    assert_eq!(answer["reason"], "credential:revoked", "{answer}");
+
+    // A wrong PEP token decides nothing: refused, and the proxy says why.
+    let out = agent(
+        pack.path(),
+        proxy_data.path(),
+        &[
+            ("--principal", r#"Agent::"dev""#),
+            ("$ARBITER_PEP_TOKEN", "not-the-token"),
+            ("--pdp", &base),
+            ("--pdp-timeout-ms", "10000"),
+        ],
+        json!([{"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 1}}]),
+    );
+    assert_eq!(out[1]["error"]["code"], -32603, "{out:#?}");
+    assert!(
+        out[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the proxy (401"),
+        "{out:#?}"
+    );
+    served.stop();
+
+    // A decision point that accepts the connection and never answers: the call is
+    // refused when the timeout runs out, and the session goes on.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().take(2) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let out = agent(
+        pack.path(),
+        proxy_data.path(),
+        &[
+            ("--principal", r#"Agent::"dev""#),
+            ("--pdp", &silent_url),
+            ("--pdp-timeout-ms", "300"),
+        ],
+        json!([
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 1}},
+            {"do": "list_tools"},
+        ]),
+    );
+    assert_eq!(out[1]["error"]["code"], -32603, "{out:#?}");
+    assert!(
+        out[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 300 ms"),
+        "{out:#?}"
+    );
+    assert!(out[2]["tools"].is_array(), "{out:#?}");
+    drop(held);
 }

@@ -25,12 +25,14 @@
 #![forbid(unsafe_code)]
 
 pub mod caller;
+pub mod decider;
 pub mod gate;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod mapping;
+pub mod metrics;
 pub mod proxy;
 pub mod stdio;
 
-pub use gateway::{Gateway, Options, StartError, Who};
+pub use gateway::{Gateway, Options, Pdp, StartError, Who};
 pub use proxy::Ended;

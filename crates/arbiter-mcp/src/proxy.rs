@@ -223,23 +223,32 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
                 if method == "tools/list" {
                     self.listing.insert(id.clone());
                 }
-                if method != "tools/call" {
-                    return self.request_upstream(id, &bytes).await;
-                }
-                match self.gate.tools_call(params.as_ref()).await {
-                    Verdict::Forward => self.request_upstream(id, &bytes).await,
-                    Verdict::Answer(result) => {
-                        self.send_client(&jsonrpc::result(&id, result)).await
+                let verdict = match method.as_str() {
+                    "tools/call" => self.gate.tools_call(params.as_ref()).await,
+                    "resources/read" | "prompts/get" => {
+                        self.gate.read(&method, params.as_ref()).await
                     }
-                    Verdict::Fail { code, message } => {
-                        self.send_client(&jsonrpc::error(Some(&id), code, &message))
-                            .await
+                    _ => Verdict::Forward,
+                };
+                let end = verdict.ends_session();
+                let answer = match verdict {
+                    Verdict::Forward => return self.request_upstream(id, &bytes).await,
+                    Verdict::Answer(result) | Verdict::AnswerAndEnd(result) => {
+                        jsonrpc::result(&id, result)
                     }
-                    Verdict::AnswerAndEnd(result) => {
-                        let _ = self.send_client(&jsonrpc::result(&id, result)).await;
-                        Step::End(Ended::Revoked)
+                    Verdict::Fail {
+                        code,
+                        message,
+                        data,
                     }
-                }
+                    | Verdict::FailAndEnd {
+                        code,
+                        message,
+                        data,
+                    } => jsonrpc::error_with_data(Some(&id), code, &message, data),
+                };
+                let step = self.send_client(&answer).await;
+                if end { Step::End(Ended::Revoked) } else { step }
             }
             Message::Notification { .. } => self.send_upstream(&bytes).await,
             Message::Response { id: Some(id) } if self.awaiting_client.remove(&id) => {

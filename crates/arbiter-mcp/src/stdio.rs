@@ -44,6 +44,21 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the MCP server's pipes were not opened"));
     };
+    if let Some(service) = gateway.service()
+        && service
+            .engine()
+            .pack()
+            .rules()
+            .iter()
+            .any(|rule| rule.effect == Some(arbiter_core::rule::Effect::Throttle))
+    {
+        // Each stdio session is its own process: its buckets start full.
+        tracing::warn!(
+            "throttles count within this proxy process, and a new stdio session starts a new \
+             one: to hold a throttle across an agent's sessions, decide with --pdp (a running \
+             `arbiter serve`) or serve agents over HTTP (--listen)"
+        );
+    }
     let gate = gateway.gate();
     tracing::info!(
         session = gate.session().unwrap_or_default(),

@@ -175,6 +175,11 @@ impl Served {
         }
     }
 
+    /// The HTTP client the helpers use (its timeout is the deadline).
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
     /// Decides `request`; it must be a decision.
     pub fn decide(&self, request: &Value) -> Value {
         let response = self
