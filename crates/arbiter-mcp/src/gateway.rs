@@ -31,6 +31,13 @@ pub enum Who {
     Token(String),
     /// A principal for local use (`Agent::"dev"`), unverified.
     Principal(String),
+    /// Each request says who calls (Streamable HTTP: `Authorization: Bearer`), verified
+    /// per request; `fallback` is a principal for local use, taken on trust, for a
+    /// request that sends no `Authorization`.
+    PerRequest {
+        /// The unverified principal for a request without a token, if any.
+        fallback: Option<String>,
+    },
 }
 
 /// How the gateway runs.
@@ -97,7 +104,9 @@ pub enum StartError {
 pub struct Gateway {
     options: Options,
     service: Arc<DecisionService>,
-    caller: Caller,
+    /// The one caller (stdio), or the fallback of [`Who::PerRequest`].
+    caller: Option<Caller>,
+    verifier: Arc<arbiter_identity::Verifier>,
     poller: JoinHandle<()>,
 }
 
@@ -121,18 +130,25 @@ impl Gateway {
         } = tokio::task::spawn_blocking(move || open(&opening, pack))
             .await
             .map_err(std::io::Error::other)??;
+        let verifier = credentials.verifier();
         let caller = match &options.who {
-            Who::Token(token) => {
-                Caller::verified(token.clone(), &*credentials.verifier(), options.clock.now())?
-            }
-            Who::Principal(principal) => {
+            Who::Token(token) => Some(Caller::verified(
+                token.clone(),
+                &*verifier,
+                options.clock.now(),
+            )?),
+            Who::Principal(principal)
+            | Who::PerRequest {
+                fallback: Some(principal),
+            } => {
                 let caller = Caller::configured(principal)?;
                 tracing::warn!(
                     principal = %caller.principal(),
                     "no token: the principal is taken on trust, and its decisions are logged as unverified"
                 );
-                caller
+                Some(caller)
             }
+            Who::PerRequest { fallback: None } => None,
         };
         let poller = tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_EVERY);
@@ -152,6 +168,7 @@ impl Gateway {
             options,
             service,
             caller,
+            verifier,
             poller,
         })
     }
@@ -166,16 +183,44 @@ impl Gateway {
         self.options.max_message_bytes
     }
 
-    /// A new MCP session's gate, in a new arbiter session (or the one the token binds).
-    pub fn gate(&self) -> Gate {
-        let engine = self.service.engine();
-        let session = format!("mcp-{}", engine.new_decision_id(self.options.clock.now()));
+    /// A new MCP session's gate for the one caller, in a new arbiter session (or the one
+    /// the token binds); `None` when each request says who calls ([`Who::PerRequest`]
+    /// without a fallback).
+    pub fn gate(&self) -> Option<Gate> {
+        let caller = self.caller.clone()?;
+        Some(self.gate_for(caller, self.new_session(), &self.options.upstream))
+    }
+
+    /// A gate deciding for `caller` in the arbiter session `session` (unless the token
+    /// binds one), for calls to `upstream`.
+    pub fn gate_for(&self, caller: Caller, session: String, upstream: &str) -> Gate {
         Gate::new(
             Arc::clone(&self.service),
-            self.caller.clone(),
+            caller,
             session,
-            self.options.upstream.clone(),
+            upstream.to_owned(),
         )
+    }
+
+    /// A fresh arbiter session id, `mcp-<ULID>`.
+    pub fn new_session(&self) -> String {
+        let engine = self.service.engine();
+        format!("mcp-{}", engine.new_decision_id(self.options.clock.now()))
+    }
+
+    /// The configured caller: the stdio one, or the fallback for a request without a token.
+    pub fn configured_caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
+    /// The verifier of arbiter tokens (the data directory's keys and revocations).
+    pub fn verifier(&self) -> &Arc<arbiter_identity::Verifier> {
+        &self.verifier
+    }
+
+    /// Where every time comes from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.options.clock
     }
 
     /// Stops the poll and drains the decision log: every decision made is written.

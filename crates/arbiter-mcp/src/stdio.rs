@@ -44,7 +44,12 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the MCP server's pipes were not opened"));
     };
-    let gate = gateway.gate();
+    let Some(gate) = gateway.gate() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "over stdio the proxy needs a token or a principal",
+        ));
+    };
     tracing::info!(
         session = gate.session().unwrap_or_default(),
         "MCP session started"
