@@ -433,6 +433,8 @@ fn the_stateless_revision_with_the_python_sdk_on_both_sides() {
 #[derive(Default)]
 struct Seen {
     bodies: Vec<Value>,
+    /// The HTTP method of each request, in order.
+    methods: Vec<String>,
     headers: Vec<Vec<(String, String)>>,
     /// Lets a `die` call's stream break, once the test has its answer's headers.
     die: Arc<tokio::sync::Notify>,
@@ -450,12 +452,14 @@ fn fake_server() -> (String, Arc<Mutex<Seen>>) {
 
     async fn answer(
         State((seen, sse)): State<(Arc<Mutex<Seen>>, bool)>,
+        method: axum::http::Method,
         headers: HeaderMap,
         body: String,
     ) -> Response {
         let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         {
             let mut seen = seen.lock().unwrap();
+            seen.methods.push(method.to_string());
             seen.bodies.push(message.clone());
             seen.headers.push(
                 headers
@@ -1034,4 +1038,130 @@ fn upstreams_are_checked_on_the_command_line() {
         "true",
     ]);
     assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn a_revoke_ends_the_mcp_session_and_the_token_and_sigterm_drains_the_log() {
+    let pack = write_pack(
+        r#"
+@id("mcp.env-revokes")
+@mode("enforce")
+@effect("revoke")
+@reason("Reading the environment is never done")
+forbid(principal, action == Action::"get-env", resource);
+"#,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let bot = token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let (fake, seen) = fake_server();
+    let (mut proxy, base) = proxy(
+        pack.path(),
+        data.path(),
+        &[
+            "--upstream",
+            &format!("fake={fake}/json"),
+            "--principal",
+            r#"Agent::"local""#,
+        ],
+    );
+    let raw = Raw::new(&base);
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    let (status, _, body) = raw.post("/mcp", Some(&bot), &[], initialize.clone());
+    assert_eq!(status, 200, "{body}");
+    let session = [("mcp-session-id", "fake-session-1")];
+
+    // Without a token, the configured principal calls: not the session's owner.
+    let (status, _, body) = raw.post(
+        "/mcp",
+        None,
+        &session,
+        call(1, "echo", json!({"message": "x"})),
+    );
+    assert_eq!(status, 403, "{body}");
+
+    let (status, _, body) = raw.post("/mcp", Some(&bot), &session, call(2, "get-env", json!({})));
+    assert_eq!(status, 200, "{body}");
+    let revoked: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(revoked["result"]["isError"], true, "{revoked}");
+    assert!(
+        text_of(&revoked).contains("revoked the credential"),
+        "{revoked}"
+    );
+    // The session is over: refused here, and the server was asked to end it.
+    let (status, _, body) = raw.post(
+        "/mcp",
+        Some(&bot),
+        &session,
+        call(3, "echo", json!({"message": "x"})),
+    );
+    assert!(status == 404 || status == 401, "{status}: {body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.lock().unwrap().methods.contains(&"DELETE".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "the session was not ended upstream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And the token is revoked.
+    let (status, _, body) = raw.post("/mcp", Some(&bot), &[], initialize);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("credential:revoked"), "{body}");
+
+    // The local principal still works, unverified.
+    let (status, _, body) = raw.post("/mcp", None, &[], call(4, "echo", json!({"message": "x"})));
+    assert_eq!(status, 200, "{body}");
+
+    // SIGTERM: the proxy stops and drains the decision log.
+    let killed = Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("the decision log is drained")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            proxy.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let decisions = decisions(data.path());
+    let outcomes: Vec<(&str, &str, &str)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["decision"].as_str().unwrap(),
+                d["mcp"]["tool"].as_str().unwrap(),
+                d["mcp"]["identity"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("deny", "get-env", "verified"),
+            ("allow", "echo", "unverified")
+        ]
+    );
+    assert_eq!(decisions[1]["principal"], r#"Agent::"local""#);
 }

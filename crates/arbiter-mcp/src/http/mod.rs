@@ -752,8 +752,9 @@ impl Call<'_> {
     }
 }
 
-/// A tool list as this caller may see it: without the tools it can never call, and, in
-/// the stateless revision, never cacheable across identities. `None` when nothing changes.
+/// A tool list as this caller may see it: without the tools it can never call, and never
+/// cacheable across identities (`cacheScope` "private", set when the stateless revision's
+/// list was filtered or when it said "public"). `None` when nothing changes.
 fn list_for(gate: &Gate, bytes: &[u8], revision: Revision) -> Option<Bytes> {
     let filtered = gate.filter_tool_list(bytes);
     let mut value = arbiter_core::json::from_slice(filtered.as_deref().unwrap_or(bytes)).ok()?;
@@ -761,8 +762,7 @@ fn list_for(gate: &Gate, bytes: &[u8], revision: Revision) -> Option<Bytes> {
         .get("result")
         .and_then(|r| r.get("cacheScope"))
         .is_some_and(|s| s != "private");
-    if revision == Revision::Stateless
-        && (public || filtered.is_some())
+    if (public || (revision == Revision::Stateless && filtered.is_some()))
         && let Some(result) = value.get_mut("result").and_then(Value::as_object_mut)
     {
         result.insert("cacheScope".to_owned(), json!("private"));
