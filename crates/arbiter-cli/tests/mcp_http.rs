@@ -468,6 +468,26 @@ fn fake_server() -> (String, Arc<Mutex<Seen>>) {
                     .collect(),
             );
         }
+        if method == axum::http::Method::GET && sse {
+            // The server→client stream: a request of the server's, a malformed event and a
+            // response to nothing.
+            let events = [
+                format!(
+                    "id: 10\ndata: {}\n\n",
+                    json!({"jsonrpc": "2.0", "id": "s1", "method": "roots/list"})
+                ),
+                "id: 11\ndata: [1,2\n\n".to_owned(),
+                format!(
+                    "id: 12\ndata: {}\n\n",
+                    json!({"jsonrpc": "2.0", "id": 7, "result": {}})
+                ),
+                format!(
+                    "id: 13\ndata: {}\n\n",
+                    json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+                ),
+            ];
+            return ([("content-type", "text/event-stream")], events.concat()).into_response();
+        }
         let Some(id) = message.get("id").cloned() else {
             return StatusCode::ACCEPTED.into_response();
         };
@@ -807,6 +827,36 @@ fn a_session_belongs_to_the_identity_that_opened_it() {
         "{body}"
     );
     assert!(body.contains("id: 3\n"), "the event keeps its id: {body}");
+
+    // The server→client stream: each event read; the malformed one and the stray
+    // response dropped, the rest as they came.
+    let response = raw
+        .client
+        .get(format!("{base}/mcp/fake"))
+        .bearer_auth(&bot)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", "fake-session-1")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().unwrap();
+    let methods: Vec<String> = events_of(&body)
+        .iter()
+        .map(|e| e["method"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        methods,
+        ["roots/list", "notifications/tools/list_changed"],
+        "{body}"
+    );
+    assert!(
+        body.contains("id: 10\n") && body.contains("id: 13\n"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("id: 11") && !body.contains("id: 12"),
+        "{body}"
+    );
 
     // Another identity on the same session: refused, not forwarded.
     let before = seen.lock().unwrap().bodies.len();

@@ -227,6 +227,15 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             ),
         );
     };
+    if !same_origin(&parts.headers) {
+        tracing::warn!("refused a request from another origin");
+        return rpc_error(
+            StatusCode::FORBIDDEN,
+            None,
+            code::INVALID_REQUEST,
+            "a request from a web page of another origin is refused",
+        );
+    }
     let who = match shared.authenticate(&parts.headers) {
         Ok(who) => who,
         Err(response) => return *response,
@@ -919,6 +928,39 @@ fn answer(id: &Id, mut result: Value, stateless: bool) -> Vec<u8> {
         object.insert("resultType".to_owned(), json!("complete"));
     }
     trim_newline(jsonrpc::result(id, result))
+}
+
+/// Whether a browser's request comes from the proxy's own origin or a loopback one (MCP
+/// requires servers to check `Origin`: a web page must not reach the proxy by rebinding a
+/// name to it). A request without `Origin` is not a browser's cross-origin request.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let mut given = headers.get_all(header::ORIGIN).iter();
+    let origin = match (given.next(), given.next()) {
+        (None, _) => return true,
+        (Some(origin), None) => origin,
+        (Some(_), Some(_)) => return false,
+    };
+    let Some(origin) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| reqwest::Url::parse(o).ok())
+    else {
+        return false;
+    };
+    let Some(host) = origin.host_str() else {
+        return false;
+    };
+    if matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+        return true;
+    }
+    let authority = match origin.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.eq_ignore_ascii_case(&authority))
 }
 
 /// Exactly one `Content-Type`, and it is JSON.
