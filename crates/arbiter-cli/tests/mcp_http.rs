@@ -867,6 +867,15 @@ fn a_session_belongs_to_the_identity_that_opened_it() {
         call(2, "echo", json!({"message": "x"})),
     );
     assert_eq!(status, 403, "{body}");
+    // Nor can it cancel, or answer the server, in that session.
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 1}})
+    .to_string();
+    let (status, _, body) = raw.post("/mcp/fake", Some(&dev), &session, cancel);
+    assert_eq!(status, 403, "{body}");
+    let reply = json!({"jsonrpc": "2.0", "id": "s1", "result": {"roots": []}}).to_string();
+    let (status, _, body) = raw.post("/mcp/fake", Some(&dev), &session, reply);
+    assert_eq!(status, 403, "{body}");
     assert_eq!(seen.lock().unwrap().bodies.len(), before);
 
     // A malformed event and a response the proxy never asked for are dropped; the

@@ -510,29 +510,35 @@ impl Call<'_> {
             Message::Request { id, method, params } => {
                 self.request(bytes, id, &method, params.as_ref()).await
             }
+            // A notification, or the client's answer to a server's request: forwarded, on
+            // the same terms of session as a request (another identity cannot cancel or
+            // answer in a session it did not open).
             Message::Notification { method } => {
                 let revision = routing::revision(self.headers, None);
                 if let Err(why) = routing::check(self.headers, revision, &method, None) {
                     return mismatch(None, &why);
                 }
-                let expect = Expect {
-                    id: None,
-                    listing: None,
-                    revision,
-                    bind: false,
-                };
-                self.forward(Method::POST, Some(bytes), expect).await
+                self.pass(bytes, revision).await
             }
             Message::Response { .. } => {
-                let expect = Expect {
-                    id: None,
-                    listing: None,
-                    revision: routing::revision(self.headers, None),
-                    bind: false,
-                };
-                self.forward(Method::POST, Some(bytes), expect).await
+                let revision = routing::revision(self.headers, None);
+                self.pass(bytes, revision).await
             }
         }
+    }
+
+    /// Forwards a message that expects no answer of its own.
+    async fn pass(&self, bytes: Bytes, revision: Revision) -> Response {
+        if let Err(response) = self.arbiter_session(revision, None) {
+            return *response;
+        }
+        let expect = Expect {
+            id: None,
+            listing: None,
+            revision,
+            bind: false,
+        };
+        self.forward(Method::POST, Some(bytes), expect).await
     }
 
     async fn request(self, bytes: Bytes, id: Id, method: &str, params: Option<&Value>) -> Response {
