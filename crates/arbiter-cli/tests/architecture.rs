@@ -96,12 +96,7 @@ fn the_libraries_keep_away_from_what_is_not_theirs() {
     // (its Streamable HTTP transport has its own listener, on axum).
     never(
         "arbiter-mcp",
-        &[
-            "arbiter-server",
-            "arbiter-cli",
-            "arbiter-lifecycle",
-            "rusqlite",
-        ],
+        &["arbiter-server", "arbiter-cli", "arbiter-lifecycle"],
     );
     never("arbiter-store", &["axum", "hyper", "reqwest"]);
 }
