@@ -1,14 +1,18 @@
-//! `arbiter mcp-proxy`: the MCP gateway wired to the process. Who the agent is comes from
-//! the environment (or a flag); the proxy's own log goes to standard error or a file,
-//! never to standard output, which carries the agent's messages; the exit code says how
-//! the session ended.
+//! `arbiter mcp-proxy`: the MCP gateway wired to the process. Over stdio, who the agent is
+//! comes from the environment (or a flag); the proxy's own log goes to standard error or a
+//! file, never to standard output, which carries the agent's messages; the exit code says
+//! how the session ended. Over Streamable HTTP (`--listen`), each request says who calls,
+//! and the proxy runs until SIGINT or SIGTERM.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arbiter_core::clock::SystemClock;
+use arbiter_mcp::http::{HttpOptions, Upstream};
 use arbiter_mcp::jsonrpc::DEFAULT_MAX_MESSAGE_BYTES;
 use arbiter_mcp::{Ended, Gateway, Options, Pdp, Who};
 
@@ -33,8 +37,29 @@ pub struct McpProxyArgs {
     #[arg(long, env = "ARBITER_MCP_PRINCIPAL", conflicts_with = "token")]
     pub principal: Option<String>,
     /// The MCP server's name in the decision log (default: the command's file name).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "listen")]
     pub upstream_name: Option<String>,
+    /// Serve Streamable HTTP on this address (`127.0.0.1:8080`) instead of stdio; each
+    /// request brings its own `Authorization: Bearer <arbiter token>`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// With `--listen`: an MCP server as `NAME=URL`, served at `/mcp/NAME` (and at `/mcp`
+    /// when it is the only one). Repeatable.
+    #[arg(long, value_name = "NAME=URL", requires = "listen")]
+    pub upstream: Vec<String>,
+    /// With `--listen`: seconds a server has to start answering, and at most between two
+    /// parts of an answer.
+    #[arg(long, default_value_t = 120, requires = "listen",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub upstream_timeout: u64,
+    /// With `--listen`: seconds a client has to send a request's headers, then its body.
+    #[arg(long, default_value_t = 30, requires = "listen",
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub request_timeout: u64,
+    /// With `--listen`: connections held at once.
+    #[arg(long, default_value_t = 1024, requires = "listen",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// The largest message read from the agent or the server, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
@@ -68,11 +93,21 @@ pub struct McpProxyArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// The MCP server to start, after `--`: `arbiter mcp-proxy --pack p -- npx server`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required_unless_present = "listen",
+        conflicts_with = "listen",
+        value_name = "COMMAND"
+    )]
     pub command: Vec<OsString>,
 }
 
 pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Failure> {
+    if let Some(listen) = args.listen {
+        let upstreams = upstreams(&args.upstream)?;
+        log_to(args.log_file.as_deref())?;
+        return http(args, listen, upstreams, clock);
+    }
     log_to(args.log_file.as_deref())?;
     let who = match (args.token.clone(), args.principal.clone()) {
         (Some(token), _) => Who::Token(token),
@@ -93,14 +128,7 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
             .map_or_else(|| "mcp".to_owned(), |n| n.to_string_lossy().into_owned())
     });
     let mut options = Options::new(&args.pack, &args.data, who, &upstream);
-    options.max_message_bytes = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
-    options.durability = args.durability.into();
-    options.clock = Arc::new(clock);
-    if let Some(url) = &args.pdp {
-        let mut pdp = Pdp::new(url, args.pep_token.clone());
-        pdp.timeout = std::time::Duration::from_millis(args.pdp_timeout_ms);
-        options.pdp = Some(pdp);
-    }
+    configure(&mut options, &args, clock);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,14 +148,7 @@ async fn run(
     let gateway = Gateway::start(options)
         .await
         .map_err(|e| Failure::Input(e.to_string()))?;
-    let _metrics = match metrics {
-        Some(addr) => Some(
-            arbiter_mcp::metrics::serve(addr, Arc::clone(gateway.metrics()))
-                .await
-                .map_err(|e| Failure::Input(format!("--metrics {addr}: {e}")))?,
-        ),
-        None => None,
-    };
+    let _metrics = serve_metrics(&gateway, metrics).await?;
     let finished = arbiter_mcp::stdio::serve(&gateway, command).await;
     gateway.shutdown().await;
     let finished = finished.map_err(|e| {
@@ -158,6 +179,140 @@ async fn run(
             ExitCode::from(1)
         }
     })
+}
+
+/// What both transports take from the command line: limits, durability, the clock, and
+/// a remote decision point.
+fn configure(options: &mut Options, args: &McpProxyArgs, clock: SystemClock) {
+    options.max_message_bytes = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
+    options.durability = args.durability.into();
+    options.clock = Arc::new(clock);
+    if let Some(url) = &args.pdp {
+        let mut pdp = Pdp::new(url, args.pep_token.clone());
+        pdp.timeout = Duration::from_millis(args.pdp_timeout_ms);
+        options.pdp = Some(pdp);
+    }
+}
+
+/// `--metrics ADDR`: the gateway's metrics, served until the returned guard is dropped.
+async fn serve_metrics(
+    gateway: &Gateway,
+    addr: Option<SocketAddr>,
+) -> Result<Option<arbiter_mcp::metrics::Served>, Failure> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    arbiter_mcp::metrics::serve(addr, Arc::clone(gateway.metrics()))
+        .await
+        .map(Some)
+        .map_err(|e| Failure::Input(format!("--metrics {addr}: {e}")))
+}
+
+/// `--upstream NAME=URL`, each checked: a name fit for a path, an http(s) URL, no name
+/// twice.
+fn upstreams(given: &[String]) -> Result<Vec<Upstream>, Failure> {
+    if given.is_empty() {
+        return Err(Failure::Input(
+            "--listen needs at least one --upstream NAME=URL: the MCP server to forward to"
+                .to_owned(),
+        ));
+    }
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    for one in given {
+        let Some((name, url)) = one.split_once('=') else {
+            return Err(Failure::Input(format!(
+                "--upstream `{one}`: expected NAME=URL, like everything=http://127.0.0.1:3001/mcp"
+            )));
+        };
+        let fits = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !fits {
+            return Err(Failure::Input(format!(
+                "--upstream `{one}`: the name `{name}` must be 1 to 64 letters, digits, `-`, `_` or `.` (it is the path /mcp/NAME)"
+            )));
+        }
+        let url = match reqwest::Url::parse(url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+            Ok(_) => {
+                return Err(Failure::Input(format!(
+                    "--upstream `{one}`: the URL must be http:// or https:// with a host"
+                )));
+            }
+            Err(e) => {
+                return Err(Failure::Input(format!(
+                    "--upstream `{one}`: `{url}` is not a URL: {e}"
+                )));
+            }
+        };
+        if upstreams.iter().any(|u| u.name == name) {
+            return Err(Failure::Input(format!(
+                "--upstream `{one}`: the name `{name}` is given twice"
+            )));
+        }
+        upstreams.push(Upstream {
+            name: name.to_owned(),
+            url,
+        });
+    }
+    Ok(upstreams)
+}
+
+/// `--listen`: the HTTP proxy until SIGINT or SIGTERM.
+fn http(
+    args: McpProxyArgs,
+    listen: SocketAddr,
+    upstreams: Vec<Upstream>,
+    clock: SystemClock,
+) -> Result<ExitCode, Failure> {
+    if args.token.is_some() {
+        tracing::warn!(
+            "ARBITER_TOKEN / --token is not used with --listen: each request sends its own \
+             `Authorization: Bearer` token"
+        );
+    }
+    let who = Who::PerRequest {
+        fallback: args.principal.clone(),
+    };
+    let mut options = Options::new(&args.pack, &args.data, who, "");
+    configure(&mut options, &args, clock);
+    let mut http = HttpOptions::new(upstreams);
+    http.upstream_timeout = Duration::from_secs(args.upstream_timeout);
+    http.request_timeout = Duration::from_secs(args.request_timeout);
+    http.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(format!("cannot start the runtime: {e}")))?;
+    let outcome = runtime.block_on(async move {
+        let gateway = Gateway::start(options)
+            .await
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        let _metrics = serve_metrics(&gateway, args.metrics).await?;
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                gateway.shutdown().await;
+                return Err(Failure::Input(format!("cannot listen on {listen}: {e}")));
+            }
+        };
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::Input(format!("no local address: {e}")))?;
+        for upstream in &http.upstreams {
+            tracing::info!(upstream = upstream.name, url = %upstream.url, "forwarding /mcp/{}", upstream.name);
+        }
+        eprintln!("arbiter mcp-proxy listening on http://{local}");
+        arbiter_mcp::http::serve(gateway, http, listener, crate::serve::terminated())
+            .await
+            .map_err(|e| Failure::Input(format!("server error: {e}")))?;
+        eprintln!("arbiter mcp-proxy stopped; the decision log is drained");
+        Ok(ExitCode::SUCCESS)
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
 }
 
 /// The proxy's own log: `ARBITER_LOG` levels (default `info`), to a file when asked,

@@ -93,7 +93,7 @@ fn the_libraries_keep_away_from_what_is_not_theirs() {
     );
     never("arbiter-lifecycle", &["axum", "hyper", "reqwest"]);
     // The MCP gateway decides through the decision service, never through the server
-    // (its own listeners, the Streamable HTTP transport and the metrics, are its own).
+    // (its own listeners, the Streamable HTTP transport and the metrics, on axum).
     never(
         "arbiter-mcp",
         &["arbiter-server", "arbiter-cli", "arbiter-lifecycle"],

@@ -122,7 +122,7 @@ async fn proxied() -> (Agent, Gateway, [tempfile::TempDir; 2]) {
         "fake",
     );
     let gateway = Gateway::start(options).await.unwrap();
-    let gate = gateway.gate();
+    let gate = gateway.gate().unwrap();
     let max = gateway.max_message_bytes();
     let (agent, proxy_agent) = tokio::io::duplex(64 * 1024);
     let (server, proxy_server) = tokio::io::duplex(64 * 1024);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_core::clock::{Clock, SystemClock};
+use arbiter_core::credential::{CredentialFailure, CredentialVerifier, VerifiedCredential};
 use arbiter_core::diag::Problems;
 use arbiter_core::{Engine, Pack, TimeSource};
 use arbiter_service::{DecisionService, Recording, StoreBaseline};
@@ -33,6 +34,13 @@ pub enum Who {
     Token(String),
     /// A principal for local use (`Agent::"dev"`), unverified.
     Principal(String),
+    /// Each request says who calls (Streamable HTTP: `Authorization: Bearer`), verified
+    /// per request; `fallback` is a principal for local use, taken on trust, for a
+    /// request that sends no `Authorization`.
+    PerRequest {
+        /// The unverified principal for a request without a token, if any.
+        fallback: Option<String>,
+    },
 }
 
 /// How the gateway runs.
@@ -128,7 +136,10 @@ pub struct Gateway {
     options: Options,
     decider: Decider,
     metrics: Arc<Metrics>,
-    caller: Caller,
+    /// The one caller (stdio), or the fallback of [`Who::PerRequest`].
+    caller: Option<Caller>,
+    /// The data directory's tokens; `None` with a remote decision point, which verifies.
+    verifier: Option<Arc<arbiter_identity::Verifier>>,
     poller: Option<JoinHandle<()>>,
 }
 
@@ -155,11 +166,18 @@ impl Gateway {
         } = tokio::task::spawn_blocking(move || open(&opening, pack))
             .await
             .map_err(std::io::Error::other)??;
+        let verifier = credentials.verifier();
         let caller = match &options.who {
-            Who::Token(token) => {
-                Caller::verified(token.clone(), &*credentials.verifier(), options.clock.now())?
-            }
-            Who::Principal(principal) => configured(principal)?,
+            Who::Token(token) => Some(Caller::verified(
+                token.clone(),
+                &*verifier,
+                options.clock.now(),
+            )?),
+            Who::Principal(principal)
+            | Who::PerRequest {
+                fallback: Some(principal),
+            } => Some(configured(principal)?),
+            Who::PerRequest { fallback: None } => None,
         };
         let poller = tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_EVERY);
@@ -180,6 +198,7 @@ impl Gateway {
             decider: Decider::Local(service),
             metrics: Arc::new(Metrics::new()),
             caller,
+            verifier: Some(verifier),
             poller: Some(poller),
         })
     }
@@ -191,8 +210,12 @@ impl Gateway {
     fn remote(options: Options, pack: Pack, pdp: &Pdp) -> Result<Gateway, StartError> {
         let remote = Remote::new(&pdp.url, pdp.pep_token.clone(), pdp.timeout, Arc::new(pack))?;
         let caller = match &options.who {
-            Who::Token(token) => Caller::presented(token.clone())?,
-            Who::Principal(principal) => configured(principal)?,
+            Who::Token(token) => Some(Caller::presented(token.clone())?),
+            Who::Principal(principal)
+            | Who::PerRequest {
+                fallback: Some(principal),
+            } => Some(configured(principal)?),
+            Who::PerRequest { fallback: None } => None,
         };
         tracing::info!(pdp = %pdp.url, timeout_ms = pdp.timeout.as_millis(), "decisions are made by the decision point; a call it does not decide in time is refused");
         Ok(Gateway {
@@ -200,6 +223,7 @@ impl Gateway {
             decider: Decider::Remote(Arc::new(remote)),
             metrics: Arc::new(Metrics::new()),
             caller,
+            verifier: None,
             poller: None,
         })
     }
@@ -227,18 +251,51 @@ impl Gateway {
         self.options.max_message_bytes
     }
 
-    /// A new MCP session's gate, in a new arbiter session (or the one the token binds).
-    pub fn gate(&self) -> Gate {
-        let millis = u64::try_from(self.options.clock.now().as_millisecond()).unwrap_or(0);
-        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
-        let session = format!("mcp-{}", ulid::Ulid::from_datetime(at));
+    /// A new MCP session's gate for the one caller, in a new arbiter session (or the one
+    /// the token binds); `None` when each request says who calls ([`Who::PerRequest`]
+    /// without a fallback).
+    pub fn gate(&self) -> Option<Gate> {
+        let caller = self.caller.clone()?;
+        Some(self.gate_for(caller, self.new_session(), &self.options.upstream))
+    }
+
+    /// A gate deciding for `caller` in the arbiter session `session` (unless the token
+    /// binds one), for calls to `upstream`.
+    pub fn gate_for(&self, caller: Caller, session: String, upstream: &str) -> Gate {
         Gate::new(
             self.decider.clone(),
             Arc::clone(&self.metrics),
-            self.caller.clone(),
+            caller,
             session,
-            self.options.upstream.clone(),
+            upstream.to_owned(),
         )
+    }
+
+    /// A fresh arbiter session id, `mcp-<ULID>`.
+    pub fn new_session(&self) -> String {
+        let millis = u64::try_from(self.options.clock.now().as_millisecond()).unwrap_or(0);
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+        format!("mcp-{}", ulid::Ulid::from_datetime(at))
+    }
+
+    /// The configured caller: the stdio one, or the fallback for a request without a token.
+    pub fn configured_caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
+    /// What a presented token establishes: verified now with the data directory's keys
+    /// and revocations; with a remote decision point (no keys here), read for its
+    /// principal only, and verified by the server at every decision.
+    pub fn credential(&self, token: &str) -> Result<VerifiedCredential, CredentialFailure> {
+        match &self.verifier {
+            Some(verifier) => verifier.verify(token, self.options.clock.now()),
+            None => arbiter_identity::read_unverified(token),
+        }
+    }
+
+    /// Where every time comes from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.options.clock
     }
 
     /// Stops the poll and drains the decision log: every decision made is written.

@@ -16,6 +16,7 @@
 //! - [`proxy`]: the message pump of one session.
 //! - [`stdio`]: the server as a child process, the agent on standard input and output.
 //! - [`gateway`]: start, sessions, shutdown.
+//! - [`http`]: Streamable HTTP: the proxy listens, the servers are upstream URLs.
 //!
 //! rmcp (the official Rust SDK) is not used: its transports hand over typed messages,
 //! parsed by serde_json (the last of duplicate keys wins) and serialized again on the way
@@ -28,6 +29,7 @@ pub mod caller;
 pub mod decider;
 pub mod gate;
 pub mod gateway;
+pub mod http;
 pub mod jsonrpc;
 pub mod mapping;
 pub mod metrics;

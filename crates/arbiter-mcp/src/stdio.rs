@@ -59,7 +59,12 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
              `arbiter serve`) or serve agents over HTTP (--listen)"
         );
     }
-    let gate = gateway.gate();
+    let Some(gate) = gateway.gate() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "over stdio the proxy needs a token or a principal",
+        ));
+    };
     tracing::info!(
         session = gate.session().unwrap_or_default(),
         "MCP session started"
