@@ -1,9 +1,11 @@
 //! `arbiter mcp-proxy`: the MCP gateway wired to the process. Who the agent is comes from
 //! the environment (or a flag); the proxy's own log goes to standard error or a file,
 //! never to standard output, which carries the agent's messages; the exit code says how
-//! the session ended.
+//! the session ended. With `--ext-mcp ADDR` it wraps no server: it serves agentgateway's
+//! external MCP hook until it is stopped, and each call says who calls.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,8 +48,17 @@ pub struct McpProxyArgs {
     #[arg(long, value_enum, default_value = "batched")]
     pub durability: DurabilityArg,
     /// The MCP server to start, after `--`: `arbiter mcp-proxy --pack p -- npx server`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required_unless_present = "ext_mcp",
+        value_name = "COMMAND"
+    )]
     pub command: Vec<OsString>,
+    /// Instead of wrapping a server, serve agentgateway's external MCP hook (the `ExtMcp`
+    /// gRPC interface of its `mcpGuardrails`) on this address. Each call presents its own
+    /// arbiter token; `--principal`, if given, decides for calls that present none.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["token", "upstream_name", "command"])]
+    pub ext_mcp: Option<SocketAddr>,
 }
 
 pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Failure> {
@@ -55,6 +66,7 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
     let who = match (args.token.clone(), args.principal.clone()) {
         (Some(token), _) => Who::Token(token),
         (None, Some(principal)) => Who::Principal(principal),
+        (None, None) if args.ext_mcp.is_some() => Who::EachCall,
         (None, None) => {
             return Err(Failure::Input(
                 "who is the agent? Set ARBITER_TOKEN to its arbiter token (`arbiter token \
@@ -78,7 +90,10 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
         .enable_all()
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the runtime: {e}")))?;
-    let outcome = runtime.block_on(run(options, &args.command));
+    let outcome = match args.ext_mcp {
+        Some(addr) => runtime.block_on(run_ext_mcp(options, addr)),
+        None => runtime.block_on(run(options, &args.command)),
+    };
     // Standard input is read on a blocking thread that cannot be interrupted: do not wait
     // for it.
     runtime.shutdown_background();
@@ -119,6 +134,25 @@ async fn run(options: Options, command: &[OsString]) -> Result<ExitCode, Failure
             ExitCode::from(1)
         }
     })
+}
+
+/// agentgateway's hook on `addr` until SIGTERM or Ctrl-C; then the decision log is drained.
+async fn run_ext_mcp(options: Options, addr: SocketAddr) -> Result<ExitCode, Failure> {
+    let gateway = Gateway::start(options)
+        .await
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Input(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Input(format!("no local address: {e}")))?;
+    eprintln!("arbiter mcp-proxy ext-mcp listening on {local}");
+    let served = arbiter_mcp::ext_mcp::serve(&gateway, listener, crate::serve::terminated()).await;
+    gateway.shutdown().await;
+    served.map_err(|e| Failure::Input(format!("ext-mcp server error: {e}")))?;
+    eprintln!("arbiter mcp-proxy ext-mcp stopped; the decision log is drained");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The proxy's own log: `ARBITER_LOG` levels (default `info`), to a file when asked,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use arbiter_core::clock::{Clock, SystemClock};
 use arbiter_core::diag::Problems;
 use arbiter_core::{Engine, Pack, TimeSource};
+use arbiter_identity::Verifier;
 use arbiter_service::{DecisionService, Recording, StoreBaseline};
 use arbiter_store::{Durability, LogWriter, Masker, PackVersion, Store};
 use tokio::task::JoinHandle;
@@ -31,6 +32,9 @@ pub enum Who {
     Token(String),
     /// A principal for local use (`Agent::"dev"`), unverified.
     Principal(String),
+    /// No one for the whole gateway: each call presents its own token (agentgateway's
+    /// hook, [`crate::ext_mcp`]), and a call that presents none is refused.
+    EachCall,
 }
 
 /// How the gateway runs.
@@ -97,7 +101,9 @@ pub enum StartError {
 pub struct Gateway {
     options: Options,
     service: Arc<DecisionService>,
-    caller: Caller,
+    /// `None` with [`Who::EachCall`].
+    caller: Option<Caller>,
+    verifier: Arc<Verifier>,
     poller: JoinHandle<()>,
 }
 
@@ -121,18 +127,22 @@ impl Gateway {
         } = tokio::task::spawn_blocking(move || open(&opening, pack))
             .await
             .map_err(std::io::Error::other)??;
+        let verifier = credentials.verifier();
         let caller = match &options.who {
-            Who::Token(token) => {
-                Caller::verified(token.clone(), &*credentials.verifier(), options.clock.now())?
-            }
+            Who::Token(token) => Some(Caller::verified(
+                token.clone(),
+                &*verifier,
+                options.clock.now(),
+            )?),
             Who::Principal(principal) => {
                 let caller = Caller::configured(principal)?;
                 tracing::warn!(
                     principal = %caller.principal(),
                     "no token: the principal is taken on trust, and its decisions are logged as unverified"
                 );
-                caller
+                Some(caller)
             }
+            Who::EachCall => None,
         };
         let poller = tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_EVERY);
@@ -152,6 +162,7 @@ impl Gateway {
             options,
             service,
             caller,
+            verifier,
             poller,
         })
     }
@@ -166,16 +177,33 @@ impl Gateway {
         self.options.max_message_bytes
     }
 
-    /// A new MCP session's gate, in a new arbiter session (or the one the token binds).
-    pub fn gate(&self) -> Gate {
+    /// The caller given at start; `None` with [`Who::EachCall`].
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
+    /// The verifier of the data directory's tokens, revocations applied.
+    pub fn verifier(&self) -> Arc<Verifier> {
+        Arc::clone(&self.verifier)
+    }
+
+    /// Where every time comes from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.options.clock
+    }
+
+    /// A new MCP session's gate, in a new arbiter session (or the one the token binds);
+    /// `None` with [`Who::EachCall`], where no caller is known before a call.
+    pub fn gate(&self) -> Option<Gate> {
+        let caller = self.caller.clone()?;
         let engine = self.service.engine();
         let session = format!("mcp-{}", engine.new_decision_id(self.options.clock.now()));
-        Gate::new(
+        Some(Gate::new(
             Arc::clone(&self.service),
-            self.caller.clone(),
+            caller,
             session,
             self.options.upstream.clone(),
-        )
+        ))
     }
 
     /// Stops the poll and drains the decision log: every decision made is written.

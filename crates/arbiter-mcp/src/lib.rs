@@ -16,6 +16,7 @@
 //! - [`proxy`]: the message pump of one session.
 //! - [`stdio`]: the server as a child process, the agent on standard input and output.
 //! - [`gateway`]: start, sessions, shutdown.
+//! - [`ext_mcp`]: agentgateway's `ExtMcp` gRPC hook, each call decided as the gate does.
 //!
 //! rmcp (the official Rust SDK) is not used: its transports hand over typed messages,
 //! parsed by serde_json (the last of duplicate keys wins) and serialized again on the way
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod caller;
+pub mod ext_mcp;
 pub mod gate;
 pub mod gateway;
 pub mod jsonrpc;

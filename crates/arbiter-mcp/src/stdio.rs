@@ -34,6 +34,12 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
             "no MCP server command was given",
         ));
     };
+    let Some(gate) = gateway.gate() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the stdio transport needs a token or a principal for the agent",
+        ));
+    };
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -44,7 +50,6 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the MCP server's pipes were not opened"));
     };
-    let gate = gateway.gate();
     tracing::info!(
         session = gate.session().unwrap_or_default(),
         "MCP session started"

@@ -103,7 +103,7 @@ impl Session {
         let mut options = Options::new(pack.path(), data.path(), who(data.path()), "fake");
         options.max_message_bytes = MAX_MESSAGE;
         let gateway = Gateway::start(options).await.expect("the gateway starts");
-        let gate = gateway.gate();
+        let gate = gateway.gate().expect("a caller was given");
         let (agent_end, proxy_agent_end) = tokio::io::duplex(64 * 1024);
         let (server_end, proxy_server_end) = tokio::io::duplex(64 * 1024);
         let (client_in, client_out) = tokio::io::split(proxy_agent_end);
