@@ -2,7 +2,9 @@
 //! comes from the environment (or a flag); the proxy's own log goes to standard error or a
 //! file, never to standard output, which carries the agent's messages; the exit code says
 //! how the session ended. Over Streamable HTTP (`--listen`), each request says who calls,
-//! and the proxy runs until SIGINT or SIGTERM.
+//! and the proxy runs until SIGINT or SIGTERM. With `--ext-mcp ADDR` it wraps no server:
+//! it serves agentgateway's external MCP hook until it is stopped, and each call says who
+//! calls.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -95,11 +97,16 @@ pub struct McpProxyArgs {
     /// The MCP server to start, after `--`: `arbiter mcp-proxy --pack p -- npx server`.
     #[arg(
         last = true,
-        required_unless_present = "listen",
+        required_unless_present_any = ["listen", "ext_mcp"],
         conflicts_with = "listen",
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
+    /// Instead of wrapping a server, serve agentgateway's external MCP hook (the `ExtMcp`
+    /// gRPC interface of its `mcpGuardrails`) on this address. Each call presents its own
+    /// arbiter token; `--principal`, if given, decides for calls that present none.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["token", "upstream_name", "command", "listen", "pdp"])]
+    pub ext_mcp: Option<SocketAddr>,
 }
 
 pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Failure> {
@@ -112,6 +119,7 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
     let who = match (args.token.clone(), args.principal.clone()) {
         (Some(token), _) => Who::Token(token),
         (None, Some(principal)) => Who::Principal(principal),
+        (None, None) if args.ext_mcp.is_some() => Who::PerRequest { fallback: None },
         (None, None) => {
             return Err(Failure::Input(
                 "who is the agent? Set ARBITER_TOKEN to its arbiter token (`arbiter token \
@@ -133,7 +141,10 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
         .enable_all()
         .build()
         .map_err(|e| Failure::Input(format!("cannot start the runtime: {e}")))?;
-    let outcome = runtime.block_on(run(options, &args.command, args.metrics));
+    let outcome = match args.ext_mcp {
+        Some(addr) => runtime.block_on(run_ext_mcp(options, addr, args.metrics)),
+        None => runtime.block_on(run(options, &args.command, args.metrics)),
+    };
     // Standard input is read on a blocking thread that cannot be interrupted: do not wait
     // for it.
     runtime.shutdown_background();
@@ -313,6 +324,30 @@ fn http(
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     outcome
+}
+
+/// agentgateway's hook on `addr` until SIGTERM or Ctrl-C; then the decision log is drained.
+async fn run_ext_mcp(
+    options: Options,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> Result<ExitCode, Failure> {
+    let gateway = Gateway::start(options)
+        .await
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    let _metrics = serve_metrics(&gateway, metrics).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Input(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Input(format!("no local address: {e}")))?;
+    eprintln!("arbiter mcp-proxy ext-mcp listening on {local}");
+    let served = arbiter_mcp::ext_mcp::serve(&gateway, listener, crate::serve::terminated()).await;
+    gateway.shutdown().await;
+    served.map_err(|e| Failure::Input(format!("ext-mcp server error: {e}")))?;
+    eprintln!("arbiter mcp-proxy ext-mcp stopped; the decision log is drained");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The proxy's own log: `ARBITER_LOG` levels (default `info`), to a file when asked,

@@ -34,7 +34,7 @@ pub enum Who {
     Token(String),
     /// A principal for local use (`Agent::"dev"`), unverified.
     Principal(String),
-    /// Each request says who calls (Streamable HTTP: `Authorization: Bearer`), verified
+    /// Each request says who calls (Streamable HTTP: `Authorization: Bearer`; agentgateway's hook: the call's token), verified
     /// per request; `fallback` is a principal for local use, taken on trust, for a
     /// request that sends no `Authorization`.
     PerRequest {
@@ -269,6 +269,17 @@ impl Gateway {
             session,
             upstream.to_owned(),
         )
+    }
+
+    /// The caller given at start (stdio), or the fallback of [`Who::PerRequest`].
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
+    /// The verifier of the data directory's tokens, revocations applied; `None` with a
+    /// remote decision point.
+    pub fn verifier(&self) -> Option<Arc<arbiter_identity::Verifier>> {
+        self.verifier.clone()
     }
 
     /// A fresh arbiter session id, `mcp-<ULID>`.

@@ -17,6 +17,7 @@
 //! - [`stdio`]: the server as a child process, the agent on standard input and output.
 //! - [`gateway`]: start, sessions, shutdown.
 //! - [`http`]: Streamable HTTP: the proxy listens, the servers are upstream URLs.
+//! - [`ext_mcp`]: agentgateway's `ExtMcp` gRPC hook, each call decided as the gate does.
 //!
 //! rmcp (the official Rust SDK) is not used: its transports hand over typed messages,
 //! parsed by serde_json (the last of duplicate keys wins) and serialized again on the way
@@ -27,6 +28,7 @@
 
 pub mod caller;
 pub mod decider;
+pub mod ext_mcp;
 pub mod gate;
 pub mod gateway;
 pub mod http;

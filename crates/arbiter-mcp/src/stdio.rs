@@ -34,6 +34,12 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
             "no MCP server command was given",
         ));
     };
+    let Some(gate) = gateway.gate() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the stdio transport needs a token or a principal for the agent",
+        ));
+    };
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -59,12 +65,6 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
              `arbiter serve`) or serve agents over HTTP (--listen)"
         );
     }
-    let Some(gate) = gateway.gate() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "over stdio the proxy needs a token or a principal",
-        ));
-    };
     tracing::info!(
         session = gate.session().unwrap_or_default(),
         "MCP session started"
