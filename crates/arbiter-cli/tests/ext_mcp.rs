@@ -326,8 +326,8 @@ async fn calls_are_allowed_denied_and_throttled_with_the_rule_and_the_decision_i
     assert_eq!(
         error.reason,
         format!(
-            "arbiter denied this call to tool `get-env`: rule `mcp.no-env`: Reading the \
-             environment can expose secrets (decision {denied_id})"
+            "arbiter denied this call to tool `get-env`, so it was not made: rule `mcp.no-env`: \
+             Reading the environment can expose secrets (decision {denied_id})"
         )
     );
     assert_eq!(data_of["decision"], "deny");

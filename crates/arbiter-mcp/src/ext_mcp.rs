@@ -503,61 +503,15 @@ fn pass_response() -> McpResponseResult {
     }
 }
 
-/// The answer to a denied call: which rule, why, and, for a throttle, when to retry.
+/// The answer to a denied call: which rule, why, and, for a throttle, when to retry; the
+/// same words and data as a denial the proxy answers itself.
 fn denied(tool: &str, decision: &Decision) -> Refused {
-    let rules: Vec<String> = decision.enforced.iter().map(ToString::to_string).collect();
-    let mut why = match rules.as_slice() {
-        [] => String::new(),
-        [one] => format!("rule `{one}`"),
-        many => format!(
-            "rules {}",
-            many.iter()
-                .map(|r| format!("`{r}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let (reason, data) = crate::gate::denial(tool, decision);
+    let code = match decision.effect {
+        Some(Effect::Throttle) => Code::ResourceExhausted,
+        _ => Code::PermissionDenied,
     };
-    // A rule without `@reason` gives `rule:<id>`, which the rule's name already says.
-    if let Some(reason) = &decision.reason
-        && !rules.iter().any(|r| *reason == format!("rule:{r}"))
-    {
-        if !why.is_empty() {
-            why.push_str(": ");
-        }
-        why.push_str(reason);
-    }
-    let id = &decision.decision_id;
-    let (code, reason) = match decision.effect {
-        Some(Effect::Throttle) => (
-            Code::ResourceExhausted,
-            format!(
-                "arbiter throttled this call to tool `{tool}`: {why}; retry after {} s (decision {id})",
-                decision.retry_after_s.unwrap_or(1)
-            ),
-        ),
-        Some(Effect::Revoke) => (
-            Code::PermissionDenied,
-            format!(
-                "arbiter denied this call to tool `{tool}` and revoked the credential: {why} (decision {id})"
-            ),
-        ),
-        _ => (
-            Code::PermissionDenied,
-            format!("arbiter denied this call to tool `{tool}`: {why} (decision {id})"),
-        ),
-    };
-    Refused {
-        code,
-        reason,
-        data: json!({
-            "decision_id": decision.decision_id,
-            "decision": "deny",
-            "effect": decision.effect,
-            "rules": rules,
-            "reason": decision.reason,
-            "retry_after_s": decision.retry_after_s,
-        }),
-    }
+    Refused { code, reason, data }
 }
 
 fn refusal(code: &str, message: String) -> Refusal {

@@ -461,6 +461,12 @@ pub fn denied(tool: &str, decision: &Decision) -> Value {
     error_result(text, meta)
 }
 
+/// The text and the data of a denied call of `tool`: for an enforcement point that answers
+/// in its own terms (agentgateway's hook).
+pub fn denial(tool: &str, decision: &Decision) -> (String, Value) {
+    denied_text(&Subject::Tool(tool), decision)
+}
+
 /// The text and the data of a denial.
 fn denied_text(subject: &Subject<'_>, decision: &Decision) -> (String, Value) {
     let rules: Vec<String> = decision.enforced.iter().map(ToString::to_string).collect();
