@@ -304,6 +304,8 @@ fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reaso
         .as_str()
         .unwrap();
     assert!(message.starts_with("hmac-sha256:"), "{message}");
+    // So is the argument it came from, in the record of the call.
+    assert_eq!(allowed["mcp"]["arguments"]["message"], message, "{allowed}");
 }
 
 #[test]
@@ -719,6 +721,16 @@ fn denials_as_json_rpc_errors_and_reads_and_prompts_are_decisions() {
             )
         })
         .collect();
+    // The arguments are recorded: in clear only what the mapping copies into the context
+    // unmasked (`echo`'s message), every other one as its keyed hash.
+    assert_eq!(decisions[4]["mcp"]["arguments"], json!({"message": "out"}));
+    let sum = &decisions[0]["mcp"]["arguments"];
+    assert!(
+        sum["a"].as_str().unwrap().starts_with("hmac-sha256:"),
+        "{sum}"
+    );
+    assert_eq!(sum["a"], decisions[1]["mcp"]["arguments"]["a"]);
+    assert_ne!(sum["a"], sum["b"]);
     let shape = |m: &str, t: &str, d: &str| (m.to_owned(), t.to_owned(), d.to_owned());
     assert_eq!(
         shapes,

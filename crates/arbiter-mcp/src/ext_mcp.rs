@@ -238,6 +238,7 @@ impl Hook {
             tool: Some(tool.clone()),
             upstream: upstream.to_owned(),
             identity,
+            arguments: Some(Value::Object(arguments.clone())),
         };
         let body = match mapping::request_body(engine.pack(), asker, &tool, &arguments) {
             Ok(body) => body,
@@ -355,6 +356,7 @@ impl Hook {
             tool: tool.map(str::to_owned),
             upstream: upstream.to_owned(),
             identity,
+            arguments: None,
         };
         let answer = invalid(code, tool, &refusal);
         match self.service.refuse_mcp(refusal, call).await {

@@ -151,7 +151,8 @@ impl Gate {
                         code: "mcp_unmapped".to_owned(),
                         message: unmapped.to_string(),
                     };
-                    let call = self.call("tools/call", Some(name));
+                    let mut call = self.call("tools/call", Some(name));
+                    call.arguments = Some(Value::Object(arguments.clone()));
                     return match self.decider.refuse(refusal.clone(), call).await {
                         Ok(()) => self.refused(&snapshot, Subject::Tool(name), &refusal, started),
                         Err(e) => self.unavailable("tools/call", Some(name), &e, started),
@@ -166,7 +167,8 @@ impl Gate {
             .and_then(|m| m.tool(name))
             .and_then(|t| t.pdp_timeout_ms.as_ref())
             .map(|ms| Duration::from_millis(*ms.get_ref()));
-        let call = self.call("tools/call", Some(name));
+        let mut call = self.call("tools/call", Some(name));
+        call.arguments = Some(Value::Object(arguments.clone()));
         let answer = self.decider.decide(&snapshot, body, call, timeout).await;
         self.verdict(&snapshot, Subject::Tool(name), answer, started)
     }
@@ -402,6 +404,7 @@ impl Gate {
             tool: tool.map(str::to_owned),
             upstream: self.upstream.clone(),
             identity: self.caller.identity(),
+            arguments: None,
         }
     }
 }

@@ -63,7 +63,7 @@ fn mcp_call(value: &mut Value) -> Result<Option<McpCall>, ApiError> {
     };
     let malformed = |why: &str| {
         ApiError::Malformed(format!(
-            "`mcp` describes the MCP call: {{\"method\", \"tool\"?, \"upstream\", \"identity\"?}}; {why}"
+            "`mcp` describes the MCP call: {{\"method\", \"tool\"?, \"upstream\", \"identity\"?, \"arguments\"?}}; {why}"
         ))
     };
     let Value::Object(fields) = mcp else {
@@ -71,7 +71,7 @@ fn mcp_call(value: &mut Value) -> Result<Option<McpCall>, ApiError> {
     };
     if let Some(unknown) = fields
         .keys()
-        .find(|k| !["method", "tool", "upstream", "identity"].contains(&k.as_str()))
+        .find(|k| !["method", "tool", "upstream", "identity", "arguments"].contains(&k.as_str()))
     {
         return Err(malformed(&format!(
             "unknown field `{}`",
@@ -92,11 +92,17 @@ fn mcp_call(value: &mut Value) -> Result<Option<McpCall>, ApiError> {
     } else {
         McpIdentity::Unverified
     };
+    let arguments = match fields.get("arguments") {
+        None | Some(Value::Null) => None,
+        Some(arguments @ Value::Object(_)) => Some(arguments.clone()),
+        Some(_) => return Err(malformed("`arguments` must be an object")),
+    };
     Ok(Some(McpCall {
         method: text("method", true)?.unwrap_or_default(),
         tool: text("tool", false)?,
         upstream: text("upstream", true)?.unwrap_or_default(),
         identity,
+        arguments,
     }))
 }
 
