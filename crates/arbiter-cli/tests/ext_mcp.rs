@@ -27,6 +27,10 @@ use arbiter_mcp::ext_mcp::wire::{
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+mod common;
+
+use common::mcp;
+
 const ARBITER: &str = env!("CARGO_BIN_EXE_arbiter");
 const DEADLINE: Duration = Duration::from_secs(10);
 /// The backend agentgateway names in `service_names`.
@@ -86,33 +90,6 @@ mask = ["context.args.message"]
     )
     .unwrap();
     dir
-}
-
-/// Runs `arbiter` to its end.
-fn arbiter(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(ARBITER).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-fn issue(pack: &Path, data: &Path, principal: &str) -> String {
-    let (code, stdout, stderr) = arbiter(&[
-        "token",
-        "issue",
-        "--pack",
-        pack.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--principal",
-        principal,
-        "--ttl",
-        "10m",
-    ]);
-    assert_eq!(code, Some(0), "{stderr}");
-    stdout.trim().to_owned()
 }
 
 /// The hook, running; killed if the test ends without stopping it.
@@ -292,21 +269,11 @@ fn refused(result: McpRequestResult) -> (AuthorizationError, Value) {
     (error, data)
 }
 
-/// The decisions recorded, oldest first.
-fn decisions(data: &Path) -> Vec<Value> {
-    let (code, stdout, stderr) = arbiter(&["log", "--data", data.to_str().unwrap(), "--json"]);
-    assert_eq!(code, Some(0), "{stderr}");
-    let page: Value = serde_json::from_str(&stdout).unwrap();
-    let mut decisions = page["decisions"].as_array().unwrap().clone();
-    decisions.reverse();
-    decisions
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_allowed_denied_and_throttled_with_the_rule_and_the_decision_in_the_answer() {
     let pack = write_pack();
     let data = tempfile::tempdir().unwrap();
-    let token = issue(pack.path(), data.path(), r#"Agent::"bot""#);
+    let token = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let bearer = format!("Bearer {token}");
     let auth = [("authorization", bearer.as_str()), ("x-other", "1")];
     let hook = Hook::start(pack.path(), data.path(), &[]);
@@ -366,7 +333,7 @@ async fn calls_are_allowed_denied_and_throttled_with_the_rule_and_the_decision_i
     );
 
     let stderr = hook.stop();
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let summary: Vec<_> = decisions
         .iter()
         .map(|d| (d["decision"].clone(), d["mcp"]["tool"].clone()))
@@ -400,7 +367,7 @@ async fn calls_are_allowed_denied_and_throttled_with_the_rule_and_the_decision_i
 async fn a_revoke_denies_the_call_and_the_token_then_fails() {
     let pack = write_pack();
     let data = tempfile::tempdir().unwrap();
-    let token = issue(pack.path(), data.path(), r#"Agent::"bot""#);
+    let token = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let bearer = format!("Bearer {token}");
     let auth = [("authorization", bearer.as_str())];
     let hook = Hook::start(pack.path(), data.path(), &[]);
@@ -442,7 +409,7 @@ async fn a_revoke_denies_the_call_and_the_token_then_fails() {
     hook.stop();
 
     // The revocation is durable: `arbiter serve` and every other process see it too.
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let last = decisions.last().unwrap();
     assert_eq!(last["mcp"]["upstream"], BACKEND, "{last}");
     assert_eq!(decisions.len(), 3, "{decisions:#?}");
@@ -493,7 +460,7 @@ async fn without_a_verified_identity_a_call_is_refused_unless_a_principal_is_con
     let (error, _) = refused(check(&mut client, call(&echo, &forged)).await);
     assert_eq!(error.code(), Code::PermissionDenied);
     hook.stop();
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     // The calls without a verified identity are recorded as refused, with no principal.
     let refused = decisions
         .iter()
@@ -512,7 +479,7 @@ async fn without_a_verified_identity_a_call_is_refused_unless_a_principal_is_con
 async fn garbage_is_refused_with_a_reason_and_the_hook_stays_up() {
     let pack = write_pack();
     let data = tempfile::tempdir().unwrap();
-    let token = issue(pack.path(), data.path(), r#"Agent::"bot""#);
+    let token = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let bearer = format!("Bearer {token}");
     let auth = [("authorization", bearer.as_str())];
     let hook = Hook::start(pack.path(), data.path(), &[]);
@@ -574,7 +541,7 @@ async fn garbage_is_refused_with_a_reason_and_the_hook_stays_up() {
         .await,
     );
     hook.stop();
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     assert_eq!(
         decisions
             .iter()
@@ -589,8 +556,8 @@ async fn garbage_is_refused_with_a_reason_and_the_hook_stays_up() {
 async fn a_tool_list_loses_the_tools_this_caller_can_never_call() {
     let pack = write_pack();
     let data = tempfile::tempdir().unwrap();
-    let bot = issue(pack.path(), data.path(), r#"Agent::"bot""#);
-    let other = issue(pack.path(), data.path(), r#"Agent::"other""#);
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let other = mcp::token(pack.path(), data.path(), r#"Agent::"other""#);
     let hook = Hook::start(pack.path(), data.path(), &[]);
     let mut client = hook.client().await;
     let result = json!({"tools": [

@@ -14,34 +14,21 @@
 )]
 
 use std::ffi::OsString;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
 
+use common::mcp::{self, Ran, peer};
+
 /// How long a whole agent session may take before the test gives up on it: a guard
 /// against a hang (two interpreters start on two busy cores), not a measure.
 const SESSION_DEADLINE: Duration = Duration::from_secs(90);
 
 const ARBITER: &str = env!("CARGO_BIN_EXE_arbiter");
-
-/// A peer's location from the environment `.ci/mcp-peers.sh` sets up.
-fn peer(var: &str, what: &str) -> PathBuf {
-    match std::env::var_os(var).map(PathBuf::from) {
-        Some(path) if path.exists() => path,
-        found => panic!(
-            "{what} is needed for this test and was not found ({var} = {found:?}). Install the \
-             MCP peers and export their locations with `source .ci/mcp-peers.sh` (what \
-             .ci/run does: pip's `mcp` into a venv and npm's \
-             `@modelcontextprotocol/server-everything`, under ~/.cache/arbiter-ci), then run \
-             the tests again"
-        ),
-    }
-}
 
 /// The schema, policies and `[mcp]` mapping for server-everything's tools, with the rule
 /// on `get-env` (for `Agent::"bot"` only) in `mode`.
@@ -88,61 +75,9 @@ mask = ["context.args.message"]
     dir
 }
 
-/// What a finished process did.
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `command` to its end (killed past the deadline), with `stdin` as its input.
-fn run(mut command: Command, stdin: &[u8]) -> Ran {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = input.write_all(&stdin);
-    });
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
-        s
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > SESSION_DEADLINE {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!(
-                "still running after {SESSION_DEADLINE:?}; stderr:\n{}",
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    writer.join().unwrap();
-    Ran {
-        code: status.code(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
+/// Runs `command` to its end, within the session deadline.
+fn run(command: Command, stdin: &[u8]) -> Ran {
+    mcp::run(command, stdin, SESSION_DEADLINE)
 }
 
 fn arbiter(args: &[&str]) -> Ran {
@@ -154,7 +89,6 @@ fn arbiter(args: &[&str]) -> Ran {
 /// The Python SDK agent, running `steps` against server-everything behind the proxy;
 /// one JSON value per line it printed.
 fn agent(pack: &Path, data: &Path, identity: &[(&str, &str)], steps: Value) -> Vec<Value> {
-    let python = peer("ARBITER_MCP_PYTHON", "the MCP Python SDK (pip `mcp`)");
     let everything = peer(
         "ARBITER_MCP_EVERYTHING",
         "@modelcontextprotocol/server-everything (npm)",
@@ -189,26 +123,13 @@ fn agent(pack: &Path, data: &Path, identity: &[(&str, &str)], steps: Value) -> V
         "stdio".to_owned(),
     ]);
     let plan = json!({"command": command, "env": env, "steps": steps});
-    let mut python = Command::new(python);
+    let mut python = Command::new(mcp::python());
     python
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_agent.py"))
+        .arg(mcp::fixture("mcp_agent.py"))
         .arg(plan.to_string());
     let ran = run(python, b"");
     assert_eq!(ran.code, Some(0), "the agent failed:\n{}", ran.stderr);
-    ran.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-/// The decisions the proxy recorded, oldest first.
-fn mcp_decisions(data: &Path) -> Vec<Value> {
-    let log = arbiter(&["log", "--data", data.to_str().unwrap(), "--json"]);
-    assert_eq!(log.code, Some(0), "{}", log.stderr);
-    let page: Value = serde_json::from_str(&log.stdout).unwrap();
-    let mut decisions: Vec<Value> = page["decisions"].as_array().unwrap().clone();
-    decisions.reverse();
-    decisions
+    ran.json_lines()
 }
 
 fn text_of(step: &Value) -> &str {
@@ -219,20 +140,7 @@ fn text_of(step: &Value) -> &str {
 fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reason() {
     let pack = write_pack("enforce");
     let data = tempfile::tempdir().unwrap();
-    let issued = arbiter(&[
-        "token",
-        "issue",
-        "--pack",
-        pack.path().to_str().unwrap(),
-        "--data",
-        data.path().to_str().unwrap(),
-        "--principal",
-        r#"Agent::"bot""#,
-        "--ttl",
-        "10m",
-    ]);
-    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
-    let token = issued.stdout.trim().to_owned();
+    let token = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
 
     let out = agent(
         pack.path(),
@@ -285,7 +193,7 @@ fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reaso
     );
 
     // Listing decides nothing: the log holds the two calls.
-    let decisions = mcp_decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let [allowed, denied] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };
@@ -332,7 +240,7 @@ fn the_same_rule_in_audit_lets_the_call_through_and_records_the_finding() {
     assert_ne!(env["result"]["isError"], true, "{env}");
     assert!(text_of(env).contains("PATH"), "{env}");
 
-    let decisions = mcp_decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let [audited] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };
@@ -427,7 +335,7 @@ fn bad_input_and_a_dying_server_get_json_rpc_errors_on_stdout_and_nothing_else()
             .contains("larger than 1024 bytes")
     );
     // Only the call that was forwarded was decided, and it was allowed.
-    let decisions = mcp_decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let [allowed] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };
@@ -541,41 +449,11 @@ forbid(principal is Agent, action == Action::"resources/read",
     dir
 }
 
-/// `arbiter token issue` for `principal`, against `data`'s keys.
-fn issue(pack: &Path, data: &Path, principal: &str) -> String {
-    let issued = arbiter(&[
-        "token",
-        "issue",
-        "--pack",
-        pack.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--principal",
-        principal,
-        "--ttl",
-        "10m",
-    ]);
-    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
-    issued.stdout.trim().to_owned()
-}
-
-/// Polls `arbiter log` until it holds `n` decisions (the log writer batches), oldest first.
-fn decisions_when(data: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let decisions = mcp_decisions(data);
-        if decisions.len() >= n || Instant::now() > deadline {
-            return decisions;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn secret_then_egress_passes_in_audit_is_denied_once_promoted_and_a_revoke_reaches_serve() {
     let pack = write_chain_pack("audit", "revoke", "");
     let data = tempfile::tempdir().unwrap();
-    let token = issue(pack.path(), data.path(), r#"Agent::"bot""#);
+    let token = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let session = json!([
         {"do": "call", "tool": "get-env"},
         {"do": "call", "tool": "echo", "arguments": {"message": "the secret"}},
@@ -710,7 +588,7 @@ fn denials_as_json_rpc_errors_and_reads_and_prompts_are_decisions() {
     assert_eq!(blob["error"]["data"]["rule"], "agent.no-blob-resources");
     assert!(prompt["result"]["messages"].is_array(), "{prompt}");
 
-    let decisions = decisions_when(data.path(), 8);
+    let decisions = mcp::decisions_when(data.path(), 8);
     let shapes: Vec<(String, String, String)> = decisions
         .iter()
         .map(|d| {
@@ -767,7 +645,7 @@ fn a_remote_decision_point_decides_and_records_and_a_silent_one_fails_closed() {
     );
     let server_data = tempfile::tempdir().unwrap();
     let proxy_data = tempfile::tempdir().unwrap();
-    let token = issue(pack.path(), server_data.path(), r#"Agent::"bot""#);
+    let token = mcp::token(pack.path(), server_data.path(), r#"Agent::"bot""#);
     let served = common::Served::start(pack.path(), server_data.path(), &[]);
     let base = served.base.clone();
 
@@ -791,7 +669,7 @@ fn a_remote_decision_point_decides_and_records_and_a_silent_one_fails_closed() {
     assert_eq!(out[2]["result"]["isError"], true, "{out:#?}");
     assert!(text_of(&out[2]).contains("agent.no-egress-after-secret"));
     // Recorded by the server, with the MCP call; nothing in the proxy's directory.
-    let decisions = decisions_when(server_data.path(), 2);
+    let decisions = mcp::decisions_when(server_data.path(), 2);
     let [read, egress] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };

@@ -14,29 +14,22 @@
 )]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
+use common::mcp::{self, peer};
+
 const ARBITER: &str = env!("CARGO_BIN_EXE_arbiter");
 
 /// How long a process may take to start listening, or an agent session to run: a guard
 /// against a hang (interpreters start on busy cores), not a measure.
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn peer(var: &str, what: &str) -> PathBuf {
-    match std::env::var_os(var).map(PathBuf::from) {
-        Some(path) if path.exists() => path,
-        found => panic!(
-            "{what} is needed for this test and was not found ({var} = {found:?}). Install the \
-             MCP peers and export their locations with `source .ci/mcp-peers.sh`, then run the \
-             tests again"
-        ),
-    }
-}
 
 /// A pack for the tools `echo` and `get-env`; `rules` are added to the permit.
 fn write_pack(rules: &str) -> tempfile::TempDir {
@@ -78,47 +71,6 @@ const NO_ENV_FOR_BOT: &str = r#"
 @reason("Reading the environment can expose secrets")
 forbid(principal == Agent::"bot", action == Action::"get-env", resource);
 "#;
-
-/// Runs `arbiter` to its end.
-fn arbiter(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(ARBITER)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn token(pack: &Path, data: &Path, principal: &str) -> String {
-    let (code, out, err) = arbiter(&[
-        "token",
-        "issue",
-        "--pack",
-        pack.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--principal",
-        principal,
-        "--ttl",
-        "10m",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
-    out.trim().to_owned()
-}
-
-/// The decisions recorded, oldest first.
-fn decisions(data: &Path) -> Vec<Value> {
-    let (code, out, err) = arbiter(&["log", "--data", data.to_str().unwrap(), "--json"]);
-    assert_eq!(code, Some(0), "{err}");
-    let page: Value = serde_json::from_str(&out).unwrap();
-    let mut decisions = page["decisions"].as_array().unwrap().clone();
-    decisions.reverse();
-    decisions
-}
 
 /// A child process killed when dropped, its output collected by threads.
 struct Running {
@@ -229,7 +181,7 @@ fn everything() -> (Running, String) {
 fn python_server() -> (Running, String) {
     let python = peer("ARBITER_MCP_PYTHON", "the MCP Python SDK (pip `mcp`)");
     let mut command = Command::new(python);
-    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_http_server.py"));
+    command.arg(mcp::fixture("mcp_http_server.py"));
     let (running, port) = start(command, |line| {
         line.strip_prefix("PORT ").map(str::to_owned)
     });
@@ -240,48 +192,13 @@ fn python_server() -> (Running, String) {
 fn agent(url: &str, token: Option<&str>, mode: &str, steps: Value) -> Vec<Value> {
     let python = peer("ARBITER_MCP_PYTHON", "the MCP Python SDK (pip `mcp`)");
     let plan = json!({"url": url, "token": token, "mode": mode, "steps": steps});
-    let mut child = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_agent.py"))
-        .arg(plan.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
-        s
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the agent hung:\n{}", stderr.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = stdout.join().unwrap();
-    assert!(
-        status.success(),
-        "the agent failed:\n{}",
-        stderr.join().unwrap()
-    );
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    let mut command = Command::new(python);
+    command
+        .arg(mcp::fixture("mcp_agent.py"))
+        .arg(plan.to_string());
+    let ran = mcp::run(command, b"", DEADLINE);
+    assert_eq!(ran.code, Some(0), "the agent failed:\n{}", ran.stderr);
+    ran.json_lines()
 }
 
 fn text_of(step: &Value) -> &str {
@@ -301,8 +218,8 @@ fn tools_of(step: &Value) -> Vec<String> {
 fn an_sdk_agent_over_http_reaches_server_everything_and_each_token_sees_its_own_tools() {
     let pack = write_pack(NO_ENV_FOR_BOT);
     let data = tempfile::tempdir().unwrap();
-    let bot = token(pack.path(), data.path(), r#"Agent::"bot""#);
-    let dev = token(pack.path(), data.path(), r#"Agent::"dev""#);
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let dev = mcp::token(pack.path(), data.path(), r#"Agent::"dev""#);
     let (_server, url) = everything();
     let (_proxy, base) = proxy(
         pack.path(),
@@ -350,7 +267,7 @@ fn an_sdk_agent_over_http_reaches_server_everything_and_each_token_sees_its_own_
         "{other:#?}"
     );
 
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let [allowed, denied] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };
@@ -374,7 +291,7 @@ fn an_sdk_agent_over_http_reaches_server_everything_and_each_token_sees_its_own_
 fn the_stateless_revision_with_the_python_sdk_on_both_sides() {
     let pack = write_pack(NO_ENV_FOR_BOT);
     let data = tempfile::tempdir().unwrap();
-    let bot = token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let (_server, url) = python_server();
     let (_proxy, base) = proxy(
         pack.path(),
@@ -412,7 +329,7 @@ fn the_stateless_revision_with_the_python_sdk_on_both_sides() {
     );
     assert_eq!(legacy[1]["result"]["isError"], true, "{legacy:#?}");
 
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let outcomes: Vec<(&str, &str)> = decisions
         .iter()
         .map(|d| {
@@ -662,7 +579,7 @@ forbid(principal, action == Action::"echo", resource);
 "#,
     );
     let data = tempfile::tempdir().unwrap();
-    let bot = token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let (fake, seen) = fake_server();
     let (_proxy, base) = proxy(
         pack.path(),
@@ -698,7 +615,7 @@ forbid(principal, action == Action::"echo", resource);
         "{body}"
     );
     assert!(seen.lock().unwrap().bodies.is_empty());
-    assert!(decisions(data.path()).is_empty());
+    assert!(mcp::decisions(data.path()).is_empty());
 
     // Two calls under two session ids the client chose: one arbiter session.
     for (id, session) in [(2, "a"), (3, "b")] {
@@ -760,7 +677,7 @@ forbid(principal, action == Action::"echo", resource);
     );
     assert!(body.contains("credential:revoked"), "{body}");
 
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let outcomes: Vec<&str> = decisions
         .iter()
         .map(|d| d["decision"].as_str().unwrap())
@@ -793,8 +710,8 @@ forbid(principal, action == Action::"echo", resource);
 fn a_session_belongs_to_the_identity_that_opened_it() {
     let pack = write_pack(NO_ENV_FOR_BOT);
     let data = tempfile::tempdir().unwrap();
-    let bot = token(pack.path(), data.path(), r#"Agent::"bot""#);
-    let dev = token(pack.path(), data.path(), r#"Agent::"dev""#);
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let dev = mcp::token(pack.path(), data.path(), r#"Agent::"dev""#);
     let (fake, seen) = fake_server();
     let (_proxy, base) = proxy(
         pack.path(),
@@ -939,7 +856,7 @@ fn a_session_belongs_to_the_identity_that_opened_it() {
 fn hostile_input_gets_json_errors_and_the_proxy_stays_up() {
     let pack = write_pack(NO_ENV_FOR_BOT);
     let data = tempfile::tempdir().unwrap();
-    let bot = token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let (fake, seen) = fake_server();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1043,7 +960,7 @@ fn hostile_input_gets_json_errors_and_the_proxy_stays_up() {
 
     // Only what passed the checks was decided: the call to the server that is down and
     // the good one.
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let upstreams: Vec<(&str, &str)> = decisions
         .iter()
         .map(|d| {
@@ -1081,11 +998,11 @@ fn upstreams_are_checked_on_the_command_line() {
             "127.0.0.1:0",
         ];
         all.extend(args);
-        let (code, _, err) = arbiter(&all);
-        assert_eq!(code, Some(2), "{err}");
-        assert!(err.contains(says), "{says}: {err}");
+        let ran = common::arbiter(&all);
+        assert_eq!(ran.code, 2, "{}", ran.stderr);
+        assert!(ran.stderr.contains(says), "{says}: {}", ran.stderr);
     }
-    let (code, _, err) = arbiter(&[
+    let ran = common::arbiter(&[
         "mcp-proxy",
         "--pack",
         pack.path().to_str().unwrap(),
@@ -1096,7 +1013,7 @@ fn upstreams_are_checked_on_the_command_line() {
         "--",
         "true",
     ]);
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
 }
 
 #[test]
@@ -1111,7 +1028,7 @@ forbid(principal, action == Action::"get-env", resource);
 "#,
     );
     let data = tempfile::tempdir().unwrap();
-    let bot = token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
     let (fake, seen) = fake_server();
     let (mut proxy, base) = proxy(
         pack.path(),
@@ -1204,7 +1121,7 @@ forbid(principal, action == Action::"get-env", resource);
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let decisions = decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let outcomes: Vec<(&str, &str, &str)> = decisions
         .iter()
         .map(|d| {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod mcp;
+
 /// The admin token the servers of these tests take.
 pub const ADMIN: &str = "cli-tests-admin-token";
 
