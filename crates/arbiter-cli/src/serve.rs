@@ -148,7 +148,7 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn terminated() {
+pub(crate) async fn terminated() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -14,32 +14,21 @@
 )]
 
 use std::ffi::OsString;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod common;
+
+use common::mcp::{self, Ran, peer};
 
 /// How long a whole agent session may take before the test gives up on it: a guard
 /// against a hang (two interpreters start on two busy cores), not a measure.
 const SESSION_DEADLINE: Duration = Duration::from_secs(90);
 
 const ARBITER: &str = env!("CARGO_BIN_EXE_arbiter");
-
-/// A peer's location from the environment `.ci/mcp-peers.sh` sets up.
-fn peer(var: &str, what: &str) -> PathBuf {
-    match std::env::var_os(var).map(PathBuf::from) {
-        Some(path) if path.exists() => path,
-        found => panic!(
-            "{what} is needed for this test and was not found ({var} = {found:?}). Install the \
-             MCP peers and export their locations with `source .ci/mcp-peers.sh` (what \
-             .ci/run does: pip's `mcp` into a venv and npm's \
-             `@modelcontextprotocol/server-everything`, under ~/.cache/arbiter-ci), then run \
-             the tests again"
-        ),
-    }
-}
 
 /// The schema, policies and `[mcp]` mapping for server-everything's tools, with the rule
 /// on `get-env` (for `Agent::"bot"` only) in `mode`.
@@ -86,61 +75,9 @@ mask = ["context.args.message"]
     dir
 }
 
-/// What a finished process did.
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `command` to its end (killed past the deadline), with `stdin` as its input.
-fn run(mut command: Command, stdin: &[u8]) -> Ran {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = input.write_all(&stdin);
-    });
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
-        s
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > SESSION_DEADLINE {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!(
-                "still running after {SESSION_DEADLINE:?}; stderr:\n{}",
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    writer.join().unwrap();
-    Ran {
-        code: status.code(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
+/// Runs `command` to its end, within the session deadline.
+fn run(command: Command, stdin: &[u8]) -> Ran {
+    mcp::run(command, stdin, SESSION_DEADLINE)
 }
 
 fn arbiter(args: &[&str]) -> Ran {
@@ -152,7 +89,6 @@ fn arbiter(args: &[&str]) -> Ran {
 /// The Python SDK agent, running `steps` against server-everything behind the proxy;
 /// one JSON value per line it printed.
 fn agent(pack: &Path, data: &Path, identity: &[(&str, &str)], steps: Value) -> Vec<Value> {
-    let python = peer("ARBITER_MCP_PYTHON", "the MCP Python SDK (pip `mcp`)");
     let everything = peer(
         "ARBITER_MCP_EVERYTHING",
         "@modelcontextprotocol/server-everything (npm)",
@@ -187,26 +123,13 @@ fn agent(pack: &Path, data: &Path, identity: &[(&str, &str)], steps: Value) -> V
         "stdio".to_owned(),
     ]);
     let plan = json!({"command": command, "env": env, "steps": steps});
-    let mut python = Command::new(python);
+    let mut python = Command::new(mcp::python());
     python
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_agent.py"))
+        .arg(mcp::fixture("mcp_agent.py"))
         .arg(plan.to_string());
     let ran = run(python, b"");
     assert_eq!(ran.code, Some(0), "the agent failed:\n{}", ran.stderr);
-    ran.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-/// The decisions the proxy recorded, oldest first.
-fn mcp_decisions(data: &Path) -> Vec<Value> {
-    let log = arbiter(&["log", "--data", data.to_str().unwrap(), "--json"]);
-    assert_eq!(log.code, Some(0), "{}", log.stderr);
-    let page: Value = serde_json::from_str(&log.stdout).unwrap();
-    let mut decisions: Vec<Value> = page["decisions"].as_array().unwrap().clone();
-    decisions.reverse();
-    decisions
+    ran.json_lines()
 }
 
 fn text_of(step: &Value) -> &str {
@@ -217,20 +140,7 @@ fn text_of(step: &Value) -> &str {
 fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reason() {
     let pack = write_pack("enforce");
     let data = tempfile::tempdir().unwrap();
-    let issued = arbiter(&[
-        "token",
-        "issue",
-        "--pack",
-        pack.path().to_str().unwrap(),
-        "--data",
-        data.path().to_str().unwrap(),
-        "--principal",
-        r#"Agent::"bot""#,
-        "--ttl",
-        "10m",
-    ]);
-    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
-    let token = issued.stdout.trim().to_owned();
+    let token = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
 
     let out = agent(
         pack.path(),
@@ -283,7 +193,7 @@ fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reaso
     );
 
     // Listing decides nothing: the log holds the two calls.
-    let decisions = mcp_decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let [allowed, denied] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };
@@ -302,6 +212,8 @@ fn an_agent_lists_and_calls_tools_and_an_enforced_rule_denies_one_with_its_reaso
         .as_str()
         .unwrap();
     assert!(message.starts_with("hmac-sha256:"), "{message}");
+    // So is the argument it came from, in the record of the call.
+    assert_eq!(allowed["mcp"]["arguments"]["message"], message, "{allowed}");
 }
 
 #[test]
@@ -328,7 +240,7 @@ fn the_same_rule_in_audit_lets_the_call_through_and_records_the_finding() {
     assert_ne!(env["result"]["isError"], true, "{env}");
     assert!(text_of(env).contains("PATH"), "{env}");
 
-    let decisions = mcp_decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let [audited] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };
@@ -423,7 +335,7 @@ fn bad_input_and_a_dying_server_get_json_rpc_errors_on_stdout_and_nothing_else()
             .contains("larger than 1024 bytes")
     );
     // Only the call that was forwarded was decided, and it was allowed.
-    let decisions = mcp_decisions(data.path());
+    let decisions = mcp::decisions(data.path());
     let [allowed] = decisions.as_slice() else {
         panic!("{decisions:#?}")
     };
@@ -474,4 +386,367 @@ fn the_proxy_needs_an_identity_and_a_pack_whose_mapping_fits_the_schema() {
         "{}",
         validated.stderr
     );
+}
+
+/// A pack for the secret-then-egress story on server-everything's tools: `get-env` reads
+/// secrets (`secret_read`), `echo` sends a message out (`egress`), and the rule that
+/// forbids egress after a secret in the same session has `mode` and `effect`; `extra` is
+/// appended to `arbiter.toml`.
+fn write_chain_pack(mode: &str, effect: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        r#"
+entity Agent;
+entity Tool;
+entity McpResource;
+entity Prompt;
+action secret_read, egress;
+action "get-env" in [secret_read] appliesTo { principal: [Agent], resource: [Tool] };
+action "echo" in [egress] appliesTo {
+    principal: [Agent], resource: [Tool], context: { args?: { message?: String } } };
+action "get-sum" appliesTo { principal: [Agent], resource: [Tool] };
+action "resources/read" appliesTo { principal: [Agent], resource: [McpResource] };
+action "prompts/get" appliesTo { principal: [Agent], resource: [Prompt] };
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policies/agents.cedar"),
+        format!(
+            r#"
+@id("agents.may-use-tools")
+permit(principal is Agent, action, resource);
+
+@id("agent.no-egress-after-secret")
+@mode("{mode}")
+@effect("{effect}")
+@reason("Egress after reading a secret in the same session")
+forbid(principal is Agent, action in Action::"egress", resource)
+when {{ context.session.touched.contains("secret_read") }};
+
+@id("agent.sums-per-minute")
+@mode("enforce")
+@effect("throttle")
+@limit("2/1m")
+forbid(principal is Agent, action == Action::"get-sum", resource);
+
+@id("agent.no-blob-resources")
+@mode("enforce")
+@reason("Blob resources are not for agents")
+forbid(principal is Agent, action == Action::"resources/read",
+       resource == McpResource::"demo://resource/dynamic/blob/1");
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("arbiter.toml"),
+        format!("[mcp.tools.echo]\nargs = {{ message = \"context.args.message\" }}\n{extra}"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn secret_then_egress_passes_in_audit_is_denied_once_promoted_and_a_revoke_reaches_serve() {
+    let pack = write_chain_pack("audit", "revoke", "");
+    let data = tempfile::tempdir().unwrap();
+    let token = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let session = json!([
+        {"do": "call", "tool": "get-env"},
+        {"do": "call", "tool": "echo", "arguments": {"message": "the secret"}},
+    ]);
+
+    // In audit, the egress passes and the finding is recorded.
+    let out = agent(
+        pack.path(),
+        data.path(),
+        &[("$ARBITER_TOKEN", &token)],
+        session.clone(),
+    );
+    assert_eq!(text_of(&out[2]), "Echo: the secret", "{out:#?}");
+    let findings = arbiter(&[
+        "findings",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--json",
+    ]);
+    let findings: Value = serde_json::from_str(&findings.stdout).unwrap();
+    let found = findings
+        .as_array()
+        .or_else(|| findings["findings"].as_array())
+        .unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|f| f["rule"] == "agent.no-egress-after-secret" && f["decisive"] == 1),
+        "{findings:#}"
+    );
+
+    // A server on the same data directory accepts the token.
+    let served = common::Served::start(pack.path(), data.path(), &[]);
+    let probe = json!({"principal": r#"Agent::"bot""#, "action": {"type": "Action", "id": "get-sum"},
+                       "resource": {"type": "Tool", "id": "get-sum"}, "credential": token});
+    assert_eq!(served.decide(&probe)["decision"], "allow");
+
+    // Promoted (the evidence is one finding: forced, with a reason), the egress is
+    // denied with the reason shown to the agent, the credential revoked and the session
+    // ended.
+    let promoted = arbiter(&[
+        "promote",
+        "agent.no-egress-after-secret",
+        "--pack",
+        pack.path().to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+        "--force",
+        "--reason",
+        "the audit finding is the exposure we mean to stop",
+    ]);
+    assert_eq!(promoted.code, Some(0), "{}", promoted.stderr);
+    let out = agent(
+        pack.path(),
+        data.path(),
+        &[("$ARBITER_TOKEN", &token)],
+        session,
+    );
+    let egress = &out[2];
+    assert_eq!(egress["result"]["isError"], true, "{out:#?}");
+    let text = text_of(egress);
+    assert!(
+        text.contains("rule `agent.no-egress-after-secret`"),
+        "{text}"
+    );
+    assert!(text.contains("Egress after reading a secret"), "{text}");
+    assert!(text.contains("revoked the credential"), "{text}");
+    assert_eq!(
+        egress["result"]["_meta"]["arbiter/decision"]["effect"],
+        "revoke"
+    );
+
+    // The token stops working at `arbiter serve` too: it follows the store's revocations.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decided = served.decide(&probe);
+        if decided["reason"] == "credential:revoked" {
+            assert_eq!(decided["decision"], "deny");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepted: {decided}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    served.stop();
+}
+
+#[test]
+fn denials_as_json_rpc_errors_and_reads_and_prompts_are_decisions() {
+    let pack = write_chain_pack("enforce", "deny", "\n[mcp]\ndenials = \"error\"\n");
+    let data = tempfile::tempdir().unwrap();
+    let out = agent(
+        pack.path(),
+        data.path(),
+        &[("--principal", r#"Agent::"bot""#)],
+        json!([
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 2}},
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 2}},
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 2}},
+            {"do": "call", "tool": "get-env"},
+            {"do": "call", "tool": "echo", "arguments": {"message": "out"}},
+            {"do": "read_resource", "uri": "demo://resource/dynamic/text/1"},
+            {"do": "read_resource", "uri": "demo://resource/dynamic/blob/1"},
+            {"do": "get_prompt", "name": "simple-prompt"},
+        ]),
+    );
+    let [_, sum1, sum2, sum3, _env, echo, text, blob, prompt] = out.as_slice() else {
+        panic!("{out:#?}")
+    };
+    assert!(sum1["result"]["content"].is_array(), "{sum1}");
+    assert!(sum2["result"]["content"].is_array(), "{sum2}");
+    // The third call in the minute is throttled: -32003, when to retry in `data`.
+    assert_eq!(sum3["error"]["code"], -32003, "{sum3}");
+    assert_eq!(sum3["error"]["data"]["rule"], "agent.sums-per-minute");
+    assert!(sum3["error"]["data"]["retry_after_s"].as_u64().unwrap() >= 1);
+    assert!(sum3["error"]["data"]["decision_id"].is_string());
+    // Egress after the secret: -32001, the rule and the decision in `data`.
+    assert_eq!(echo["error"]["code"], -32001, "{echo}");
+    assert_eq!(
+        echo["error"]["data"]["rule"],
+        "agent.no-egress-after-secret"
+    );
+    assert!(
+        echo["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Egress after reading a secret"),
+        "{echo}"
+    );
+    // Reads and prompts are decided like calls.
+    assert!(text["result"]["contents"].is_array(), "{text}");
+    assert_eq!(blob["error"]["code"], -32001, "{blob}");
+    assert_eq!(blob["error"]["data"]["rule"], "agent.no-blob-resources");
+    assert!(prompt["result"]["messages"].is_array(), "{prompt}");
+
+    let decisions = mcp::decisions_when(data.path(), 8);
+    let shapes: Vec<(String, String, String)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["mcp"]["method"].as_str().unwrap().to_owned(),
+                d["mcp"]["tool"].as_str().unwrap().to_owned(),
+                d["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // The arguments are recorded: in clear only what the mapping copies into the context
+    // unmasked (`echo`'s message), every other one as its keyed hash.
+    assert_eq!(decisions[4]["mcp"]["arguments"], json!({"message": "out"}));
+    let sum = &decisions[0]["mcp"]["arguments"];
+    assert!(
+        sum["a"].as_str().unwrap().starts_with("hmac-sha256:"),
+        "{sum}"
+    );
+    assert_eq!(sum["a"], decisions[1]["mcp"]["arguments"]["a"]);
+    assert_ne!(sum["a"], sum["b"]);
+    let shape = |m: &str, t: &str, d: &str| (m.to_owned(), t.to_owned(), d.to_owned());
+    assert_eq!(
+        shapes,
+        [
+            shape("tools/call", "get-sum", "allow"),
+            shape("tools/call", "get-sum", "allow"),
+            shape("tools/call", "get-sum", "deny"),
+            shape("tools/call", "get-env", "allow"),
+            shape("tools/call", "echo", "deny"),
+            shape("resources/read", "demo://resource/dynamic/text/1", "allow"),
+            shape("resources/read", "demo://resource/dynamic/blob/1", "deny"),
+            shape("prompts/get", "simple-prompt", "allow"),
+        ]
+    );
+}
+
+/// A PEP token and its `[server] pep_tokens` entry.
+fn pep_token() -> (&'static str, String) {
+    use sha2::Digest;
+    let token = "mcp-proxy-pep-token-for-tests";
+    (
+        token,
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(token))),
+    )
+}
+
+#[test]
+fn a_remote_decision_point_decides_and_records_and_a_silent_one_fails_closed() {
+    let (pep, hash) = pep_token();
+    let pack = write_chain_pack(
+        "enforce",
+        "revoke",
+        &format!("\n[server]\npep_tokens = [\"{hash}\"]\n"),
+    );
+    let server_data = tempfile::tempdir().unwrap();
+    let proxy_data = tempfile::tempdir().unwrap();
+    let token = mcp::token(pack.path(), server_data.path(), r#"Agent::"bot""#);
+    let served = common::Served::start(pack.path(), server_data.path(), &[]);
+    let base = served.base.clone();
+
+    // The server decides: the secret read passes, the egress after it is denied and the
+    // credential revoked there; the proxy ends the session.
+    let out = agent(
+        pack.path(),
+        proxy_data.path(),
+        &[
+            ("$ARBITER_TOKEN", &token),
+            ("$ARBITER_PEP_TOKEN", pep),
+            ("--pdp", &base),
+            ("--pdp-timeout-ms", "10000"),
+        ],
+        json!([
+            {"do": "call", "tool": "get-env"},
+            {"do": "call", "tool": "echo", "arguments": {"message": "x"}},
+        ]),
+    );
+    assert!(text_of(&out[1]).contains("PATH"), "{out:#?}");
+    assert_eq!(out[2]["result"]["isError"], true, "{out:#?}");
+    assert!(text_of(&out[2]).contains("agent.no-egress-after-secret"));
+    // Recorded by the server, with the MCP call; nothing in the proxy's directory.
+    let decisions = mcp::decisions_when(server_data.path(), 2);
+    let [read, egress] = decisions.as_slice() else {
+        panic!("{decisions:#?}")
+    };
+    assert_eq!(read["decision"], "allow");
+    assert_eq!(read["mcp"]["tool"], "get-env");
+    assert_eq!(read["mcp"]["identity"], "verified");
+    assert_eq!(egress["decision"], "deny");
+    assert_eq!(egress["mcp"]["method"], "tools/call");
+    assert_eq!(egress["mcp"]["upstream"], "node");
+    assert!(!proxy_data.path().join("arbiter.db").exists());
+    let revoked = json!({"principal": r#"Agent::"bot""#,
+                         "action": {"type": "Action", "id": "get-sum"},
+                         "resource": {"type": "Tool", "id": "get-sum"}, "credential": token});
+    let answer = served
+        .client()
+        .post(format!("{base}/v1/decide"))
+        .bearer_auth(pep)
+        .json(&revoked)
+        .send()
+        .unwrap();
+    let answer: Value = answer.json().unwrap();
+    assert_eq!(answer["reason"], "credential:revoked", "{answer}");
+
+    // A wrong PEP token decides nothing: refused, and the proxy says why.
+    let out = agent(
+        pack.path(),
+        proxy_data.path(),
+        &[
+            ("--principal", r#"Agent::"dev""#),
+            ("$ARBITER_PEP_TOKEN", "not-the-token"),
+            ("--pdp", &base),
+            ("--pdp-timeout-ms", "10000"),
+        ],
+        json!([{"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 1}}]),
+    );
+    assert_eq!(out[1]["error"]["code"], -32603, "{out:#?}");
+    assert!(
+        out[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the proxy (401"),
+        "{out:#?}"
+    );
+    served.stop();
+
+    // A decision point that accepts the connection and never answers: the call is
+    // refused when the timeout runs out, and the session goes on.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().take(2) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let out = agent(
+        pack.path(),
+        proxy_data.path(),
+        &[
+            ("--principal", r#"Agent::"dev""#),
+            ("--pdp", &silent_url),
+            ("--pdp-timeout-ms", "300"),
+        ],
+        json!([
+            {"do": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 1}},
+            {"do": "list_tools"},
+        ]),
+    );
+    assert_eq!(out[1]["error"]["code"], -32603, "{out:#?}");
+    assert!(
+        out[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 300 ms"),
+        "{out:#?}"
+    );
+    assert!(out[2]["tools"].is_array(), "{out:#?}");
+    drop(held);
 }

@@ -376,6 +376,14 @@ pub struct Mcp {
     /// `[mcp.tools.<name>]`, by the tool's name as the MCP server lists it.
     #[serde(default)]
     pub tools: BTreeMap<Spanned<String>, McpTool>,
+    /// How a refused call is answered: a `CallToolResult` with `isError` (the default: the
+    /// model reads why and can adapt) or a JSON-RPC error.
+    #[serde(default)]
+    pub denials: McpDenials,
+    /// `[mcp.resources]`: a `resources/read` as a decision request.
+    pub resources: Option<McpMethod>,
+    /// `[mcp.prompts]`: a `prompts/get` as a decision request.
+    pub prompts: Option<McpMethod>,
     /// What a call of a tool that changed since it was pinned does (`refuse` when absent).
     #[serde(default)]
     pub on_tool_change: OnToolChange,
@@ -383,6 +391,38 @@ pub struct Mcp {
     /// recorded them, by the upstream's name (`--upstream-name`) and the tool's.
     #[serde(default)]
     pub pins: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, McpPin>>,
+}
+
+/// How the MCP gateway answers a call it refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum McpDenials {
+    /// A result with `isError: true` whose text names the rule and its reason.
+    #[default]
+    Result,
+    /// A JSON-RPC error: `-32001` denied, `-32003` throttled, the decision in `data`.
+    Error,
+}
+
+/// The action a `resources/read` is when `[mcp.resources]` names none.
+pub const DEFAULT_MCP_RESOURCES_ACTION: &str = "resources/read";
+/// The type of the resource a `resources/read` reads: `McpResource::"<uri>"`.
+pub const DEFAULT_MCP_RESOURCES_TYPE: &str = "McpResource";
+/// The action a `prompts/get` is when `[mcp.prompts]` names none.
+pub const DEFAULT_MCP_PROMPTS_ACTION: &str = "prompts/get";
+/// The type of the resource a `prompts/get` gets: `Prompt::"<name>"`.
+pub const DEFAULT_MCP_PROMPTS_TYPE: &str = "Prompt";
+
+/// `[mcp.resources]` or `[mcp.prompts]`: a method's request as a decision request. The
+/// resource's id is the resource's URI or the prompt's name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpMethod {
+    /// The action's id.
+    pub action: Option<Spanned<String>>,
+    /// The resource's entity type.
+    #[serde(rename = "type")]
+    pub ty: Option<Spanned<String>>,
 }
 
 impl Mcp {
@@ -469,6 +509,10 @@ pub struct McpTool {
     /// `path = "context.args.path"`.
     #[serde(default)]
     pub args: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// With a remote decision point (`--pdp`), how long this tool's decision may take, in
+    /// milliseconds: it can only shorten `--pdp-timeout`, never lengthen it, and a call
+    /// whose decision does not come in time is refused.
+    pub pdp_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// A tool call's resource: `<type>::"<id>"`, the id taken from an argument (`arg`), fixed
@@ -562,8 +606,12 @@ pub(crate) const KEYS: &[(&str, Keys)] = &[
                     ("action", Keys::Any),
                     ("resource", MCP_RESOURCE_KEYS),
                     ("args", Keys::Any),
+                    ("pdp_timeout_ms", Keys::Any),
                 ])),
             ),
+            ("denials", Keys::Any),
+            ("resources", MCP_METHOD_KEYS),
+            ("prompts", MCP_METHOD_KEYS),
             ("on_tool_change", Keys::Any),
             (
                 "pins",
@@ -582,6 +630,9 @@ pub(crate) const KEYS: &[(&str, Keys)] = &[
 /// The keys of an [`McpResource`], wherever one is written.
 const MCP_RESOURCE_KEYS: Keys =
     Keys::Table(&[("type", Keys::Any), ("arg", Keys::Any), ("id", Keys::Any)]);
+
+/// The keys of an [`McpMethod`].
+const MCP_METHOD_KEYS: Keys = Keys::Table(&[("action", Keys::Any), ("type", Keys::Any)]);
 
 /// What keys a value of `arbiter.toml` may have.
 #[derive(Debug, Clone, Copy)]
@@ -879,7 +930,7 @@ mod tests {
     fn known_keys_agree_with_the_config_structs() {
         let mut found = Vec::new();
         tables(Keys::Table(KEYS), &[], &mut found);
-        assert_eq!(found.len(), 17, "{found:?}");
+        assert_eq!(found.len(), 19, "{found:?}");
         for (path, mut known) in found {
             let mut value = toml::Value::Table(toml::Table::from_iter([(
                 "zz_not_a_key".to_owned(),

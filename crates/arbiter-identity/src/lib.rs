@@ -30,4 +30,4 @@ pub use keyring::{IdentityError, KeyFileError, Keyring};
 pub use mint::{MintError, MintRequest, Minted, mint};
 pub use revocation::{Revocations, Revoked};
 pub use upstream::{ExchangeError, Exchanged, JwksError, Upstream, UpstreamError};
-pub use verify::Verifier;
+pub use verify::{Verifier, read_unverified};

@@ -66,6 +66,18 @@ impl Caller {
         })
     }
 
+    /// The caller a token names, for a remote decision point to verify: the token is read,
+    /// not verified ([`arbiter_identity::read_unverified`]); every decision presents it,
+    /// and the decision point verifies it then.
+    pub fn presented(token: String) -> Result<Caller, CallerError> {
+        let credential = arbiter_identity::read_unverified(&token).map_err(CallerError::Token)?;
+        Ok(Caller::Verified {
+            principal: credential.principal,
+            token,
+            session: credential.session,
+        })
+    }
+
     /// A principal for local use, unverified.
     pub fn configured(principal: &str) -> Result<Caller, CallerError> {
         let principal = principal

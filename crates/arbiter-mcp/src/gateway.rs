@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_core::clock::{Clock, SystemClock};
+use arbiter_core::credential::{CredentialFailure, CredentialVerifier, VerifiedCredential};
 use arbiter_core::diag::Problems;
 use arbiter_core::{Engine, Pack, TimeSource};
 use arbiter_service::{DecisionService, Recording, StoreBaseline};
@@ -16,8 +17,10 @@ use arbiter_store::{Durability, LogWriter, Masker, PackVersion, Store};
 use tokio::task::JoinHandle;
 
 use crate::caller::{Caller, CallerError, Credentials, CredentialsError};
+use crate::decider::{DEFAULT_PDP_TIMEOUT, Decider, Remote, RemoteError};
 use crate::gate::Gate;
 use crate::jsonrpc::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::metrics::Metrics;
 
 /// How often revocations made elsewhere and a baseline frozen elsewhere are picked up.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -31,6 +34,13 @@ pub enum Who {
     Token(String),
     /// A principal for local use (`Agent::"dev"`), unverified.
     Principal(String),
+    /// Each request says who calls (Streamable HTTP: `Authorization: Bearer`; agentgateway's hook: the call's token), verified
+    /// per request; `fallback` is a principal for local use, taken on trust, for a
+    /// request that sends no `Authorization`.
+    PerRequest {
+        /// The unverified principal for a request without a token, if any.
+        fallback: Option<String>,
+    },
 }
 
 /// How the gateway runs.
@@ -50,6 +60,30 @@ pub struct Options {
     pub durability: Durability,
     /// Where every time comes from.
     pub clock: Arc<dyn Clock>,
+    /// A running `arbiter serve` that decides instead of this process.
+    pub pdp: Option<Pdp>,
+}
+
+/// A remote decision point: `arbiter serve` at `url`.
+#[derive(Debug, Clone)]
+pub struct Pdp {
+    /// Its base URL, `http://127.0.0.1:8700`.
+    pub url: String,
+    /// The PEP token its `[server] pep_tokens` accepts.
+    pub pep_token: Option<String>,
+    /// How long a decision may take before the call is refused.
+    pub timeout: Duration,
+}
+
+impl Pdp {
+    /// A decision point at `url`, with the default timeout.
+    pub fn new(url: &str, pep_token: Option<String>) -> Pdp {
+        Pdp {
+            url: url.to_owned(),
+            pep_token,
+            timeout: DEFAULT_PDP_TIMEOUT,
+        }
+    }
 }
 
 impl Options {
@@ -68,6 +102,7 @@ impl Options {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             durability: Durability::Batched,
             clock: Arc::new(SystemClock),
+            pdp: None,
         }
     }
 }
@@ -87,6 +122,9 @@ pub enum StartError {
     /// The caller could not be established.
     #[error("{0}")]
     Caller(#[from] CallerError),
+    /// The remote decision point cannot be used.
+    #[error("{0}")]
+    Remote(#[from] RemoteError),
     /// A blocking task failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -96,9 +134,13 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Gateway {
     options: Options,
-    service: Arc<DecisionService>,
-    caller: Caller,
-    poller: JoinHandle<()>,
+    decider: Decider,
+    metrics: Arc<Metrics>,
+    /// The one caller (stdio), or the fallback of [`Who::PerRequest`].
+    caller: Option<Caller>,
+    /// The data directory's tokens; `None` with a remote decision point, which verifies.
+    verifier: Option<Arc<arbiter_identity::Verifier>>,
+    poller: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -113,6 +155,9 @@ impl Gateway {
         for warning in pack.warnings() {
             tracing::warn!("{warning}");
         }
+        if let Some(pdp) = options.pdp.clone() {
+            return Gateway::remote(options, pack, &pdp);
+        }
         let opening = options.clone();
         let Opened {
             service,
@@ -121,18 +166,18 @@ impl Gateway {
         } = tokio::task::spawn_blocking(move || open(&opening, pack))
             .await
             .map_err(std::io::Error::other)??;
+        let verifier = credentials.verifier();
         let caller = match &options.who {
-            Who::Token(token) => {
-                Caller::verified(token.clone(), &*credentials.verifier(), options.clock.now())?
-            }
-            Who::Principal(principal) => {
-                let caller = Caller::configured(principal)?;
-                tracing::warn!(
-                    principal = %caller.principal(),
-                    "no token: the principal is taken on trust, and its decisions are logged as unverified"
-                );
-                caller
-            }
+            Who::Token(token) => Some(Caller::verified(
+                token.clone(),
+                &*verifier,
+                options.clock.now(),
+            )?),
+            Who::Principal(principal)
+            | Who::PerRequest {
+                fallback: Some(principal),
+            } => Some(configured(principal)?),
+            Who::PerRequest { fallback: None } => None,
         };
         let poller = tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_EVERY);
@@ -150,15 +195,55 @@ impl Gateway {
         });
         Ok(Gateway {
             options,
-            service,
+            decider: Decider::Local(service),
+            metrics: Arc::new(Metrics::new()),
             caller,
-            poller,
+            verifier: Some(verifier),
+            poller: Some(poller),
         })
     }
 
-    /// The decision service.
-    pub fn service(&self) -> &Arc<DecisionService> {
-        &self.service
+    /// A gateway whose decisions a running `arbiter serve` makes: nothing is opened here
+    /// (no data directory, no log). The token cannot be verified without the server's
+    /// keys, so it is read for its principal only, and the server verifies it at every
+    /// decision (a token it does not accept is a deny, `credential:<why>`).
+    fn remote(options: Options, pack: Pack, pdp: &Pdp) -> Result<Gateway, StartError> {
+        let remote = Remote::new(&pdp.url, pdp.pep_token.clone(), pdp.timeout, Arc::new(pack))?;
+        let caller = match &options.who {
+            Who::Token(token) => Some(Caller::presented(token.clone())?),
+            Who::Principal(principal)
+            | Who::PerRequest {
+                fallback: Some(principal),
+            } => Some(configured(principal)?),
+            Who::PerRequest { fallback: None } => None,
+        };
+        tracing::info!(pdp = %pdp.url, timeout_ms = pdp.timeout.as_millis(), "decisions are made by the decision point; a call it does not decide in time is refused");
+        Ok(Gateway {
+            options,
+            decider: Decider::Remote(Arc::new(remote)),
+            metrics: Arc::new(Metrics::new()),
+            caller,
+            verifier: None,
+            poller: None,
+        })
+    }
+
+    /// The decision service, when decisions are made in this process.
+    pub fn service(&self) -> Option<&Arc<DecisionService>> {
+        match &self.decider {
+            Decider::Local(service) => Some(service),
+            Decider::Remote(_) => None,
+        }
+    }
+
+    /// Where decisions are made.
+    pub fn decider(&self) -> &Decider {
+        &self.decider
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The largest message read from either side.
@@ -166,23 +251,83 @@ impl Gateway {
         self.options.max_message_bytes
     }
 
-    /// A new MCP session's gate, in a new arbiter session (or the one the token binds).
-    pub fn gate(&self) -> Gate {
-        let engine = self.service.engine();
-        let session = format!("mcp-{}", engine.new_decision_id(self.options.clock.now()));
+    /// A new MCP session's gate for the one caller, in a new arbiter session (or the one
+    /// the token binds); `None` when each request says who calls ([`Who::PerRequest`]
+    /// without a fallback).
+    pub fn gate(&self) -> Option<Gate> {
+        let caller = self.caller.clone()?;
+        Some(self.gate_for(caller, self.new_session(), &self.options.upstream))
+    }
+
+    /// A gate deciding for `caller` in the arbiter session `session` (unless the token
+    /// binds one), for calls to `upstream`.
+    pub fn gate_for(&self, caller: Caller, session: String, upstream: &str) -> Gate {
         Gate::new(
-            Arc::clone(&self.service),
-            self.caller.clone(),
+            self.decider.clone(),
+            Arc::clone(&self.metrics),
+            caller,
             session,
-            self.options.upstream.clone(),
+            upstream.to_owned(),
         )
+    }
+
+    /// The caller given at start (stdio), or the fallback of [`Who::PerRequest`].
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
+    /// The verifier of the data directory's tokens, revocations applied; `None` with a
+    /// remote decision point.
+    pub fn verifier(&self) -> Option<Arc<arbiter_identity::Verifier>> {
+        self.verifier.clone()
+    }
+
+    /// A fresh arbiter session id, `mcp-<ULID>`.
+    pub fn new_session(&self) -> String {
+        let millis = u64::try_from(self.options.clock.now().as_millisecond()).unwrap_or(0);
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+        format!("mcp-{}", ulid::Ulid::from_datetime(at))
+    }
+
+    /// The configured caller: the stdio one, or the fallback for a request without a token.
+    pub fn configured_caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
+    /// What a presented token establishes: verified now with the data directory's keys
+    /// and revocations; with a remote decision point (no keys here), read for its
+    /// principal only, and verified by the server at every decision.
+    pub fn credential(&self, token: &str) -> Result<VerifiedCredential, CredentialFailure> {
+        match &self.verifier {
+            Some(verifier) => verifier.verify(token, self.options.clock.now()),
+            None => arbiter_identity::read_unverified(token),
+        }
+    }
+
+    /// Where every time comes from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.options.clock
     }
 
     /// Stops the poll and drains the decision log: every decision made is written.
     pub async fn shutdown(self) {
-        self.poller.abort();
-        self.service.drain().await;
+        if let Some(poller) = &self.poller {
+            poller.abort();
+        }
+        if let Some(service) = self.service() {
+            service.drain().await;
+        }
     }
+}
+
+/// A principal for local use, said to be unverified.
+fn configured(principal: &str) -> Result<Caller, CallerError> {
+    let caller = Caller::configured(principal)?;
+    tracing::warn!(
+        principal = %caller.principal(),
+        "no token: the principal is taken on trust, and its decisions are logged as unverified"
+    );
+    Ok(caller)
 }
 
 /// What [`open`] sets up.

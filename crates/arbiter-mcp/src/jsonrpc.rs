@@ -258,8 +258,17 @@ pub fn result(id: &Id, result: Value) -> Vec<u8> {
 
 /// An error response, as a line; `id` is `null` when the message had no readable id.
 pub fn error(id: Option<&Id>, code: i64, message: &str) -> Vec<u8> {
+    error_with_data(id, code, message, None)
+}
+
+/// An error response with `data`, as a line.
+pub fn error_with_data(id: Option<&Id>, code: i64, message: &str, data: Option<Value>) -> Vec<u8> {
     let id = id.map_or(Value::Null, Id::to_value);
-    line(&json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
+    let mut error = json!({"code": code, "message": message});
+    if let (Some(data), Some(object)) = (data, error.as_object_mut()) {
+        object.insert("data".to_owned(), data);
+    }
+    line(&json!({"jsonrpc": "2.0", "id": id, "error": error}))
 }
 
 fn line(value: &Value) -> Vec<u8> {

@@ -19,6 +19,8 @@
 //! - [`proxy`]: the message pump of one session.
 //! - [`stdio`]: the server as a child process, the agent on standard input and output.
 //! - [`gateway`]: start, sessions, shutdown.
+//! - [`http`]: Streamable HTTP: the proxy listens, the servers are upstream URLs.
+//! - [`ext_mcp`]: agentgateway's `ExtMcp` gRPC hook, each call decided as the gate does.
 //!
 //! rmcp (the official Rust SDK) is not used: its transports hand over typed messages,
 //! parsed by serde_json (the last of duplicate keys wins) and serialized again on the way
@@ -29,13 +31,17 @@
 
 pub mod caller;
 pub mod client;
+pub mod decider;
+pub mod ext_mcp;
 pub mod gate;
 pub mod gateway;
+pub mod http;
 pub mod jsonrpc;
 pub mod mapping;
+pub mod metrics;
 pub mod pins;
 pub mod proxy;
 pub mod stdio;
 
-pub use gateway::{Gateway, Options, StartError, Who};
+pub use gateway::{Gateway, Options, Pdp, StartError, Who};
 pub use proxy::Ended;

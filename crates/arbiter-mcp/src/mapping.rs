@@ -4,7 +4,10 @@
 //! else of the call reaches the decision, so nothing else can sway it.
 
 use arbiter_core::Pack;
-use arbiter_core::config::{DEFAULT_MCP_RESOURCE_TYPE, McpResource, McpTool};
+use arbiter_core::config::{
+    DEFAULT_MCP_PROMPTS_ACTION, DEFAULT_MCP_PROMPTS_TYPE, DEFAULT_MCP_RESOURCE_TYPE,
+    DEFAULT_MCP_RESOURCES_ACTION, DEFAULT_MCP_RESOURCES_TYPE, McpResource, McpTool,
+};
 use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::{Map, Value, json};
 
@@ -80,6 +83,77 @@ pub fn request_body(
         }
     }
     Ok(body)
+}
+
+/// A request other than `tools/call` that is decided: what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read<'a> {
+    /// `resources/read` of this URI.
+    Resource(&'a str),
+    /// `prompts/get` of the prompt with this name.
+    Prompt(&'a str),
+}
+
+impl Read<'_> {
+    /// The JSON-RPC method.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Read::Resource(_) => "resources/read",
+            Read::Prompt(_) => "prompts/get",
+        }
+    }
+
+    /// What is read: the URI or the prompt's name.
+    pub fn target(&self) -> &str {
+        match self {
+            Read::Resource(target) | Read::Prompt(target) => target,
+        }
+    }
+}
+
+/// The decision request for a `resources/read` or a `prompts/get`, as `[mcp.resources]`
+/// or `[mcp.prompts]` of `pack` maps it (`Action::"resources/read"` on
+/// `McpResource::"<uri>"` and `Action::"prompts/get"` on `Prompt::"<name>"` by default).
+/// The context is empty: a prompt's arguments and a URI's parts sway nothing.
+pub fn read_body(pack: &Pack, asker: Asker<'_>, read: Read<'_>) -> Value {
+    let settings = pack.config().mcp.as_ref();
+    let (method, default_action, default_type) = match read {
+        Read::Resource(_) => (
+            settings.and_then(|s| s.resources.as_ref()),
+            DEFAULT_MCP_RESOURCES_ACTION,
+            DEFAULT_MCP_RESOURCES_TYPE,
+        ),
+        Read::Prompt(_) => (
+            settings.and_then(|s| s.prompts.as_ref()),
+            DEFAULT_MCP_PROMPTS_ACTION,
+            DEFAULT_MCP_PROMPTS_TYPE,
+        ),
+    };
+    let action_id = method
+        .and_then(|m| m.action.as_ref())
+        .map_or(default_action, |a| a.get_ref().as_str());
+    let ty = method
+        .and_then(|m| m.ty.as_ref())
+        .map_or(default_type, |t| t.get_ref().as_str());
+    let action = match pack.action_with_id(action_id) {
+        Some(uid) => json!({"type": uid.type_name().to_string(), "id": action_id}),
+        None => json!({"type": "Action", "id": action_id}),
+    };
+    let mut body = json!({
+        "principal": asker.principal,
+        "action": action,
+        "resource": {"type": ty, "id": read.target()},
+        "context": {},
+    });
+    if let Some(object) = body.as_object_mut() {
+        if let Some(token) = asker.credential {
+            object.insert("credential".to_owned(), Value::String(token.to_owned()));
+        }
+        if let Some(session) = asker.session {
+            object.insert("session".to_owned(), Value::String(session.to_owned()));
+        }
+    }
+    body
 }
 
 /// What `[mcp]` says of one tool, defaults applied.

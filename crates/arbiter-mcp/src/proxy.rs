@@ -255,16 +255,21 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
                 if method == "tools/list" {
                     self.listing.insert(id.clone());
                 }
-                if method != "tools/call" {
-                    return self.request_upstream(id, &bytes).await;
-                }
-                let check = match tool_name(params.as_ref()).map(|t| self.pins.check(t)) {
-                    None => Check::Unpinned,
-                    Some(Some(check)) => check,
-                    // A pinned upstream's tool this session has not seen listed.
-                    Some(None) => return self.park(id, bytes, params).await,
+                let verdict = match method.as_str() {
+                    "tools/call" => {
+                        let check = match tool_name(params.as_ref()).map(|t| self.pins.check(t)) {
+                            None => Check::Unpinned,
+                            Some(Some(check)) => check,
+                            // A pinned upstream's tool this session has not seen listed.
+                            Some(None) => return self.park(id, bytes, params).await,
+                        };
+                        self.gate.tools_call_pinned(params.as_ref(), &check).await
+                    }
+                    "resources/read" | "prompts/get" => {
+                        self.gate.read(&method, params.as_ref()).await
+                    }
+                    _ => Verdict::Forward,
                 };
-                let verdict = self.gate.tools_call_pinned(params.as_ref(), &check).await;
                 self.apply(id, &bytes, verdict).await
             }
             Message::Notification { .. } => self.send_upstream(&bytes).await,
@@ -337,20 +342,25 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
         }
     }
 
-    /// Does what the gate said of a call.
+    /// Does what the gate said of a request.
     async fn apply(&mut self, id: Id, bytes: &[u8], verdict: Verdict) -> Step {
-        match verdict {
-            Verdict::Forward => self.request_upstream(id, bytes).await,
-            Verdict::Answer(result) => self.send_client(&jsonrpc::result(&id, result)).await,
-            Verdict::Fail { code, message } => {
-                self.send_client(&jsonrpc::error(Some(&id), code, &message))
-                    .await
+        let end = verdict.ends_session();
+        let answer = match verdict {
+            Verdict::Forward => return self.request_upstream(id, bytes).await,
+            Verdict::Answer(result) | Verdict::AnswerAndEnd(result) => jsonrpc::result(&id, result),
+            Verdict::Fail {
+                code,
+                message,
+                data,
             }
-            Verdict::AnswerAndEnd(result) => {
-                let _ = self.send_client(&jsonrpc::result(&id, result)).await;
-                Step::End(Ended::Revoked)
-            }
-        }
+            | Verdict::FailAndEnd {
+                code,
+                message,
+                data,
+            } => jsonrpc::error_with_data(Some(&id), code, &message, data),
+        };
+        let step = self.send_client(&answer).await;
+        if end { Step::End(Ended::Revoked) } else { step }
     }
 
     /// Holds a call until the proxy has listed the tools itself, and starts that listing

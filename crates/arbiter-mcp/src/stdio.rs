@@ -34,6 +34,12 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
             "no MCP server command was given",
         ));
     };
+    let Some(gate) = gateway.gate() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the stdio transport needs a token or a principal for the agent",
+        ));
+    };
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -44,7 +50,21 @@ pub async fn serve(gateway: &Gateway, command: &[OsString]) -> io::Result<Finish
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(io::Error::other("the MCP server's pipes were not opened"));
     };
-    let gate = gateway.gate();
+    if let Some(service) = gateway.service()
+        && service
+            .engine()
+            .pack()
+            .rules()
+            .iter()
+            .any(|rule| rule.effect == Some(arbiter_core::rule::Effect::Throttle))
+    {
+        // Each stdio session is its own process: its buckets start full.
+        tracing::warn!(
+            "throttles count within this proxy process, and a new stdio session starts a new \
+             one: to hold a throttle across an agent's sessions, decide with --pdp (a running \
+             `arbiter serve`) or serve agents over HTTP (--listen)"
+        );
+    }
     tracing::info!(
         session = gate.session().unwrap_or_default(),
         "MCP session started"

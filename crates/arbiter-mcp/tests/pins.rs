@@ -76,7 +76,7 @@ impl Session {
             "fake",
         );
         let gateway = Gateway::start(options).await.expect("the gateway starts");
-        let gate = gateway.gate();
+        let gate = gateway.gate().expect("a caller was configured");
         let (agent_end, proxy_agent_end) = tokio::io::duplex(64 * 1024);
         let (server_end, proxy_server_end) = tokio::io::duplex(64 * 1024);
         let (client_in, client_out) = tokio::io::split(proxy_agent_end);

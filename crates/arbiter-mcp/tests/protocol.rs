@@ -103,7 +103,7 @@ impl Session {
         let mut options = Options::new(pack.path(), data.path(), who(data.path()), "fake");
         options.max_message_bytes = MAX_MESSAGE;
         let gateway = Gateway::start(options).await.expect("the gateway starts");
-        let gate = gateway.gate();
+        let gate = gateway.gate().expect("a caller was configured");
         let (agent_end, proxy_agent_end) = tokio::io::duplex(64 * 1024);
         let (server_end, proxy_server_end) = tokio::io::duplex(64 * 1024);
         let (client_in, client_out) = tokio::io::split(proxy_agent_end);
@@ -637,4 +637,62 @@ async fn the_tool_list_leaves_out_what_this_caller_is_denied_in_every_case() {
     // Other answers pass untouched, and a hidden tool called by name is still denied.
     s.send(&call(2, "get-env", json!({}))).await;
     assert_eq!(s.answer().await["result"]["isError"], true);
+}
+
+#[tokio::test]
+async fn metrics_count_each_call_by_tool_and_outcome_and_are_served() {
+    let mut s = Session::start().await;
+    s.send(&call(1, "echo", json!({"message": "hi"}))).await;
+    s.server_reads().await;
+    s.server_says(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#)
+        .await;
+    s.answer().await;
+    s.send(&call(2, "get-env", json!({}))).await;
+    s.answer().await;
+    s.send(&call(3, "burst", json!({}))).await;
+    s.server_reads().await;
+    s.server_says(r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#)
+        .await;
+    s.answer().await;
+    s.send(&call(4, "burst", json!({}))).await;
+    s.answer().await;
+    let list = r#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#;
+    s.send(list).await;
+    s.server_reads().await;
+    s.server_says(
+        r#"{"jsonrpc":"2.0","id":"l","result":{"tools":[{"name":"get-env","inputSchema":{}}]}}"#,
+    )
+    .await;
+    s.answer().await;
+
+    let served = arbiter_mcp::metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::clone(s.gateway.metrics()),
+    )
+    .await
+    .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(DEADLINE, async {
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text).await
+    })
+    .await
+    .expect("the metrics within the deadline")
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for line in [
+        r#"arbiter_mcp_requests_total{upstream="fake",method="tools/call",tool="echo",outcome="allowed"} 1"#,
+        r#"arbiter_mcp_requests_total{upstream="fake",method="tools/call",tool="get-env",outcome="denied"} 1"#,
+        r#"arbiter_mcp_requests_total{upstream="fake",method="tools/call",tool="burst",outcome="allowed"} 1"#,
+        r#"arbiter_mcp_requests_total{upstream="fake",method="tools/call",tool="burst",outcome="throttled"} 1"#,
+        r#"arbiter_mcp_tools_hidden_total{upstream="fake",tool="get-env",rule="mcp.no-env",mode="enforce"} 1"#,
+        r#"arbiter_mcp_decision_seconds_count{upstream="fake",method="tools/call"} 4"#,
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    s.finish().await;
 }

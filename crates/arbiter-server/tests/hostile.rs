@@ -383,3 +383,61 @@ async fn unknown_query_parameters_are_refused_and_no_body_is_echoed() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(!body.to_string().contains("TOKEN-IN-CLEAR"), "{body}");
 }
+
+/// `mcp` beside a request (an `arbiter mcp-proxy --pdp` describing its call) is kept in
+/// the record; its identity is the server's to say (no credential: unverified, whatever
+/// the proxy claims), and one that is not the documented shape is refused and recorded.
+#[tokio::test]
+async fn an_mcp_call_beside_a_request_is_recorded_and_a_malformed_one_refused() {
+    let server = Server::start(Durability::Sync).await;
+    let request = |mcp: Value| {
+        json!({"principal": "Agent::\"support-bot\"", "action": "Action::\"read_ticket\"",
+               "resource": "Ticket::\"T-1\"", "mcp": mcp})
+    };
+    let (status, decided, _) = server
+        .post(
+            "/v1/decide",
+            &request(json!({"method": "tools/call", "tool": "read_ticket",
+                            "upstream": "helpdesk", "identity": "verified"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    let id = decided["decision_id"].as_str().unwrap().to_owned();
+    for bad in [
+        json!("tools/call"),
+        json!({"method": "tools/call"}),
+        json!({"method": "tools/call", "upstream": "h", "extra": 1}),
+        json!({"method": "", "upstream": "h"}),
+        json!({"method": "x".repeat(2000), "upstream": "h"}),
+    ] {
+        let (status, body, _) = server.post("/v1/decide", &request(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("`mcp`"),
+            "{body}"
+        );
+    }
+    let deadline = std::time::Instant::now() + 10 * SECOND;
+    loop {
+        let (_, page, _) = server
+            .admin(Method::GET, "/v1/decisions?limit=1000", Some(ADMIN))
+            .await;
+        let decisions = page["decisions"].as_array().unwrap().clone();
+        if decisions.len() >= 6 {
+            let record = decisions.iter().find(|d| d["decision_id"] == id).unwrap();
+            assert_eq!(
+                record["mcp"],
+                json!({"method": "tools/call", "tool": "read_ticket",
+                       "upstream": "helpdesk", "identity": "unverified"})
+            );
+            let invalid = decisions
+                .iter()
+                .filter(|d| d["decision"] == "invalid")
+                .count();
+            assert_eq!(invalid, 5, "{page}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -259,7 +259,7 @@ impl DecisionService {
         };
         let shadow = self.shadow.as_deref();
         let (Decided { answer, mut record }, kept) = self.decide_keeping(engine, body, shadow);
-        record.mcp = call;
+        record.mcp = call.map(|call| self.logged_call(engine, call));
         if let Ok(decision) = &answer
             && !decision.revoked.is_empty()
         {
@@ -305,7 +305,7 @@ impl DecisionService {
         let engine = self.engine.load();
         let mut record =
             DecisionRecord::refused(stamp(&engine), None, refusal, logged, Duration::ZERO);
-        record.mcp = call;
+        record.mcp = call.map(|call| self.logged_call(&engine, call));
         recording.log.append(record).await?;
         Ok(())
     }
@@ -317,6 +317,53 @@ impl DecisionService {
         {
             tracing::error!(error = %e, "draining the decision log");
         }
+    }
+
+    /// An MCP call as the log keeps it: its arguments masked (see
+    /// [`McpCall::arguments`]). Only an argument the tool's `[mcp]` mapping copies whole
+    /// into the context, at a path `[log] mask` leaves alone, stays in clear: nothing is
+    /// in clear here that the logged request does not show.
+    fn logged_call(&self, engine: &Engine, mut call: McpCall) -> McpCall {
+        let Some(Value::Object(arguments)) = call.arguments.take() else {
+            return call;
+        };
+        let Some(recording) = &self.recording else {
+            return call;
+        };
+        let pack = engine.pack();
+        let mask = &pack.config().log.mask;
+        let mapping = call
+            .tool
+            .as_deref()
+            .and_then(|tool| pack.config().mcp.as_ref()?.tool(tool));
+        let in_clear = |arg: &str| {
+            let Some(mapping) = mapping else {
+                return false;
+            };
+            mapping.args.iter().any(|(from, to)| {
+                let to = to.get_ref();
+                from.get_ref() == arg
+                    && !mask.iter().any(|m| {
+                        let m = m.get_ref();
+                        to == m
+                            || to.starts_with(&format!("{m}."))
+                            || m.starts_with(&format!("{to}."))
+                    })
+            })
+        };
+        let logged = arguments
+            .into_iter()
+            .map(|(arg, value)| {
+                let value = if in_clear(&arg) {
+                    value
+                } else {
+                    Value::String(recording.masker.masked(&value))
+                };
+                (arg, value)
+            })
+            .collect();
+        call.arguments = Some(Value::Object(logged));
+        call
     }
 
     /// The request as the log keeps it: a presented credential replaced by its

@@ -156,6 +156,11 @@ pub struct McpCall {
     /// Whether the principal was established by a verified credential, or configured for
     /// local use and taken on trust.
     pub identity: McpIdentity,
+    /// The call's arguments as logged: an argument the pack's `[mcp]` maps into the
+    /// context whole, and whose context path `[log] mask` does not mask, in clear (the
+    /// request holds it too); every other argument replaced by its keyed hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
 }
 
 /// How the MCP gateway knows who calls.

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod mcp;
+
 /// The admin token the servers of these tests take.
 pub const ADMIN: &str = "cli-tests-admin-token";
 
@@ -173,6 +175,11 @@ impl Served {
                 }
             }
         }
+    }
+
+    /// The HTTP client the helpers use (its timeout is the deadline).
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
     }
 
     /// Decides `request`; it must be a decision.

@@ -23,21 +23,38 @@ impl Pack {
         action: &EntityUid,
         resource_type: &EntityTypeName,
     ) -> Option<RuleRef> {
+        self.would_always_deny(principal, action, resource_type)
+            .filter(|(_, mode)| *mode == Mode::Enforce)
+            .map(|(rule, _)| rule)
+    }
+
+    /// [`Pack::always_denies`] in any mode: the rule or default-deny scope that denies,
+    /// or would deny once enforced, every such request, with its mode. An enforced one
+    /// is preferred, then `warn`, then `audit`: what the tool list hides, and what it
+    /// would hide.
+    pub fn would_always_deny(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource_type: &EntityTypeName,
+    ) -> Option<(RuleRef, Mode)> {
         let policy = |id: &str| self.policies().policy(&PolicyId::new(id));
-        let denying = self.rules().iter().find(|rule| {
-            rule.kind == Kind::Forbid
-                && rule.is_enforced()
-                && matches!(rule.effect, Some(Effect::Deny | Effect::Revoke))
-                && policy(&rule.id).is_some_and(|p| {
-                    !p.has_non_scope_constraint()
-                        && self.principal_matches(p, principal)
-                        && self.action_matches(p, action)
-                        && every_resource_of(p, resource_type)
-                })
-        });
-        if let Some(rule) = denying {
-            return Some(RuleRef::Rule(rule.id.clone()));
-        }
+        let mut denying: Vec<(RuleRef, Mode)> = self
+            .rules()
+            .iter()
+            .filter_map(|rule| Some((rule, rule.mode?)))
+            .filter(|(rule, _)| {
+                rule.kind == Kind::Forbid
+                    && matches!(rule.effect, Some(Effect::Deny | Effect::Revoke))
+                    && policy(&rule.id).is_some_and(|p| {
+                        !p.has_non_scope_constraint()
+                            && self.principal_matches(p, principal)
+                            && self.action_matches(p, action)
+                            && every_resource_of(p, resource_type)
+                    })
+            })
+            .map(|(rule, mode)| (RuleRef::Rule(rule.id.clone()), mode))
+            .collect();
         let (scope, mode) = self.default_deny_scope(principal.type_name());
         let no_permit_can_match = !self.rules().iter().any(|rule| {
             rule.kind == Kind::Permit
@@ -47,7 +64,12 @@ impl Pack {
                         && some_resource_of(p, resource_type)
                 })
         });
-        (mode == Mode::Enforce && no_permit_can_match).then_some(scope)
+        if no_permit_can_match {
+            denying.push((scope, mode));
+        }
+        // Stable: among equals, the first rule in the pack's order.
+        denying.sort_by_key(|(_, mode)| std::cmp::Reverse(strength(*mode)));
+        denying.into_iter().next()
     }
 
     /// Whether the policy's principal scope holds for `principal`.
@@ -98,5 +120,14 @@ fn some_resource_of(policy: &Policy, ty: &EntityTypeName) -> bool {
         ResourceConstraint::Eq(uid) => uid.type_name() == ty,
         // A resource of the type may be a member of any group.
         ResourceConstraint::Any | ResourceConstraint::In(_) => true,
+    }
+}
+
+/// How close a mode is to enforcement.
+fn strength(mode: Mode) -> u8 {
+    match mode {
+        Mode::Enforce => 2,
+        Mode::Warn => 1,
+        Mode::Audit => 0,
     }
 }

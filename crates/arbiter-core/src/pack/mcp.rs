@@ -8,7 +8,11 @@ use cedar_policy::{EntityTypeName, EntityUid, Schema};
 use toml::Spanned;
 
 use super::RESERVED_CONTEXT_KEYS;
-use crate::config::{DEFAULT_MCP_RESOURCE_TYPE, Mcp, McpResource, OnToolChange, is_pin_hash};
+use crate::config::{
+    DEFAULT_MCP_PROMPTS_ACTION, DEFAULT_MCP_PROMPTS_TYPE, DEFAULT_MCP_RESOURCE_TYPE,
+    DEFAULT_MCP_RESOURCES_ACTION, DEFAULT_MCP_RESOURCES_TYPE, Mcp, McpMethod, McpResource,
+    OnToolChange, is_pin_hash,
+};
 
 /// A problem in `[mcp]`: where in `arbiter.toml`, and what is wrong.
 pub(super) type Found = (Range<usize>, String);
@@ -82,9 +86,91 @@ pub(super) fn check(mcp: &Mcp, schema: Option<&Schema>) -> Vec<Found> {
             }
         }
         check_args(&place, &tool.args, &mut found);
+        if let Some(timeout) = &tool.pdp_timeout_ms
+            && *timeout.get_ref() == 0
+        {
+            found.push((
+                timeout.span(),
+                format!("{place} pdp_timeout_ms: 0 would refuse every call; give milliseconds > 0"),
+            ));
+        }
+    }
+    let methods = [
+        (
+            "[mcp.resources]",
+            &mcp.resources,
+            DEFAULT_MCP_RESOURCES_ACTION,
+            DEFAULT_MCP_RESOURCES_TYPE,
+        ),
+        (
+            "[mcp.prompts]",
+            &mcp.prompts,
+            DEFAULT_MCP_PROMPTS_ACTION,
+            DEFAULT_MCP_PROMPTS_TYPE,
+        ),
+    ];
+    for (place, method, _, default_type) in methods {
+        if let Some(method) = method {
+            check_method(place, method, default_type, schema, &mut found);
+        }
     }
     check_pins(mcp, &mut found);
     found
+}
+
+/// `[mcp.resources]` / `[mcp.prompts]`: an action the schema has, a type it reads.
+fn check_method(
+    place: &str,
+    method: &McpMethod,
+    default_type: &str,
+    schema: Option<&Schema>,
+    found: &mut Vec<Found>,
+) {
+    let ty = method
+        .ty
+        .as_ref()
+        .map_or(default_type, |t| t.get_ref().as_str());
+    let parsed = match ty.parse::<EntityTypeName>() {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            if let Some(at) = &method.ty {
+                found.push((
+                    at.span(),
+                    format!("{place} type: `{ty}` is not an entity type name ({e})"),
+                ));
+            }
+            None
+        }
+    };
+    let Some(schema) = schema else {
+        return;
+    };
+    let Some(action) = &method.action else {
+        return;
+    };
+    match action_uid(schema, action.get_ref()) {
+        None => found.push((
+            action.span(),
+            format!(
+                "{place} action: `{}` is not an action of the schema",
+                action.get_ref()
+            ),
+        )),
+        Some(uid) => {
+            if let Some(parsed) = parsed
+                && !applies_to(schema, &uid, &parsed)
+            {
+                let span = method.ty.as_ref().map_or(action.span(), Spanned::span);
+                found.push((
+                    span,
+                    format!(
+                        "{place}: `{ty}` is not a resource type of action `{}`",
+                        action.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// The context key the proxy sets on a call of a pinned upstream's tool (docs/mcp.md,

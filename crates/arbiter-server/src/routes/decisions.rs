@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arbiter_core::Decision;
-use arbiter_store::{DecisionQuery, Refusal};
+use arbiter_store::{DecisionQuery, McpCall, McpIdentity, Refusal};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -28,10 +28,82 @@ pub async fn decide(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let value = admitted_body(&app, &headers, body).await?;
+    let mut value = admitted_body(&app, &headers, body).await?;
+    let call = match mcp_call(&mut value) {
+        Ok(call) => call,
+        Err(refusal) => {
+            let logged = Refusal {
+                code: refusal.code().to_owned(),
+                message: refusal.message(),
+            };
+            app.service().refuse(0, logged).await?;
+            return Err(refusal);
+        }
+    };
     let engine = app.engine();
-    let decision = app.service().decide(&engine, value).await??;
+    let decision = match call {
+        Some(call) => app.service().decide_mcp(&engine, value, call).await??,
+        None => app.service().decide(&engine, value).await??,
+    };
     Ok(decision_response(&decision))
+}
+
+/// The MCP call an `arbiter mcp-proxy` deciding remotely describes in `mcp`, beside the
+/// request (taken out of it): kept in the decision's record. Whether the identity was
+/// verified is not the proxy's to say: it is `verified` when the request presents a
+/// credential (which the decision then verifies), `unverified` otherwise.
+fn mcp_call(value: &mut Value) -> Result<Option<McpCall>, ApiError> {
+    /// The longest method, tool or upstream name kept.
+    const MAX_FIELD: usize = 1024;
+    let Some(object) = value.as_object_mut() else {
+        return Ok(None);
+    };
+    let Some(mcp) = object.remove("mcp") else {
+        return Ok(None);
+    };
+    let malformed = |why: &str| {
+        ApiError::Malformed(format!(
+            "`mcp` describes the MCP call: {{\"method\", \"tool\"?, \"upstream\", \"identity\"?, \"arguments\"?}}; {why}"
+        ))
+    };
+    let Value::Object(fields) = mcp else {
+        return Err(malformed("it is not an object"));
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["method", "tool", "upstream", "identity", "arguments"].contains(&k.as_str()))
+    {
+        return Err(malformed(&format!(
+            "unknown field `{}`",
+            unknown.escape_debug()
+        )));
+    }
+    let text = |field: &str, required: bool| -> Result<Option<String>, ApiError> {
+        match fields.get(field) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_FIELD => Ok(Some(s.clone())),
+            _ => Err(malformed(&format!(
+                "`{field}` must be a string of 1 to {MAX_FIELD} bytes"
+            ))),
+        }
+    };
+    let identity = if object.get("credential").is_some_and(Value::is_string) {
+        McpIdentity::Verified
+    } else {
+        McpIdentity::Unverified
+    };
+    let arguments = match fields.get("arguments") {
+        None | Some(Value::Null) => None,
+        Some(arguments @ Value::Object(_)) => Some(arguments.clone()),
+        Some(_) => return Err(malformed("`arguments` must be an object")),
+    };
+    Ok(Some(McpCall {
+        method: text("method", true)?.unwrap_or_default(),
+        tool: text("tool", false)?,
+        upstream: text("upstream", true)?.unwrap_or_default(),
+        identity,
+        arguments,
+    }))
 }
 
 /// `POST /v1/decide/batch`: `{"requests": [...]}`, every request decided under one pack.
