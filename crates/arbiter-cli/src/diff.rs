@@ -1,13 +1,14 @@
 //! `arbiter diff BASE HEAD`: what a change of pack does, for a reviewer and for CI. The
 //! rule-level difference (downgrades first, [`arbiter_lifecycle::drift`]) and, with
 //! `--data`, both packs replayed on the logged window: HEAD judged against what BASE
-//! decides today, not against a log an older pack wrote.
+//! decides today, not against a log an older pack wrote. MCP tool pins are listed with
+//! the rules, in the same directions.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use arbiter_lifecycle::drift::{self, Direction, PackDiff, RuleChange};
+use arbiter_lifecycle::drift::{self, Direction, PackDiff, PinChange, RuleChange};
 use arbiter_service::replay::{Drift, Group, Report, drift_window};
 use arbiter_store::Store;
 use clap::{Args, ValueEnum};
@@ -130,6 +131,7 @@ fn fails(on: FailOn, rules: &PackDiff, replayed: Option<&Drift>) -> bool {
         FailOn::Loosens => change.is_some_and(|c| c.loosens > 0),
         FailOn::Any => {
             !rules.changes.is_empty()
+                || !rules.pins.is_empty()
                 || change.is_some_and(|c| {
                     c.breaks + c.loosens + c.shifts + c.now_valid + c.now_invalid > 0
                 })
@@ -145,15 +147,45 @@ fn short(version: &str) -> &str {
     version.get(..19).unwrap_or(version)
 }
 
-/// One line of the changes' count.
+/// One line of the changes' count: downgrades and upgrades of rules and pins together.
 fn tally(rules: &PackDiff) -> String {
-    let other = rules.changes.len() - rules.downgrades - rules.upgrades;
-    format!(
+    let other = rules.going(Direction::Neutral).count();
+    let other_pins = rules
+        .pins
+        .iter()
+        .filter(|p| p.direction == Direction::Neutral)
+        .count();
+    let mut line = format!(
         "{}, {}, {}",
         plural(rules.downgrades, "downgrade", "downgrades"),
         plural(rules.upgrades, "upgrade", "upgrades"),
         plural(other, "other rule change", "other rule changes")
-    )
+    );
+    if other_pins > 0 {
+        let _ = write!(
+            line,
+            ", {}",
+            plural(other_pins, "other pin change", "other pin changes")
+        );
+    }
+    line
+}
+
+/// The pin changes going `direction`.
+fn pins_going(rules: &PackDiff, direction: Direction) -> Vec<&PinChange> {
+    rules
+        .pins
+        .iter()
+        .filter(|p| p.direction == direction)
+        .collect()
+}
+
+fn pin_presence(change: &PinChange) -> &'static str {
+    match change.presence {
+        drift::Presence::Added => "added",
+        drift::Presence::Removed => "removed",
+        drift::Presence::Changed => "changed",
+    }
 }
 
 fn counts(report: &Report) -> String {
@@ -181,7 +213,8 @@ fn text(names: (&str, &str), rules: &PackDiff, replayed: Option<&Drift>) -> Stri
         ("other changes", Direction::Neutral),
     ] {
         let changes: Vec<&RuleChange> = rules.going(direction).collect();
-        if changes.is_empty() {
+        let pins = pins_going(rules, direction);
+        if changes.is_empty() && pins.is_empty() {
             continue;
         }
         let _ = writeln!(out, "\n{title}:");
@@ -192,6 +225,26 @@ fn text(names: (&str, &str), rules: &PackDiff, replayed: Option<&Drift>) -> Stri
                 printable(&change.rule),
                 presence(change),
                 printable(&change.at)
+            );
+            for why in &change.why {
+                let _ = writeln!(out, "    {}", printable(why));
+            }
+            for field in &change.fields {
+                let _ = writeln!(
+                    out,
+                    "    {}: {} → {}",
+                    printable(&field.field),
+                    printable(field.base.as_deref().unwrap_or("—")),
+                    printable(field.head.as_deref().unwrap_or("—"))
+                );
+            }
+        }
+        for change in pins {
+            let _ = writeln!(
+                out,
+                "  MCP pin {}  {}  arbiter.toml",
+                printable(&change.subject()),
+                pin_presence(change)
             );
             for why in &change.why {
                 let _ = writeln!(out, "    {}", printable(why));
@@ -336,11 +389,12 @@ fn markdown(names: (&str, &str), rules: &PackDiff, replayed: Option<&Drift>) -> 
         ("Other rule changes", Direction::Neutral),
     ] {
         let changes: Vec<&RuleChange> = rules.going(direction).collect();
-        if changes.is_empty() {
+        let pins = pins_going(rules, direction);
+        if changes.is_empty() && pins.is_empty() {
             continue;
         }
         let mut section = format!("#### {title}\n\n| rule | | what | where |\n|---|---|---|---|\n");
-        let rows = changes.iter().map(|c| {
+        let rule_rows = changes.iter().map(|c| {
             let what: Vec<String> = if c.why.is_empty() {
                 c.fields.iter().map(|f| cell(&f.field)).collect()
             } else {
@@ -354,7 +408,25 @@ fn markdown(names: (&str, &str), rules: &PackDiff, replayed: Option<&Drift>) -> 
                 code(&c.at)
             )
         });
-        budget.rows(&mut section, rows);
+        // A pin's texts are what a reviewer must read: the new ones are shown.
+        let pin_rows = pins.iter().map(|p| {
+            let mut what: Vec<String> = p.why.iter().map(|w| cell(w)).collect();
+            what.extend(p.fields.iter().map(|f| match (f.field.as_str(), &f.head) {
+                ("description" | "title" | "on_tool_change", Some(head)) => {
+                    format!("{}: {}", cell(&f.field), code(head))
+                }
+                _ => cell(&f.field),
+            }));
+            format!(
+                "| {} | {} | {} | {} |\n",
+                code(&format!("MCP pin {}", p.subject())),
+                pin_presence(p),
+                what.join("; "),
+                code("arbiter.toml")
+            )
+        });
+        let rows: Vec<String> = rule_rows.chain(pin_rows).collect();
+        budget.rows(&mut section, rows.into_iter());
         out.push_str(&section);
         out.push('\n');
     }

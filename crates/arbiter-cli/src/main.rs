@@ -27,6 +27,7 @@ mod diff;
 mod git;
 mod lifecycle;
 mod mcp;
+mod mcp_pin;
 mod output;
 mod reload;
 mod replay;
@@ -118,7 +119,8 @@ enum Command {
     /// store (also while the server runs).
     Candidate(candidate::CandidateArgs),
     /// Put an MCP server behind arbiter: every tools/call the agent makes is decided and
-    /// logged (`arbiter mcp-proxy --pack DIR -- <server command…>`, over stdio).
+    /// logged (`arbiter mcp-proxy --pack DIR -- <server command…>`, over stdio);
+    /// `arbiter mcp-proxy pin` records its tools in the pack.
     McpProxy(mcp::McpProxyArgs),
 }
 

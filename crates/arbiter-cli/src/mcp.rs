@@ -23,10 +23,14 @@ use crate::serve::DurabilityArg;
 
 /// Arguments of `arbiter mcp-proxy`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct McpProxyArgs {
+    /// `pin`: record the server's tools in the pack instead of proxying.
+    #[command(subcommand)]
+    pub action: Option<McpProxyCommand>,
     /// The pack directory.
-    #[arg(long)]
-    pub pack: PathBuf,
+    #[arg(long, required = true)]
+    pub pack: Option<PathBuf>,
     /// The data directory: the decision log, the keys, the revocations.
     #[arg(long, default_value = "./arbiter-data", env = "ARBITER_DATA")]
     pub data: PathBuf,
@@ -109,11 +113,25 @@ pub struct McpProxyArgs {
     pub ext_mcp: Option<SocketAddr>,
 }
 
+/// What `arbiter mcp-proxy` does besides proxying.
+#[derive(Debug, clap::Subcommand)]
+pub enum McpProxyCommand {
+    /// Record each tool of the server (name, description, schema hashes) in the pack's
+    /// arbiter.toml under [mcp.pins.<upstream>]; a tool that later differs is refused.
+    Pin(Box<crate::mcp_pin::PinArgs>),
+}
+
 pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Failure> {
+    if let Some(McpProxyCommand::Pin(pin)) = args.action {
+        return crate::mcp_pin::pin(*pin);
+    }
+    let Some(pack) = args.pack.clone() else {
+        return Err(Failure::Input("--pack is required".to_owned()));
+    };
     if let Some(listen) = args.listen {
         let upstreams = upstreams(&args.upstream)?;
         log_to(args.log_file.as_deref())?;
-        return http(args, listen, upstreams, clock);
+        return http(args, pack, listen, upstreams, clock);
     }
     log_to(args.log_file.as_deref())?;
     let who = match (args.token.clone(), args.principal.clone()) {
@@ -128,14 +146,8 @@ pub fn mcp_proxy(args: McpProxyArgs, clock: SystemClock) -> Result<ExitCode, Fai
             ));
         }
     };
-    let upstream = args.upstream_name.clone().unwrap_or_else(|| {
-        args.command
-            .first()
-            .map(Path::new)
-            .and_then(Path::file_name)
-            .map_or_else(|| "mcp".to_owned(), |n| n.to_string_lossy().into_owned())
-    });
-    let mut options = Options::new(&args.pack, &args.data, who, &upstream);
+    let upstream = crate::mcp_pin::upstream_name(args.upstream_name.as_deref(), &args.command);
+    let mut options = Options::new(&pack, &args.data, who, &upstream);
     configure(&mut options, &args, clock);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -274,6 +286,7 @@ fn upstreams(given: &[String]) -> Result<Vec<Upstream>, Failure> {
 /// `--listen`: the HTTP proxy until SIGINT or SIGTERM.
 fn http(
     args: McpProxyArgs,
+    pack: PathBuf,
     listen: SocketAddr,
     upstreams: Vec<Upstream>,
     clock: SystemClock,
@@ -287,7 +300,7 @@ fn http(
     let who = Who::PerRequest {
         fallback: args.principal.clone(),
     };
-    let mut options = Options::new(&args.pack, &args.data, who, "");
+    let mut options = Options::new(&pack, &args.data, who, "");
     configure(&mut options, &args, clock);
     let mut http = HttpOptions::new(upstreams);
     http.upstream_timeout = Duration::from_secs(args.upstream_timeout);
@@ -301,6 +314,22 @@ fn http(
         let gateway = Gateway::start(options)
             .await
             .map_err(|e| Failure::Input(e.to_string()))?;
+        // The HTTP transport does not compare tool lists with pins yet: an upstream the
+        // pack pins is refused rather than served unchecked (fail closed).
+        let pack = gateway.decider().snapshot().pack;
+        if let Some(pinned) = http
+            .upstreams
+            .iter()
+            .find(|u| arbiter_mcp::pins::pins_of(&pack, &u.name).is_some())
+        {
+            let name = pinned.name.clone();
+            gateway.shutdown().await;
+            return Err(Failure::Input(format!(
+                "--upstream {name}: the pack pins its tools ([mcp.pins.{name}]), and the HTTP \
+                 transport does not compare tools with their pins yet; run this server over \
+                 stdio (`arbiter mcp-proxy --upstream-name {name} -- COMMAND`), or remove its pins"
+            )));
+        }
         let _metrics = serve_metrics(&gateway, args.metrics).await?;
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => listener,

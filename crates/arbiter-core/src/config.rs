@@ -384,6 +384,13 @@ pub struct Mcp {
     pub resources: Option<McpMethod>,
     /// `[mcp.prompts]`: a `prompts/get` as a decision request.
     pub prompts: Option<McpMethod>,
+    /// What a call of a tool that changed since it was pinned does (`refuse` when absent).
+    #[serde(default)]
+    pub on_tool_change: OnToolChange,
+    /// `[mcp.pins.<upstream>.<tool>]`: each upstream's tools as `arbiter mcp-proxy pin`
+    /// recorded them, by the upstream's name (`--upstream-name`) and the tool's.
+    #[serde(default)]
+    pub pins: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, McpPin>>,
 }
 
 /// How the MCP gateway answers a call it refuses.
@@ -426,6 +433,68 @@ impl Mcp {
             .find(|(k, _)| k.get_ref() == name)
             .map(|(_, t)| t)
     }
+
+    /// The pins of the upstream with this name, if it has any: its tools by name.
+    pub fn pins_of(&self, upstream: &str) -> Option<&BTreeMap<Spanned<String>, McpPin>> {
+        self.pins
+            .iter()
+            .find(|(k, _)| k.get_ref() == upstream)
+            .map(|(_, p)| p)
+    }
+}
+
+/// `[mcp] on_tool_change`: what a call of a tool that changed since it was pinned does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnToolChange {
+    /// The call is refused before any rule sees it, and recorded as `mcp_tool_changed`.
+    #[default]
+    Refuse,
+    /// The call is decided by the rules, with `context.tool_changed = true`, so a rule can
+    /// audit changed tools first and enforce later.
+    Decide,
+}
+
+impl OnToolChange {
+    /// As written in `arbiter.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnToolChange::Refuse => "refuse",
+            OnToolChange::Decide => "decide",
+        }
+    }
+}
+
+/// The prefix of a pinned hash: `sha256:` and 64 lowercase hex digits.
+pub const PIN_HASH_PREFIX: &str = "sha256:";
+
+/// `[mcp.pins.<upstream>.<tool>]`: one tool as the upstream listed it when it was pinned.
+/// The texts are kept as they were, so a reviewer reads them; the JSON values are kept as
+/// the SHA-256 of their canonical form (`sha256:<hex>`, docs/mcp.md "Pinning tools"). An
+/// absent key pins the tool's having none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpPin {
+    /// The tool's `description`.
+    pub description: Option<Spanned<String>>,
+    /// The tool's `title`.
+    pub title: Option<Spanned<String>>,
+    /// The hash of its `inputSchema`.
+    pub input_schema: Spanned<String>,
+    /// The hash of its `outputSchema`.
+    pub output_schema: Option<Spanned<String>>,
+    /// The hash of its `annotations` (`readOnlyHint`, `destructiveHint`, …).
+    pub annotations: Option<Spanned<String>>,
+}
+
+/// Whether `text` is a pinned hash: `sha256:` and 64 lowercase hex digits.
+pub fn is_pin_hash(text: &str) -> bool {
+    text.strip_prefix(PIN_HASH_PREFIX).is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// `[mcp.tools.<name>]`: one tool's call as a decision request.
@@ -543,6 +612,17 @@ pub(crate) const KEYS: &[(&str, Keys)] = &[
             ("denials", Keys::Any),
             ("resources", MCP_METHOD_KEYS),
             ("prompts", MCP_METHOD_KEYS),
+            ("on_tool_change", Keys::Any),
+            (
+                "pins",
+                Keys::Named(&Keys::Named(&Keys::Table(&[
+                    ("description", Keys::Any),
+                    ("title", Keys::Any),
+                    ("input_schema", Keys::Any),
+                    ("output_schema", Keys::Any),
+                    ("annotations", Keys::Any),
+                ]))),
+            ),
         ]),
     ),
 ];
@@ -850,7 +930,7 @@ mod tests {
     fn known_keys_agree_with_the_config_structs() {
         let mut found = Vec::new();
         tables(Keys::Table(KEYS), &[], &mut found);
-        assert_eq!(found.len(), 18, "{found:?}");
+        assert_eq!(found.len(), 19, "{found:?}");
         for (path, mut known) in found {
             let mut value = toml::Value::Table(toml::Table::from_iter([(
                 "zz_not_a_key".to_owned(),

@@ -880,3 +880,119 @@ mood = 1
     }
     assert_eq!(found.len(), expect.len(), "{found:#?}");
 }
+
+#[test]
+fn mcp_pins_load_and_their_mistakes_are_each_located() {
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    let good = format!(
+        r#"
+[mcp]
+on_tool_change = "decide"
+
+[mcp.pins.everything.echo]
+description = "Echoes back the input"
+input_schema = "{hash}"
+
+[mcp.pins.everything."get-env"]
+input_schema = "{hash}"
+annotations = "{hash}"
+"#
+    );
+    let dir = pack(&[("rules.cedar", OK)], Some(&good), None);
+    let pack = Pack::load(dir.path()).unwrap();
+    let mcp = pack.config().mcp.as_ref().unwrap();
+    assert_eq!(
+        mcp.on_tool_change,
+        arbiter_core::config::OnToolChange::Decide
+    );
+    let pins = mcp.pins_of("everything").unwrap();
+    assert_eq!(pins.len(), 2);
+    assert!(mcp.pins_of("other").is_none());
+
+    // Each typed mistake stops the typed parse: one pack each.
+    for (config, said) in [
+        (
+            "[mcp]\non_tool_change = \"ignore\"\n",
+            "arbiter.toml:2:18: unknown variant `ignore`, expected `refuse` or `decide`",
+        ),
+        (
+            "[mcp.pins.everything.add]\ndescription = \"Adds\"\n",
+            "arbiter.toml:1:1: missing field `input_schema`",
+        ),
+    ] {
+        let dir = self::pack(&[("rules.cedar", OK)], Some(config), None);
+        let found: Vec<String> = problems(dir.path())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            found.iter().any(|f| f.starts_with(said)),
+            "expected a problem starting `{said}` in {found:#?}"
+        );
+    }
+
+    let bad = format!(
+        r#"
+[mcp.pins.everything.echo]
+description = "Echoes back the input"
+input_schema = "sha256:ABC"
+output_schema = "{hash}x"
+colour = 1
+
+[mcp.pins.""]
+
+[mcp.tools.x]
+args = {{ a = "context.tool_changed" }}
+"#
+    );
+    let dir = self::pack(&[("rules.cedar", OK)], Some(&bad), None);
+    let found: Vec<String> = problems(dir.path())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expect = [
+        "arbiter.toml:4:16: [mcp.pins.everything.echo] input_schema: `sha256:ABC` is not a pinned hash",
+        "arbiter.toml:5:17: [mcp.pins.everything.echo] output_schema:",
+        "arbiter.toml:6:1: unknown field `colour` in [mcp.pins.everything.echo]",
+        "arbiter.toml:8:11: [mcp.pins] an upstream's name is empty",
+        "arbiter.toml:11:14: [mcp.tools.x] args: `context.tool_changed` is arbiter's own (reserved)",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "expected a problem starting `{e}` in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+}
+
+#[test]
+fn deciding_changed_tools_whose_action_cannot_say_so_is_a_located_warning() {
+    let config = format!(
+        "[mcp]\non_tool_change = \"decide\"\n\n[mcp.pins.srv.call]\ninput_schema = \"sha256:{}\"\n",
+        "0".repeat(64)
+    );
+    let dir = pack(&[("rules.cedar", OK)], Some(&config), Some(SCHEMA));
+    let pack = Pack::load(dir.path()).unwrap();
+    let warnings: Vec<String> = pack.warnings().iter().map(ToString::to_string).collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "arbiter.toml:4:15: [mcp.pins.srv.call]: with `on_tool_change = \"decide\"`, a change of this tool is still refused: the context of action `call` does not declare `tool_changed: Bool`"
+        )),
+        "{warnings:#?}"
+    );
+    // Declared, no warning.
+    let schema = SCHEMA.replace(
+        "context: { target: String }",
+        "context: { target: String, tool_changed?: Bool }",
+    );
+    let dir = self::pack(&[("rules.cedar", OK)], Some(&config), Some(&schema));
+    let pack = Pack::load(dir.path()).unwrap();
+    assert!(
+        pack.warnings()
+            .iter()
+            .all(|w| !w.to_string().contains("tool_changed")),
+        "{:#?}",
+        pack.warnings()
+    );
+}

@@ -12,6 +12,13 @@
 //! The opposite is an *upgrade*, listed next: a rule entering `warn` or `enforce` outside
 //! the audit→enforce lifecycle is worth a reviewer's eye too. A change of condition or
 //! scope has no direction a diff can tell; the replay of the log (`--data`) judges it.
+//!
+//! MCP tool pins (`[mcp.pins]`) are compared too ([`PinChange`]): the pins of an upstream
+//! removed, or `[mcp] on_tool_change` going from `refuse` to `decide`, is a downgrade; an
+//! upstream newly pinned, or `decide` back to `refuse`, an upgrade; a pin edited, added or
+//! removed on an upstream that stays pinned accepts another definition of a tool (a tool
+//! without a pin is refused like a changed one), which no diff can judge: neutral, listed
+//! with the texts and hashes for a reviewer to read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,6 +82,41 @@ pub struct RuleChange {
     pub at: String,
 }
 
+/// How one MCP tool pin (`[mcp.pins.<upstream>.<tool>]`), or `[mcp] on_tool_change`,
+/// differs. A pin change is a pack change: it decides which tool definitions the proxy
+/// accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinChange {
+    /// The upstream, as `[mcp.pins]` names it; `None` for `[mcp] on_tool_change`.
+    pub upstream: Option<String>,
+    /// The tool; `None` for `[mcp] on_tool_change`.
+    pub tool: Option<String>,
+    /// Added, removed or changed.
+    pub presence: Presence,
+    /// Which way it moves protection: removing an upstream's pins, or letting the rules
+    /// decide changed tools, is a downgrade; pinning an upstream, or refusing changed
+    /// tools again, an upgrade; accepting another definition of a tool (a changed pin, a
+    /// tool pinned or unpinned on an upstream that stays pinned) is neutral, for a
+    /// reviewer to read.
+    pub direction: Direction,
+    /// Why it is a downgrade or an upgrade, one sentence per reason.
+    pub why: Vec<String>,
+    /// What changed: `description`, `title`, `input_schema`, `output_schema`,
+    /// `annotations` (the pinned texts and hashes), or `on_tool_change`.
+    pub fields: Vec<Field>,
+}
+
+impl PinChange {
+    /// `upstream/tool`, or `[mcp] on_tool_change`.
+    pub fn subject(&self) -> String {
+        match (&self.upstream, &self.tool) {
+            (Some(upstream), Some(tool)) => format!("{upstream}/{tool}"),
+            (Some(upstream), None) => upstream.clone(),
+            _ => "[mcp] on_tool_change".to_owned(),
+        }
+    }
+}
+
 /// The rule-level difference between two packs.
 #[derive(Debug, Clone, Serialize)]
 pub struct PackDiff {
@@ -82,12 +124,15 @@ pub struct PackDiff {
     pub base: String,
     /// HEAD's version.
     pub head: String,
-    /// How many changes are downgrades.
+    /// How many changes are downgrades (rule changes and pin changes).
     pub downgrades: usize,
-    /// How many are upgrades.
+    /// How many are upgrades (rule changes and pin changes).
     pub upgrades: usize,
     /// Every change: downgrades first, then upgrades, then the rest; by rule within each.
     pub changes: Vec<RuleChange>,
+    /// Every change of MCP tool pins: downgrades first, then upgrades, then the rest; by
+    /// upstream and tool within each.
+    pub pins: Vec<PinChange>,
 }
 
 impl PackDiff {
@@ -134,19 +179,164 @@ pub fn diff(base: &Pack, head: &Pack) -> PackDiff {
             .cmp(&b.direction)
             .then_with(|| a.rule.cmp(&b.rule))
     });
+    let mut pins = pin_changes(base, head);
+    pins.sort_by(|a, b| {
+        a.direction
+            .cmp(&b.direction)
+            .then_with(|| a.upstream.cmp(&b.upstream))
+            .then_with(|| a.tool.cmp(&b.tool))
+    });
+    let count = |direction: Direction| {
+        changes.iter().filter(|c| c.direction == direction).count()
+            + pins.iter().filter(|c| c.direction == direction).count()
+    };
     PackDiff {
         base: base.version().to_owned(),
         head: head.version().to_owned(),
-        downgrades: changes
-            .iter()
-            .filter(|c| c.direction == Direction::Downgrade)
-            .count(),
-        upgrades: changes
-            .iter()
-            .filter(|c| c.direction == Direction::Upgrade)
-            .count(),
+        downgrades: count(Direction::Downgrade),
+        upgrades: count(Direction::Upgrade),
         changes,
+        pins,
     }
+}
+
+/// A pack's pins as text: upstream → tool → field → value.
+type PinTexts = BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, String>>>;
+
+fn pin_texts(pack: &Pack) -> PinTexts {
+    let Some(mcp) = pack.config().mcp.as_ref() else {
+        return PinTexts::new();
+    };
+    mcp.pins
+        .iter()
+        .map(|(upstream, tools)| {
+            let tools = tools
+                .iter()
+                .map(|(tool, pin)| {
+                    let mut fields = BTreeMap::new();
+                    let mut put = |name: &'static str, value: Option<&String>| {
+                        if let Some(v) = value {
+                            fields.insert(name, v.clone());
+                        }
+                    };
+                    put("description", pin.description.as_ref().map(|v| v.get_ref()));
+                    put("title", pin.title.as_ref().map(|v| v.get_ref()));
+                    put("input_schema", Some(pin.input_schema.get_ref()));
+                    put(
+                        "output_schema",
+                        pin.output_schema.as_ref().map(|v| v.get_ref()),
+                    );
+                    put("annotations", pin.annotations.as_ref().map(|v| v.get_ref()));
+                    (tool.get_ref().clone(), fields)
+                })
+                .collect();
+            (upstream.get_ref().clone(), tools)
+        })
+        .collect()
+}
+
+/// The pins of each upstream, and `[mcp] on_tool_change`, compared.
+fn pin_changes(base: &Pack, head: &Pack) -> Vec<PinChange> {
+    use arbiter_core::config::OnToolChange;
+    let mut found = Vec::new();
+    let setting = |pack: &Pack| pack.config().mcp.as_ref().map(|m| m.on_tool_change);
+    let (was, is) = (
+        setting(base).unwrap_or_default(),
+        setting(head).unwrap_or_default(),
+    );
+    if was != is {
+        let said = format!(
+            "`[mcp] on_tool_change` goes from `{}` to `{}`",
+            was.as_str(),
+            is.as_str()
+        );
+        let (direction, why) = match is {
+            OnToolChange::Decide => (
+                Direction::Downgrade,
+                format!(
+                    "{said}: a changed tool's calls are no longer refused, the rules decide them"
+                ),
+            ),
+            OnToolChange::Refuse => (
+                Direction::Upgrade,
+                format!("{said}: a changed tool's calls are refused again"),
+            ),
+        };
+        found.push(PinChange {
+            upstream: None,
+            tool: None,
+            presence: Presence::Changed,
+            direction,
+            why: vec![why],
+            fields: vec![Field {
+                field: "on_tool_change".to_owned(),
+                base: Some(was.as_str().to_owned()),
+                head: Some(is.as_str().to_owned()),
+            }],
+        });
+    }
+    let (base_pins, head_pins) = (pin_texts(base), pin_texts(head));
+    let empty = BTreeMap::new();
+    let upstreams: BTreeSet<&String> = base_pins.keys().chain(head_pins.keys()).collect();
+    for upstream in upstreams {
+        let (b, h) = (base_pins.get(upstream), head_pins.get(upstream));
+        let tools: BTreeSet<&String> = b
+            .unwrap_or(&empty)
+            .keys()
+            .chain(h.unwrap_or(&empty).keys())
+            .collect();
+        for tool in tools {
+            let (bt, ht) = (b.and_then(|t| t.get(tool)), h.and_then(|t| t.get(tool)));
+            let names: BTreeSet<&&str> =
+                bt.iter().chain(ht.iter()).flat_map(|f| f.keys()).collect();
+            let fields: Vec<Field> = names
+                .into_iter()
+                .filter_map(|name| {
+                    let (x, y) = (
+                        bt.and_then(|f| f.get(*name)).cloned(),
+                        ht.and_then(|f| f.get(*name)).cloned(),
+                    );
+                    (x != y).then(|| Field {
+                        field: (*name).to_owned(),
+                        base: x,
+                        head: y,
+                    })
+                })
+                .collect();
+            if fields.is_empty() && bt.is_some() == ht.is_some() {
+                continue;
+            }
+            let (presence, direction, why) = match (b.is_some(), h.is_some(), bt, ht) {
+                (false, true, _, _) => (
+                    Presence::Added,
+                    Direction::Upgrade,
+                    vec![format!(
+                        "upstream `{upstream}` is pinned: its tools are compared with their pins"
+                    )],
+                ),
+                (true, false, _, _) => (
+                    Presence::Removed,
+                    Direction::Downgrade,
+                    vec![format!(
+                        "the pins of upstream `{upstream}` are removed: its tools are no longer \
+                         compared, whatever they become"
+                    )],
+                ),
+                (_, _, None, Some(_)) => (Presence::Added, Direction::Neutral, Vec::new()),
+                (_, _, Some(_), None) => (Presence::Removed, Direction::Neutral, Vec::new()),
+                _ => (Presence::Changed, Direction::Neutral, Vec::new()),
+            };
+            found.push(PinChange {
+                upstream: Some(upstream.clone()),
+                tool: Some(tool.clone()),
+                presence,
+                direction,
+                why,
+                fields,
+            });
+        }
+    }
+    found
 }
 
 /// How much a forbid acts at the point of action: nothing (audit, or no rule), tells the

@@ -236,3 +236,98 @@ impl<I: Iterator<Item = (&'static str, Direction)>> SortedByDirection for I {
         all
     }
 }
+
+fn pins(on_tool_change: &str, upstreams: &[(&str, &[(&str, &str)])]) -> String {
+    let hash = format!("sha256:{}", "a".repeat(64));
+    let mut config = format!("[mcp]\non_tool_change = \"{on_tool_change}\"\n");
+    for (upstream, tools) in upstreams {
+        for (tool, description) in *tools {
+            config.push_str(&format!(
+                "\n[mcp.pins.{upstream}.{tool}]\ndescription = \"{description}\"\ninput_schema = \"{hash}\"\n"
+            ));
+        }
+    }
+    config
+}
+
+fn pins_between(base: &str, head: &str) -> PackDiff {
+    let (_b, base) = pack(base, "");
+    let (_h, head) = pack(head, "");
+    diff(&base, &head)
+}
+
+#[test]
+fn pins_removed_or_decided_are_downgrades_and_pins_added_are_upgrades() {
+    let base = pins(
+        "refuse",
+        &[
+            ("srv", &[("echo", "Echoes"), ("add", "Adds")]),
+            ("old", &[("x", "X")]),
+        ],
+    );
+    let head = pins(
+        "decide",
+        &[
+            ("srv", &[("echo", "Echoes, and more"), ("sub", "Subtracts")]),
+            ("new", &[("y", "Y")]),
+        ],
+    );
+    let d = pins_between(&base, &head);
+    assert!(d.changes.is_empty(), "{:#?}", d.changes);
+    let seen: Vec<(String, Presence, Direction)> = d
+        .pins
+        .iter()
+        .map(|p| (p.subject(), p.presence, p.direction))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "[mcp] on_tool_change".to_owned(),
+                Presence::Changed,
+                Direction::Downgrade
+            ),
+            ("old/x".to_owned(), Presence::Removed, Direction::Downgrade),
+            ("new/y".to_owned(), Presence::Added, Direction::Upgrade),
+            ("srv/add".to_owned(), Presence::Removed, Direction::Neutral),
+            ("srv/echo".to_owned(), Presence::Changed, Direction::Neutral),
+            ("srv/sub".to_owned(), Presence::Added, Direction::Neutral),
+        ],
+        "{:#?}",
+        d.pins
+    );
+    assert_eq!((d.downgrades, d.upgrades), (2, 1));
+    let echo = d.pins.iter().find(|p| p.subject() == "srv/echo").unwrap();
+    assert_eq!(
+        echo.fields,
+        [Field {
+            field: "description".to_owned(),
+            base: Some("Echoes".to_owned()),
+            head: Some("Echoes, and more".to_owned()),
+        }]
+    );
+    assert!(
+        d.pins[1].why[0].contains("no longer compared"),
+        "{:#?}",
+        d.pins[1]
+    );
+
+    // Back to refuse: an upgrade; the same pins: nothing.
+    let d = pins_between(
+        &head,
+        &pins(
+            "refuse",
+            &[
+                ("srv", &[("echo", "Echoes, and more"), ("sub", "Subtracts")]),
+                ("new", &[("y", "Y")]),
+            ],
+        ),
+    );
+    assert_eq!(
+        (d.downgrades, d.upgrades, d.pins.len()),
+        (0, 1, 1),
+        "{:#?}",
+        d.pins
+    );
+    assert!(pins_between(&base, &base).pins.is_empty());
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arbiter_core::Decision;
-use arbiter_core::config::McpDenials;
+use arbiter_core::config::{McpDenials, OnToolChange};
 use arbiter_core::response::Outcome as Decided;
 use arbiter_core::rule::{Effect, Mode, RuleRef};
 use arbiter_store::{McpCall, Refusal};
@@ -27,6 +27,7 @@ use crate::decider::{Answer, Decider, Snapshot};
 use crate::jsonrpc::code;
 use crate::mapping::{self, Asker, Read};
 use crate::metrics::{Metrics, Outcome};
+use crate::pins::{self, Check};
 
 /// The `_meta` key under which a refusal carries its decision as data.
 pub const META_KEY: &str = "arbiter/decision";
@@ -120,8 +121,26 @@ impl Gate {
         &self.caller
     }
 
-    /// Decides a `tools/call` with these parameters.
+    /// A new session's view of the upstream's pins ([`pins::Watch`]).
+    pub fn pin_watch(&self) -> pins::Watch {
+        pins::Watch::new(&self.decider.snapshot().pack, &self.upstream)
+    }
+
+    /// The upstream the calls are for.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// Decides a `tools/call` with these parameters, for an upstream without pins.
     pub async fn tools_call(&self, params: Option<&Value>) -> Verdict {
+        self.tools_call_pinned(params, &Check::Unpinned).await
+    }
+
+    /// Decides a `tools/call` with these parameters, given what the upstream's pins say of
+    /// the tool ([`pins::Watch::check`]): a changed tool's call is refused
+    /// (`mcp_tool_changed`) unless `[mcp] on_tool_change = "decide"`, which decides it with
+    /// `context.tool_changed = true`.
+    pub async fn tools_call_pinned(&self, params: Option<&Value>, pin: &Check) -> Verdict {
         let started = Instant::now();
         let empty = Map::new();
         let name = match params.and_then(|p| p.get("name")) {
@@ -142,10 +161,25 @@ impl Gate {
             }
         };
         let snapshot = self.decider.snapshot();
+        if let Some(changed) = pin.changed()
+            && pins::on_tool_change(&snapshot.pack) == OnToolChange::Refuse
+        {
+            return self
+                .refuse_changed(&snapshot, name, changed, None, started)
+                .await;
+        }
         let principal = self.caller.principal().to_string();
         let body =
             match mapping::request_body(&snapshot.pack, self.asker(&principal), name, arguments) {
-                Ok(body) => body,
+                Ok(mut body) => {
+                    if let Err(why) = pins::flag(&snapshot.pack, &mut body, pin) {
+                        let changed = pin.changed().unwrap_or_default();
+                        return self
+                            .refuse_changed(&snapshot, name, changed, Some(&why), started)
+                            .await;
+                    }
+                    body
+                }
                 Err(unmapped) => {
                     let refusal = Refusal {
                         code: "mcp_unmapped".to_owned(),
@@ -288,6 +322,47 @@ impl Gate {
                 message: text,
                 data: Some(meta),
             }
+        }
+    }
+
+    /// A call of a tool that changed since it was pinned: recorded as `mcp_tool_changed`,
+    /// and answered with what changed (as a result, or as an error with `[mcp] denials =
+    /// "error"`).
+    async fn refuse_changed(
+        &self,
+        snapshot: &Snapshot,
+        tool: &str,
+        changed: &[&str],
+        why: Option<&str>,
+        started: Instant,
+    ) -> Verdict {
+        let message = pins::refusal_message(tool, changed, why);
+        tracing::warn!(tool, changed = ?changed, "refused a call of a changed tool");
+        let answer = pins::refused(&message, changed);
+        let refusal = Refusal {
+            code: pins::REFUSAL_CODE.to_owned(),
+            message,
+        };
+        if let Err(e) = self
+            .decider
+            .refuse(refusal, self.call("tools/call", Some(tool)))
+            .await
+        {
+            return self.unavailable("tools/call", Some(tool), &e, started);
+        }
+        self.count("tools/call", Some(tool), Outcome::Invalid, started);
+        if denials(snapshot) == McpDenials::Result {
+            return Verdict::Answer(answer);
+        }
+        let text = answer
+            .pointer("/content/0/text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Verdict::Fail {
+            code: denial_code::DENIED,
+            message: text,
+            data: answer.get("_meta").cloned(),
         }
     }
 

@@ -18,6 +18,8 @@ pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
     /// The JSON is not a JSON-RPC message the proxy accepts.
     pub const INVALID_REQUEST: i64 = -32600;
+    /// The method does not exist, or is not answered.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
     /// The method's parameters are not what it takes.
     pub const INVALID_PARAMS: i64 = -32602;
     /// The proxy could not do what was asked (the server is gone, the log is down).
@@ -106,6 +108,16 @@ impl Id {
                 .map(|n| Id(IdValue::Integer(n))),
             _ => None,
         }
+    }
+
+    /// A string id, for a request the proxy sends itself.
+    pub fn text(text: &str) -> Id {
+        Id(IdValue::Text(text.to_owned()))
+    }
+
+    /// An integer id, for a request arbiter's client sends.
+    pub fn integer(n: i64) -> Id {
+        Id(IdValue::Integer(i128::from(n)))
     }
 
     /// The id as JSON, for an answer that echoes it.

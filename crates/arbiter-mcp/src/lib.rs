@@ -11,8 +11,11 @@
 //! - [`jsonrpc`]: one message a line, bounded, parsed strictly, classified.
 //! - [`mapping`]: `[mcp]` of the pack: a tool call as a decision request.
 //! - [`caller`]: who calls: a verified arbiter token, or a principal for local use.
+//! - [`client`]: arbiter as an MCP client (the handshake, the tool list), for `pin`.
 //! - [`gate`]: one `tools/call` decided, the answer to a denied one, and the tool list
 //!   without the tools this caller can never call.
+//! - [`pins`]: tool pinning: each listed tool compared with what was pinned, a changed
+//!   one marked in the list and its calls refused or flagged.
 //! - [`proxy`]: the message pump of one session.
 //! - [`stdio`]: the server as a child process, the agent on standard input and output.
 //! - [`gateway`]: start, sessions, shutdown.
@@ -27,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod caller;
+pub mod client;
 pub mod decider;
 pub mod ext_mcp;
 pub mod gate;
@@ -35,6 +39,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod mapping;
 pub mod metrics;
+pub mod pins;
 pub mod proxy;
 pub mod stdio;
 

@@ -3,6 +3,12 @@
 //! forwarded, as the bytes it came as; `tools/call` goes through the [`Gate`] first, and
 //! the answer to `tools/list` loses the tools the caller can never call.
 //!
+//! When the upstream has pins ([`crate::pins`]), each tool list it sends is compared with
+//! them and changed tools are marked, and a `tools/call` of a tool the session has not
+//! seen listed waits while the proxy lists the tools itself (a `tools/list` with an id of
+//! its own, `arbiter-pins-<n>`, which the agent cannot use while it is in flight, its
+//! pages followed and its answer kept from the agent).
+//!
 //! What the proxy keeps is the ids in flight each way, so that a response reaches only
 //! the peer that asked: a response to an id nobody sent is dropped, and when the server
 //! goes away every call still waiting is answered with an error. Malformed input, an
@@ -17,8 +23,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use serde_json::Value;
+
 use crate::gate::{Gate, Verdict};
 use crate::jsonrpc::{self, Id, Line, Message, Refused, code};
+use crate::pins::{Check, Fetched, Watch, field};
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +94,15 @@ where
         awaiting_upstream: HashSet::new(),
         awaiting_client: HashSet::new(),
         listing: HashSet::new(),
+        pins: gate.pin_watch(),
+        parked: Vec::new(),
     };
     // Once the agent has closed its input, the answers it is still owed are delivered
     // (it may still be reading), for at most `DRAIN`.
     let mut input_closed = false;
+    // Whether the server's input is closed yet: not while the proxy's own listing is under
+    // way, so that the calls waiting for it can still be forwarded.
+    let mut upstream_closed = false;
     let ended = loop {
         let event = if input_closed {
             match tokio::time::timeout(DRAIN, incoming.recv()).await {
@@ -107,11 +121,7 @@ where
         };
         match step {
             Step::Continue => {}
-            Step::InputClosed => {
-                input_closed = true;
-                // The server reads the end of its input as the end of the session.
-                let _ = pump.upstream.shutdown().await;
-            }
+            Step::InputClosed => input_closed = true,
             // After the agent's input closed, the server's exit is the normal end, unless
             // it leaves calls unanswered.
             Step::End(Ended::UpstreamClosed)
@@ -120,6 +130,11 @@ where
                 break Ended::ClientClosed;
             }
             Step::End(ended) => break ended,
+        }
+        if input_closed && !upstream_closed && !pump.pins.fetching() {
+            // The server reads the end of its input as the end of the session.
+            let _ = pump.upstream.shutdown().await;
+            upstream_closed = true;
         }
         if input_closed && pump.awaiting_upstream.is_empty() {
             break Ended::ClientClosed;
@@ -177,6 +192,23 @@ struct Pump<'g, CW, UW> {
     awaiting_client: HashSet<Id>,
     /// Ids of the agent's `tools/list` requests waiting for their answer, to be filtered.
     listing: HashSet<Id>,
+    /// The upstream's tools compared with its pins.
+    pins: Watch,
+    /// Calls of a pinned upstream's tools waiting for the proxy's own listing; their ids
+    /// are in `awaiting_upstream`, so they are answered if the server goes away.
+    parked: Vec<Parked>,
+}
+
+/// A `tools/call` waiting for the tool list.
+struct Parked {
+    id: Id,
+    bytes: Vec<u8>,
+    params: Option<Value>,
+}
+
+/// The tool a call names, when it names one.
+fn tool_name(params: Option<&Value>) -> Option<&str> {
+    params?.get("name")?.as_str()
 }
 
 impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
@@ -214,7 +246,7 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
         };
         match message {
             Message::Request { id, method, params } => {
-                if self.awaiting_upstream.contains(&id) {
+                if self.awaiting_upstream.contains(&id) || self.pins.owns(&id) {
                     let why = format!("id {id} is already used by a request not answered yet");
                     return self
                         .send_client(&jsonrpc::error(Some(&id), code::INVALID_REQUEST, &why))
@@ -224,31 +256,21 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
                     self.listing.insert(id.clone());
                 }
                 let verdict = match method.as_str() {
-                    "tools/call" => self.gate.tools_call(params.as_ref()).await,
+                    "tools/call" => {
+                        let check = match tool_name(params.as_ref()).map(|t| self.pins.check(t)) {
+                            None => Check::Unpinned,
+                            Some(Some(check)) => check,
+                            // A pinned upstream's tool this session has not seen listed.
+                            Some(None) => return self.park(id, bytes, params).await,
+                        };
+                        self.gate.tools_call_pinned(params.as_ref(), &check).await
+                    }
                     "resources/read" | "prompts/get" => {
                         self.gate.read(&method, params.as_ref()).await
                     }
                     _ => Verdict::Forward,
                 };
-                let end = verdict.ends_session();
-                let answer = match verdict {
-                    Verdict::Forward => return self.request_upstream(id, &bytes).await,
-                    Verdict::Answer(result) | Verdict::AnswerAndEnd(result) => {
-                        jsonrpc::result(&id, result)
-                    }
-                    Verdict::Fail {
-                        code,
-                        message,
-                        data,
-                    }
-                    | Verdict::FailAndEnd {
-                        code,
-                        message,
-                        data,
-                    } => jsonrpc::error_with_data(Some(&id), code, &message, data),
-                };
-                let step = self.send_client(&answer).await;
-                if end { Step::End(Ended::Revoked) } else { step }
+                self.apply(id, &bytes, verdict).await
             }
             Message::Notification { .. } => self.send_upstream(&bytes).await,
             Message::Response { id: Some(id) } if self.awaiting_client.remove(&id) => {
@@ -289,14 +311,25 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
                 self.awaiting_client.insert(id);
                 self.send_client(&with_newline(&bytes)).await
             }
-            Ok(Message::Notification { .. }) => self.send_client(&with_newline(&bytes)).await,
+            Ok(Message::Notification { method }) => {
+                if method == "notifications/tools/list_changed" {
+                    self.pins.forget();
+                }
+                self.send_client(&with_newline(&bytes)).await
+            }
+            Ok(Message::Response { id: Some(id) }) if self.pins.owns(&id) => {
+                self.on_fetched(&bytes).await
+            }
             Ok(Message::Response { id: Some(id) }) if self.awaiting_upstream.remove(&id) => {
-                let filtered = if self.listing.remove(&id) {
-                    self.gate.filter_tool_list(&bytes)
+                let edited = if self.listing.remove(&id) {
+                    // Compared (and marked) first, with every tool in it; then filtered.
+                    let marked = self.pins.record_response(&bytes);
+                    let listed = marked.as_deref().unwrap_or(&bytes);
+                    self.gate.filter_tool_list(listed).or(marked)
                 } else {
                     None
                 };
-                let line = filtered.unwrap_or_else(|| with_newline(&bytes));
+                let line = edited.unwrap_or_else(|| with_newline(&bytes));
                 self.send_client(&line).await
             }
             Ok(Message::Response { id }) => {
@@ -307,6 +340,70 @@ impl<CW: AsyncWrite + Unpin, UW: AsyncWrite + Unpin> Pump<'_, CW, UW> {
                 Step::Continue
             }
         }
+    }
+
+    /// Does what the gate said of a request.
+    async fn apply(&mut self, id: Id, bytes: &[u8], verdict: Verdict) -> Step {
+        let end = verdict.ends_session();
+        let answer = match verdict {
+            Verdict::Forward => return self.request_upstream(id, bytes).await,
+            Verdict::Answer(result) | Verdict::AnswerAndEnd(result) => jsonrpc::result(&id, result),
+            Verdict::Fail {
+                code,
+                message,
+                data,
+            }
+            | Verdict::FailAndEnd {
+                code,
+                message,
+                data,
+            } => jsonrpc::error_with_data(Some(&id), code, &message, data),
+        };
+        let step = self.send_client(&answer).await;
+        if end { Step::End(Ended::Revoked) } else { step }
+    }
+
+    /// Holds a call until the proxy has listed the tools itself, and starts that listing
+    /// unless it is under way.
+    async fn park(&mut self, id: Id, bytes: Vec<u8>, params: Option<Value>) -> Step {
+        self.awaiting_upstream.insert(id.clone());
+        self.parked.push(Parked { id, bytes, params });
+        if self.pins.fetching() {
+            return Step::Continue;
+        }
+        let awaiting = &self.awaiting_upstream;
+        let request = self.pins.start_fetch(|id| awaiting.contains(id));
+        tracing::debug!("listing the upstream's tools to compare them with their pins");
+        self.send_upstream(&request).await
+    }
+
+    /// A page of the proxy's own listing: the next one is asked for, or the calls waiting
+    /// for the list are checked and decided.
+    async fn on_fetched(&mut self, bytes: &[u8]) -> Step {
+        let failed = match self.pins.fetched(bytes) {
+            Fetched::Next(request) => return self.send_upstream(&request).await,
+            Fetched::Done => false,
+            Fetched::Failed(why) => {
+                tracing::warn!(why, "the upstream's tool list could not be read");
+                true
+            }
+        };
+        for call in std::mem::take(&mut self.parked) {
+            self.awaiting_upstream.remove(&call.id);
+            let check = match tool_name(call.params.as_ref()).and_then(|t| self.pins.check(t)) {
+                Some(check) if !failed => check,
+                // The list could not be read: the tool cannot be compared.
+                _ => Check::Changed(vec![field::UNLISTED]),
+            };
+            let verdict = self
+                .gate
+                .tools_call_pinned(call.params.as_ref(), &check)
+                .await;
+            if let Step::End(ended) = self.apply(call.id, &call.bytes, verdict).await {
+                return Step::End(ended);
+            }
+        }
+        Step::Continue
     }
 
     /// Forwards an agent's request, remembering its id for the response.

@@ -11,6 +11,7 @@ use super::RESERVED_CONTEXT_KEYS;
 use crate::config::{
     DEFAULT_MCP_PROMPTS_ACTION, DEFAULT_MCP_PROMPTS_TYPE, DEFAULT_MCP_RESOURCE_TYPE,
     DEFAULT_MCP_RESOURCES_ACTION, DEFAULT_MCP_RESOURCES_TYPE, Mcp, McpMethod, McpResource,
+    OnToolChange, is_pin_hash,
 };
 
 /// A problem in `[mcp]`: where in `arbiter.toml`, and what is wrong.
@@ -113,6 +114,7 @@ pub(super) fn check(mcp: &Mcp, schema: Option<&Schema>) -> Vec<Found> {
             check_method(place, method, default_type, schema, &mut found);
         }
     }
+    check_pins(mcp, &mut found);
     found
 }
 
@@ -166,6 +168,90 @@ fn check_method(
                         action.get_ref()
                     ),
                 ));
+            }
+        }
+    }
+}
+
+/// The context key the proxy sets on a call of a pinned upstream's tool (docs/mcp.md,
+/// "Pinning tools"): no argument may be written there.
+pub const TOOL_CHANGED_KEY: &str = "tool_changed";
+
+/// With `on_tool_change = "decide"`, each pinned tool whose action's context does not
+/// declare `tool_changed: Bool`: a change of it would be refused anyway (the rules could
+/// not see it), which the pack's author should know. Warnings, not errors.
+pub(super) fn undecidable_pins(
+    mcp: &Mcp,
+    schema: &Schema,
+    shapes: &super::shapes::ContextShapes,
+) -> Vec<Found> {
+    let mut found = Vec::new();
+    if mcp.on_tool_change != OnToolChange::Decide {
+        return found;
+    }
+    for (upstream, tools) in &mcp.pins {
+        for tool in tools.keys() {
+            let id = mcp
+                .tool(tool.get_ref())
+                .and_then(|t| t.action.as_ref())
+                .map_or(tool.get_ref().as_str(), |a| a.get_ref().as_str());
+            let Some(action) = action_uid(schema, id) else {
+                continue;
+            };
+            if !shapes.declares_bool(&action, TOOL_CHANGED_KEY) {
+                found.push((
+                    tool.span(),
+                    format!(
+                        "[mcp.pins.{}.{}]: with `on_tool_change = \"decide\"`, a change of this \
+                         tool is still refused: the context of action `{id}` does not declare \
+                         `{TOOL_CHANGED_KEY}: Bool`, so no rule could see it",
+                        upstream.get_ref(),
+                        tool.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// `[mcp.pins]`: names that are names, hashes in their documented form.
+fn check_pins(mcp: &Mcp, found: &mut Vec<Found>) {
+    for (upstream, tools) in &mcp.pins {
+        if upstream.get_ref().is_empty() {
+            found.push((
+                upstream.span(),
+                "[mcp.pins] an upstream's name is empty".to_owned(),
+            ));
+            continue;
+        }
+        for (tool, pin) in tools {
+            let place = format!("[mcp.pins.{}.{}]", upstream.get_ref(), tool.get_ref());
+            if tool.get_ref().is_empty() {
+                found.push((
+                    tool.span(),
+                    format!("[mcp.pins.{}] a tool's name is empty", upstream.get_ref()),
+                ));
+                continue;
+            }
+            let hashes = [
+                ("input_schema", Some(&pin.input_schema)),
+                ("output_schema", pin.output_schema.as_ref()),
+                ("annotations", pin.annotations.as_ref()),
+            ];
+            for (key, hash) in hashes {
+                if let Some(hash) = hash
+                    && !is_pin_hash(hash.get_ref())
+                {
+                    found.push((
+                        hash.span(),
+                        format!(
+                            "{place} {key}: `{}` is not a pinned hash (`sha256:` and 64 lowercase \
+                             hex digits, as `arbiter mcp-proxy pin` writes it)",
+                            hash.get_ref().escape_debug()
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -268,7 +354,7 @@ fn check_args(
             continue;
         };
         let top = inner.split('.').next().unwrap_or_default();
-        if RESERVED_CONTEXT_KEYS.contains(&top) {
+        if RESERVED_CONTEXT_KEYS.contains(&top) || top == TOOL_CHANGED_KEY {
             found.push((
                 target.span(),
                 format!(

@@ -29,6 +29,7 @@ use crate::index::SliceIndex;
 use crate::jwk;
 use crate::rule::{Mode, Rule, RuleRef};
 
+pub use mcp::TOOL_CHANGED_KEY;
 pub use schema::RESERVED_CONTEXT_KEYS;
 
 /// A loaded, validated policy pack: everything a decision needs, immutable once built.
@@ -226,6 +227,13 @@ impl Pack {
         &self.request_entity_types
     }
 
+    /// Whether a request for `action` can carry a boolean `context.<key>`: the pack has no
+    /// schema (any context goes), or the action's context type declares `key` as `Bool`.
+    /// The MCP gateway asks this before it adds `context.tool_changed`.
+    pub fn context_takes_bool(&self, action: &EntityUid, key: &str) -> bool {
+        self.schema.is_none() || self.shapes.declares_bool(action, key)
+    }
+
     /// Where `context` breaks the context type of `action`, in words that name the path
     /// and the expected type but never the value.
     pub(crate) fn explain_context(
@@ -303,6 +311,14 @@ impl<'a> Loader<'a> {
         if let Some(settings) = &config.mcp {
             for (span, message) in mcp::check(settings, schema.as_ref()) {
                 self.config_problem(span, message);
+            }
+            if let Some(schema) = &schema {
+                for (span, message) in mcp::undecidable_pins(settings, schema, &self.shapes) {
+                    self.warnings.push(
+                        Problem::in_file(CONFIG_FILE, message)
+                            .at_offset(&self.config_text, span.start),
+                    );
+                }
             }
         }
         let issuers = self.check_issuers(&config, schema.as_ref());

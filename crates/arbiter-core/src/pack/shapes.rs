@@ -71,6 +71,40 @@ impl ContextShapes {
         self.mismatch(ns, ty, &value, "context".to_owned(), 0)
     }
 
+    /// Whether the context type of `action` declares a top-level attribute `key` of type
+    /// `Bool` (required or not). `false` for an action the schema does not know.
+    pub(crate) fn declares_bool(&self, action: &EntityUid, key: &str) -> bool {
+        let Some((ns, ty)) = self.contexts.get(action) else {
+            return false;
+        };
+        let mut ty = ty.clone();
+        // A context given as a common type: follow the name to its record.
+        for _ in 0..MAX_DEPTH {
+            if ty.get("type").and_then(Value::as_str) == Some("Record") {
+                break;
+            }
+            let name = match (ty.get("type").and_then(Value::as_str), ty.get("name")) {
+                (Some("EntityOrCommon"), Some(Value::String(name))) => name.clone(),
+                (Some(name), None) => name.to_owned(),
+                _ => return false,
+            };
+            let Some(common) = self.common(ns, &name) else {
+                return false;
+            };
+            ty = common;
+        }
+        let Some(attribute) = ty.get("attributes").and_then(|a| a.get(key)) else {
+            return false;
+        };
+        matches!(
+            (
+                attribute.get("type").and_then(Value::as_str),
+                attribute.get("name").and_then(Value::as_str),
+            ),
+            (Some("Boolean"), _) | (Some("EntityOrCommon"), Some("Bool" | "__cedar::Bool"))
+        )
+    }
+
     fn mismatch(
         &self,
         ns: &str,
@@ -267,6 +301,29 @@ mod tests {
             said,
             "`context.kv`: required, and missing (expected a `Kv`)"
         );
+    }
+
+    #[test]
+    fn a_declared_bool_is_found_through_a_common_type() {
+        let shapes = ContextShapes::new(&json!({"": {
+            "commonTypes": {"Ctx": {"type": "Record", "attributes": {
+                "tool_changed": {"type": "EntityOrCommon", "name": "Bool", "required": false},
+                "note": {"type": "String"}}}},
+            "entityTypes": {"A": {}},
+            "actions": {
+                "a": {"appliesTo": {"principalTypes": ["A"], "resourceTypes": ["A"],
+                    "context": {"type": "EntityOrCommon", "name": "Ctx"}}},
+                "b": {"appliesTo": {"principalTypes": ["A"], "resourceTypes": ["A"],
+                    "context": {"type": "Record", "attributes": {
+                        "tool_changed": {"type": "Boolean"}}}}},
+                "c": {"appliesTo": {"principalTypes": ["A"], "resourceTypes": ["A"]}}}
+        }}));
+        let uid = |id: &str| -> EntityUid { format!("Action::\"{id}\"").parse().expect("a uid") };
+        assert!(shapes.declares_bool(&uid("a"), "tool_changed"));
+        assert!(!shapes.declares_bool(&uid("a"), "note"));
+        assert!(shapes.declares_bool(&uid("b"), "tool_changed"));
+        assert!(!shapes.declares_bool(&uid("c"), "tool_changed"));
+        assert!(!shapes.declares_bool(&uid("zz"), "tool_changed"));
     }
 
     #[test]
