@@ -233,16 +233,18 @@ async fn an_allowed_call_reaches_the_server_byte_for_byte_and_its_answer_comes_b
     };
     assert_eq!(allowed.decision.as_str(), "allow");
     assert_eq!(allowed.action.as_deref(), Some(r#"Action::"echo""#));
-    let mcp = serde_json::to_value(allowed.mcp.as_ref().unwrap()).unwrap();
-    assert_eq!(
-        mcp,
-        json!({"method": "tools/call", "tool": "echo", "upstream": "fake", "identity": "unverified"})
-    );
-    // `[log] mask` applies to the arguments the mapping copied into the context.
+    // `[log] mask` applies to the arguments the mapping copied into the context, and to
+    // the same arguments in the record of the call.
     let logged = allowed.request["context"]["args"]["message"]
         .as_str()
         .unwrap();
     assert!(logged.starts_with("hmac-sha256:"), "{logged}");
+    let mcp = serde_json::to_value(allowed.mcp.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        mcp,
+        json!({"method": "tools/call", "tool": "echo", "upstream": "fake",
+               "identity": "unverified", "arguments": {"message": logged}})
+    );
     assert!(allowed.session.as_deref().unwrap().starts_with("mcp-"));
 }
 
