@@ -314,22 +314,6 @@ fn http(
         let gateway = Gateway::start(options)
             .await
             .map_err(|e| Failure::Input(e.to_string()))?;
-        // The HTTP transport does not compare tool lists with pins yet: an upstream the
-        // pack pins is refused rather than served unchecked (fail closed).
-        let pack = gateway.decider().snapshot().pack;
-        if let Some(pinned) = http
-            .upstreams
-            .iter()
-            .find(|u| arbiter_mcp::pins::pins_of(&pack, &u.name).is_some())
-        {
-            let name = pinned.name.clone();
-            gateway.shutdown().await;
-            return Err(Failure::Input(format!(
-                "--upstream {name}: the pack pins its tools ([mcp.pins.{name}]), and the HTTP \
-                 transport does not compare tools with their pins yet; run this server over \
-                 stdio (`arbiter mcp-proxy --upstream-name {name} -- COMMAND`), or remove its pins"
-            )));
-        }
         let _metrics = serve_metrics(&gateway, args.metrics).await?;
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => listener,

@@ -634,34 +634,3 @@ fn diff_lists_pin_changes_and_a_removed_upstream_fails_on_downgrades() {
         text.stdout
     );
 }
-
-#[test]
-fn the_http_transport_refuses_to_serve_a_pinned_upstream_unchecked() {
-    let pack = write_pack("");
-    let data = tempfile::tempdir().unwrap();
-    let path = pack.path().join("arbiter.toml");
-    let mut config = std::fs::read_to_string(&path).unwrap();
-    config.push_str(&format!(
-        "\n[mcp.pins.fake.echo]\ninput_schema = \"sha256:{}\"\n",
-        "a".repeat(64)
-    ));
-    std::fs::write(&path, config).unwrap();
-    let ran = arbiter(&[
-        "mcp-proxy",
-        "--pack",
-        pack.path().to_str().unwrap(),
-        "--data",
-        data.path().to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "fake=http://127.0.0.1:9/mcp",
-    ]);
-    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
-    assert!(
-        ran.stderr
-            .contains("--upstream fake: the pack pins its tools ([mcp.pins.fake]), and the HTTP transport does not compare tools with their pins yet"),
-        "{}",
-        ran.stderr
-    );
-}

@@ -36,6 +36,7 @@ use crate::caller::Caller;
 use crate::gate::{Gate, Verdict};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Id, Message, Refused, code};
+use crate::pins::{self, Check};
 use routing::Revision;
 use sessions::{Lookup, Owner, Sessions};
 
@@ -101,6 +102,9 @@ const RETURNED: [&str; 6] = [
 ];
 
 const SESSION_ID: &str = "mcp-session-id";
+
+/// The id of the proxy's own `tools/list` (a pinned upstream's list, read before a call).
+const OWN_LISTING: &str = "arbiter-pins";
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -558,7 +562,8 @@ impl Call<'_> {
         if matches!(method, "tools/call" | "resources/read" | "prompts/get") {
             let gate = self.gate(session.clone());
             let verdict = if method == "tools/call" {
-                gate.tools_call(params).await
+                let check = self.pin_check(&gate, revision, params).await;
+                gate.tools_call_pinned(params, &check).await
             } else {
                 gate.read(method, params).await
             };
@@ -595,6 +600,125 @@ impl Call<'_> {
             bind: revision == Revision::Sessions && session_id.is_none(),
         };
         self.forward(Method::POST, Some(bytes), expect).await
+    }
+
+    /// What the pins of this upstream say of the tool a `tools/call` names: the server's
+    /// tool list is read by the proxy itself, now, every page (its own `tools/list`, in the
+    /// caller's MCP session and revision), and compared with the pins. Nothing is carried
+    /// from one request to the next, so a server cannot show one list and serve another
+    /// tool. A list that cannot be read leaves the tool uncompared: `unlisted`, refused.
+    async fn pin_check(&self, gate: &Gate, revision: Revision, params: Option<&Value>) -> Check {
+        let mut watch = gate.pin_watch();
+        if !watch.active() {
+            return Check::Unpinned;
+        }
+        let Some(tool) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+            // Not a call the gate will decide: it refuses it as invalid.
+            return Check::Unpinned;
+        };
+        let meta = params.and_then(|p| p.get("_meta")).cloned();
+        let mut cursor: Option<String> = None;
+        let mut cursors = std::collections::HashSet::new();
+        for _ in 0..pins::MAX_PAGES {
+            let mut list = serde_json::Map::new();
+            if let Some(cursor) = &cursor {
+                list.insert("cursor".to_owned(), json!(cursor));
+            }
+            if let Some(meta) = &meta {
+                list.insert("_meta".to_owned(), meta.clone());
+            }
+            let list = Value::Object(list);
+            let page = match self.own_listing(revision, list).await {
+                Ok(page) => page,
+                Err(why) => {
+                    tracing::warn!(
+                        upstream = self.name(),
+                        why,
+                        "the server's tool list could not be read"
+                    );
+                    return Check::Changed(vec![pins::field::UNLISTED]);
+                }
+            };
+            let next = page
+                .get("result")
+                .and_then(|r| r.get("nextCursor"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if page.get("result").is_none() {
+                return Check::Changed(vec![pins::field::UNLISTED]);
+            }
+            watch.record_response(page.to_string().as_bytes());
+            match next {
+                None => {
+                    return watch
+                        .check(tool)
+                        .unwrap_or_else(|| Check::Changed(vec![pins::field::UNLISTED]));
+                }
+                Some(next) if !cursors.insert(next.clone()) => {
+                    return Check::Changed(vec![pins::field::UNLISTED]);
+                }
+                Some(next) => cursor = Some(next),
+            }
+        }
+        Check::Changed(vec![pins::field::UNLISTED])
+    }
+
+    /// One page of the proxy's own `tools/list` to this upstream: the response message.
+    async fn own_listing(&self, revision: Revision, params: Value) -> Result<Value, String> {
+        let (_, url) = self.upstream;
+        let body = json!({"jsonrpc": "2.0", "id": OWN_LISTING, "method": "tools/list",
+                          "params": params});
+        let mut request = self
+            .shared
+            .client
+            .post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(body.to_string());
+        for name in [SESSION_ID, "mcp-protocol-version"] {
+            for value in self.headers.get_all(name) {
+                request = request.header(name, value);
+            }
+        }
+        if revision == Revision::Stateless {
+            request = request.header("mcp-method", "tools/list");
+        }
+        let timeout = self.shared.options.upstream_timeout;
+        let response = tokio::time::timeout(timeout, request.send())
+            .await
+            .map_err(|_| "the server did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("the server answered {}", response.status()));
+        }
+        let stream = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+        let max = self.shared.gateway.max_message_bytes();
+        let bytes = read_bounded(response, max, timeout).await?;
+        let is_ours = |message: &Value| message.get("id") == Some(&json!(OWN_LISTING));
+        if !stream {
+            let message = arbiter_core::json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            return if is_ours(&message) {
+                Ok(message)
+            } else {
+                Err("the answer is not to the proxy's listing".to_owned())
+            };
+        }
+        let mut parser = sse::Parser::new(max);
+        let mut events = parser.push(&bytes);
+        events.extend(parser.push(b"\n\n"));
+        events
+            .into_iter()
+            .filter_map(|parsed| match parsed {
+                sse::Parsed::Event(event) => event.data,
+                sse::Parsed::TooLong => None,
+            })
+            .filter_map(|data| arbiter_core::json::from_slice(&data).ok())
+            .find(is_ours)
+            .ok_or_else(|| "the event stream held no answer to the proxy's listing".to_owned())
     }
 
     /// After a `revoke`: the MCP session is refused from now on, and the server is asked
@@ -788,6 +912,11 @@ impl Call<'_> {
 /// list was filtered or when it said "public"). `None` when nothing changes.
 fn list_for(gate: &Gate, bytes: &[u8], revision: Revision) -> Option<Bytes> {
     let filtered = gate.filter_tool_list(bytes);
+    // A pinned upstream's changed tools stay listed, marked.
+    let mut watch = gate.pin_watch();
+    let filtered = watch
+        .record_response(filtered.as_deref().unwrap_or(bytes))
+        .or(filtered);
     let mut value = arbiter_core::json::from_slice(filtered.as_deref().unwrap_or(bytes)).ok()?;
     let public = value
         .get("result")
