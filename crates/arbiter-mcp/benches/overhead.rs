@@ -190,6 +190,40 @@ async fn http_proxy(upstream: SocketAddr) -> (SocketAddr, [tempfile::TempDir; 2]
     (addr, [pack, data])
 }
 
+/// The floor of any HTTP proxy here: a bare forwarder (axum in, the same reqwest client
+/// out, no checks, no decision, no log) in front of `upstream`.
+async fn bare_forwarder(upstream: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://{upstream}/mcp");
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let answer = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    answer,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// An agent over HTTP, posting stateless `tools/call`s to `url`.
 struct HttpAgent {
     client: reqwest::Client,
@@ -280,14 +314,19 @@ fn overhead(c: &mut Criterion) {
     });
     group.finish();
 
-    let (direct_http, proxied_http, _http_dirs) = runtime.block_on(async {
+    let (direct_http, bare_http, proxied_http, _http_dirs) = runtime.block_on(async {
         let upstream = fake_http_server().await;
         let (proxy, dirs) = http_proxy(upstream).await;
+        let bare = bare_forwarder(upstream).await;
         let client = reqwest::Client::new();
         (
             HttpAgent {
                 client: client.clone(),
                 url: format!("http://{upstream}/mcp"),
+            },
+            HttpAgent {
+                client: client.clone(),
+                url: format!("http://{bare}/mcp"),
             },
             HttpAgent {
                 client,
@@ -297,18 +336,27 @@ fn overhead(c: &mut Criterion) {
         )
     });
     http_percentiles(&runtime, &direct_http, 2_000);
+    http_percentiles(&runtime, &bare_http, 2_000);
     http_percentiles(&runtime, &proxied_http, 2_000);
     let (d50, d99) = http_percentiles(&runtime, &direct_http, 20_000);
+    let (b50, b99) = http_percentiles(&runtime, &bare_http, 20_000);
     let (p50, p99) = http_percentiles(&runtime, &proxied_http, 20_000);
     println!(
         "HTTP tools/call round trip, 20,000 each: direct p50 {d50:.1} µs p99 {d99:.1} µs; \
-         proxied p50 {p50:.1} µs p99 {p99:.1} µs; added p50 {:.1} µs p99 {:.1} µs",
+         bare forwarder p50 {b50:.1} µs p99 {b99:.1} µs; proxied p50 {p50:.1} µs p99 \
+         {p99:.1} µs; added p50 {:.1} µs p99 {:.1} µs, of which the bare hop {:.1} µs \
+         p99 {:.1} µs",
         p50 - d50,
-        p99 - d99
+        p99 - d99,
+        b50 - d50,
+        b99 - d99
     );
     let mut group = c.benchmark_group("http_tools_call");
     group.bench_function("direct", |b| {
         b.iter(|| runtime.block_on(direct_http.round_trip()));
+    });
+    group.bench_function("bare_forwarder", |b| {
+        b.iter(|| runtime.block_on(bare_http.round_trip()));
     });
     group.bench_function("proxied", |b| {
         b.iter(|| runtime.block_on(proxied_http.round_trip()));
