@@ -249,7 +249,7 @@ impl Gate {
     ) -> Verdict {
         let decision = match answer {
             Answer::Unavailable(why) => {
-                return self.unavailable(subject.method(), Some(subject.name()), &why, started);
+                return self.unavailable(subject.method(), subject.label(), &why, started);
             }
             Answer::Invalid(refusal) => return self.refused(snapshot, subject, &refusal, started),
             Answer::Decided(decision) => decision,
@@ -260,7 +260,7 @@ impl Gate {
             (Decided::Deny, Some(Effect::Throttle)) => Outcome::Throttled,
             (Decided::Deny, _) => Outcome::Denied,
         };
-        self.count(subject.method(), Some(subject.name()), outcome, started);
+        self.count(subject.method(), subject.label(), outcome, started);
         if outcome == Outcome::Allowed {
             return Verdict::Forward;
         }
@@ -302,12 +302,7 @@ impl Gate {
         refusal: &Refusal,
         started: Instant,
     ) -> Verdict {
-        self.count(
-            subject.method(),
-            Some(subject.name()),
-            Outcome::Invalid,
-            started,
-        );
+        self.count(subject.method(), subject.label(), Outcome::Invalid, started);
         let text = format!(
             "arbiter could not decide this {}, so it was not made: {}",
             subject.describe(),
@@ -517,10 +512,13 @@ impl Subject<'_> {
         }
     }
 
-    fn name(&self) -> &str {
+    /// The tool, as a metrics label; `None` for a read or a prompt, whose URI or name may
+    /// carry what a scraped metrics endpoint must not show (a token in a query string),
+    /// and whose number is unbounded.
+    fn label(&self) -> Option<&str> {
         match self {
-            Subject::Tool(name) => name,
-            Subject::Read(read) => read.target(),
+            Subject::Tool(name) => Some(name),
+            Subject::Read(_) => None,
         }
     }
 

@@ -667,6 +667,11 @@ async fn metrics_count_each_call_by_tool_and_outcome_and_are_served() {
     .await;
     s.answer().await;
 
+    // A read is counted by method only: its URI is not a label.
+    s.send(r#"{"jsonrpc":"2.0","id":9,"method":"resources/read","params":{"uri":"file:///x?token=SECRET"}}"#)
+        .await;
+    s.answer().await;
+
     let served = arbiter_mcp::metrics::serve(
         "127.0.0.1:0".parse().unwrap(),
         std::sync::Arc::clone(s.gateway.metrics()),
@@ -693,8 +698,10 @@ async fn metrics_count_each_call_by_tool_and_outcome_and_are_served() {
         r#"arbiter_mcp_requests_total{upstream="fake",method="tools/call",tool="burst",outcome="throttled"} 1"#,
         r#"arbiter_mcp_tools_hidden_total{upstream="fake",tool="get-env",rule="mcp.no-env",mode="enforce"} 1"#,
         r#"arbiter_mcp_decision_seconds_count{upstream="fake",method="tools/call"} 4"#,
+        r#"arbiter_mcp_requests_total{upstream="fake",method="resources/read",tool="",outcome="invalid"} 1"#,
     ] {
         assert!(text.contains(line), "{line} in:\n{text}");
     }
+    assert!(!text.contains("SECRET"), "{text}");
     s.finish().await;
 }
