@@ -7,8 +7,9 @@
 //! the upstream. An allowed call passes (the decision id in `metadata`); a denied one is
 //! an `AuthorizationError` whose reason names the rule and whose `mcp_error` (the JSON-RPC
 //! error's `data`) carries the decision. `CheckResponse` of a `tools/list` leaves out the
-//! tools that the caller can never call. Every other method passes, as the stdio proxy
-//! forwards it.
+//! tools that the caller can never call, and marks a pinned backend's changed tools; a
+//! call of a pinned backend's tool is compared with what the hook saw of its lists
+//! (`seen`). Every other method passes, as the stdio proxy forwards it.
 //!
 //! Who calls is established per call: an arbiter token, presented as `authorization:
 //! Bearer` among the forwarded headers or as the `arbiter_token` of the metadata context
@@ -18,6 +19,7 @@
 //! an answer and not as a gRPC error, so that a gateway set to fail open still does not
 //! let it through.
 
+mod seen;
 pub mod wire;
 
 use std::future::Future;
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use arbiter_core::Decision;
 use arbiter_core::clock::Clock;
+use arbiter_core::config::OnToolChange;
 use arbiter_core::credential::CredentialVerifier;
 use arbiter_core::response::Outcome;
 use arbiter_core::rule::Effect;
@@ -40,6 +43,7 @@ use crate::caller::Caller;
 use crate::gate::Gate;
 use crate::gateway::Gateway;
 use crate::mapping::{self, Asker};
+use crate::pins;
 use wire::authorization_error::Code;
 use wire::ext_mcp_server::{ExtMcp, ExtMcpServer};
 use wire::{
@@ -112,6 +116,8 @@ pub struct Hook {
     verifier: Arc<dyn CredentialVerifier>,
     clock: Arc<dyn Clock>,
     fallback: Option<Caller>,
+    /// What the hook saw of each pinned backend's tools.
+    seen: seen::Seen,
     /// The arbiter session of the calls made as the fallback principal: one per process,
     /// as a stdio proxy has one per agent session.
     fallback_session: String,
@@ -140,6 +146,7 @@ impl Hook {
             verifier,
             clock,
             fallback: gateway.caller().cloned(),
+            seen: seen::Seen::default(),
             fallback_session,
         })
     }
@@ -227,6 +234,15 @@ impl Hook {
         };
         let Call { tool, arguments } = params;
         let engine = self.service.engine();
+        let pack = engine.pack();
+        let check = self.seen.check(pack, upstream, &tool);
+        if let Some(changed) = check.changed()
+            && pins::on_tool_change(pack) == OnToolChange::Refuse
+        {
+            return Err(self
+                .refuse_changed(&tool, changed, None, upstream, identity)
+                .await);
+        }
         let principal = caller.principal().to_string();
         let asker = Asker {
             principal: &principal,
@@ -240,8 +256,16 @@ impl Hook {
             identity,
             arguments: Some(Value::Object(arguments.clone())),
         };
-        let body = match mapping::request_body(engine.pack(), asker, &tool, &arguments) {
-            Ok(body) => body,
+        let body = match mapping::request_body(pack, asker, &tool, &arguments) {
+            Ok(mut body) => {
+                if let Err(why) = pins::flag(pack, &mut body, &check) {
+                    let changed = check.changed().unwrap_or_default();
+                    return Err(self
+                        .refuse_changed(&tool, changed, Some(&why), upstream, identity)
+                        .await);
+                }
+                body
+            }
             Err(unmapped) => {
                 let refusal = refusal("mcp_unmapped", unmapped.to_string());
                 return Err(self
@@ -262,7 +286,6 @@ impl Hook {
     /// A `tools/list` result without the tools this caller can never call; `None` when
     /// it hides none.
     fn tool_list(&self, response: &McpResponse) -> Result<Option<Vec<u8>>, Refused> {
-        let upstream = response.service_names.join(",");
         let token = presented_token(&[], response.metadata_context.as_ref());
         let (caller, session) = self.caller(token).map_err(|why| Refused {
             code: Code::PermissionDenied,
@@ -271,32 +294,55 @@ impl Hook {
         })?;
         let mut result = arbiter_core::json::from_slice(&response.mcp_response)
             .map_err(|e| invalid_text(format!("the `tools/list` result is not JSON: {e}")))?;
+        let last = result.get("nextCursor").is_none_or(Value::is_null);
         let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
             return Err(invalid_text(
                 "the `tools/list` result has no `tools` array".to_owned(),
             ));
         };
+        let backends: &[String] = match response.service_names.as_slice() {
+            [] => &[String::new()],
+            names => names,
+        };
+        // Which tools a caller may never call does not depend on the backend: one gate
+        // (named after every backend, for its metrics) decides it for all.
         let gate = Gate::new(
             self.decider.clone(),
             Arc::clone(&self.metrics),
             caller,
             session.unwrap_or_default(),
-            upstream,
+            backends.join(","),
         );
+        let pack = Arc::clone(self.service.engine().pack());
         let before = tools.len();
-        tools.retain(|tool| {
-            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+        let mut marked = false;
+        tools.retain_mut(|tool| {
+            let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
                 return true;
             };
-            match gate.hidden_by(name) {
-                Some(rule) => {
-                    tracing::info!(tool = name, %rule, "hidden from the tool list");
-                    false
-                }
-                None => true,
+            let attributed = seen::attribute(&name, backends);
+            let own = attributed.map_or(name.as_str(), |(_, own)| own);
+            if let Some(rule) = gate.hidden_by(own) {
+                tracing::info!(tool = name, %rule, "hidden from the tool list");
+                return false;
             }
+            match attributed {
+                Some((backend, own)) => marked |= self.seen.record(&pack, backend, own, tool),
+                None => {
+                    tracing::debug!(
+                        tool = name,
+                        "a listed tool names no backend: its pins, if any, are not compared"
+                    );
+                }
+            }
+            true
         });
-        if tools.len() == before {
+        if last {
+            for backend in backends {
+                self.seen.completed(&pack, backend);
+            }
+        }
+        if tools.len() == before && !marked {
             return Ok(None);
         }
         Ok(Some(result.to_string().into_bytes()))
@@ -363,6 +409,40 @@ impl Hook {
             Ok(()) => answer,
             Err(e) => log_down(&e),
         }
+    }
+
+    /// Refuses a call of a pinned backend's tool that changed, or that cannot be compared
+    /// with its pin: recorded as `mcp_tool_changed`, answered with what changed.
+    async fn refuse_changed(
+        &self,
+        tool: &str,
+        changed: &[&str],
+        why: Option<&str>,
+        upstream: &str,
+        identity: McpIdentity,
+    ) -> Refused {
+        let message = pins::refusal_message(tool, changed, why);
+        tracing::warn!(tool, backend = upstream, changed = ?changed, "refused a call of a changed tool");
+        let refusal = refusal(pins::REFUSAL_CODE, message);
+        let mut refused = self
+            .refuse(
+                refusal,
+                Code::PermissionDenied,
+                Some(tool),
+                upstream,
+                identity,
+            )
+            .await;
+        if let Some(data) = refused.data.as_object_mut()
+            && data.get("decision").is_some_and(|d| d == "invalid")
+            && data
+                .get("error")
+                .and_then(|e| e.get("code"))
+                .is_some_and(|c| c == pins::REFUSAL_CODE)
+        {
+            data.insert(pins::META_KEY.to_owned(), json!({ "changed": changed }));
+        }
+        refused
     }
 }
 

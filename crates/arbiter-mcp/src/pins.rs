@@ -57,6 +57,9 @@ pub mod field {
     pub const UNPINNED: &str = "unpinned";
     /// The tool is called but the upstream does not list it: nothing can be compared.
     pub const UNLISTED: &str = "unlisted";
+    /// The tool is called but no tool list of the upstream has been seen yet (the
+    /// agentgateway hook, which cannot list tools itself): nothing can be compared.
+    pub const UNSEEN: &str = "unseen";
 }
 
 /// The canonical JSON of a value: object keys sorted by their UTF-8 bytes (that is, by
@@ -423,35 +426,54 @@ impl Watch {
     /// Records one page of a tool list and marks the changed tools in it; `true` when it
     /// marked any (the result was edited).
     pub fn record_page(&mut self, result: &mut Value) -> bool {
-        let Some(pins) = &self.pins else {
+        if self.pins.is_none() {
             return false;
-        };
+        }
         let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
             return false;
         };
         let mut marked = false;
         for tool in tools.iter_mut() {
-            let Some((name, live)) = ToolPin::of(tool) else {
-                continue;
-            };
-            let changed = match pins.get(&name) {
-                Some(pin) => pin.differences(&live),
-                None => vec![field::UNPINNED],
-            };
-            let entry = self.seen.entry(name).or_default();
-            for f in &changed {
-                if !entry.contains(f) {
-                    entry.push(f);
-                }
-            }
-            if !changed.is_empty()
-                && let Some(tool) = tool.as_object_mut()
-            {
-                mark(tool, &changed, self.on_change);
-                marked = true;
+            if let Some(name) = tool.get("name").and_then(Value::as_str) {
+                let name = name.to_owned();
+                marked |= self.record_tool(&name, tool);
             }
         }
         marked
+    }
+
+    /// Records one listed tool under `name` (the upstream's own name for it, which a
+    /// gateway that prefixes names may not show in `tool`) and marks it when it changed;
+    /// `true` when it marked it.
+    pub fn record_tool(&mut self, name: &str, tool: &mut Value) -> bool {
+        let Some(pins) = &self.pins else {
+            return false;
+        };
+        let Some((_, live)) = ToolPin::of(tool) else {
+            return false;
+        };
+        let changed = match pins.get(name) {
+            Some(pin) => pin.differences(&live),
+            None => vec![field::UNPINNED],
+        };
+        let entry = self.seen.entry(name.to_owned()).or_default();
+        for f in &changed {
+            if !entry.contains(f) {
+                entry.push(f);
+            }
+        }
+        match tool.as_object_mut() {
+            Some(tool) if !changed.is_empty() => {
+                mark(tool, &changed, self.on_change);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A whole list was seen: a tool it did not list is unlisted from now on.
+    pub fn completed(&mut self) {
+        self.complete = true;
     }
 
     /// Records a response to the agent's `tools/list` as [`Watch::record_page`] does; the
@@ -558,6 +580,11 @@ pub fn refusal_message(tool: &str, check: &[&str], why: Option<&str>) -> String 
         "was not pinned (it was added after the server was pinned)".to_owned()
     } else if check == [field::UNLISTED] {
         "is not in the server's tool list, so it cannot be compared with its pin".to_owned()
+    } else if check == [field::UNSEEN] {
+        "cannot be compared with its pin: arbiter has not seen the server's tool list since \
+         it started or its pins changed (the gateway must send `tools/list` results to the \
+         hook, and the agent list the tools before it calls one)"
+            .to_owned()
     } else {
         format!("changed since it was pinned ({})", check.join(", "))
     };
@@ -566,9 +593,11 @@ pub fn refusal_message(tool: &str, check: &[&str], why: Option<&str>) -> String 
         text.push_str("; ");
         text.push_str(why);
     }
-    text.push_str(
-        "; review the server's tools, then pin them again (`arbiter mcp-proxy pin`) to accept them",
-    );
+    if check != [field::UNSEEN] {
+        text.push_str(
+            "; review the server's tools, then pin them again (`arbiter mcp-proxy pin`) to accept them",
+        );
+    }
     text
 }
 
