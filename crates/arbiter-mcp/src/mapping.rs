@@ -58,8 +58,8 @@ pub fn request_body(
         action: action_id,
         resource: resource_mapping,
     } = Mapped::of(pack, tool);
-    let action = match pack.action_with_id(action_id) {
-        Some(uid) => json!({"type": uid.type_name().to_string(), "id": action_id}),
+    let action = match pack.action_by_id(action_id) {
+        Some((_, ty)) => json!({"type": ty, "id": action_id}),
         // Unknown to the schema (or no schema): the engine says what is wrong with it.
         None => json!({"type": "Action", "id": action_id}),
     };
@@ -135,8 +135,8 @@ pub fn read_body(pack: &Pack, asker: Asker<'_>, read: Read<'_>) -> Value {
     let ty = method
         .and_then(|m| m.ty.as_ref())
         .map_or(default_type, |t| t.get_ref().as_str());
-    let action = match pack.action_with_id(action_id) {
-        Some(uid) => json!({"type": uid.type_name().to_string(), "id": action_id}),
+    let action = match pack.action_by_id(action_id) {
+        Some((_, ty)) => json!({"type": ty, "id": action_id}),
         None => json!({"type": "Action", "id": action_id}),
     };
     let mut body = json!({

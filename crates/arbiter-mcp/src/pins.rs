@@ -24,7 +24,6 @@ use std::future::Future;
 
 use arbiter_core::Pack;
 use arbiter_core::config::{OnToolChange, PIN_HASH_PREFIX};
-use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -626,14 +625,15 @@ pub fn refused(message: &str, check: &[&str]) -> Value {
 /// when the tool changed but the action cannot say so: the call must not be decided blind.
 pub fn flag(pack: &Pack, body: &mut Value, check: &Check) -> Result<(), String> {
     let key = arbiter_core::pack::TOOL_CHANGED_KEY;
-    let action = body.get("action").and_then(|a| {
-        let ty = a.get("type")?.as_str()?.parse::<EntityTypeName>().ok()?;
-        let id = a.get("id")?.as_str()?;
-        Some(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
-    });
-    let takes = action
-        .as_ref()
-        .is_some_and(|a| pack.context_takes_bool(a, key));
+    // The mapping named the action by its id, as the schema declares it (no parse here:
+    // this is on every call's path).
+    let action = body
+        .get("action")
+        .and_then(|a| a.get("id"))
+        .and_then(Value::as_str)
+        .and_then(|id| pack.action_by_id(id));
+    let takes =
+        pack.schema().is_none() || action.is_some_and(|(uid, _)| pack.context_takes_bool(uid, key));
     let declared = pack.schema().is_some() && takes;
     let changed = check.changed().is_some();
     let set = takes && (declared || *check != Check::Unpinned);

@@ -45,6 +45,9 @@ pub struct Pack {
     policies: PolicySet,
     index: SliceIndex,
     action_groups: HashMap<EntityUid, Vec<String>>,
+    /// Each action id the schema declares once, with its uid and its type's text: the
+    /// MCP gateway names actions by id on every call.
+    actions_by_id: HashMap<String, (EntityUid, String)>,
     request_entity_types: HashSet<EntityTypeName>,
     /// Per `[[issuers]]` name: its parsed principal template and its JWKS file's text.
     issuers: HashMap<String, IssuerKeys>,
@@ -215,7 +218,14 @@ impl Pack {
     /// `Ns::Action::"read_file"` when one namespace has it); `None` without a schema, or
     /// when no action or several have it.
     pub fn action_with_id(&self, id: &str) -> Option<EntityUid> {
-        self.schema.as_ref().and_then(|s| mcp::action_uid(s, id))
+        self.action_by_id(id).map(|(uid, _)| uid.clone())
+    }
+
+    /// [`Pack::action_with_id`] without a copy, with the text of the action's type.
+    pub fn action_by_id(&self, id: &str) -> Option<(&EntityUid, &str)> {
+        self.actions_by_id
+            .get(id)
+            .map(|(uid, ty)| (uid, ty.as_str()))
     }
 
     /// Whether the schema declares this action.
@@ -328,6 +338,7 @@ impl<'a> Loader<'a> {
         }
         let entities = entities.unwrap_or_else(Entities::empty);
         let action_groups = action_groups(schema.as_ref(), &entities);
+        let actions_by_id = actions_by_id(schema.as_ref());
         let by_id = rules
             .iter()
             .enumerate()
@@ -347,6 +358,7 @@ impl<'a> Loader<'a> {
             policies,
             index,
             action_groups,
+            actions_by_id,
             request_entity_types,
             issuers,
             scopes: HashMap::new(),
@@ -1109,6 +1121,27 @@ impl<'a> Loader<'a> {
 }
 
 /// For every action the pack knows: the bare ids of the action and its groups.
+/// The schema's actions by id, each with its type's text; an id declared under two
+/// action types names neither.
+fn actions_by_id(schema: Option<&Schema>) -> HashMap<String, (EntityUid, String)> {
+    let Some(schema) = schema else {
+        return HashMap::new();
+    };
+    let mut found: HashMap<String, Option<(EntityUid, String)>> = HashMap::new();
+    for action in schema.actions() {
+        let id = action.id().unescaped().to_owned();
+        let entry = (action.clone(), action.type_name().to_string());
+        found
+            .entry(id)
+            .and_modify(|seen| *seen = None)
+            .or_insert(Some(entry));
+    }
+    found
+        .into_iter()
+        .filter_map(|(id, entry)| entry.map(|e| (id, e)))
+        .collect()
+}
+
 fn action_groups(schema: Option<&Schema>, entities: &Entities) -> HashMap<EntityUid, Vec<String>> {
     let mut actions: HashSet<EntityUid> = HashSet::new();
     if let Some(schema) = schema {
