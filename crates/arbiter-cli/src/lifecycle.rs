@@ -350,6 +350,7 @@ fn print_readiness(all: &[Readiness]) -> Result<(), Failure> {
     sorted.sort_by_key(|r| {
         (
             !r.overdue,
+            r.verdict != Verdict::Erroring,
             r.verdict != Verdict::NeedsReview,
             r.verdict != Verdict::Noisy,
             r.rule.clone(),

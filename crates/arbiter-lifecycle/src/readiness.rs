@@ -5,8 +5,10 @@
 //! version, with each rule's hash and mode). Evidence counts only what happened since
 //! the rule last changed (its hash), so a rule fixed after a `legitimate` finding needs
 //! new evidence before it is ready again. The verdict is the first that applies of
-//! `noisy`, `needs_review`, `insufficient_evidence`, else `ready`; `reasons` lists every
-//! one that applies, in plain words, and `overdue` flags a rule left in audit too long.
+//! `erroring`, `noisy`, `needs_review`, `insufficient_evidence`, else `ready`; `reasons`
+//! lists every one that applies, in plain words, and `overdue` flags a rule left in
+//! audit too long. A rule whose condition errors can look perfectly quiet (no findings,
+//! nothing to review): it never ran cleanly, so it is `erroring`, never `ready`.
 //!
 //! [`assess`] is the one place that gathers that history from a [`Store`]: the CLI's
 //! `arbiter readiness`, its promotion gate and the server's `GET /v1/readiness` all call
@@ -17,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use arbiter_core::Pack;
 use arbiter_core::rule::{Mode, RuleRef};
 use arbiter_store::{
-    Finding, FindingQuery, PackLoad, PackVersion, RuleDay, RuleVersion, Store, StoreError,
+    Finding, FindingQuery, PackLoad, PackVersion, RuleDay, RuleError, RuleVersion, Store,
+    StoreError,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -28,6 +31,9 @@ use serde::Serialize;
 pub enum Verdict {
     /// The evidence says enforcing it matches real behaviour.
     Ready,
+    /// Its evaluation errored in scope of a decision since it last changed: it never ran
+    /// cleanly, so its quiet says nothing.
+    Erroring,
     /// Not long enough in its mode, or too little traffic since it last changed.
     InsufficientEvidence,
     /// Findings nobody has reviewed.
@@ -42,6 +48,7 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Ready => "ready",
+            Verdict::Erroring => "erroring",
             Verdict::InsufficientEvidence => "insufficient_evidence",
             Verdict::NeedsReview => "needs_review",
             Verdict::Noisy => "noisy",
@@ -100,8 +107,22 @@ pub struct Evidence {
     pub oldest_open_finding_days: Option<i64>,
     /// Evaluation errors since it last changed.
     pub errors: u64,
+    /// The first of them, when the log kept it (errors logged before store version 5
+    /// are counted, not kept).
+    pub first_error: Option<FirstError>,
     /// `@audit_until`, when the rule has one.
     pub audit_until: Option<String>,
+}
+
+/// The first evaluation error of a rule since it last changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirstError {
+    /// When.
+    pub at: Timestamp,
+    /// The decision it happened in.
+    pub decision_id: String,
+    /// Cedar's message.
+    pub message: String,
 }
 
 /// What the store holds that readiness reads.
@@ -115,6 +136,8 @@ pub struct History<'a> {
     pub days: &'a [RuleDay],
     /// Every finding, with its latest review.
     pub findings: &'a [Finding],
+    /// The first evaluation error of each rule under each pack version.
+    pub errors: &'a [RuleError],
 }
 
 /// The `kind` default-deny scopes have in pack versions.
@@ -146,11 +169,13 @@ pub fn assess(
         rule: only.map(str::to_owned),
         ..FindingQuery::default()
     })?;
+    let errors = store.rule_errors(only)?;
     let history = History {
         versions: &versions,
         loads: &loads,
         days: &days,
         findings: &findings,
+        errors: &errors,
     };
     Ok(readiness(pack, history, now, only))
 }
@@ -202,6 +227,17 @@ fn one(
     let evaluations: u64 = days.iter().map(|d| d.evaluations).sum();
     let would_fire: u64 = days.iter().map(|d| d.fired).sum();
     let errors: u64 = days.iter().map(|d| d.errors).sum();
+    let first_error = history
+        .errors
+        .iter()
+        .filter(|e| e.rule == rule.id && versions.contains(e.policy_version.as_str()))
+        .filter(|e| last_changed.is_some_and(|c| e.first >= c))
+        .min_by_key(|e| e.first)
+        .map(|e| FirstError {
+            at: e.first,
+            decision_id: e.decision_id.clone(),
+            message: e.message.clone(),
+        });
     let days_with_traffic = days
         .iter()
         .filter(|d| d.evaluations > 0)
@@ -242,6 +278,21 @@ fn one(
 
     let mut reasons = Vec::new();
     let mut verdicts = HashSet::new();
+    if errors > 0 {
+        verdicts.insert(Verdict::Erroring);
+        let first = match &first_error {
+            Some(e) => format!(
+                "; the first, at {} (decision {}): {}",
+                e.at, e.decision_id, e.message
+            ),
+            None => String::new(),
+        };
+        reasons.push(format!(
+            "{errors} evaluation error(s) in scope since the rule last changed: it never ran \
+             cleanly, so its evidence shows nothing (fix the condition, then gather new \
+             evidence){first}"
+        ));
+    }
     if legitimate_findings > 0 {
         verdicts.insert(Verdict::Noisy);
         reasons.push(format!(
@@ -307,12 +358,8 @@ fn one(
             config.max_audit_days
         ));
     }
-    if errors > 0 {
-        reasons.push(format!(
-            "{errors} evaluation error(s) since it last changed"
-        ));
-    }
     let verdict = [
+        Verdict::Erroring,
         Verdict::Noisy,
         Verdict::NeedsReview,
         Verdict::InsufficientEvidence,
@@ -353,6 +400,7 @@ fn one(
             legitimate_findings,
             oldest_open_finding_days,
             errors,
+            first_error,
             audit_until: audit_until.map(|d| d.to_string()),
         },
     }

@@ -129,11 +129,13 @@ impl Lab {
         let loads = self.store.pack_loads().unwrap();
         let days = self.store.rule_days(None).unwrap();
         let findings = self.store.findings(&FindingQuery::default()).unwrap();
+        let errors = self.store.rule_errors(None).unwrap();
         let history = History {
             versions: &versions,
             loads: &loads,
             days: &days,
             findings: &findings,
+            errors: &errors,
         };
         let all = readiness::readiness(&pack, history, day(n), None);
         all.into_iter()
@@ -312,6 +314,7 @@ async fn the_default_deny_scope_has_readiness_too_and_enforced_rules_have_none()
         loads: &[],
         days: &[],
         findings: &[],
+        errors: &[],
     };
     let never_served = readiness::readiness(&pack, history, day(16), Some("danger"));
     assert_eq!(never_served[0].verdict, Verdict::InsufficientEvidence);
@@ -322,5 +325,76 @@ async fn the_default_deny_scope_has_readiness_too_and_enforced_rules_have_none()
     assert!(
         readiness::readiness(&pack, history, day(16), Some("allow")).is_empty(),
         "a permit has no readiness"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_whose_condition_errors_is_erroring_until_it_is_fixed_and_cannot_be_promoted() {
+    let mut lab = Lab::new();
+    // In scope of every call: every evaluation overflows. An erroring forbid counts as
+    // satisfied, so it also has a finding; `erroring` comes before `needs_review`.
+    fs::write(
+        lab.pack_dir().join("policies/rules.cedar"),
+        policies("resource == Tool::\"danger\" || 9223372036854775807 + 1 > 0"),
+    )
+    .unwrap();
+    lab.load_pack(0);
+    lab.daily(0, 15).await;
+    let r = lab.readiness(16, "danger");
+    assert_eq!(r.verdict, Verdict::Erroring, "{r:#?}");
+    assert_eq!(r.evidence.errors, 16, "{r:#?}");
+    assert_eq!(r.evidence.open_findings, 1, "{r:#?}");
+    let first = r
+        .evidence
+        .first_error
+        .clone()
+        .expect("the first error is kept");
+    assert_eq!(
+        first.at,
+        day(0).checked_add(SignedDuration::from_hours(1)).unwrap()
+    );
+    assert!(first.message.contains("overflow"), "{first:#?}");
+    assert!(
+        says(
+            &r,
+            "16 evaluation error(s) in scope since the rule last changed"
+        ) && says(&r, &first.decision_id)
+            && says(&r, &first.message),
+        "{r:#?}"
+    );
+    // The quiet rule saw the same traffic and ran cleanly.
+    assert_eq!(lab.readiness(16, "quiet").verdict, Verdict::Ready);
+
+    // Promotion is refused, like any verdict but `ready`.
+    let pack = Pack::load(lab.pack_dir()).unwrap();
+    let change = arbiter_lifecycle::promotion::ModeChange {
+        name: "danger".into(),
+        to: arbiter_core::rule::Mode::Enforce,
+        force: false,
+        reason: None,
+        by: "alice".into(),
+    };
+    let plan =
+        arbiter_lifecycle::promotion::plan(&pack, Some(&lab.store), &change, day(16)).unwrap();
+    match plan.gate {
+        arbiter_lifecycle::promotion::Gate::Refused(
+            arbiter_lifecycle::promotion::Refusal::NotReady(r),
+        ) => assert_eq!(r.verdict, Verdict::Erroring),
+        other => panic!("{other:?}"),
+    }
+
+    // Fixed on day 16: the errors before the change no longer count.
+    fs::write(
+        lab.pack_dir().join("policies/rules.cedar"),
+        policies("resource == Tool::\"danger\""),
+    )
+    .unwrap();
+    lab.load_pack(16);
+    lab.daily(16, 24).await;
+    let fixed = lab.readiness(24, "danger");
+    assert_eq!(fixed.verdict, Verdict::Ready, "{fixed:#?}");
+    assert_eq!(
+        (fixed.evidence.errors, fixed.evidence.first_error.clone()),
+        (0, None)
     );
 }

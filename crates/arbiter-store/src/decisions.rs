@@ -375,7 +375,7 @@ pub struct DecisionPage {
 /// writer thread only counts and talks to SQLite.
 #[derive(Debug)]
 pub(crate) struct Row {
-    decision_id: String,
+    pub(crate) decision_id: String,
     pub(crate) time_us: i64,
     pub(crate) policy_version: String,
     pub(crate) principal: Option<String>,
@@ -389,8 +389,8 @@ pub(crate) struct Row {
     json: String,
     /// The audit and warn firings that findings group; none for an invalid request.
     pub(crate) firings: Vec<Firing>,
-    /// The rules whose evaluation errored.
-    pub(crate) errored: Vec<String>,
+    /// The rules whose evaluation errored, each with Cedar's message.
+    pub(crate) errored: Vec<(String, String)>,
     /// The rules in scope; `None` for an invalid request.
     pub(crate) in_scope: Option<Arc<[String]>>,
     /// The default-deny scope in scope; `None` for an invalid request.
@@ -401,7 +401,11 @@ impl Row {
     pub(crate) fn new(record: DecisionRecord) -> Result<Row, serde_json::Error> {
         let json = serde_json::to_string(&record)?;
         let rules = record.fired_rules();
-        let errored = record.errors.iter().map(|e| e.rule.clone()).collect();
+        let errored = record
+            .errors
+            .iter()
+            .map(|e| (e.rule.clone(), e.message.clone()))
+            .collect();
         let invalid = record.decision == Logged::Invalid;
         let firings = if invalid {
             Vec::new()

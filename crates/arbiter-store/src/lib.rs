@@ -64,6 +64,6 @@ pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
 pub use packs::{PackLoad, PackVersion, RuleVersion, SCOPE_KIND};
 pub use promotions::Promotion;
 pub use revocations::{MAX_REVOCATION_VALUE, Revocation, RevocationKind};
-pub use rule_days::RuleDay;
+pub use rule_days::{RuleDay, RuleError};
 pub use store::{DB_FILE, Store};
 pub use writer::{Durability, LogError, LogWriter, MAX_BATCH};

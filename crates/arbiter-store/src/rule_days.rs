@@ -30,6 +30,31 @@ const UPSERT_RULE_DAY: &str = "
         first_us = min(first_us, excluded.first_us),
         last_us = max(last_us, excluded.last_us)";
 
+/// Keeps the earliest error of a rule under a pack version.
+const UPSERT_RULE_ERROR: &str = "
+    INSERT INTO rule_errors (rule, policy_version, first_us, decision_id, message)
+    VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (rule, policy_version) DO UPDATE SET
+        first_us = excluded.first_us,
+        decision_id = excluded.decision_id,
+        message = excluded.message
+    WHERE excluded.first_us < rule_errors.first_us";
+
+/// The first evaluation error of a rule under one pack version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// The rule.
+    pub rule: String,
+    /// The pack version that decided.
+    pub policy_version: String,
+    /// When the first decision with the error was made.
+    pub first: Timestamp,
+    /// That decision.
+    pub decision_id: String,
+    /// Cedar's message.
+    pub message: String,
+}
+
 /// One rule's (or default-deny scope's) decisions on one UTC day under one pack version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleDay {
@@ -70,6 +95,49 @@ impl Store {
             days.push(self.rule_day_from(row.map_err(err)?)?);
         }
         Ok(days)
+    }
+
+    /// The first evaluation error of `rule` (of every rule when `None`) under each pack
+    /// version, ordered by rule and time. Errors logged before this table existed (store
+    /// version 5) are counted in [`Store::rule_days`] but have no row here.
+    pub fn rule_errors(&self, rule: Option<&str>) -> Result<Vec<RuleError>, StoreError> {
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT rule, policy_version, first_us, decision_id, message
+                 FROM rule_errors WHERE ?1 IS NULL OR rule = ?1
+                 ORDER BY rule, first_us",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([rule], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut errors = Vec::new();
+        for row in rows {
+            let (rule, policy_version, first_us, decision_id, message) = row.map_err(err)?;
+            let first = Timestamp::from_microsecond(first_us).map_err(|e| {
+                self.corrupt(format!(
+                    "rule_errors ({rule}, {policy_version}): first_us {first_us}: {e}"
+                ))
+            })?;
+            errors.push(RuleError {
+                rule,
+                policy_version,
+                first,
+                decision_id,
+                message,
+            });
+        }
+        Ok(errors)
     }
 
     fn rule_day_from(&self, row: RuleDayRow) -> Result<RuleDay, StoreError> {
@@ -172,7 +240,7 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
         let rules = row.in_scope.iter().flat_map(|ids| ids.iter());
         for rule in rules.chain(row.scope.as_ref()) {
             let fired = i64::from(row.rules.iter().any(|(r, _)| r == rule));
-            let errored = i64::from(row.errored.iter().any(|r| r == rule));
+            let errored = i64::from(row.errored.iter().any(|(r, _)| r == rule));
             let t = tallies.entry(rule).or_insert(Tally {
                 evaluations: 0,
                 fired: 0,
@@ -187,6 +255,7 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
             t.last_us = t.last_us.max(row.time_us);
         }
     }
+    first_errors(tx, rows)?;
     if days.is_empty() {
         return Ok(());
     }
@@ -204,6 +273,39 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
                 t.last_us,
             ])?;
         }
+    }
+    Ok(())
+}
+
+/// Keeps the batch's first error of each rule under each pack version (the table keeps
+/// the earliest across batches). Errors are rare: a batch without any costs a scan.
+fn first_errors(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()> {
+    let mut first: HashMap<(&str, &str), (&Row, &str)> = HashMap::new();
+    for row in rows {
+        for (rule, message) in &row.errored {
+            first
+                .entry((rule.as_str(), row.policy_version.as_str()))
+                .and_modify(|(seen, seen_message)| {
+                    if row.time_us < seen.time_us {
+                        *seen = row;
+                        *seen_message = message.as_str();
+                    }
+                })
+                .or_insert((row, message.as_str()));
+        }
+    }
+    if first.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = tx.prepare_cached(UPSERT_RULE_ERROR)?;
+    for ((rule, version), (row, message)) in first {
+        upsert.execute(params![
+            rule,
+            version,
+            row.time_us,
+            row.decision_id,
+            message
+        ])?;
     }
     Ok(())
 }

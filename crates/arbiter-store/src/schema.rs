@@ -210,7 +210,21 @@ CREATE TABLE candidate_groups (
 ) WITHOUT ROWID;
 ";
 
-const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4)];
+/// Version 5: the first evaluation error of each rule under each pack version, with its
+/// decision and Cedar's message, kept by the log writer in the batch's transaction: a
+/// rule that errors is not ready, and readiness says why in Cedar's words.
+const V5: &str = "
+CREATE TABLE rule_errors (
+    rule           TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    first_us       INTEGER NOT NULL,
+    decision_id    TEXT NOT NULL,
+    message        TEXT NOT NULL,
+    PRIMARY KEY (rule, policy_version)
+) WITHOUT ROWID;
+";
+
+const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)];
 
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
