@@ -23,6 +23,7 @@ macro_rules! outln {
 }
 
 mod candidate;
+mod chains;
 mod diff;
 mod git;
 mod lifecycle;
@@ -118,6 +119,9 @@ enum Command {
     /// What the candidate pack in shadow (`serve --candidate`) would change, from the
     /// store (also while the server runs).
     Candidate(candidate::CandidateArgs),
+    /// Each chain's control level per identity, step by step, and where it is weakest
+    /// (exit 1 with --fail-below when an identity's chain is below a level).
+    Chains(chains::ChainsArgs),
     /// Put an MCP server behind arbiter: every tools/call the agent makes is decided and
     /// logged (`arbiter mcp-proxy --pack DIR -- <server command…>`, over stdio);
     /// `arbiter mcp-proxy pin` records its tools in the pack.
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(args),
         Command::Diff(args) => diff::diff(args),
         Command::Candidate(args) => candidate::candidate(args),
+        Command::Chains(args) => chains::chains(args, &clock),
         Command::McpProxy(args) => mcp::mcp_proxy(args, clock),
     };
     match result {

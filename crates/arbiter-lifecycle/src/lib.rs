@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod chains;
 pub mod drift;
 pub mod permits;
 pub mod promote;

@@ -447,7 +447,7 @@ async fn the_lifecycle_endpoints_need_the_admin_token() {
         .to_owned();
     let body = json!({"verdict": "expected", "note": "n"});
     for token in [None, Some("wrong-token")] {
-        for path in ["/v1/findings", "/v1/readiness"] {
+        for path in ["/v1/findings", "/v1/readiness", "/v1/chains"] {
             let (status, answer, headers) = server.admin(Method::GET, path, token).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {token:?}");
             assert_eq!(error_code(&answer), "unauthorized", "{answer}");
@@ -785,4 +785,59 @@ async fn recording_a_first_seen_pair_does_not_hold_up_the_decision() {
     .await;
     assert!(stored, "the pair is stored once the lock is released");
     server.stop().await;
+}
+
+// ------------------------------------------------------------------------- chains
+
+#[tokio::test]
+async fn chains_show_each_identitys_steps_with_the_traffic_of_the_window() {
+    let server = Server::start(Durability::Sync).await;
+    for _ in 0..2 {
+        decide(&server, &long_ttl()).await;
+    }
+    let principal = long_ttl()["principal"].as_str().unwrap().to_owned();
+    let found = get(&server, "/v1/chains?chain=secret-exposure").await;
+    let chain = &found["chains"][0];
+    assert_eq!(chain["name"], "secret-exposure", "{found}");
+    assert_eq!(
+        chain["steps"],
+        json!(["secret_read", "token_create", "config_change", "egress"])
+    );
+    let identity = chain["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["principal"] == principal.as_str())
+        .unwrap_or_else(|| panic!("{principal} in {found}"));
+    let token_create = &identity["steps"][1];
+    assert_eq!(token_create["step"], "token_create");
+    assert_eq!(token_create["traffic"]["requests"], 2, "{identity}");
+    let level = identity["level"].as_str().unwrap();
+    assert!(
+        [
+            "uncontrolled",
+            "audited",
+            "warned",
+            "partially-enforced",
+            "enforced"
+        ]
+        .contains(&level),
+        "{identity}"
+    );
+    for (query, status, code) in [
+        ("?chain=no-such-chain", StatusCode::NOT_FOUND, "not_found"),
+        (
+            "?principal=not%20a%20uid",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        ("?window=forever", StatusCode::BAD_REQUEST, "bad_query"),
+        ("?colour=red", StatusCode::BAD_REQUEST, "bad_query"),
+    ] {
+        let (got, body, _) = server
+            .admin(Method::GET, &format!("/v1/chains{query}"), Some(ADMIN))
+            .await;
+        assert_eq!(got, status, "{query}: {body}");
+        assert_eq!(error_code(&body), code, "{query}: {body}");
+    }
 }

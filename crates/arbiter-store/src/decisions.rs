@@ -713,3 +713,62 @@ fn select_page(q: &DecisionQuery, limit: u32) -> Result<(String, Vec<SqlValue>),
     );
     Ok((sql, args))
 }
+
+/// How often a principal used an action on a resource since a time: what chain analysis
+/// counts of the traffic on each step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// The principal's Cedar uid, as logged.
+    pub principal: String,
+    /// The action's Cedar uid, as logged.
+    pub action: String,
+    /// The resource's Cedar uid, as logged.
+    pub resource: String,
+    /// Decisions (of any outcome) with these three.
+    pub count: u64,
+}
+
+impl Store {
+    /// Every (principal, action, resource) decided at or after `since`, with how often;
+    /// only `principal` when given. Invalid requests, which name no principal, are left
+    /// out.
+    pub fn usage_since(
+        &self,
+        since: Timestamp,
+        principal: Option<&str>,
+    ) -> Result<Vec<Usage>, StoreError> {
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT principal, action, json_extract(record, '$.resource') AS resource, count(*)
+                 FROM decisions
+                 WHERE time_us >= ?1 AND principal IS NOT NULL AND action IS NOT NULL
+                   AND (?2 IS NULL OR principal = ?2)
+                 GROUP BY principal, action, resource",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![since.as_microsecond(), principal], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut usage = Vec::new();
+        for row in rows {
+            let (principal, action, resource, count) = row.map_err(err)?;
+            let Some(resource) = resource else { continue };
+            usage.push(Usage {
+                principal,
+                action,
+                resource,
+                count: u64::try_from(count).unwrap_or(0),
+            });
+        }
+        Ok(usage)
+    }
+}

@@ -54,7 +54,7 @@ pub use candidates::{
 };
 pub use decisions::{
     DECISIONS, DecisionEvidence, DecisionPage, DecisionQuery, DecisionRecord, Logged,
-    LoggedCredential, MAX_PAGE, McpCall, McpIdentity, Refusal, Stamp, StoredDecision,
+    LoggedCredential, MAX_PAGE, McpCall, McpIdentity, Refusal, Stamp, StoredDecision, Usage,
 };
 pub use error::StoreError;
 pub use findings::{

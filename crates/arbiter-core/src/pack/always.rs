@@ -73,7 +73,7 @@ impl Pack {
     }
 
     /// Whether the policy's principal scope holds for `principal`.
-    fn principal_matches(&self, policy: &Policy, principal: &EntityUid) -> bool {
+    pub(super) fn principal_matches(&self, policy: &Policy, principal: &EntityUid) -> bool {
         let within = |group: &EntityUid| group == principal || self.is_ancestor(group, principal);
         match policy.principal_constraint() {
             PrincipalConstraint::Any => true,
@@ -85,7 +85,7 @@ impl Pack {
     }
 
     /// Whether the policy's action scope holds for `action`.
-    fn action_matches(&self, policy: &Policy, action: &EntityUid) -> bool {
+    pub(super) fn action_matches(&self, policy: &Policy, action: &EntityUid) -> bool {
         match policy.action_constraint() {
             ActionConstraint::Any => true,
             ActionConstraint::Eq(uid) => uid == *action,
@@ -95,7 +95,7 @@ impl Pack {
         }
     }
 
-    fn is_ancestor(&self, group: &EntityUid, member: &EntityUid) -> bool {
+    pub(super) fn is_ancestor(&self, group: &EntityUid, member: &EntityUid) -> bool {
         self.entities()
             .ancestors(member)
             .is_some_and(|mut ancestors| ancestors.any(|a| a == group))
@@ -103,7 +103,7 @@ impl Pack {
 }
 
 /// Whether the policy's resource scope holds for every resource of the type.
-fn every_resource_of(policy: &Policy, ty: &EntityTypeName) -> bool {
+pub(super) fn every_resource_of(policy: &Policy, ty: &EntityTypeName) -> bool {
     match policy.resource_constraint() {
         ResourceConstraint::Any => true,
         ResourceConstraint::Is(is) => is == *ty,
@@ -114,7 +114,7 @@ fn every_resource_of(policy: &Policy, ty: &EntityTypeName) -> bool {
 }
 
 /// Whether the policy's resource scope may hold for some resource of the type.
-fn some_resource_of(policy: &Policy, ty: &EntityTypeName) -> bool {
+pub(super) fn some_resource_of(policy: &Policy, ty: &EntityTypeName) -> bool {
     match policy.resource_constraint() {
         ResourceConstraint::Is(is) | ResourceConstraint::IsIn(is, _) => is == *ty,
         ResourceConstraint::Eq(uid) => uid.type_name() == ty,

@@ -3,6 +3,7 @@
 
 mod always;
 mod annotations;
+pub mod coverage;
 pub mod file;
 mod mcp;
 mod schema;

@@ -140,3 +140,47 @@ pub async fn readiness(
             .await??;
     Ok(axum::Json(json!({ "readiness": answer })).into_response())
 }
+
+/// `GET /v1/chains` filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainsParams {
+    chain: Option<String>,
+    principal: Option<String>,
+    /// How far back the traffic is counted (`30d` when absent).
+    window: Option<String>,
+}
+
+/// `GET /v1/chains` (admin): each chain of the pack in force, per identity, with the
+/// traffic of the window and the readiness of the rules that would close its gaps.
+pub async fn chains(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<ChainsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    use arbiter_lifecycle::chains::{self, ChainsError};
+    app.check_admin(&headers)?;
+    let Query(p) = params.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let window = p.window.as_deref().unwrap_or("30d");
+    let window = arbiter_core::period::Period::parse(window)
+        .map_err(|e| ApiError::BadQuery(format!("`window`: {e}")))?;
+    let now = app.now();
+    let back =
+        jiff::SignedDuration::try_from(window.duration()).unwrap_or(jiff::SignedDuration::MAX);
+    let query = chains::Query {
+        chain: p.chain,
+        principal: p.principal,
+        since: Some(now.checked_sub(back).unwrap_or(jiff::Timestamp::MIN)),
+    };
+    let pack = Arc::clone(app.engine().pack());
+    let store = app.store().clone();
+    let answer =
+        tokio::task::spawn_blocking(move || chains::analyse(&pack, Some(&store), &query, now))
+            .await?;
+    match answer {
+        Ok(found) => Ok(axum::Json(found).into_response()),
+        Err(ChainsError::Store(e)) => Err(ApiError::Store(e)),
+        Err(e @ ChainsError::NoChain(..)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ ChainsError::BadPrincipal(..)) => Err(ApiError::BadQuery(e.to_string())),
+    }
+}

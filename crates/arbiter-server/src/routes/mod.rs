@@ -48,6 +48,7 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
         .route("/v1/decisions", get(decisions::decisions))
         .route("/v1/findings", get(lifecycle::findings))
         .route("/v1/readiness", get(lifecycle::readiness))
+        .route("/v1/chains", get(lifecycle::chains))
         .merge(without_query)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(options.body_limit))
