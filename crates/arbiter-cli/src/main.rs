@@ -32,6 +32,7 @@ mod mcp_pin;
 mod output;
 mod reload;
 mod replay;
+mod report;
 mod serve;
 mod token;
 
@@ -122,6 +123,10 @@ enum Command {
     /// Each chain's control level per identity, step by step, and where it is weakest
     /// (exit 1 with --fail-below when an identity's chain is below a level).
     Chains(chains::ChainsArgs),
+    /// The evidence per framework control and per rule (mode, time in mode, readiness,
+    /// findings, would-fire per day) and each chain's weakest steps, as one self-contained
+    /// HTML file, Markdown or JSON.
+    Report(report::ReportArgs),
     /// Put an MCP server behind arbiter: every tools/call the agent makes is decided and
     /// logged (`arbiter mcp-proxy --pack DIR -- <server command…>`, over stdio);
     /// `arbiter mcp-proxy pin` records its tools in the pack.
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff::diff(args),
         Command::Candidate(args) => candidate::candidate(args),
         Command::Chains(args) => chains::chains(args, &clock),
+        Command::Report(args) => report::report(args, &clock),
         Command::McpProxy(args) => mcp::mcp_proxy(args, clock),
     };
     match result {

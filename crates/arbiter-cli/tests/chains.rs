@@ -1,5 +1,5 @@
-//! `arbiter chains` from the command line: the table, the JSON, and `--fail-below` as a
-//! CI gate, on a pack written for the test; bad arguments exit 2 with a reason.
+//! `arbiter chains` and `arbiter report` from the command line: the table, the JSON,
+//! `--fail-below` as a CI gate, each report format; bad arguments exit 2 with a reason.
 
 #![allow(
     clippy::unwrap_used,
@@ -134,4 +134,68 @@ fn bad_arguments_exit_2_with_the_reason() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+// ------------------------------------------------------------------------- report
+
+fn report(pack: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Output {
+    Command::new(ARBITER)
+        .arg("report")
+        .arg("--pack")
+        .arg(pack)
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .env_remove("ARBITER_DATA")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn report_writes_each_format_and_refuses_bad_input() {
+    let pack = write_pack();
+    let data = tempfile::tempdir().unwrap();
+    drop(arbiter_store::Store::open(data.path()).unwrap());
+    let out_file = data.path().join("report.html");
+    let out = report(
+        pack.path(),
+        data.path(),
+        &["--format", "html", "--out", out_file.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let html = fs::read_to_string(&out_file).unwrap();
+    assert!(
+        html.contains("<svg ") && html.contains("exfiltration"),
+        "{html}"
+    );
+    let out = report(pack.path(), data.path(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["chains"][0]["name"], "exfiltration");
+    let out = report(pack.path(), data.path(), &["--format", "markdown"]);
+    assert!(text(&out.stdout).starts_with("# arbiter evidence report"));
+
+    for (args, says) in [
+        (vec!["--format", "pdf"], "invalid value 'pdf'"),
+        (
+            vec!["--format", "json", "--framework", "ISO"],
+            "no framework `ISO`",
+        ),
+    ] {
+        let out = report(pack.path(), data.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = report(
+        pack.path(),
+        &data.path().join("nothing"),
+        &["--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no arbiter store"));
 }

@@ -616,7 +616,12 @@ fn controls(step: &Step) -> Vec<Control> {
     let in_cells: Vec<BTreeSet<String>> = step
         .cells
         .iter()
-        .map(|c| c.covers.iter().map(|cover| cover.rule.to_string()).collect())
+        .map(|c| {
+            c.covers
+                .iter()
+                .map(|cover| cover.rule.to_string())
+                .collect()
+        })
         .collect();
     for (rule, entry) in &mut by_rule {
         let everywhere = in_cells.iter().all(|rules| rules.contains(rule));

@@ -27,3 +27,4 @@ pub mod permits;
 pub mod promote;
 pub mod promotion;
 pub mod readiness;
+pub mod report;

@@ -103,6 +103,9 @@ pub struct Evidence {
     pub expected_findings: u64,
     /// Findings reviewed `legitimate`.
     pub legitimate_findings: u64,
+    /// Firings, in its findings since it last changed, of decisions that were allowed:
+    /// the ones enforcing it would have changed.
+    pub decisive: u64,
     /// Days since the oldest unreviewed finding was first seen.
     pub oldest_open_finding_days: Option<i64>,
     /// Evaluation errors since it last changed.
@@ -140,6 +143,43 @@ pub struct History<'a> {
     pub errors: &'a [RuleError],
 }
 
+/// What the store holds that readiness reads, read once.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    versions: Vec<PackVersion>,
+    loads: Vec<PackLoad>,
+    days: Vec<RuleDay>,
+    findings: Vec<Finding>,
+    errors: Vec<RuleError>,
+}
+
+impl Recorded {
+    /// Reads it from `store`: everything, or only `only`'s days, findings and errors.
+    pub fn read(store: &Store, only: Option<&str>) -> Result<Recorded, StoreError> {
+        Ok(Recorded {
+            versions: store.pack_versions()?,
+            loads: store.pack_loads()?,
+            days: store.rule_days(only)?,
+            findings: store.findings(&FindingQuery {
+                rule: only.map(str::to_owned),
+                ..FindingQuery::default()
+            })?,
+            errors: store.rule_errors(only)?,
+        })
+    }
+
+    /// A view of it.
+    pub fn history(&self) -> History<'_> {
+        History {
+            versions: &self.versions,
+            loads: &self.loads,
+            days: &self.days,
+            findings: &self.findings,
+            errors: &self.errors,
+        }
+    }
+}
+
 /// The `kind` default-deny scopes have in pack versions.
 pub const SCOPE_KIND: &str = arbiter_store::SCOPE_KIND;
 
@@ -162,21 +202,8 @@ pub fn assess(
     only: Option<&str>,
     now: Timestamp,
 ) -> Result<Vec<Readiness>, StoreError> {
-    let versions = store.pack_versions()?;
-    let loads = store.pack_loads()?;
-    let days = store.rule_days(only)?;
-    let findings = store.findings(&FindingQuery {
-        rule: only.map(str::to_owned),
-        ..FindingQuery::default()
-    })?;
-    let errors = store.rule_errors(only)?;
-    let history = History {
-        versions: &versions,
-        loads: &loads,
-        days: &days,
-        findings: &findings,
-        errors: &errors,
-    };
+    let recorded = Recorded::read(store, only)?;
+    let history = recorded.history();
     Ok(readiness(pack, history, now, only))
 }
 
@@ -197,6 +224,24 @@ pub fn readiness(
             let mode = r.mode.as_deref().and_then(Mode::from_word)?;
             (mode != Mode::Enforce).then_some((r, mode))
         })
+        .map(|(rule, mode)| {
+            let audit_until = pack.rule(&rule.id).and_then(|r| r.audit_until);
+            one(rule, mode, audit_until, history, config, now)
+        })
+        .collect()
+}
+
+/// The evidence of every forbid and default-deny scope of `pack`, enforced ones too, at
+/// `now`, in the pack's order: what a report shows beside each rule. For an enforced rule
+/// the verdict says nothing (nothing is left to promote); its evidence and time in mode
+/// still do.
+pub fn evidence_of_all(pack: &Pack, history: History<'_>, now: Timestamp) -> Vec<Readiness> {
+    let current = PackVersion::of(pack, now);
+    let config = &pack.config().readiness;
+    current
+        .rules
+        .iter()
+        .filter_map(|r| Some((r, r.mode.as_deref().and_then(Mode::from_word)?)))
         .map(|(rule, mode)| {
             let audit_until = pack.rule(&rule.id).and_then(|r| r.audit_until);
             one(rule, mode, audit_until, history, config, now)
@@ -270,6 +315,7 @@ fn one(
         .map(|f| f.principal.as_str())
         .collect::<HashSet<_>>()
         .len() as u64;
+    let decisive = findings.iter().map(|f| f.decisive).sum();
     let oldest_open_finding_days = findings
         .iter()
         .filter(|f| f.status == "open")
@@ -398,6 +444,7 @@ fn one(
             open_findings,
             expected_findings,
             legitimate_findings,
+            decisive,
             oldest_open_finding_days,
             errors,
             first_error,

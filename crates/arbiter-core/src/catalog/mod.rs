@@ -121,6 +121,16 @@ impl Catalog {
         &self.frameworks
     }
 
+    /// The NIST CSF 1.1 ids that the crosswalk maps to a CSF 2.0 control (`PR.AA-05` →
+    /// `PR.AC-1`, `PR.AC-4`, …), as guidance still cites them; empty for other controls.
+    pub fn csf11_predecessors(&self, csf2_control: &str) -> Vec<String> {
+        data::NIST_CSF_1_1
+            .iter()
+            .filter(|(_, _, successors)| successors.contains(&csf2_control))
+            .map(|(id, _, _)| format!("{CSF11}:{id}"))
+            .collect()
+    }
+
     /// Resolves one `@maps` id (`FRAMEWORK:CONTROL`) to the controls it names: one, or the
     /// CSF 2.0 successors of a CSF 1.1 id.
     pub fn resolve(&self, written: &str) -> Result<Vec<ControlRef>, MapsError> {
