@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use arbiter_core::clock::{Clock, SystemClock};
 use arbiter_core::credential::Revoked;
-use arbiter_mcp::{Ended, Gateway, Options, Who, proxy};
-use arbiter_store::{DecisionQuery, DecisionRecord, Revocation, Store};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
-use tokio::task::JoinHandle;
+mod common;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+use arbiter_mcp::{Ended, Who};
+use arbiter_store::{Revocation, Store};
+use common::{DEADLINE, Session};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
 /// Small, so that an oversized message is cheap to make.
 const MAX_MESSAGE: usize = 4096;
 
@@ -71,17 +72,6 @@ mask = ["context.args.message"]
 "#;
 
 /// One MCP session through the proxy: the agent's end, the fake server's end, the pump.
-struct Session {
-    agent: WriteHalf<DuplexStream>,
-    answers: BufReader<ReadHalf<DuplexStream>>,
-    server_in: Option<BufReader<ReadHalf<DuplexStream>>>,
-    server_out: Option<WriteHalf<DuplexStream>>,
-    pump: JoinHandle<Ended>,
-    gateway: Gateway,
-    data: tempfile::TempDir,
-    _pack: tempfile::TempDir,
-}
-
 fn write_pack() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
@@ -91,118 +81,14 @@ fn write_pack() -> tempfile::TempDir {
     dir
 }
 
-impl Session {
-    async fn start() -> Session {
-        Session::start_as(|_| Who::Principal(r#"Agent::"dev""#.to_owned())).await
-    }
-
-    /// A session whose caller is made from the data directory (to mint a token in it).
-    async fn start_as(who: impl FnOnce(&std::path::Path) -> Who) -> Session {
-        let pack = write_pack();
-        let data = tempfile::tempdir().unwrap();
-        let mut options = Options::new(pack.path(), data.path(), who(data.path()), "fake");
-        options.max_message_bytes = MAX_MESSAGE;
-        let gateway = Gateway::start(options).await.expect("the gateway starts");
-        let gate = gateway.gate().expect("a caller was configured");
-        let (agent_end, proxy_agent_end) = tokio::io::duplex(64 * 1024);
-        let (server_end, proxy_server_end) = tokio::io::duplex(64 * 1024);
-        let (client_in, client_out) = tokio::io::split(proxy_agent_end);
-        let (upstream_out, upstream_in) = tokio::io::split(proxy_server_end);
-        let pump = tokio::spawn(async move {
-            proxy::run(
-                &gate,
-                MAX_MESSAGE,
-                client_in,
-                client_out,
-                upstream_out,
-                upstream_in,
-            )
-            .await
-        });
-        let (answers, agent) = tokio::io::split(agent_end);
-        let (server_in, server_out) = tokio::io::split(server_end);
-        Session {
-            agent,
-            answers: BufReader::new(answers),
-            server_in: Some(BufReader::new(server_in)),
-            server_out: Some(server_out),
-            pump,
-            gateway,
-            data,
-            _pack: pack,
-        }
-    }
-
-    /// The agent sends a line.
-    async fn send(&mut self, line: &str) {
-        self.agent.write_all(line.as_bytes()).await.unwrap();
-        self.agent.write_all(b"\n").await.unwrap();
-    }
-
-    /// The next line the agent is answered.
-    async fn answer_line(&mut self) -> String {
-        next_line(&mut self.answers).await
-    }
-
-    async fn answer(&mut self) -> Value {
-        serde_json::from_str(&self.answer_line().await).unwrap()
-    }
-
-    /// The next line the server receives.
-    async fn server_reads(&mut self) -> String {
-        next_line(self.server_in.as_mut().unwrap()).await
-    }
-
-    /// The server sends a line.
-    async fn server_says(&mut self, line: &str) {
-        let out = self.server_out.as_mut().unwrap();
-        out.write_all(line.as_bytes()).await.unwrap();
-        out.write_all(b"\n").await.unwrap();
-    }
-
-    /// The server exits: both its pipes close.
-    fn server_dies(&mut self) {
-        self.server_in = None;
-        self.server_out = None;
-    }
-
-    /// The session's end, and every decision recorded, oldest first.
-    async fn finish(self) -> (Ended, Vec<DecisionRecord>, Store) {
-        let Session {
-            mut agent,
-            pump,
-            gateway,
-            data,
-            ..
-        } = self;
-        // The agent closes its end.
-        let _ = agent.shutdown().await;
-        let ended = tokio::time::timeout(DEADLINE, pump)
-            .await
-            .expect("the session ends")
-            .unwrap();
-        gateway.shutdown().await;
-        let store = Store::open(data.path()).unwrap();
-        let mut decisions = store
-            .query_decisions(&DecisionQuery {
-                limit: 1000,
-                ..DecisionQuery::default()
-            })
-            .unwrap()
-            .decisions;
-        decisions.reverse();
-        (ended, decisions, store)
-    }
+/// A session as `Agent::"dev"`, the configured principal.
+async fn start() -> Session {
+    start_as(|_| Who::Principal(r#"Agent::"dev""#.to_owned())).await
 }
 
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> String {
-    let mut line = String::new();
-    let read = tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
-        .await
-        .expect("a line within the deadline")
-        .unwrap();
-    assert!(read > 0, "the stream ended");
-    line.trim_end_matches('\n').to_owned()
+/// A session whose caller is made from the data directory (to mint a token in it).
+async fn start_as(who: impl FnOnce(&std::path::Path) -> Who) -> Session {
+    Session::start(write_pack(), who, MAX_MESSAGE).await
 }
 
 fn call(id: u64, tool: &str, arguments: Value) -> String {
@@ -217,7 +103,7 @@ fn text_of(result: &Value) -> &str {
 
 #[tokio::test]
 async fn an_allowed_call_reaches_the_server_byte_for_byte_and_its_answer_comes_back() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     // Spacing, key order and a field no MCP revision has: all kept.
     let request = r#"{ "params": {"name":"echo", "arguments": {"message": "hi"}, "x-later": [1, 2.50]}, "method":"tools/call","id":1,"jsonrpc":"2.0" }"#;
     s.send(request).await;
@@ -250,7 +136,7 @@ async fn an_allowed_call_reaches_the_server_byte_for_byte_and_its_answer_comes_b
 
 #[tokio::test]
 async fn a_denied_call_is_answered_with_the_rule_and_never_reaches_the_server() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send(&call(2, "get-env", json!({}))).await;
     let answer = s.answer().await;
     assert_eq!(answer["id"], 2);
@@ -287,7 +173,7 @@ async fn a_denied_call_is_answered_with_the_rule_and_never_reaches_the_server() 
 
 #[tokio::test]
 async fn a_throttled_call_says_when_to_retry() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send(&call(1, "burst", json!({}))).await;
     s.server_reads().await;
     s.server_says(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#)
@@ -312,7 +198,7 @@ async fn a_throttled_call_says_when_to_retry() {
 
 #[tokio::test]
 async fn a_revoke_ends_the_session_answers_what_was_waiting_and_is_made_durable() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send(&call(10, "echo", json!({"message": "slow"}))).await;
     s.server_reads().await;
     // The server has not answered call 10 when call 11 ends the session.
@@ -343,7 +229,7 @@ async fn a_revoke_ends_the_session_answers_what_was_waiting_and_is_made_durable(
 
 #[tokio::test]
 async fn malformed_oversized_and_batched_messages_are_answered_and_never_forwarded() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send("not json").await;
     let answer = s.answer().await;
     assert_eq!(answer["id"], Value::Null);
@@ -411,7 +297,7 @@ async fn malformed_oversized_and_batched_messages_are_answered_and_never_forward
 
 #[tokio::test]
 async fn responses_reach_only_the_peer_that_asked() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     // The server answers a request nobody sent: dropped.
     s.server_says(r#"{"jsonrpc":"2.0","id":99,"result":{}}"#)
         .await;
@@ -451,7 +337,7 @@ async fn responses_reach_only_the_peer_that_asked() {
 
 #[tokio::test]
 async fn when_the_server_dies_mid_call_the_agent_is_answered_with_an_error() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send(&call(3, "echo", json!({"message": "hi"}))).await;
     s.server_reads().await;
     s.server_dies();
@@ -468,10 +354,10 @@ async fn when_the_server_dies_mid_call_the_agent_is_answered_with_an_error() {
 
 #[tokio::test]
 async fn answers_still_owed_are_delivered_after_the_agent_closes_its_input() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send(&call(1, "echo", json!({"message": "hi"}))).await;
     s.server_reads().await;
-    s.agent.shutdown().await.unwrap();
+    s.agent_closes().await;
     let response = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
     s.server_says(response).await;
     assert_eq!(s.answer_line().await, response);
@@ -481,7 +367,7 @@ async fn answers_still_owed_are_delivered_after_the_agent_closes_its_input() {
 
 #[tokio::test]
 async fn a_call_its_mapping_cannot_read_is_refused_and_recorded_as_invalid() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send(&call(1, "fetch", json!({"other": "https://x.test/"})))
         .await;
     let answer = s.answer().await;
@@ -511,7 +397,7 @@ async fn a_call_its_mapping_cannot_read_is_refused_and_recorded_as_invalid() {
 #[tokio::test]
 async fn a_verified_token_is_checked_at_every_call_and_its_revocation_applies_mid_session() {
     let mut jti = String::new();
-    let mut s = Session::start_as(|data| {
+    let mut s = start_as(|data| {
         let now = SystemClock.now();
         let keyring = arbiter_identity::Keyring::load_or_create(data, now).unwrap();
         let minted = arbiter_identity::mint(
@@ -557,14 +443,7 @@ async fn a_verified_token_is_checked_at_every_call_and_its_revocation_applies_mi
         assert!(started.elapsed() < DEADLINE, "the revocation never applied");
         s.send(&call(id, "echo", json!({"message": "hi"}))).await;
         // Either the proxy answers (denied), or the server gets the call (allowed).
-        let forwarded = {
-            let answers = &mut s.answers;
-            let server = s.server_in.as_mut().unwrap();
-            tokio::select! {
-                answer = next_line(answers) => Err(answer),
-                call = next_line(server) => Ok(call),
-            }
-        };
+        let forwarded = s.forwarded_or_answered().await;
         let answer: Value = match forwarded {
             Err(answer) => serde_json::from_str(&answer).unwrap(),
             Ok(call) => {
@@ -604,7 +483,7 @@ async fn a_verified_token_is_checked_at_every_call_and_its_revocation_applies_mi
 
 #[tokio::test]
 async fn the_tool_list_leaves_out_what_this_caller_is_denied_in_every_case() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     let list = r#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#;
     s.send(list).await;
     assert_eq!(s.server_reads().await, list);
@@ -643,7 +522,7 @@ async fn the_tool_list_leaves_out_what_this_caller_is_denied_in_every_case() {
 
 #[tokio::test]
 async fn metrics_count_each_call_by_tool_and_outcome_and_are_served() {
-    let mut s = Session::start().await;
+    let mut s = start().await;
     s.send(&call(1, "echo", json!({"message": "hi"}))).await;
     s.server_reads().await;
     s.server_says(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#)
