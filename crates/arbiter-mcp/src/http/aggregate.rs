@@ -188,6 +188,35 @@ struct Routes {
 }
 
 impl Routes {
+    /// The upstream whose listed template `uri` fits: its text before the first variable
+    /// and after the last one. A URI that fits the templates of two upstreams is not
+    /// routed.
+    fn by_template(&self, uri: &str) -> Result<Option<String>, &'static str> {
+        let mut found: Option<&str> = None;
+        for (template, upstream) in &self.templates {
+            let (Some(start), Some(end)) = (template.find('{'), template.rfind('}')) else {
+                continue;
+            };
+            let prefix = template.get(..start).unwrap_or_default();
+            let suffix = template.get(end + 1..).unwrap_or_default();
+            let fits = !prefix.is_empty()
+                && uri.len() > prefix.len() + suffix.len()
+                && uri.starts_with(prefix)
+                && uri.ends_with(suffix);
+            if !fits {
+                continue;
+            }
+            match (upstream.as_deref(), found) {
+                (None, _) => return Err("it fits a template more than one server listed"),
+                (Some(this), Some(other)) if this != other => {
+                    return Err("it fits templates of more than one server");
+                }
+                (Some(this), _) => found = Some(this),
+            }
+        }
+        Ok(found.map(str::to_owned))
+    }
+
     fn record(map: &mut HashMap<String, Option<String>>, key: &str, upstream: &str) {
         let full = map.len() >= MAX_ROUTES;
         match map.get_mut(key) {
@@ -316,9 +345,14 @@ impl Aggregate {
         match map.and_then(|m| m.get(key)) {
             Some(Some(upstream)) => Ok(upstream.clone()),
             Some(None) => Err("more than one server listed it, so it is not routed"),
-            None => Err(
-                "no server listed it here: list them first (resources/list, resources/templates/list), or use /mcp/<server>",
-            ),
+            None => match routes.filter(|_| !template).map(|r| r.by_template(key)) {
+                Some(Ok(Some(upstream))) => Ok(upstream),
+                Some(Err(why)) => Err(why),
+                _ => Err(
+                    "no server listed it, or a template it fits, here: list them first \
+                     (resources/list, resources/templates/list), or use /mcp/<server>",
+                ),
+            },
         }
     }
 }
@@ -1708,5 +1742,39 @@ mod tests {
                 .routed(&Scope::Identity("mcp-y".to_owned()), "file:///1", false)
                 .is_err()
         );
+        // A URI no server listed is routed by the one template it fits.
+        aggregate.record(
+            &scope,
+            "a",
+            "uriTemplate",
+            &[json!({"uriTemplate": "demo://text/{id}"})],
+        );
+        aggregate.record(
+            &scope,
+            "b",
+            "uriTemplate",
+            &[json!({"uriTemplate": "logs://{day}.log"})],
+        );
+        assert_eq!(
+            aggregate.routed(&scope, "demo://text/7", false),
+            Ok("a".to_owned())
+        );
+        assert_eq!(
+            aggregate.routed(&scope, "logs://monday.log", false),
+            Ok("b".to_owned())
+        );
+        assert!(
+            aggregate
+                .routed(&scope, "logs://monday.txt", false)
+                .is_err()
+        );
+        assert!(aggregate.routed(&scope, "demo://text/", false).is_err());
+        aggregate.record(
+            &scope,
+            "b",
+            "uriTemplate",
+            &[json!({"uriTemplate": "demo://{path}"})],
+        );
+        assert!(aggregate.routed(&scope, "demo://text/7", false).is_err());
     }
 }
