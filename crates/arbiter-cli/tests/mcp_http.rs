@@ -1598,3 +1598,71 @@ fn the_endpoint_of_several_servers_routes_by_name_and_keeps_sessions_to_their_id
         seen.headers.last()
     );
 }
+
+#[test]
+fn a_revoke_through_one_server_ends_the_session_with_every_server() {
+    let pack = write_pack(
+        r#"
+@id("mcp.env-revokes")
+@mode("enforce")
+@effect("revoke")
+@reason("Reading the environment is never done")
+forbid(principal, action == Action::"get-env", resource);
+"#,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let bot = mcp::token(pack.path(), data.path(), r#"Agent::"bot""#);
+    let (fake_a, seen_a) = fake_server();
+    let (fake_b, seen_b) = fake_server();
+    let args = two_upstreams(&format!("{fake_a}/json"), &format!("{fake_b}/json"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_proxy, base) = proxy(pack.path(), data.path(), &args);
+    let raw = Raw::new(&base);
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    let (status, headers, body) = raw.post("/mcp", Some(&bot), &[], initialize.clone());
+    assert_eq!(status, 200, "{body}");
+    let session = headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let in_session = [("mcp-session-id", session.as_str())];
+
+    let (status, _, body) = raw.post(
+        "/mcp",
+        Some(&bot),
+        &in_session,
+        call(1, "b__get-env", json!({})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let revoked: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(revoked["result"]["isError"], true, "{revoked}");
+    let text = revoked["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("revoked the credential"), "{text}");
+    assert!(text.contains("mcp.env-revokes"), "{text}");
+
+    // Both servers are told to end their session, not only the one called.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for seen in [&seen_a, &seen_b] {
+        while !seen.lock().unwrap().methods.contains(&"DELETE".to_owned()) {
+            assert!(
+                Instant::now() < deadline,
+                "a session was not ended upstream"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The token is revoked, and the session ended.
+    let (status, _, body) = raw.post(
+        "/mcp",
+        Some(&bot),
+        &in_session,
+        call(2, "a__echo", json!({"message": "x"})),
+    );
+    assert!(status == 404 || status == 401, "{status}: {body}");
+    let (status, _, body) = raw.post("/mcp", Some(&bot), &[], initialize);
+    assert_eq!(status, 401, "{body}");
+    let decisions = mcp::decisions_when(data.path(), 1);
+    assert_eq!(decisions.len(), 1, "{decisions:#?}");
+    assert_eq!(decisions[0]["mcp"]["upstream"], "b");
+    assert_eq!(decisions[0]["mcp"]["tool"], "get-env");
+}
