@@ -46,6 +46,10 @@ use crate::pins;
 /// its reads; past it, a URI listed later is not routable.
 const MAX_ROUTES: usize = 10_000;
 
+/// How many URIs and templates all sessions and identities remember together: a bound on
+/// memory however many sessions a caller opens and lists in.
+const MAX_TOTAL_ROUTES: usize = 200_000;
+
 /// The capabilities the aggregate endpoint routes, and so merges; any other is left out.
 const ROUTED_CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "logging", "completions"];
 
@@ -217,8 +221,17 @@ impl Routes {
         Ok(found.map(str::to_owned))
     }
 
-    fn record(map: &mut HashMap<String, Option<String>>, key: &str, upstream: &str) {
-        let full = map.len() >= MAX_ROUTES;
+    fn len(&self) -> usize {
+        self.uris.len() + self.templates.len()
+    }
+
+    fn record(
+        map: &mut HashMap<String, Option<String>>,
+        total: &mut usize,
+        key: &str,
+        upstream: &str,
+    ) {
+        let full = map.len() >= MAX_ROUTES || *total >= MAX_TOTAL_ROUTES;
         match map.get_mut(key) {
             Some(known) => {
                 if known.as_deref() != Some(upstream) {
@@ -227,11 +240,10 @@ impl Routes {
             }
             None if !full => {
                 map.insert(key.to_owned(), Some(upstream.to_owned()));
+                *total += 1;
             }
             None => {
-                tracing::warn!(
-                    "too many resources listed in one session; later ones are not routed"
-                );
+                tracing::warn!("too many resources listed; later ones are not routed");
             }
         }
     }
@@ -254,6 +266,17 @@ struct Table {
     /// The stateless revision's routes, by the identity's arbiter session.
     identities: HashMap<String, Routes>,
     identity_order: VecDeque<String>,
+    /// How many URIs and templates are remembered, all routes together.
+    routes: usize,
+}
+
+impl Table {
+    /// Forgets a session, and the routes it held.
+    fn remove(&mut self, id: &str) -> Option<Session> {
+        let removed = self.sessions.remove(id)?;
+        self.routes = self.routes.saturating_sub(removed.routes.len());
+        Some(removed)
+    }
 }
 
 /// The aggregate endpoint's state: its separator, its sessions, its routes.
@@ -285,7 +308,7 @@ impl Aggregate {
             let Some(oldest) = table.order.pop_front() else {
                 break;
             };
-            if table.sessions.remove(&oldest).is_some() {
+            if table.remove(&oldest).is_some() {
                 tracing::info!("the aggregate session table is full; forgot the oldest session");
             }
         }
@@ -302,22 +325,31 @@ impl Aggregate {
     /// Records where `items` (resources or templates, by `field`) were listed.
     fn record(&self, scope: &Scope, upstream: &str, field: &str, items: &[Value]) {
         let mut table = self.table();
+        let Table {
+            sessions,
+            identities,
+            identity_order,
+            routes: total,
+            ..
+        } = &mut *table;
         let routes = match scope {
-            Scope::Session(id) => match table.sessions.get_mut(id) {
+            Scope::Session(id) => match sessions.get_mut(id) {
                 Some(session) => &mut session.routes,
                 None => return,
             },
             Scope::Identity(key) => {
-                if !table.identities.contains_key(key) {
-                    while table.identities.len() >= self.max {
-                        let Some(oldest) = table.identity_order.pop_front() else {
+                if !identities.contains_key(key) {
+                    while identities.len() >= self.max {
+                        let Some(oldest) = identity_order.pop_front() else {
                             break;
                         };
-                        table.identities.remove(&oldest);
+                        if let Some(gone) = identities.remove(&oldest) {
+                            *total = total.saturating_sub(gone.len());
+                        }
                     }
-                    table.identity_order.push_back(key.clone());
+                    identity_order.push_back(key.clone());
                 }
-                table.identities.entry(key.clone()).or_default()
+                identities.entry(key.clone()).or_default()
             }
         };
         let map = if field == "uri" {
@@ -330,7 +362,7 @@ impl Aggregate {
             .filter_map(|i| i.get(field))
             .filter_map(Value::as_str)
         {
-            Routes::record(map, key, upstream);
+            Routes::record(map, total, key, upstream);
         }
     }
 
@@ -1383,7 +1415,7 @@ impl Endpoint<'_> {
                         "this MCP session was opened by another identity",
                     );
                 }
-                Some(_) => table.sessions.remove(&session),
+                Some(_) => table.remove(&session),
             }
         };
         let Some(removed) = removed else {
