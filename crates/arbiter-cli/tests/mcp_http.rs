@@ -1739,3 +1739,160 @@ fn pins_hold_for_each_server_behind_one_url() {
     assert_eq!(allowed.len(), 2, "{decisions:#?}");
     assert!(allowed.iter().all(|d| d["mcp"]["upstream"] == "a"));
 }
+
+#[test]
+fn one_session_across_servers_lets_a_rule_see_a_secret_read_on_one_and_egress_on_another() {
+    let pack = tempfile::tempdir().unwrap();
+    std::fs::create_dir(pack.path().join("policies")).unwrap();
+    std::fs::write(
+        pack.path().join("schema.cedarschema"),
+        r#"
+entity Agent;
+entity Tool;
+entity McpResource;
+entity Prompt;
+action secret_read, egress;
+action "get-env" in [secret_read] appliesTo { principal: [Agent], resource: [Tool] };
+action "echo" in [egress] appliesTo {
+    principal: [Agent], resource: [Tool], context: { args?: { message?: String } } };
+action "resources/read" appliesTo { principal: [Agent], resource: [McpResource] };
+action "prompts/get" appliesTo { principal: [Agent], resource: [Prompt] };
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        pack.path().join("policies/agents.cedar"),
+        r#"
+@id("agents.may-use-tools")
+permit(principal is Agent, action, resource);
+
+@id("agent.no-egress-after-secret")
+@mode("enforce")
+@reason("Egress after reading a secret in the same session")
+forbid(principal is Agent, action in Action::"egress", resource)
+when { context.session.touched.contains("secret_read") };
+
+@id("agent.no-blob-resources")
+@mode("enforce")
+forbid(principal is Agent, action == Action::"resources/read",
+       resource == McpResource::"demo://resource/dynamic/blob/1");
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        pack.path().join("arbiter.toml"),
+        "[mcp]\nnamespace_separator = \".\"\n\n[mcp.tools.echo]\nargs = { message = \"context.args.message\" }\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (_py, py) = python_server();
+    let (_everything, everything) = everything();
+    let (_proxy, base) = proxy(
+        pack.path(),
+        data.path(),
+        &[
+            "--principal",
+            r#"Agent::"bot""#,
+            "--upstream",
+            &format!("py={py}"),
+            "--upstream",
+            &format!("ev={everything}"),
+        ],
+    );
+    let out = agent(
+        &format!("{base}/mcp"),
+        None,
+        "legacy",
+        json!([
+            {"do": "call", "tool": "ev.echo", "arguments": {"message": "before"}},
+            {"do": "list_prompts"},
+            {"do": "get_prompt", "name": "ev.simple-prompt"},
+            {"do": "read_resource", "uri": "demo://resource/dynamic/text/1"},
+            {"do": "list_resource_templates"},
+            {"do": "read_resource", "uri": "demo://resource/dynamic/text/1"},
+            {"do": "read_resource", "uri": "demo://resource/dynamic/blob/1"},
+            {"do": "call", "tool": "py.get-env"},
+            {"do": "call", "tool": "ev.echo", "arguments": {"message": "after"}},
+        ]),
+    );
+    let [
+        _,
+        before,
+        prompts,
+        prompt,
+        unlisted,
+        templates,
+        text,
+        blob,
+        env,
+        after,
+    ] = out.as_slice()
+    else {
+        panic!("{out:#?}")
+    };
+    assert_eq!(text_of(before), "Echo: before", "{before}");
+    let prompts = prompts["prompts"].as_array().unwrap();
+    assert!(prompts.contains(&json!("ev.simple-prompt")), "{prompts:?}");
+    assert!(
+        prompts
+            .iter()
+            .all(|p| p.as_str().unwrap().starts_with("ev."))
+    );
+    assert!(prompt["result"]["messages"].is_array(), "{prompt}");
+    // A URI no server listed, before the templates are: refused, not guessed.
+    assert_eq!(unlisted["error"]["code"], -32602, "{unlisted}");
+    assert!(
+        templates["templates"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("demo://resource/dynamic/text/{resourceId}")),
+        "{templates}"
+    );
+    assert!(text["result"]["contents"].is_array(), "{text}");
+    assert_eq!(blob["error"]["code"], -32001, "{blob}");
+    assert_eq!(blob["error"]["data"]["rule"], "agent.no-blob-resources");
+    assert_ne!(env["result"]["isError"], true, "{env}");
+    // The secret was read on one server; the egress through the other is denied.
+    assert_eq!(after["result"]["isError"], true, "{after}");
+    assert!(
+        text_of(after).contains("agent.no-egress-after-secret"),
+        "{after}"
+    );
+
+    let decisions = mcp::decisions_when(data.path(), 7);
+    let shapes: Vec<(&str, &str, &str, &str)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["mcp"]["method"].as_str().unwrap(),
+                d["mcp"]["upstream"].as_str().unwrap(),
+                d["mcp"]["tool"].as_str().unwrap(),
+                d["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            ("tools/call", "ev", "echo", "allow"),
+            ("prompts/get", "ev", "simple-prompt", "allow"),
+            (
+                "resources/read",
+                "ev",
+                "demo://resource/dynamic/text/1",
+                "allow"
+            ),
+            (
+                "resources/read",
+                "ev",
+                "demo://resource/dynamic/blob/1",
+                "deny"
+            ),
+            ("tools/call", "py", "get-env", "allow"),
+            ("tools/call", "ev", "echo", "deny"),
+        ],
+        "{decisions:#?}"
+    );
+    let session = &decisions[0]["session"];
+    assert!(decisions.iter().all(|d| &d["session"] == session));
+}
