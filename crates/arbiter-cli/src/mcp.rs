@@ -49,8 +49,10 @@ pub struct McpProxyArgs {
     /// request brings its own `Authorization: Bearer <arbiter token>`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// With `--listen`: an MCP server as `NAME=URL`, served at `/mcp/NAME` (and at `/mcp`
-    /// when it is the only one). Repeatable.
+    /// With `--listen`: an MCP server as `NAME=URL`, served at `/mcp/NAME`. Repeatable.
+    /// `/mcp` serves the only one or, with several, all of them at once: each tool and
+    /// prompt named `NAME__tool` (`[mcp] namespace_separator`), each call routed to its
+    /// server and decided as on `/mcp/NAME`.
     #[arg(long, value_name = "NAME=URL", requires = "listen")]
     pub upstream: Vec<String>,
     /// With `--listen`: seconds a server has to start answering, and at most between two
@@ -327,6 +329,9 @@ fn http(
             .map_err(|e| Failure::Input(format!("no local address: {e}")))?;
         for upstream in &http.upstreams {
             tracing::info!(upstream = upstream.name, url = %upstream.url, "forwarding /mcp/{}", upstream.name);
+        }
+        if http.upstreams.len() > 1 {
+            tracing::info!("/mcp serves every upstream at once, each tool named <upstream><separator><tool>");
         }
         eprintln!("arbiter mcp-proxy listening on http://{local}");
         arbiter_mcp::http::serve(gateway, http, listener, crate::serve::terminated())

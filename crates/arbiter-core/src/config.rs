@@ -391,6 +391,9 @@ pub struct Mcp {
     /// recorded them, by the upstream's name (`--upstream-name`) and the tool's.
     #[serde(default)]
     pub pins: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, McpPin>>,
+    /// What joins an upstream's name and a tool's or a prompt's name on the endpoint that
+    /// serves several upstreams at once (`github__create_issue`; `__` when absent).
+    pub namespace_separator: Option<Spanned<String>>,
 }
 
 /// How the MCP gateway answers a call it refuses.
@@ -403,6 +406,9 @@ pub enum McpDenials {
     /// A JSON-RPC error: `-32001` denied, `-32003` throttled, the decision in `data`.
     Error,
 }
+
+/// `[mcp] namespace_separator` when absent.
+pub const DEFAULT_NAMESPACE_SEPARATOR: &str = "__";
 
 /// The action a `resources/read` is when `[mcp.resources]` names none.
 pub const DEFAULT_MCP_RESOURCES_ACTION: &str = "resources/read";
@@ -432,6 +438,13 @@ impl Mcp {
             .iter()
             .find(|(k, _)| k.get_ref() == name)
             .map(|(_, t)| t)
+    }
+
+    /// What joins an upstream's name and a tool's name on the aggregate endpoint.
+    pub fn separator(&self) -> &str {
+        self.namespace_separator
+            .as_ref()
+            .map_or(DEFAULT_NAMESPACE_SEPARATOR, |s| s.get_ref().as_str())
     }
 
     /// The pins of the upstream with this name, if it has any: its tools by name.
@@ -613,6 +626,7 @@ pub(crate) const KEYS: &[(&str, Keys)] = &[
             ("resources", MCP_METHOD_KEYS),
             ("prompts", MCP_METHOD_KEYS),
             ("on_tool_change", Keys::Any),
+            ("namespace_separator", Keys::Any),
             (
                 "pins",
                 Keys::Named(&Keys::Named(&Keys::Table(&[

@@ -996,3 +996,26 @@ fn deciding_changed_tools_whose_action_cannot_say_so_is_a_located_warning() {
         pack.warnings()
     );
 }
+
+#[test]
+fn the_mcp_namespace_separator_is_checked_and_located() {
+    let good = "[mcp]\nnamespace_separator = \"--\"\n";
+    let dir = pack(&[("rules.cedar", OK)], Some(good), Some(SCHEMA));
+    let loaded = Pack::load(dir.path()).unwrap();
+    assert_eq!(loaded.config().mcp.as_ref().unwrap().separator(), "--");
+    for bad in ["\"\"", "\"/\"", "\"a b\"", "\"__________\""] {
+        let config = format!("\n[mcp]\nnamespace_separator = {bad}\n");
+        let dir = pack(&[("rules.cedar", OK)], Some(&config), Some(SCHEMA));
+        let found: Vec<String> = problems(dir.path())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let [one] = found.as_slice() else {
+            panic!("{bad}: {found:#?}")
+        };
+        assert!(
+            one.starts_with("arbiter.toml:3:23: [mcp] namespace_separator:"),
+            "{one}"
+        );
+    }
+}

@@ -115,7 +115,29 @@ pub(super) fn check(mcp: &Mcp, schema: Option<&Schema>) -> Vec<Found> {
         }
     }
     check_pins(mcp, &mut found);
+    if let Some(separator) = &mcp.namespace_separator {
+        check_separator(separator, &mut found);
+    }
     found
+}
+
+/// `[mcp] namespace_separator`: it goes into tool names, so it is made of what MCP allows
+/// in one (letters, digits, `_`, `-`, `.`), and short.
+fn check_separator(separator: &Spanned<String>, found: &mut Vec<Found>) {
+    let text = separator.get_ref();
+    let fits = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if text.is_empty() || text.len() > 8 || !fits {
+        found.push((
+            separator.span(),
+            format!(
+                "[mcp] namespace_separator: `{}` must be 1 to 8 of the characters MCP allows \
+                 in a tool name (letters, digits, `_`, `-`, `.`), like the default `__`",
+                text.escape_debug()
+            ),
+        ));
+    }
 }
 
 /// `[mcp.resources]` / `[mcp.prompts]`: an action the schema has, a type it reads.

@@ -15,7 +15,12 @@
 //! the identity that opened it ([`sessions`]); another identity's request on it is
 //! refused. In the stateless revision (2026-07-28) the arbiter session is the identity's
 //! own, keyed on the principal and the token's id, whatever session id the client sends.
+//!
+//! With several upstreams, `/mcp` serves them all at once ([`aggregate`]): each tool and
+//! prompt named `<upstream><separator><name>`, each call routed to its upstream and
+//! decided there, as if it came through `/mcp/<upstream>`.
 
+pub mod aggregate;
 pub mod routing;
 pub mod sessions;
 pub mod sse;
@@ -116,6 +121,8 @@ struct Shared {
     client: reqwest::Client,
     sessions: Mutex<Sessions>,
     options: HttpOptions,
+    /// `/mcp` with several upstreams: its sessions and the names it routes.
+    aggregate: aggregate::Aggregate,
 }
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then lets requests in flight
@@ -144,6 +151,23 @@ pub async fn serve(
         [one] => Some(one.name.clone()),
         _ => None,
     };
+    let separator = aggregate::separator(&gateway);
+    if single.is_none()
+        && let Some(clash) = options
+            .upstreams
+            .iter()
+            .find(|u| u.name.contains(separator.as_str()))
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the upstream name `{}` holds the namespace separator `{separator}`, so the \
+                 tools of /mcp could not be told apart: rename it, or set another \
+                 `[mcp] namespace_separator`",
+                clash.name
+            ),
+        ));
+    }
     let shared = Arc::new(Shared {
         gateway,
         upstreams,
@@ -151,6 +175,7 @@ pub async fn serve(
         client,
         sessions: Mutex::new(Sessions::new(options.max_sessions)),
         options: options.clone(),
+        aggregate: aggregate::Aggregate::new(separator, options.max_sessions),
     });
     let router = axum::Router::new()
         .fallback(handle)
@@ -216,6 +241,7 @@ pub async fn serve(
 }
 
 /// Who calls, as a request says.
+#[derive(Clone)]
 struct Who {
     caller: Caller,
     owner: Owner,
@@ -224,7 +250,9 @@ struct Who {
 /// Every request: the route, who calls, then by method.
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let Some(upstream) = shared.route(parts.uri.path()) else {
+    let upstream = shared.route(parts.uri.path());
+    let aggregate = upstream.is_none() && shared.aggregates(parts.uri.path());
+    if upstream.is_none() && !aggregate {
         return rpc_error(
             StatusCode::NOT_FOUND,
             None,
@@ -234,7 +262,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                 shared.endpoints()
             ),
         );
-    };
+    }
     if !same_origin(&parts.headers) {
         tracing::warn!("refused a request from another origin");
         return rpc_error(
@@ -247,6 +275,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let who = match shared.authenticate(&parts.headers) {
         Ok(who) => who,
         Err(response) => return *response,
+    };
+    let Some(upstream) = upstream else {
+        return aggregate::handle(&shared, parts.method, &parts.headers, who, body).await;
     };
     let call = Call {
         shared: &shared,
@@ -287,12 +318,16 @@ impl Shared {
             .map(|(n, u)| (n.as_str(), u))
     }
 
+    /// Whether a path is `/mcp` of several upstreams, served by [`aggregate`].
+    fn aggregates(&self, path: &str) -> bool {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        path == "/mcp" && self.single.is_none() && self.upstreams.len() > 1
+    }
+
     fn endpoints(&self) -> String {
         let mut names: Vec<String> = self.upstreams.keys().map(|n| format!("/mcp/{n}")).collect();
         names.sort();
-        if self.single.is_some() {
-            names.insert(0, "/mcp".to_owned());
-        }
+        names.insert(0, "/mcp".to_owned());
         names.join(", ")
     }
 
@@ -448,66 +483,9 @@ impl Call<'_> {
     }
 
     async fn post(self, body: Body) -> Response {
-        if !is_json(self.headers) {
-            return rpc_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                None,
-                code::INVALID_REQUEST,
-                "a message is POSTed with one Content-Type: application/json",
-            );
-        }
-        let max = self.shared.gateway.max_message_bytes();
-        let bytes = match tokio::time::timeout(
-            self.shared.options.request_timeout,
-            axum::body::to_bytes(body, max),
-        )
-        .await
-        {
-            Err(_) => {
-                return rpc_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    None,
-                    code::INVALID_REQUEST,
-                    "the request body was not sent in time",
-                );
-            }
-            Ok(Err(e)) => {
-                let too_long = e
-                    .into_inner()
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some();
-                return if too_long {
-                    tracing::warn!(limit = max, "refused a message over the size limit");
-                    rpc_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        None,
-                        code::INVALID_REQUEST,
-                        &format!(
-                            "the message is larger than {max} bytes, the proxy's limit; it was dropped"
-                        ),
-                    )
-                } else {
-                    rpc_error(
-                        StatusCode::BAD_REQUEST,
-                        None,
-                        code::INVALID_REQUEST,
-                        "the request body could not be read",
-                    )
-                };
-            }
-            Ok(Ok(bytes)) => bytes,
-        };
-        let message = match jsonrpc::read(&bytes) {
-            Ok(message) => message,
-            Err(refused) => {
-                tracing::warn!(why = %refused, "refused a message from the agent");
-                let (id, code) = match &refused {
-                    Refused::Parse(_) => (None, code::PARSE_ERROR),
-                    Refused::Batch => (None, code::INVALID_REQUEST),
-                    Refused::Invalid { id, .. } => (id.as_ref(), code::INVALID_REQUEST),
-                };
-                return rpc_error(StatusCode::BAD_REQUEST, id, code, &refused.to_string());
-            }
+        let (bytes, message) = match read_message(self.shared, self.headers, body).await {
+            Ok(read) => read,
+            Err(response) => return *response,
         };
         match message {
             Message::Request { id, method, params } => {
@@ -905,6 +883,82 @@ impl Call<'_> {
             }
         }
     }
+}
+
+/// A POSTed message, read strictly: JSON, at most the message limit, within the request
+/// timeout; a refusal is the answer to send.
+async fn read_message(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Message), Box<Response>> {
+    if !is_json(headers) {
+        return Err(Box::new(rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            code::INVALID_REQUEST,
+            "a message is POSTed with one Content-Type: application/json",
+        )));
+    }
+    let max = shared.gateway.max_message_bytes();
+    let bytes = match tokio::time::timeout(
+        shared.options.request_timeout,
+        axum::body::to_bytes(body, max),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(Box::new(rpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                None,
+                code::INVALID_REQUEST,
+                "the request body was not sent in time",
+            )));
+        }
+        Ok(Err(e)) => {
+            let too_long = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return Err(Box::new(if too_long {
+                tracing::warn!(limit = max, "refused a message over the size limit");
+                rpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    None,
+                    code::INVALID_REQUEST,
+                    &format!(
+                        "the message is larger than {max} bytes, the proxy's limit; it was dropped"
+                    ),
+                )
+            } else {
+                rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    code::INVALID_REQUEST,
+                    "the request body could not be read",
+                )
+            }));
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let message = match jsonrpc::read(&bytes) {
+        Ok(message) => message,
+        Err(refused) => {
+            tracing::warn!(why = %refused, "refused a message from the agent");
+            let (id, code) = match &refused {
+                Refused::Parse(_) => (None, code::PARSE_ERROR),
+                Refused::Batch => (None, code::INVALID_REQUEST),
+                Refused::Invalid { id, .. } => (id.as_ref(), code::INVALID_REQUEST),
+            };
+            return Err(Box::new(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                code,
+                &refused.to_string(),
+            )));
+        }
+    };
+    Ok((bytes, message))
 }
 
 /// A tool list as this caller may see it: without the tools it can never call, and never
