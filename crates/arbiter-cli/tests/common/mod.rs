@@ -1,5 +1,6 @@
 //! What the CLI's end-to-end tests share: the example pack, running the binary, and
-//! `arbiter serve` as a child process on a loopback port.
+//! `arbiter serve` as a child process on a loopback port; the MCP peers (`mcp`) and a
+//! headless browser (`browser`).
 
 #![allow(dead_code, reason = "each test crate uses a part of it")]
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod browser;
 pub mod mcp;
 
 /// The admin token the servers of these tests take.
