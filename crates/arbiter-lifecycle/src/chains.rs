@@ -229,7 +229,8 @@ pub fn analyse(
     let usage = match (store, query.since) {
         (Some(store), Some(since)) => {
             let only_text = only.as_ref().map(ToString::to_string);
-            Some(store.usage_since(since, only_text.as_deref())?)
+            let resources = pack.enforced_forbids_scope_resources();
+            Some(store.usage_since(since, only_text.as_deref(), resources)?)
         }
         _ => None,
     };
@@ -315,13 +316,13 @@ impl Counted {
         let mut by_pair: HashMap<(String, String), (u64, u64)> = HashMap::new();
         for u in usage {
             let uids = &mut uids;
-            let parsed = (
-                parse(uids, &u.principal),
-                parse(uids, &u.action),
-                parse(uids, &u.resource),
-            );
+            let resource = match &u.resource {
+                Some(r) => parse(uids, r).map(Some),
+                None => Some(None),
+            };
+            let parsed = (parse(uids, &u.principal), parse(uids, &u.action), resource);
             let watched = match parsed {
-                (Some(p), Some(a), Some(r)) => pack.enforced_forbid_in_scope(&p, &a, &r),
+                (Some(p), Some(a), Some(r)) => pack.enforced_forbid_in_scope(&p, &a, r.as_ref()),
                 _ => false,
             };
             let entry = by_pair

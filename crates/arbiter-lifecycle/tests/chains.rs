@@ -253,6 +253,19 @@ async fn with_a_log_each_step_counts_the_identitys_requests_and_the_enforced_one
         })
         .collect();
     assert_eq!(traffic, [(1, 0), (5, 3)]);
+    // A forbid whose scope names a resource: the log's resources are read to count it.
+    let (_dir2, narrow) = self::pack(&format!(
+        "{OPEN}\n@id(\"no-http\")\n@mode(\"enforce\")\n\
+         forbid(principal, action == Action::\"http_request\", resource);\n\n\
+         @id(\"no-upload-to-x\")\n@mode(\"enforce\")\n\
+         forbid(principal, action == Action::\"upload_file\", resource == Endpoint::\"x\");\n\n\
+         @id(\"no-upload-to-y\")\n@mode(\"enforce\")\n\
+         forbid(principal, action == Action::\"upload_file\", resource == Endpoint::\"y\");\n"
+    ));
+    assert!(narrow.enforced_forbids_scope_resources());
+    let found = chains::analyse(&narrow, Some(&store), &query, now()).unwrap();
+    let egress = of(&found, r#"Agent::"bot""#).steps[1].traffic.unwrap();
+    assert_eq!((egress.requests, egress.enforced_in_scope), (5, 5));
     // A principal the entity store does not hold, seen in the log, is analysed too.
     let stranger = of(&found, r#"Agent::"stranger""#);
     assert_eq!(stranger.steps[1].traffic.unwrap().requests, 1);

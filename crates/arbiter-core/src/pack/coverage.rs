@@ -179,11 +179,14 @@ impl Pack {
 
     /// Whether an enforced forbid (deny, revoke or throttle) has this request in its
     /// scope, whatever its condition: the request was under enforcement's eye.
+    /// `resource` `None`: the resource was not read, which is right only when no enforced
+    /// forbid's scope names resources ([`Pack::enforced_forbids_scope_resources`]); a
+    /// forbid whose scope does is then not counted.
     pub fn enforced_forbid_in_scope(
         &self,
         principal: &EntityUid,
         action: &EntityUid,
-        resource: &EntityUid,
+        resource: Option<&EntityUid>,
     ) -> bool {
         self.rules()
             .iter()
@@ -192,7 +195,29 @@ impl Pack {
             .any(|p| {
                 self.principal_matches(p, principal)
                     && self.action_matches(p, action)
-                    && self.resource_matches(p, resource)
+                    && match resource {
+                        Some(resource) => self.resource_matches(p, resource),
+                        None => matches!(
+                            p.resource_constraint(),
+                            cedar_policy::ResourceConstraint::Any
+                        ),
+                    }
+            })
+    }
+
+    /// Whether an enforced forbid's scope names resources (`==`, `in`, `is`): only then
+    /// does [`Pack::enforced_forbid_in_scope`] need a request's resource, and a reader of
+    /// the log need to read it.
+    pub fn enforced_forbids_scope_resources(&self) -> bool {
+        self.rules()
+            .iter()
+            .filter(|rule| rule.kind == Kind::Forbid && rule.mode == Some(Mode::Enforce))
+            .filter_map(|rule| self.policies().policy(&PolicyId::new(rule.id.as_str())))
+            .any(|p| {
+                !matches!(
+                    p.resource_constraint(),
+                    cedar_policy::ResourceConstraint::Any
+                )
             })
     }
 
