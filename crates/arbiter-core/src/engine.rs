@@ -711,9 +711,12 @@ impl Engine {
             if handled_as == OnError::Deny {
                 forbids.push(i);
             }
+            // Cedar quotes the values it tripped on, and they may be what `[log] mask`
+            // hides: the message that reaches the caller, the log, readiness and the
+            // report names paths and types, never values.
             errors.push(EvalError {
                 rule: id,
-                message: error.inner().to_string(),
+                message: crate::diag::cedar_message_redacted(error.inner()),
                 handled_as,
             });
         }

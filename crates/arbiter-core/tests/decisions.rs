@@ -766,3 +766,34 @@ forbid(principal, action == Action::"connect", resource)
         "invalid_request"
     );
 }
+
+#[test]
+fn an_evaluation_error_names_paths_and_types_never_the_values() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        "entity Agent;\nentity Account;\n\
+         action pay appliesTo { principal: [Agent], resource: [Account], context: { amount: Long } };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.cedar"),
+        "@id(\"allow\")\npermit(principal, action, resource);\n\n\
+         @id(\"huge\")\n@mode(\"audit\")\n\
+         forbid(principal, action, resource) when { context.amount + 9223372036854775000 > 0 };\n",
+    )
+    .unwrap();
+    let pack = Arc::new(Pack::load(dir.path()).unwrap());
+    let engine = Engine::new(pack);
+    let d = engine
+        .decide(&req(
+            json!({"principal": "Agent::\"a\"", "action": "Action::\"pay\"",
+                             "resource": "Account::\"x\"", "context": {"amount": 4242}}),
+        ))
+        .unwrap();
+    assert_eq!(d.errors.len(), 1, "{d:?}");
+    let message = &d.errors[0].message;
+    assert!(message.contains("overflow"), "{message}");
+    assert!(!message.contains("4242"), "a context value in {message}");
+}
