@@ -474,25 +474,7 @@ impl Endpoint<'_> {
 
     /// The session id the client sends, at most one.
     fn session_header(&self) -> Result<Option<&str>, Box<Response>> {
-        let mut given = self.headers.get_all(SESSION_ID).iter();
-        match (given.next(), given.next()) {
-            (None, _) => Ok(None),
-            (Some(value), None) => match value.to_str() {
-                Ok(id) if !id.is_empty() => Ok(Some(id)),
-                _ => Err(Box::new(rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    code::INVALID_REQUEST,
-                    "the Mcp-Session-Id header is not visible ASCII",
-                ))),
-            },
-            (Some(_), Some(_)) => Err(Box::new(rpc_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                code::INVALID_REQUEST,
-                "the Mcp-Session-Id header is given more than once",
-            ))),
-        }
+        super::session_header(self.headers)
     }
 
     /// The request's context: its aggregate session (refused when it is another

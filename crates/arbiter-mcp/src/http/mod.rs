@@ -420,25 +420,7 @@ impl Call<'_> {
 
     /// The client's session id, when it sends one (at most one).
     fn session_id(&self) -> Result<Option<&str>, Box<Response>> {
-        let mut given = self.headers.get_all(SESSION_ID).iter();
-        match (given.next(), given.next()) {
-            (None, _) => Ok(None),
-            (Some(value), None) => match value.to_str() {
-                Ok(id) if !id.is_empty() => Ok(Some(id)),
-                _ => Err(Box::new(rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    code::INVALID_REQUEST,
-                    "the Mcp-Session-Id header is not visible ASCII",
-                ))),
-            },
-            (Some(_), Some(_)) => Err(Box::new(rpc_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                code::INVALID_REQUEST,
-                "the Mcp-Session-Id header is given more than once",
-            ))),
-        }
+        session_header(self.headers)
     }
 
     /// The arbiter session of a request in `revision`: the bound MCP session's, or the
@@ -959,6 +941,30 @@ async fn read_message(
         }
     };
     Ok((bytes, message))
+}
+
+/// The `Mcp-Session-Id` a request sends: none, or one non-empty visible-ASCII value;
+/// two, or one that is not text, are refused.
+fn session_header(headers: &HeaderMap) -> Result<Option<&str>, Box<Response>> {
+    let mut given = headers.get_all(SESSION_ID).iter();
+    match (given.next(), given.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => match value.to_str() {
+            Ok(id) if !id.is_empty() => Ok(Some(id)),
+            _ => Err(Box::new(rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                code::INVALID_REQUEST,
+                "the Mcp-Session-Id header is not visible ASCII",
+            ))),
+        },
+        (Some(_), Some(_)) => Err(Box::new(rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            "the Mcp-Session-Id header is given more than once",
+        ))),
+    }
 }
 
 /// A tool list as this caller may see it: without the tools it can never call, and never
