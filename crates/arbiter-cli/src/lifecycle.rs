@@ -347,14 +347,12 @@ fn print_readiness(all: &[Readiness]) -> Result<(), Failure> {
     }
     // What no one is looking at comes first: overdue, then unreviewed findings.
     let mut sorted: Vec<&Readiness> = all.iter().collect();
-    sorted.sort_by_key(|r| {
-        (
-            !r.overdue,
-            r.verdict != Verdict::Erroring,
-            r.verdict != Verdict::NeedsReview,
-            r.verdict != Verdict::Noisy,
-            r.rule.clone(),
-        )
+    sorted.sort_by(|a, b| {
+        readiness::attention(a.overdue, Some(a.verdict), &a.rule).cmp(&readiness::attention(
+            b.overdue,
+            Some(b.verdict),
+            &b.rule,
+        ))
     });
     for r in sorted {
         let flag = if r.overdue { "  OVERDUE" } else { "" };

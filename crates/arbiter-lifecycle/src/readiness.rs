@@ -180,6 +180,24 @@ impl Recorded {
     }
 }
 
+/// The order rules are listed in wherever someone must act on them (`arbiter readiness`,
+/// the dashboard): what no one is looking at first (overdue, then erroring, unreviewed
+/// findings, noisy), then by name. `verdict` is `None` for an enforced rule.
+pub fn attention(
+    overdue: bool,
+    verdict: Option<Verdict>,
+    rule: &str,
+) -> (bool, bool, bool, bool, bool, &str) {
+    (
+        !overdue,
+        verdict.is_none(),
+        verdict != Some(Verdict::Erroring),
+        verdict != Some(Verdict::NeedsReview),
+        verdict != Some(Verdict::Noisy),
+        rule,
+    )
+}
+
 /// The `kind` default-deny scopes have in pack versions.
 pub const SCOPE_KIND: &str = arbiter_store::SCOPE_KIND;
 

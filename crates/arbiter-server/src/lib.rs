@@ -12,6 +12,7 @@
 //! - [`auth`]: admin and PEP tokens.
 //! - [`error`]: the one error → response mapping.
 //! - [`metrics`]: the Prometheus registry (the decision service's observer).
+//! - [`ui`]: the dashboard at `/ui`: sign-in, the evidence, reviews, promotion.
 //! - [`watch`]: reload when the pack's files change.
 //!
 //! Deciding is not here: the handlers call [`arbiter_service::DecisionService`], the one
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod routes;
 pub mod state;
 pub mod tokens;
+pub mod ui;
 pub mod watch;
 
 use std::future::Future;

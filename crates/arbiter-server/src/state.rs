@@ -189,6 +189,7 @@ pub struct App {
     baseline: Arc<StoreBaseline>,
     reloading: Mutex<()>,
     poller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    sessions: crate::ui::session::Sessions,
 }
 
 impl App {
@@ -290,6 +291,7 @@ impl App {
             baseline,
             reloading: Mutex::new(()),
             poller: std::sync::Mutex::new(None),
+            sessions: crate::ui::session::Sessions::default(),
         };
         Ok((app, generated))
     }
@@ -556,6 +558,16 @@ impl App {
         self.admins
             .check(headers)
             .ok_or(ApiError::Unauthorized("an admin token is required"))
+    }
+
+    /// The name of the admin whose token this is (the dashboard's sign-in).
+    pub(crate) fn admin_named_by(&self, token: &str) -> Option<&str> {
+        self.admins.check_token(token)
+    }
+
+    /// The dashboard's signed-in sessions.
+    pub(crate) fn sessions(&self) -> &crate::ui::session::Sessions {
+        &self.sessions
     }
 
     /// What `/readyz` reports: why the server cannot decide, if it cannot.

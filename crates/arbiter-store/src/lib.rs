@@ -16,8 +16,12 @@
 //!   also brings findings and `rule_days` up to date in its transaction.
 //! - `findings`: [`Finding`]s, audit and warn firings grouped by (rule, principal, action,
 //!   resource), and their append-only [`Review`]s ([`Store::findings`], [`Store::review`]).
+//! - `identities`: the principals the log has seen ([`Store::principals`]) and what one
+//!   did ([`Store::activity`]), and one decision by id ([`Store::decision`]).
 //! - `rule_days`: [`RuleDay`], per rule, UTC day and pack version, how often it was in
 //!   scope, fired and errored: what readiness counts ([`Store::rule_days`]).
+//! - `outcomes`: decisions per UTC hour and outcome ([`Store::outcome_hours`]), for the
+//!   dashboard's charts.
 //! - `promotions`: every [`Promotion`] and demotion of a rule's mode, with who and why.
 //! - `packs`: [`PackVersion`]s and their rules' hashes, and every load.
 //! - `candidates`: what candidate packs found in shadow (`serve --candidate`): per
@@ -38,7 +42,9 @@ mod candidates;
 mod decisions;
 mod error;
 mod findings;
+mod identities;
 mod mask;
+mod outcomes;
 mod packs;
 mod promotions;
 mod revocations;
@@ -60,7 +66,9 @@ pub use error::StoreError;
 pub use findings::{
     FINDING_STATUSES, Finding, FindingQuery, Review, ReviewVerdict, UnknownReviewVerdict,
 };
+pub use identities::{Activity, CredentialSeen, MAX_CREDENTIALS, Novel, Seen};
 pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};
+pub use outcomes::OutcomeHour;
 pub use packs::{PackLoad, PackVersion, RuleVersion, SCOPE_KIND};
 pub use promotions::Promotion;
 pub use revocations::{MAX_REVOCATION_VALUE, Revocation, RevocationKind};

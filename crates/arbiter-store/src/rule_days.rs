@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use rusqlite::{Transaction, params};
 
-use crate::decisions::Row;
+use crate::decisions::{Logged, Row};
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -21,11 +21,12 @@ const DAY_US: i64 = 86_400_000_000;
 /// Adds a batch's counts to a row; `SET` expressions see the row as it was.
 const UPSERT_RULE_DAY: &str = "
     INSERT INTO rule_days (rule, day, policy_version, evaluations, fired, errors,
-                           first_us, last_us)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                           first_us, last_us, decisive)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
     ON CONFLICT (rule, day, policy_version) DO UPDATE SET
         evaluations = evaluations + excluded.evaluations,
         fired = fired + excluded.fired,
+        decisive = decisive + excluded.decisive,
         errors = errors + excluded.errors,
         first_us = min(first_us, excluded.first_us),
         last_us = max(last_us, excluded.last_us)";
@@ -70,6 +71,8 @@ pub struct RuleDay {
     pub fired: u64,
     /// Of those, the ones where its evaluation errored.
     pub errors: u64,
+    /// Of the firings, those in allowed decisions: what enforcing it would have changed.
+    pub decisive: u64,
     /// The earliest of those decisions, to the microsecond.
     pub first: Timestamp,
     /// The latest of those decisions, to the microsecond.
@@ -84,7 +87,8 @@ impl Store {
         let err = |cause| self.sqlite_error(cause);
         let mut stmt = conn
             .prepare_cached(
-                "SELECT rule, day, policy_version, evaluations, fired, errors, first_us, last_us
+                "SELECT rule, day, policy_version, evaluations, fired, errors, first_us, last_us,
+                        decisive
                  FROM rule_days WHERE ?1 IS NULL OR rule = ?1
                  ORDER BY rule, day, policy_version",
             )
@@ -156,6 +160,7 @@ impl Store {
             evaluations: count("evaluations", row.evaluations)?,
             fired: count("fired", row.fired)?,
             errors: count("errors", row.errors)?,
+            decisive: count("decisive", row.decisive)?,
             first: time("first_us", row.first_us)?,
             last: time("last_us", row.last_us)?,
             rule: row.rule,
@@ -175,6 +180,7 @@ struct RuleDayRow {
     errors: i64,
     first_us: i64,
     last_us: i64,
+    decisive: i64,
 }
 
 impl RuleDayRow {
@@ -188,6 +194,7 @@ impl RuleDayRow {
             errors: row.get(5)?,
             first_us: row.get(6)?,
             last_us: row.get(7)?,
+            decisive: row.get(8)?,
         })
     }
 }
@@ -207,6 +214,7 @@ struct DayTallies<'a> {
 struct Tally {
     evaluations: i64,
     fired: i64,
+    decisive: i64,
     errors: i64,
     first_us: i64,
     last_us: i64,
@@ -237,6 +245,7 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
             }
         };
         let tallies = &mut days.get_mut(group).expect("found or just pushed").rules;
+        let allowed = i64::from(row.decision == Logged::Allow);
         let rules = row.in_scope.iter().flat_map(|ids| ids.iter());
         for rule in rules.chain(row.scope.as_ref()) {
             let fired = i64::from(row.rules.iter().any(|(r, _)| r == rule));
@@ -244,12 +253,14 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
             let t = tallies.entry(rule).or_insert(Tally {
                 evaluations: 0,
                 fired: 0,
+                decisive: 0,
                 errors: 0,
                 first_us: row.time_us,
                 last_us: row.time_us,
             });
             t.evaluations += 1;
             t.fired += fired;
+            t.decisive += fired * allowed;
             t.errors += errored;
             t.first_us = t.first_us.min(row.time_us);
             t.last_us = t.last_us.max(row.time_us);
@@ -271,6 +282,7 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
                 t.errors,
                 t.first_us,
                 t.last_us,
+                t.decisive,
             ])?;
         }
     }

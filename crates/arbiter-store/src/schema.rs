@@ -224,7 +224,52 @@ CREATE TABLE rule_errors (
 ) WITHOUT ROWID;
 ";
 
-const STEPS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)];
+/// Version 6: what the dashboard (`/ui`) draws, kept by the log writer so that no page
+/// reads the decisions to draw it.
+///
+/// - `rule_days.decisive`: of a day's firings, those in allowed decisions (the firings
+///   enforcing the rule would have changed), as findings count them.
+/// - `outcome_hours`: decisions per UTC hour (hours since 1970) and outcome.
+///
+/// Both are filled from the log already written, in one pass each.
+const V6: &str = "
+ALTER TABLE rule_days ADD COLUMN decisive INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE outcome_hours (
+    hour     INTEGER NOT NULL,
+    decision TEXT NOT NULL,
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (hour, decision)
+) WITHOUT ROWID;
+
+INSERT INTO outcome_hours (hour, decision, count)
+SELECT time_us / 3600000000, decision, count(*) FROM decisions
+WHERE time_us >= 0 GROUP BY 1, 2;
+
+CREATE TEMP TABLE decisive_days AS
+SELECT dr.rule AS rule, d.time_us / 86400000000 AS day,
+       json_extract(d.record, '$.policy_version') AS policy_version, count(*) AS n
+FROM decision_rules dr JOIN decisions d ON d.decision_id = dr.decision_id
+WHERE d.decision = 'allow' AND d.time_us >= 0
+GROUP BY 1, 2, 3;
+CREATE INDEX temp.decisive_days_key ON decisive_days (rule, day, policy_version);
+
+UPDATE rule_days SET decisive = coalesce((
+    SELECT n FROM decisive_days t
+    WHERE t.rule = rule_days.rule AND t.day = rule_days.day
+      AND t.policy_version = rule_days.policy_version), 0);
+
+DROP TABLE temp.decisive_days;
+";
+
+const STEPS: &[M<'static>] = &[
+    M::up(V1),
+    M::up(V2),
+    M::up(V3),
+    M::up(V4),
+    M::up(V5),
+    M::up(V6),
+];
 
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::decisions::{DecisionRecord, Row};
 use crate::error::StoreError;
 use crate::store::{Store, Synchronous};
-use crate::{findings, rule_days};
+use crate::{findings, outcomes, rule_days};
 
 /// The most records one transaction commits. Pages many records touch (a principal's
 /// index leaf, a finding) are written once per batch, so on a large log a bigger batch
@@ -416,5 +416,6 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()>
     }
     findings::tally(&tx, &inserted)?;
     rule_days::tally(&tx, &inserted)?;
+    outcomes::tally(&tx, &inserted)?;
     tx.commit()
 }

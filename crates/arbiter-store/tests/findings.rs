@@ -503,7 +503,7 @@ async fn a_finding_in_json_has_designs_shape() {
 }
 
 #[tokio::test]
-async fn rule_days_count_evaluations_fired_and_errors_per_day_and_version() {
+async fn rule_days_count_evaluations_firings_decisive_firings_and_errors_per_day_and_version() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let slice: Arc<[String]> = Arc::from(vec![
@@ -518,7 +518,8 @@ async fn rule_days_count_evaluations_fired_and_errors_per_day_and_version() {
         r
     };
     // Day one, pack 1: r.audit fires in 2 of 3, r.enforce in 1, r.error errors in 1,
-    // r.warn in 1; the scope fires in 1.
+    // r.warn in 1; the scope fires in 1. Decisive firings are those of allowed decisions:
+    // r.audit's in `a` (not in the denied `b`), r.warn's and the scope's in `c`.
     let mut a = in_scope(audited(20, "r.audit"));
     a.errors = vec![EvalError {
         rule: "r.error".to_owned(),
@@ -541,40 +542,41 @@ async fn rule_days_count_evaluations_fired_and_errors_per_day_and_version() {
 
     let day = day_of(0);
     let row =
-        |rule: &str, day: i64, version: &str, counts: [u64; 3], first: u64, last: u64| RuleDay {
+        |rule: &str, day: i64, version: &str, counts: [u64; 4], first: u64, last: u64| RuleDay {
             rule: rule.to_owned(),
             day,
             policy_version: format!("sha256:{version}"),
             evaluations: counts[0],
             fired: counts[1],
             errors: counts[2],
+            decisive: counts[3],
             first: time_of(first),
             last: time_of(last),
         };
     let next = DAY_MS + 5;
     let expected = vec![
-        row("default-deny:Agent", day, "pack-1", [3, 1, 0], 10, 30),
-        row("default-deny:Agent", day, "pack-2", [1, 0, 0], 40, 40),
+        row("default-deny:Agent", day, "pack-1", [3, 1, 0, 1], 10, 30),
+        row("default-deny:Agent", day, "pack-2", [1, 0, 0, 0], 40, 40),
         row(
             "default-deny:Agent",
             day + 1,
             "pack-1",
-            [1, 0, 0],
+            [1, 0, 0, 0],
             next,
             next,
         ),
-        row("r.audit", day, "pack-1", [3, 2, 0], 10, 30),
-        row("r.audit", day, "pack-2", [1, 0, 0], 40, 40),
-        row("r.audit", day + 1, "pack-1", [1, 0, 0], next, next),
-        row("r.enforce", day, "pack-1", [3, 1, 0], 10, 30),
-        row("r.enforce", day, "pack-2", [1, 0, 0], 40, 40),
-        row("r.enforce", day + 1, "pack-1", [1, 0, 0], next, next),
-        row("r.error", day, "pack-1", [3, 0, 1], 10, 30),
-        row("r.error", day, "pack-2", [1, 0, 0], 40, 40),
-        row("r.error", day + 1, "pack-1", [1, 0, 0], next, next),
-        row("r.warn", day, "pack-1", [3, 1, 0], 10, 30),
-        row("r.warn", day, "pack-2", [1, 0, 0], 40, 40),
-        row("r.warn", day + 1, "pack-1", [1, 0, 0], next, next),
+        row("r.audit", day, "pack-1", [3, 2, 0, 1], 10, 30),
+        row("r.audit", day, "pack-2", [1, 0, 0, 0], 40, 40),
+        row("r.audit", day + 1, "pack-1", [1, 0, 0, 0], next, next),
+        row("r.enforce", day, "pack-1", [3, 1, 0, 0], 10, 30),
+        row("r.enforce", day, "pack-2", [1, 0, 0, 0], 40, 40),
+        row("r.enforce", day + 1, "pack-1", [1, 0, 0, 0], next, next),
+        row("r.error", day, "pack-1", [3, 0, 1, 0], 10, 30),
+        row("r.error", day, "pack-2", [1, 0, 0, 0], 40, 40),
+        row("r.error", day + 1, "pack-1", [1, 0, 0, 0], next, next),
+        row("r.warn", day, "pack-1", [3, 1, 0, 1], 10, 30),
+        row("r.warn", day, "pack-2", [1, 0, 0, 0], 40, 40),
+        row("r.warn", day + 1, "pack-1", [1, 0, 0, 0], next, next),
     ];
     assert_eq!(store.rule_days(None).unwrap(), expected);
     let warn_only: Vec<_> = expected

@@ -286,7 +286,7 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
             "DROP TABLE revocations; DROP TABLE findings; DROP TABLE reviews; \
              DROP TABLE rule_days; DROP TABLE promotions; DROP TABLE baselines; \
              DROP TABLE baseline_pairs; DROP TABLE candidates; DROP TABLE candidate_groups; \
-             DROP TABLE rule_errors; PRAGMA user_version = 1;",
+             DROP TABLE rule_errors; DROP TABLE outcome_hours; PRAGMA user_version = 1;",
         )
         .unwrap();
 
@@ -296,7 +296,7 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
             err,
             StoreError::SchemaVersion {
                 found: 1,
-                expected: 5,
+                expected: 6,
                 ..
             }
         ),

@@ -115,11 +115,33 @@ pub fn bars(title: &str, points: &[Point], width: u32, height: u32, colour: &str
     svg
 }
 
+/// A column marked on a chart: a dashed line before it, with what happened there in its
+/// tooltip (a pack load that changed the rule, say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// The column, from 0.
+    pub column: usize,
+    /// What happened.
+    pub label: String,
+}
+
 /// Columns of stacked series (rules by mode at each pack load, say), with a legend.
 pub fn stacked(
     title: &str,
     columns: &[String],
     series: &[Series],
+    width: u32,
+    height: u32,
+) -> String {
+    stacked_marked(title, columns, series, &[], width, height)
+}
+
+/// [`stacked`], with `marks`: a dashed line at the left edge of each marked column.
+pub fn stacked_marked(
+    title: &str,
+    columns: &[String],
+    series: &[Series],
+    marks: &[Mark],
     width: u32,
     height: u32,
 ) -> String {
@@ -174,6 +196,14 @@ pub fn stacked(
                 escape(&s.name)
             );
         }
+    }
+    for mark in marks.iter().filter(|m| m.column < columns.len()) {
+        let x = mark.column as f64 * step;
+        let _ = write!(
+            svg,
+            r#"<line class="mark" x1="{x:.1}" y1="{legend:.1}" x2="{x:.1}" y2="{base:.1}" stroke="rgb(33,33,33)" stroke-width="1.5" stroke-dasharray="3,2"><title>{}</title></line>"#,
+            escape(&mark.label)
+        );
     }
     if let (Some(first), Some(last)) = (columns.first(), columns.last()) {
         let _ = write!(
@@ -290,6 +320,34 @@ mod tests {
         );
         assert!(
             svg.contains(r##"height="17.0" fill="#282"><title>v1: 1 enforce"##),
+            "{svg}"
+        );
+    }
+
+    #[test]
+    fn marks_are_dashed_lines_at_their_column_with_an_escaped_label() {
+        let columns: Vec<String> = (0..4).map(|i| format!("d{i}")).collect();
+        let series = vec![Series {
+            name: "fired".to_owned(),
+            colour: "#f90",
+            values: vec![1.0, 2.0, 3.0, 4.0],
+        }];
+        let marks = [
+            Mark {
+                column: 2,
+                label: "audit → <enforce>".to_owned(),
+            },
+            Mark {
+                column: 9,
+                label: "off the chart".to_owned(),
+            },
+        ];
+        let svg = stacked_marked("t", &columns, &series, &marks, 400, 100);
+        assert_eq!(svg.matches(r#"class="mark""#).count(), 1, "{svg}");
+        // 400 px over 4 columns: column 2 starts at 200.
+        assert!(svg.contains(r#"x1="200.0""#), "{svg}");
+        assert!(
+            svg.contains("<title>audit → &lt;enforce&gt;</title>"),
             "{svg}"
         );
     }

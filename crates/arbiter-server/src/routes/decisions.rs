@@ -213,7 +213,7 @@ pub async fn decisions(
     Ok(axum::Json(page).into_response())
 }
 
-fn decision_query(p: DecisionsParams) -> Result<DecisionQuery, ApiError> {
+pub(crate) fn decision_query(p: DecisionsParams) -> Result<DecisionQuery, ApiError> {
     let bad = ApiError::BadQuery;
     let time = |field: &str, v: Option<String>| -> Result<Option<jiff::Timestamp>, ApiError> {
         v.map(|t| {

@@ -82,18 +82,31 @@ pub async fn review(
             e.message()
         ))
     })?;
-    let verdict: ReviewVerdict = body
-        .verdict
+    let finding = record_review(&app, admin, id, &body.verdict, body.note).await?;
+    Ok((StatusCode::CREATED, axum::Json(finding)).into_response())
+}
+
+/// Appends a review by `admin` to finding `id`, as `POST /v1/findings/{id}/review` and
+/// the dashboard's review form do: the verdict must be `expected` or `legitimate`, the
+/// note must say why, the finding must exist; committed before it returns.
+pub(crate) async fn record_review(
+    app: &App,
+    admin: String,
+    id: String,
+    verdict: &str,
+    note: String,
+) -> Result<arbiter_store::Finding, ApiError> {
+    let verdict: ReviewVerdict = verdict
         .parse()
         .map_err(|e: arbiter_store::UnknownReviewVerdict| ApiError::Invalid(e.to_string()))?;
-    if body.note.trim().is_empty() {
+    if note.trim().is_empty() {
         return Err(ApiError::Invalid("`note` must say why".to_owned()));
     }
     let review = Review {
         verdict,
         by: admin,
         at: app.now(),
-        note: body.note,
+        note,
     };
     let store = app.store().clone();
     let exists = {
@@ -104,8 +117,7 @@ pub async fn review(
     if exists.is_none() {
         return Err(ApiError::NotFound(format!("no finding `{id}`")));
     }
-    let finding = tokio::task::spawn_blocking(move || store.review(&id, &review)).await??;
-    Ok((StatusCode::CREATED, axum::Json(finding)).into_response())
+    Ok(tokio::task::spawn_blocking(move || store.review(&id, &review)).await??)
 }
 
 /// `GET /v1/readiness` filter.

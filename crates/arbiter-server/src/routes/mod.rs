@@ -60,6 +60,7 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
             options.concurrency,
         ))
         .layer(axum::middleware::map_response(json_errors))
+        .merge(crate::ui::router(app))
         .with_state(Arc::clone(app))
 }
 

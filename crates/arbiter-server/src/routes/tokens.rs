@@ -220,9 +220,33 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     let admin = app.check_admin(&headers)?.to_owned();
     let body: RevokeBody = ApiError::json_body(body)?;
+    let stored = record_revocation(
+        &app,
+        &admin,
+        body.jti,
+        body.principal,
+        body.session,
+        &body.reason,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
+}
+
+/// Revokes a token (`jti`), every token of a principal issued until now, or a session (of
+/// a principal), by `admin`, as `POST /v1/revocations` and the dashboard's revoke form
+/// do: exactly one target, a reason that says why; committed and in force before it
+/// returns.
+pub(crate) async fn record_revocation(
+    app: &App,
+    admin: &str,
+    jti: Option<String>,
+    principal: Option<String>,
+    session: Option<String>,
+    reason: &str,
+) -> Result<Revocation, ApiError> {
     let engine = app.engine();
     let now = app.now();
-    let revoked = match (body.jti, body.principal, body.session) {
+    let revoked = match (jti, principal, session) {
         (Some(jti), None, None) => Revoked::Jti(jti),
         (None, Some(principal), None) => Revoked::Principal {
             principal: principal_of(engine.pack(), &principal)?.to_string(),
@@ -242,15 +266,15 @@ pub async fn revoke(
             ));
         }
     };
-    if body.reason.trim().is_empty() {
+    if reason.trim().is_empty() {
         return Err(ApiError::Invalid("`reason` must say why".to_owned()));
     }
     let stored = app
         .tokens()
-        .revoke(Revocation::of(&revoked, &body.reason, &admin, now))
+        .revoke(Revocation::of(&revoked, reason, admin, now))
         .await?;
     tracing::info!(%admin, kind = stored.kind.as_str(), value = %stored.value, "revoked");
-    Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
+    Ok(stored)
 }
 
 /// `GET /v1/revocations` (admin): every revocation, oldest first.
