@@ -5,7 +5,8 @@
 #      same pack (no log), each driven by oha at fixed concurrency;
 #   2. arbiter again at half of the bare endpoint's throughput, for p99 at that load;
 #   3. arbiter with the same request presenting a credential (a token minted through
-#      POST /v1/credentials), for the cost of verification per decision.
+#      POST /v1/credentials), for the cost of verification per decision;
+#   4. arbiter started with --no-ui, to show the dashboard adds nothing to decisions.
 # Prints decisions/s and p50/p99 for each, and the ratio.
 # Usage: bench/http-load.sh [seconds per run, default 10] [concurrency, default 32]
 set -euo pipefail
@@ -29,9 +30,12 @@ BODY='{"principal":"Agent::\"support-bot\"","action":"Action::\"read_ticket\"","
 
 ARBITER_ADMIN_TOKEN=bench ARBITER_LOG=warn "$BIN/arbiter" serve --pack examples/agents-and-pipelines \
   --data "$WORK/data" --listen 127.0.0.1:18700 2>"$WORK/arbiter.log" &
+# The same server without the dashboard: the dashboard must add nothing to decisions.
+ARBITER_ADMIN_TOKEN=bench ARBITER_LOG=warn "$BIN/arbiter" serve --pack examples/agents-and-pipelines \
+  --data "$WORK/data-no-ui" --listen 127.0.0.1:18701 --no-ui 2>"$WORK/arbiter-no-ui.log" &
 "$BIN/examples/bare" 127.0.0.1:18799 2>"$WORK/bare.log" &
 "$BIN/examples/bare" 127.0.0.1:18798 examples/agents-and-pipelines 2>"$WORK/bare-cedar.log" &
-for port in 18700 18799 18798; do
+for port in 18700 18701 18799 18798; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" -o /dev/null -X POST 2>/dev/null && break
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
@@ -53,6 +57,7 @@ PY
 run bare "http://127.0.0.1:18799/v1/decide"
 run "bare+raw-cedar" "http://127.0.0.1:18798/v1/decide"
 run arbiter "http://127.0.0.1:18700/v1/decide"
+run "arbiter --no-ui" "http://127.0.0.1:18701/v1/decide"
 BARE=$(python3 -c "import json;print(json.load(open('$WORK/bare.json'))['summary']['requestsPerSec'])")
 ARB=$(python3 -c "import json;print(json.load(open('$WORK/arbiter.json'))['summary']['requestsPerSec'])")
 HALF=$(python3 -c "print(int($BARE/2))")
@@ -60,6 +65,8 @@ run "arbiter@half-load" "http://127.0.0.1:18700/v1/decide" -q "$HALF"
 CEDAR=$(python3 -c "import json;print(json.load(open('$WORK/bare+raw-cedar.json'))['summary']['requestsPerSec'])")
 python3 -c "print(f'arbiter / bare throughput: {$ARB/$BARE:.2f}x  (half load = {$HALF} req/s)')"
 python3 -c "print(f'arbiter / bare+raw-cedar throughput: {$ARB/$CEDAR:.2f}x')"
+NOUI=$(python3 -c "import json;print(json.load(open('$WORK/arbiter --no-ui.json'))['summary']['requestsPerSec'])")
+python3 -c "print(f'arbiter with the dashboard / without: {$ARB/$NOUI:.2f}x throughput; / bare: {$ARB/$BARE:.2f}x with, {$NOUI/$BARE:.2f}x without')"
 TOKEN=$(curl -sf -H 'Authorization: Bearer bench' -H 'content-type: application/json' \
   -d '{"principal":"Agent::\"support-bot\"","ttl":"1h"}' http://127.0.0.1:18700/v1/credentials \
   | python3 -c 'import json,sys;print(json.load(sys.stdin)["token"])')

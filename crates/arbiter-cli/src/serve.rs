@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// Listen beyond loopback without PEP tokens on decision endpoints.
     #[arg(long)]
     pub allow_open_decisions: bool,
+    /// Serve no dashboard: `/ui` answers 404, as any unknown path.
+    #[arg(long)]
+    pub no_ui: bool,
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
@@ -106,6 +109,7 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
     options.admin_token = args.admin_token.clone();
     options.require_pep_tokens = !args.listen.ip().is_loopback() && !args.allow_open_decisions;
     options.candidate = args.candidate.clone();
+    options.ui = !args.no_ui;
     options.candidate_sample = args.candidate_sample;
     let (app, generated) = App::start(options)
         .await

@@ -223,17 +223,22 @@ fn a_rule_goes_from_audit_to_enforce_through_the_dashboard() {
             .contains("was not promoted: it is needs_review")
     );
     assert_eq!(std::fs::read_to_string(&cedar).unwrap(), before);
-    // The refusal's status is the only thing the console has to say so far.
-    let logged: Vec<String> = browser
-        .take_console()
-        .into_iter()
-        .filter(|e| e.level == "SEVERE")
-        .map(|e| e.message)
-        .collect();
-    assert!(
-        logged.len() == 1 && logged[0].contains("/ui/rule/promote") && logged[0].contains("409"),
-        "{logged:?}"
-    );
+    // The refusal's status is the only thing the console has to say so far (the browser
+    // may log it a moment after the page has loaded: wait for it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut logged: Vec<String> = Vec::new();
+    while !logged.iter().any(|m| m.contains("/ui/rule/promote")) {
+        assert!(std::time::Instant::now() < deadline, "{logged:?}");
+        logged.extend(
+            browser
+                .take_console()
+                .into_iter()
+                .filter(|e| e.level == "SEVERE")
+                .map(|e| e.message),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(logged.len() == 1 && logged[0].contains("409"), "{logged:?}");
 
     // Review every open finding as expected.
     let findings = browser.eval("return document.querySelectorAll('form.review').length;");
@@ -294,6 +299,9 @@ fn a_rule_goes_from_audit_to_enforce_through_the_dashboard() {
             .text("#promotions")
             .contains("audit enforce admin ready no")
     );
+    // A minute later, so it is the newest decision in the log (ids order by time, and
+    // the injected clock stands still between requests).
+    d.clock.advance(SignedDuration::from_mins(1));
     let decided = d.decide(&pastebin("/raw/e"));
     assert_eq!(decided["decision"], "deny", "{decided}");
     assert_eq!(decided["enforced"], json!([RULE]), "{decided}");

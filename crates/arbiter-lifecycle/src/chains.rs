@@ -241,11 +241,55 @@ pub fn analyse(
             .collect(),
         None => HashMap::new(),
     };
-    let identities = identities(pack, usage.as_deref(), only.as_ref());
-    let traffic = usage.as_deref().map(|u| Counted::new(pack, u));
+    Ok(analyse_with(
+        pack,
+        usage.as_deref(),
+        only.as_ref(),
+        &verdicts,
+        query,
+    ))
+    .map(|chains| Chains {
+        since: usage.as_ref().and(query.since),
+        ..chains
+    })
+}
+
+/// The chains of `pack` with readiness verdicts already gathered (the report has them):
+/// [`analyse`] without reading the store, and without traffic.
+pub fn analyse_with_verdicts(
+    pack: &Pack,
+    verdicts: &HashMap<String, String>,
+    query: &Query,
+) -> Result<Chains, ChainsError> {
+    if let Some(name) = &query.chain
+        && !pack.config().chains.contains_key(name)
+    {
+        let names: Vec<&str> = pack.config().chains.keys().map(String::as_str).collect();
+        return Err(ChainsError::NoChain(name.clone(), names.join(", ")));
+    }
+    let only = match &query.principal {
+        Some(text) => Some(
+            EntityUid::from_str(text)
+                .map_err(|e| ChainsError::BadPrincipal(text.clone(), e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(analyse_with(pack, None, only.as_ref(), verdicts, query))
+}
+
+fn analyse_with(
+    pack: &Pack,
+    usage: Option<&[Usage]>,
+    only: Option<&EntityUid>,
+    verdicts: &HashMap<String, String>,
+    query: &Query,
+) -> Chains {
+    let config = &pack.config().chains;
+    let identities = identities(pack, usage, only);
+    let traffic = usage.map(|u| Counted::new(pack, u));
     let analyst = Analyst {
         pack,
-        verdicts: &verdicts,
+        verdicts,
         traffic: traffic.as_ref(),
     };
     let chains = config
@@ -264,10 +308,10 @@ pub fn analyse(
             }
         })
         .collect();
-    Ok(Chains {
-        since: usage.as_ref().and(query.since),
+    Chains {
+        since: None,
         chains,
-    })
+    }
 }
 
 /// The identities to analyse: the principals of the entity store (entities of a type

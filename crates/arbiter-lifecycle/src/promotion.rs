@@ -189,13 +189,31 @@ pub fn plan(
 ) -> Result<Plan, PromotionError> {
     let target = RuleRef::parse(&change.name);
     let edit = promote::set_mode(pack, &target, change.to)?;
-    let gate = if edit.to > edit.from {
-        let readiness = match store {
-            Some(store) => readiness::assess(pack, store, Some(&change.name), now)?
+    let readiness = match store {
+        Some(store) if edit.to > edit.from => {
+            readiness::assess(pack, store, Some(&change.name), now)?
                 .into_iter()
-                .next(),
-            None => None,
-        };
+                .next()
+        }
+        _ => None,
+    };
+    Ok(gate(edit, readiness, change, pack))
+}
+
+/// [`plan`] with the rule's readiness already gathered (`None`: there is no evidence),
+/// for a caller that has just shown it: the same edit and the same gate.
+pub fn plan_with_readiness(
+    pack: &Pack,
+    readiness: Option<Readiness>,
+    change: &ModeChange,
+) -> Result<Plan, PromotionError> {
+    let target = RuleRef::parse(&change.name);
+    let edit = promote::set_mode(pack, &target, change.to)?;
+    Ok(gate(edit, readiness, change, pack))
+}
+
+fn gate(edit: Edit, readiness: Option<Readiness>, change: &ModeChange, pack: &Pack) -> Plan {
+    let gate = if edit.to > edit.from {
         match readiness {
             Some(r) if r.verdict == Verdict::Ready => Gate::Ready(r),
             readiness if change.force => Gate::Forced(readiness),
@@ -207,12 +225,12 @@ pub fn plan(
     } else {
         Gate::NotNeeded
     };
-    Ok(Plan {
+    Plan {
         edit,
         gate,
         change: change.clone(),
         pack_dir: pack.dir().to_owned(),
-    })
+    }
 }
 
 /// Whether the change says why, in more than blanks.

@@ -19,8 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use arbiter_core::Pack;
 use arbiter_core::rule::{Mode, RuleRef};
 use arbiter_store::{
-    Finding, FindingQuery, PackLoad, PackVersion, RuleDay, RuleError, RuleVersion, Store,
-    StoreError,
+    FindingFacts, PackLoad, PackVersion, RuleDay, RuleError, RuleVersion, Store, StoreError,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -137,8 +136,8 @@ pub struct History<'a> {
     pub loads: &'a [PackLoad],
     /// Per rule, day and version: evaluations, firings, errors.
     pub days: &'a [RuleDay],
-    /// Every finding, with its latest review.
-    pub findings: &'a [Finding],
+    /// Every finding's facts: rule, principal, status, counts.
+    pub findings: &'a [FindingFacts],
     /// The first evaluation error of each rule under each pack version.
     pub errors: &'a [RuleError],
 }
@@ -149,7 +148,7 @@ pub struct Recorded {
     versions: Vec<PackVersion>,
     loads: Vec<PackLoad>,
     days: Vec<RuleDay>,
-    findings: Vec<Finding>,
+    findings: Vec<FindingFacts>,
     errors: Vec<RuleError>,
 }
 
@@ -160,10 +159,7 @@ impl Recorded {
             versions: store.pack_versions()?,
             loads: store.pack_loads()?,
             days: store.rule_days(only)?,
-            findings: store.findings(&FindingQuery {
-                rule: only.map(str::to_owned),
-                ..FindingQuery::default()
-            })?,
+            findings: store.finding_facts(only)?,
             errors: store.rule_errors(only)?,
         })
     }
@@ -318,10 +314,10 @@ fn one(
 
     // Findings that fired since the rule last changed: a review given later of firings
     // from before the change judges the old rule, not this one.
-    let findings: Vec<&Finding> = history
+    let findings: Vec<&FindingFacts> = history
         .findings
         .iter()
-        .filter(|f| f.rule == rule.id)
+        .filter(|f| *f.rule == *rule.id)
         .filter(|f| last_changed.is_some_and(|c| f.last_seen >= c))
         .collect();
     let with_status = |s: &str| findings.iter().filter(|f| f.status == s).count() as u64;
@@ -330,7 +326,7 @@ fn one(
     let legitimate_findings = with_status("legitimate");
     let distinct_principals = findings
         .iter()
-        .map(|f| f.principal.as_str())
+        .map(|f| &*f.principal)
         .collect::<HashSet<_>>()
         .len() as u64;
     let decisive = findings.iter().map(|f| f.decisive).sum();

@@ -128,7 +128,7 @@ impl Lab {
         let versions = self.store.pack_versions().unwrap();
         let loads = self.store.pack_loads().unwrap();
         let days = self.store.rule_days(None).unwrap();
-        let findings = self.store.findings(&FindingQuery::default()).unwrap();
+        let findings = self.store.finding_facts(None).unwrap();
         let errors = self.store.rule_errors(None).unwrap();
         let history = History {
             versions: &versions,

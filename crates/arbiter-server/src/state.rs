@@ -62,6 +62,8 @@ pub struct Options {
     pub candidate_sample: Sample,
     /// Sampled requests waiting for the candidate, at most; past it they are dropped.
     pub candidate_queue: usize,
+    /// Serve the dashboard at `/ui` (`serve --no-ui` turns it off).
+    pub ui: bool,
 }
 
 impl Options {
@@ -83,6 +85,7 @@ impl Options {
             candidate: None,
             candidate_sample: Sample::ALL,
             candidate_queue: ShadowOptions::default().queue,
+            ui: true,
         }
     }
 }

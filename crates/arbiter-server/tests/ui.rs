@@ -470,6 +470,8 @@ async fn every_answer_forbids_scripts_framing_caching_and_outside_assets() {
         assert_eq!(headers["x-frame-options"], "DENY");
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["cache-control"], "no-store");
+        let timing = headers["server-timing"].to_str().unwrap();
+        assert!(timing.starts_with("page;dur="), "{timing}");
         assert!(
             headers["content-type"]
                 .to_str()
@@ -579,4 +581,18 @@ async fn a_promotion_the_evidence_does_not_support_is_refused_with_the_reasons_a
         .await;
     assert!(page.contains("incident 42: block pastebin now"), "{page}");
     assert!(page.contains(r#"id="mode">enforce<"#), "{page}");
+}
+
+#[tokio::test]
+async fn a_server_told_no_ui_has_no_dashboard() {
+    let dirs = tempfile::tempdir().unwrap();
+    let pack = dirs.path().join("pack");
+    copy_dir(&example(), &pack);
+    let data = dirs.path().join("data");
+    let server = Server::start_with(dirs, pack, data, |o| o.ui = false).await;
+    for path in ["/ui", "/ui/signin", "/ui/style.css"] {
+        let (status, body, _) = server.admin(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
 }

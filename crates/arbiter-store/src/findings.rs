@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use arbiter_core::rule::{Effect, Mode};
 use jiff::Timestamp;
@@ -147,6 +148,64 @@ pub struct Finding {
     pub review: Option<Review>,
 }
 
+/// What readiness reads of a finding: whose it is, its status and its counts, without
+/// the texts a person reads (action, resource, the review's note). A log has many
+/// findings and few rules and principals: their names are shared, not copied per
+/// finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingFacts {
+    /// The rule, or a default-deny scope.
+    pub rule: Arc<str>,
+    /// The principal's Cedar uid.
+    pub principal: Arc<str>,
+    /// `open` until reviewed, then the latest review's verdict.
+    pub status: &'static str,
+    /// Firings in allowed decisions.
+    pub decisive: u64,
+    /// The earliest firing.
+    pub first_seen: Timestamp,
+    /// The latest firing.
+    pub last_seen: Timestamp,
+}
+
+impl From<&Finding> for FindingFacts {
+    fn from(f: &Finding) -> FindingFacts {
+        FindingFacts {
+            rule: Arc::from(f.rule.as_str()),
+            principal: Arc::from(f.principal.as_str()),
+            status: status_word(Some(&f.status)),
+            decisive: f.decisive,
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
+        }
+    }
+}
+
+/// A status as one of [`FINDING_STATUSES`] (an unknown verdict, which the table's
+/// `CHECK` rules out, reads as `open`: not reviewed).
+fn status_word(verdict: Option<&str>) -> &'static str {
+    match verdict {
+        Some("expected") => "expected",
+        Some("legitimate") => "legitimate",
+        _ => "open",
+    }
+}
+
+/// One copy of each name.
+#[derive(Default)]
+struct Names(HashMap<Box<str>, Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.insert(Box::from(name), Arc::clone(&shared));
+        shared
+    }
+}
+
 /// Which findings to list. Every filter that is set must match.
 #[derive(Debug, Clone, Default)]
 pub struct FindingQuery {
@@ -197,6 +256,60 @@ impl Store {
 
         let conn = self.connection();
         self.select_findings(&conn, &sql, args)
+    }
+
+    /// The facts readiness reads of every finding of `rule` (of every rule when `None`),
+    /// in no order: one pass over the findings (a rule's from its covering index), each
+    /// status from the latest reviews, read once; nothing sorted.
+    pub fn finding_facts(&self, rule: Option<&str>) -> Result<Vec<FindingFacts>, StoreError> {
+        const FACTS: &str = "WITH latest AS (
+                 SELECT r.finding_id, r.verdict FROM reviews r
+                 WHERE r.seq = (SELECT max(seq) FROM reviews WHERE finding_id = r.finding_id))
+             SELECT f.rule, f.principal, f.decisive, f.first_seen_us, f.last_seen_us, l.verdict
+             FROM findings f LEFT JOIN latest l ON l.finding_id = f.id";
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let sql = match rule {
+            Some(_) => format!("{FACTS} WHERE f.rule = ?1"),
+            None => FACTS.to_owned(),
+        };
+        let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+        let mut rows = match rule {
+            Some(rule) => stmt.query([rule]),
+            None => stmt.query([]),
+        }
+        .map_err(err)?;
+        let mut names = Names::default();
+        let mut facts = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let text = |i| -> Result<&str, StoreError> {
+                row.get_ref(i)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(err)
+            };
+            let rule = names.get(text(0)?);
+            let principal = names.get(text(1)?);
+            let corrupt = |detail: String| self.corrupt(format!("a finding of {rule}: {detail}"));
+            let int = |i| -> Result<i64, StoreError> { row.get(i).map_err(err) };
+            let time = |us: i64| {
+                Timestamp::from_microsecond(us).map_err(|e| corrupt(format!("{us}: {e}")))
+            };
+            let decisive = int(2)?;
+            let verdict: Option<&str> = row
+                .get_ref(5)
+                .and_then(|v| v.as_str_or_null().map_err(Into::into))
+                .map_err(err)?;
+            facts.push(FindingFacts {
+                decisive: u64::try_from(decisive)
+                    .map_err(|_| corrupt(format!("decisive {decisive}")))?,
+                first_seen: time(int(3)?)?,
+                last_seen: time(int(4)?)?,
+                status: status_word(verdict),
+                rule,
+                principal,
+            });
+        }
+        Ok(facts)
     }
 
     /// The finding `id`, if there is one.

@@ -64,7 +64,8 @@ pub use decisions::{
 };
 pub use error::StoreError;
 pub use findings::{
-    FINDING_STATUSES, Finding, FindingQuery, Review, ReviewVerdict, UnknownReviewVerdict,
+    FINDING_STATUSES, Finding, FindingFacts, FindingQuery, Review, ReviewVerdict,
+    UnknownReviewVerdict,
 };
 pub use identities::{Activity, CredentialSeen, MAX_CREDENTIALS, Novel, Seen};
 pub use mask::{MASK_KEY_FILE, MASK_PREFIX, Masker};

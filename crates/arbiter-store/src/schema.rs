@@ -232,8 +232,16 @@ CREATE TABLE rule_errors (
 /// - `outcome_hours`: decisions per UTC hour (hours since 1970) and outcome.
 ///
 /// Both are filled from the log already written, in one pass each.
+///
+/// - `findings_rule` becomes `findings_rule_facts`: the same order (rule, last seen) with
+///   what readiness reads of each finding (principal, decisive firings, first seen), so
+///   that a rule's evidence is an index scan, not a table lookup per finding.
 const V6: &str = "
 ALTER TABLE rule_days ADD COLUMN decisive INTEGER NOT NULL DEFAULT 0;
+
+DROP INDEX findings_rule;
+CREATE INDEX findings_rule_facts
+    ON findings (rule, last_seen_us, principal, decisive, first_seen_us);
 
 CREATE TABLE outcome_hours (
     hour     INTEGER NOT NULL,

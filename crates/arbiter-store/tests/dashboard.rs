@@ -191,6 +191,8 @@ async fn a_log_written_before_version_6_gets_its_hours_and_decisive_firings_on_o
     db.execute_batch(
         "DROP TABLE outcome_hours;
          ALTER TABLE rule_days DROP COLUMN decisive;
+         DROP INDEX findings_rule_facts;
+         CREATE INDEX findings_rule ON findings (rule, last_seen_us);
          PRAGMA user_version = 5;",
     )
     .unwrap();
@@ -199,4 +201,18 @@ async fn a_log_written_before_version_6_gets_its_hours_and_decisive_firings_on_o
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.outcome_hours(hour_of(0)).unwrap(), hours);
     assert_eq!(store.rule_days(Some("r.audit")).unwrap(), days);
+    // A rule's evidence is read from the index alone.
+    let db = rusqlite::Connection::open(dir.path().join("arbiter.db")).unwrap();
+    let plan: String = db
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT f.principal, f.decisive, f.first_seen_us, f.last_seen_us
+             FROM findings f WHERE f.rule = 'r.audit'",
+            [],
+            |row| row.get(3),
+        )
+        .unwrap();
+    assert!(
+        plan.contains("COVERING INDEX findings_rule_facts"),
+        "{plan}"
+    );
 }

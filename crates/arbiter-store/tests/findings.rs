@@ -16,8 +16,8 @@ use std::sync::Arc;
 use arbiter_core::response::{AuditEntry, EvalError};
 use arbiter_core::rule::{Effect, OnError, RuleRef};
 use arbiter_store::{
-    DecisionRecord, Durability, Finding, FindingQuery, LogWriter, Logged, Promotion, Review,
-    ReviewVerdict, RuleDay, Store, StoreError,
+    DecisionRecord, Durability, Finding, FindingFacts, FindingQuery, LogWriter, Logged, Promotion,
+    Review, ReviewVerdict, RuleDay, Store, StoreError,
 };
 use common::{BASE_MS, record};
 use jiff::Timestamp;
@@ -722,4 +722,37 @@ async fn a_read_only_store_refuses_reviews_and_promotions() {
         .record_promotion(&promotion("r.export", false, None))
         .unwrap_err();
     assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn finding_facts_are_the_findings_readiness_reads_with_their_latest_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut other = audited(2, "r.other");
+    other.resource = Some(r#"Ticket::"T-2""#.to_owned());
+    log(
+        &store,
+        Durability::Sync,
+        vec![audited(1, "r.audit"), other, audited(3, "r.audit")],
+    )
+    .await;
+    let id = id_of("r.audit", BOT, READ, T1);
+    store
+        .review(&id, &review(ReviewVerdict::Expected, "fine"))
+        .unwrap();
+    store
+        .review(&id, &review(ReviewVerdict::Legitimate, "on second thought"))
+        .unwrap();
+    let mut facts = store.finding_facts(None).unwrap();
+    facts.sort_by(|a, b| a.rule.cmp(&b.rule));
+    let mut expected: Vec<FindingFacts> = all(&store).iter().map(FindingFacts::from).collect();
+    expected.sort_by(|a, b| a.rule.cmp(&b.rule));
+    assert_eq!(facts, expected);
+    assert_eq!(facts[0].status, "legitimate");
+    assert_eq!(facts[1].status, "open");
+    assert_eq!(
+        store.finding_facts(Some("r.other")).unwrap(),
+        vec![expected[1].clone()]
+    );
+    assert!(store.finding_facts(Some("r.none")).unwrap().is_empty());
 }

@@ -292,7 +292,13 @@ pub fn gather(
         .map(|r| rule_report(pack, r, per_day.get(r.rule.as_str()), first_day, last_day))
         .collect();
     let frameworks = frameworks(pack, &rules, options.framework.as_deref());
-    let chains = chains::analyse(pack, Some(store), &chains::Query::default(), now)?
+    // The verdicts chains show are the ones just gathered: the store is not read twice.
+    let verdicts: HashMap<String, String> = evidence
+        .iter()
+        .filter(|r| r.mode != Mode::Enforce)
+        .map(|r| (r.rule.clone(), r.verdict.as_str().to_owned()))
+        .collect();
+    let chains = chains::analyse_with_verdicts(pack, &verdicts, &chains::Query::default())?
         .chains
         .into_iter()
         .map(|c| {
@@ -318,7 +324,7 @@ pub fn gather(
     let modes_over_time = modes_over_time(history.versions, history.loads);
     let mut counts = FindingCounts::default();
     for f in history.findings {
-        match f.status.as_str() {
+        match f.status {
             "open" => counts.open += 1,
             "expected" => counts.expected += 1,
             "legitimate" => counts.legitimate += 1,

@@ -44,7 +44,7 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
         )
         .route("/v1/findings/{id}/review", post(lifecycle::review))
         .route_layer(axum::middleware::from_fn(no_query));
-    Router::new()
+    let api = Router::new()
         .route("/v1/decisions", get(decisions::decisions))
         .route("/v1/findings", get(lifecycle::findings))
         .route("/v1/readiness", get(lifecycle::readiness))
@@ -59,9 +59,13 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             options.concurrency,
         ))
-        .layer(axum::middleware::map_response(json_errors))
-        .merge(crate::ui::router(app))
-        .with_state(Arc::clone(app))
+        .layer(axum::middleware::map_response(json_errors));
+    let routes = if options.ui {
+        api.merge(crate::ui::router(app))
+    } else {
+        api
+    };
+    routes.with_state(Arc::clone(app))
 }
 
 /// A body that is not declared JSON is refused before it is read: a browser page may

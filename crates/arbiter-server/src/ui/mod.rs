@@ -67,6 +67,7 @@ pub(crate) fn router(app: &Arc<App>) -> Router<Arc<App>> {
         .route("/ui/style.css", get(style))
         .route("/ui/{*rest}", any(not_found))
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(server_timing))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -94,6 +95,19 @@ async fn security_headers(mut response: Response) -> Response {
     );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// Says how long the server took over a page (`Server-Timing: page;dur=…`, in ms), so
+/// a browser's developer tools, and `docs/benchmarks.md`, see the server's share apart
+/// from the network's. Elapsed time only: nothing is decided by it.
+async fn server_timing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("page;dur={ms:.1}")) {
+        response.headers_mut().insert("server-timing", value);
     }
     response
 }

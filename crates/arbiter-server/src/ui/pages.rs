@@ -594,7 +594,7 @@ fn rule_of(
     let promotion = if mode == Mode::Enforce {
         None
     } else {
-        Some(promotion_view(pack, store, name, mode, admin, now)?)
+        Some(promotion_view(pack, evidence.clone(), name, mode, admin)?)
     };
     let readiness = evidence.map(|mut r| {
         if r.mode == Mode::Enforce {
@@ -634,15 +634,15 @@ fn rule_of(
 /// evidence lets it go ahead.
 pub(crate) fn promotion_view(
     pack: &Pack,
-    store: &Store,
+    readiness: Option<Readiness>,
     name: &str,
     mode: Mode,
     admin: &str,
-    now: Timestamp,
 ) -> Result<PromotionView, UiError> {
-    let plan = promotion::plan(
+    // The readiness the page shows is the one the gate consults, gathered once.
+    let plan = promotion::plan_with_readiness(
         pack,
-        Some(store),
+        readiness,
         &ModeChange {
             name: name.to_owned(),
             to: Mode::Enforce,
@@ -650,7 +650,6 @@ pub(crate) fn promotion_view(
             reason: None,
             by: admin.to_owned(),
         },
-        now,
     )
     .map_err(|e| UiError::Api(crate::error::ApiError::internal(e)))?;
     let (refused, reasons) = match &plan.gate {
