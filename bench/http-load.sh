@@ -57,7 +57,11 @@ PY
 run bare "http://127.0.0.1:18799/v1/decide"
 run "bare+raw-cedar" "http://127.0.0.1:18798/v1/decide"
 run arbiter "http://127.0.0.1:18700/v1/decide"
-run "arbiter --no-ui" "http://127.0.0.1:18701/v1/decide"
+# With and without the dashboard, alternated (the machine's load drifts between runs).
+for i in 1 2 3; do
+  run "ui-$i" "http://127.0.0.1:18700/v1/decide"
+  run "no-ui-$i" "http://127.0.0.1:18701/v1/decide"
+done
 BARE=$(python3 -c "import json;print(json.load(open('$WORK/bare.json'))['summary']['requestsPerSec'])")
 ARB=$(python3 -c "import json;print(json.load(open('$WORK/arbiter.json'))['summary']['requestsPerSec'])")
 HALF=$(python3 -c "print(int($BARE/2))")
@@ -65,8 +69,14 @@ run "arbiter@half-load" "http://127.0.0.1:18700/v1/decide" -q "$HALF"
 CEDAR=$(python3 -c "import json;print(json.load(open('$WORK/bare+raw-cedar.json'))['summary']['requestsPerSec'])")
 python3 -c "print(f'arbiter / bare throughput: {$ARB/$BARE:.2f}x  (half load = {$HALF} req/s)')"
 python3 -c "print(f'arbiter / bare+raw-cedar throughput: {$ARB/$CEDAR:.2f}x')"
-NOUI=$(python3 -c "import json;print(json.load(open('$WORK/arbiter --no-ui.json'))['summary']['requestsPerSec'])")
-python3 -c "print(f'arbiter with the dashboard / without: {$ARB/$NOUI:.2f}x throughput; / bare: {$ARB/$BARE:.2f}x with, {$NOUI/$BARE:.2f}x without')"
+python3 - "$WORK" <<'PY'
+import json, statistics, sys
+rate = lambda n: json.load(open(f"{sys.argv[1]}/{n}.json"))["summary"]["requestsPerSec"]
+ui = [rate(f"ui-{i}") for i in (1, 2, 3)]
+no = [rate(f"no-ui-{i}") for i in (1, 2, 3)]
+pairs = ", ".join(f"{u / n:.2f}" for u, n in zip(ui, no))
+print(f"with the dashboard / without, run by run: {pairs}; medians {statistics.median(ui):.0f} / {statistics.median(no):.0f} = {statistics.median(ui) / statistics.median(no):.2f}x")
+PY
 TOKEN=$(curl -sf -H 'Authorization: Bearer bench' -H 'content-type: application/json' \
   -d '{"principal":"Agent::\"support-bot\"","ttl":"1h"}' http://127.0.0.1:18700/v1/credentials \
   | python3 -c 'import json,sys;print(json.load(sys.stdin)["token"])')
