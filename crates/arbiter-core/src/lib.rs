@@ -48,6 +48,7 @@ pub mod jwk;
 mod needs;
 pub mod pack;
 pub mod period;
+mod plan;
 pub mod policy_tests;
 pub mod request;
 pub mod response;
