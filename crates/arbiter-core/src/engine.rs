@@ -328,9 +328,13 @@ impl Engine {
                 .filter_map(|id| self.pack.policies().policy(&PolicyId::new(id)).cloned()),
         )
         .map_err(|e| RequestError::Invalid(e.to_string()))?;
-        let response = self
-            .authorizer
-            .is_authorized(&cedar_request, &slice.all, &entities);
+        // The guarded slice, as `decide` evaluates it: its reasons are checked against
+        // Cedar's on the whole set.
+        let response = self.authorizer.is_authorized(
+            &cedar_request,
+            &slice.for_request(&cedar_request, &entities),
+            &entities,
+        );
         let satisfied: Vec<&Rule> = response
             .diagnostics()
             .reason()
@@ -726,7 +730,8 @@ impl Engine {
     /// Step 4: one Cedar evaluation of the slice that can apply. In the slice forbids are
     /// permits, so Cedar's reasons are every satisfied policy, forbids and permits alike.
     fn evaluate(&self, slice: &Slice, request: &Request, entities: &Entities) -> Evaluation {
-        let response = self.authorizer.is_authorized(request, &slice.all, entities);
+        let policies = slice.for_request(request, entities);
+        let response = self.authorizer.is_authorized(request, &policies, entities);
         let mut forbids = Vec::new();
         let mut permitted = false;
         for id in response.diagnostics().reason() {

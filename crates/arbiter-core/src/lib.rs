@@ -42,6 +42,7 @@ pub mod credential;
 pub mod diag;
 pub mod engine;
 pub mod fs;
+mod guard;
 mod index;
 pub mod json;
 pub mod jwk;
