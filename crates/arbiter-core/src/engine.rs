@@ -731,6 +731,14 @@ impl Engine {
     /// permits, so Cedar's reasons are every satisfied policy, forbids and permits alike.
     fn evaluate(&self, slice: &Slice, request: &Request, entities: &Entities) -> Evaluation {
         let policies = slice.for_request(request, entities);
+        if policies.is_empty() {
+            // Cedar on no policy: none satisfied, none errored.
+            return Evaluation {
+                forbids: Vec::new(),
+                permitted: false,
+                errors: Vec::new(),
+            };
+        }
         let response = self.authorizer.is_authorized(request, &policies, entities);
         let mut forbids = Vec::new();
         let mut permitted = false;
