@@ -31,12 +31,55 @@ use arbiter_core::{Engine, Pack};
 use cedar_policy::{Authorizer, Context, EntityUid, PolicySet, Request};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
+#[path = "decide/peers.rs"]
+mod peers;
+
 const ACTIONS: usize = 50;
 const GROUPS: usize = 5;
 
+/// Which actions a rule is on.
+#[derive(Debug, Clone, Copy)]
+enum On {
+    Any,
+    Group(usize),
+    Tool(usize),
+}
+
+/// What a rule says, past its scope.
+#[derive(Debug, Clone, Copy)]
+enum Says {
+    /// `principal.tier >= t && context.n < 1000`
+    Permit(i64),
+    /// `context.n > x && resource.risk > 2 && context.target like "*.internal"`
+    Forbid(i64),
+}
+
+/// Rule `i` of a pack: its principal type, its actions and its condition. The peers'
+/// policies are written from the same shapes.
+fn shape(i: usize) -> (&'static str, On, Says) {
+    let on = match i % 25 {
+        0 => On::Any,
+        5 | 10 | 15 | 20 => On::Group(i % GROUPS),
+        _ => On::Tool(i % ACTIONS),
+    };
+    let principal = if i.is_multiple_of(2) {
+        "Agent"
+    } else {
+        "Service"
+    };
+    let says = if i.is_multiple_of(3) {
+        Says::Forbid(50 + (i % 50) as i64)
+    } else {
+        Says::Permit((i % 4) as i64)
+    };
+    (principal, on, says)
+}
+
 /// A platform-like pack: 50 tool actions in 5 capability groups, agents and services, and
 /// `rules` policies spread over them (one in five on a whole group, a few on any action).
-fn write_pack(dir: &std::path::Path, rules: usize, chains: bool) {
+/// With `enforce`, every rule and the default-deny scope are in enforce, so arbiter
+/// decides as Cedar does (DESIGN §3 step 6): the pack the peers are compared on.
+fn write_pack(dir: &std::path::Path, rules: usize, chains: bool, enforce: bool) {
     let mut schema = String::from(
         "entity Team;\nentity Agent in [Team] { tier: Long };\nentity Service in [Team] { tier: Long };\n\
          entity Tool { risk: Long };\n",
@@ -54,41 +97,44 @@ fn write_pack(dir: &std::path::Path, rules: usize, chains: bool) {
     }
     let mut policies = String::new();
     for i in 0..rules {
-        let action = match i % 25 {
-            0 => "action".to_owned(),
-            5 | 10 | 15 | 20 => format!("action in [Action::\"cap{}\"]", i % GROUPS),
-            _ => format!("action == Action::\"tool{}\"", i % ACTIONS),
+        let (principal, on, says) = shape(i);
+        let action = match on {
+            On::Any => "action".to_owned(),
+            On::Group(g) => format!("action in [Action::\"cap{g}\"]"),
+            On::Tool(a) => format!("action == Action::\"tool{a}\""),
         };
-        let principal = if i % 2 == 0 {
-            "principal is Agent"
-        } else {
-            "principal is Service"
-        };
-        if chains && i % 9 == 0 {
-            // Agent-chain rules read the session: their slices carry the touched set.
-            writeln!(
-                policies,
-                "@id(\"chain-{i}\")\n@mode(\"audit\")\nforbid({principal}, {action}, resource is Tool)\n  \
-                 when {{ context.session.touched.contains(\"cap1\") && context.n > 100 }};\n"
-            )
-            .unwrap();
-        } else if i % 3 == 0 {
-            let mode = ["audit", "warn", "enforce"][(i / 3) % 3];
-            writeln!(
-                policies,
-                "@id(\"forbid-{i}\")\n@mode(\"{mode}\")\nforbid({principal}, {action}, resource is Tool)\n  \
-                 when {{ context.n > {} && resource.risk > 2 && context.target like \"*.internal\" }};\n",
-                50 + i % 50
-            )
-            .unwrap();
-        } else {
-            writeln!(
-                policies,
-                "@id(\"permit-{i}\")\npermit({principal}, {action}, resource is Tool)\n  \
-                 when {{ principal.tier >= {} && context.n < 1000 }};\n",
-                i % 4
-            )
-            .unwrap();
+        let principal = format!("principal is {principal}");
+        match says {
+            _ if chains && i % 9 == 0 => {
+                // Agent-chain rules read the session: their slices carry the touched set.
+                writeln!(
+                    policies,
+                    "@id(\"chain-{i}\")\n@mode(\"audit\")\nforbid({principal}, {action}, resource is Tool)\n  \
+                     when {{ context.session.touched.contains(\"cap1\") && context.n > 100 }};\n"
+                )
+                .unwrap();
+            }
+            Says::Forbid(above) => {
+                let mode = if enforce {
+                    "enforce"
+                } else {
+                    ["audit", "warn", "enforce"][(i / 3) % 3]
+                };
+                writeln!(
+                    policies,
+                    "@id(\"forbid-{i}\")\n@mode(\"{mode}\")\nforbid({principal}, {action}, resource is Tool)\n  \
+                     when {{ context.n > {above} && resource.risk > 2 && context.target like \"*.internal\" }};\n",
+                )
+                .unwrap();
+            }
+            Says::Permit(tier) => {
+                writeln!(
+                    policies,
+                    "@id(\"permit-{i}\")\npermit({principal}, {action}, resource is Tool)\n  \
+                     when {{ principal.tier >= {tier} && context.n < 1000 }};\n",
+                )
+                .unwrap();
+            }
         }
     }
     let mut entities = String::from("[");
@@ -118,9 +164,10 @@ fn write_pack(dir: &std::path::Path, rules: usize, chains: bool) {
     fs::write(dir.join("schema.cedarschema"), schema).unwrap();
     fs::write(dir.join("policies/rules.cedar"), policies).unwrap();
     fs::write(dir.join("entities.json"), entities).unwrap();
+    let mode = if enforce { "enforce" } else { "audit" };
     fs::write(
         dir.join("arbiter.toml"),
-        "[default_deny]\nmode = \"audit\"\n",
+        format!("[default_deny]\nmode = \"{mode}\"\n"),
     )
     .unwrap();
 }
@@ -174,9 +221,9 @@ fn raw_cedar(
         == cedar_policy::Decision::Allow
 }
 
-fn load(rules: usize, chains: bool) -> (tempfile::TempDir, Arc<Pack>) {
+fn load(rules: usize, chains: bool, enforce: bool) -> (tempfile::TempDir, Arc<Pack>) {
     let dir = tempfile::tempdir().unwrap();
-    write_pack(dir.path(), rules, chains);
+    write_pack(dir.path(), rules, chains, enforce);
     let pack = Arc::new(Pack::load(dir.path()).unwrap_or_else(|p| panic!("{p}")));
     (dir, pack)
 }
@@ -186,7 +233,7 @@ fn bench(c: &mut Criterion) {
     let authorizer = Authorizer::new();
     let mut group = c.benchmark_group("decide");
     for rules in [10, 100, 1_000] {
-        let (_dir, pack) = load(rules, false);
+        let (_dir, pack) = load(rules, false, false);
         let engine = Engine::new(Arc::clone(&pack));
         let slices: Vec<PolicySet> = requests
             .iter()
@@ -225,7 +272,7 @@ fn bench(c: &mut Criterion) {
             r
         })
         .collect();
-    let (_dir, pack) = load(100, true);
+    let (_dir, pack) = load(100, true, false);
     let engine = Engine::new(Arc::clone(&pack));
     let mut i = 0;
     group.bench_function("arbiter_in_sessions", |b| {
@@ -249,6 +296,6 @@ criterion_group! {
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3))
         .sample_size(40);
-    targets = bench
+    targets = bench, peers::bench
 }
 criterion_main!(benches);

@@ -21,7 +21,7 @@ use crate::diag::{cedar_message, cedar_message_redacted};
 use crate::index::Slice;
 use crate::needs::Needs;
 use crate::pack::{Pack, RESERVED_CONTEXT_KEYS};
-use crate::request::{DecisionRequest, RequestError};
+use crate::request::{DecisionRequest, EntityRef, RequestError};
 use crate::response::{AuditEntry, Decision, EvalError, Outcome, Revocation, Warning};
 use crate::rule::{Effect, Kind, Mode, OnError, Rule, RuleRef};
 use crate::state::{
@@ -67,6 +67,39 @@ pub struct Engine {
     time: TimeSource,
     authorizer: Arc<Authorizer>,
     ids: Arc<std::sync::Mutex<ulid::Generator>>,
+    uids: Arc<Uids>,
+}
+
+/// Entity uids by the text a request names them with, parsed once: Cedar's parser costs
+/// more than the rest of a small decision's request building.
+#[derive(Debug, Default)]
+struct Uids(std::sync::RwLock<std::collections::HashMap<String, EntityUid>>);
+
+/// How many uids are kept; past it (requests naming ever new entities) uids are parsed
+/// per request instead of cached.
+const MAX_CACHED_UIDS: usize = 65_536;
+
+impl Uids {
+    /// The reference as a Cedar uid, as [`EntityRef::to_uid`] gives it.
+    fn get(&self, reference: &EntityRef, field: &str) -> Result<EntityUid, RequestError> {
+        let EntityRef::Text(text) = reference else {
+            return reference.to_uid(field);
+        };
+        if let Some(uid) = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(text.as_str())
+        {
+            return Ok(uid.clone());
+        }
+        let uid = reference.to_uid(field)?;
+        let mut cache = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() < MAX_CACHED_UIDS {
+            cache.insert(text.clone(), uid.clone());
+        }
+        Ok(uid)
+    }
 }
 
 /// A request that passed step 1.
@@ -109,6 +142,7 @@ impl Engine {
             time: TimeSource::ClockOnly,
             authorizer: Arc::new(Authorizer::new()),
             ids: Arc::new(std::sync::Mutex::new(ulid::Generator::new())),
+            uids: Arc::new(Uids::default()),
         }
     }
 
@@ -294,9 +328,13 @@ impl Engine {
                 .filter_map(|id| self.pack.policies().policy(&PolicyId::new(id)).cloned()),
         )
         .map_err(|e| RequestError::Invalid(e.to_string()))?;
-        let response = self
-            .authorizer
-            .is_authorized(&cedar_request, &slice.all, &entities);
+        // The guarded slice, as `decide` evaluates it: its reasons are checked against
+        // Cedar's on the whole set.
+        let response = self.authorizer.is_authorized(
+            &cedar_request,
+            &slice.for_request(&cedar_request, &entities),
+            &entities,
+        );
         let satisfied: Vec<&Rule> = response
             .diagnostics()
             .reason()
@@ -338,10 +376,11 @@ impl Engine {
                 RequestError::Invalid(format!("`time`: `{text}` is not an RFC 3339 time ({e})"))
             })?,
         };
-        let principal = request.principal.to_uid("principal")?;
-        let action = request.action.to_uid("action")?;
-        let resource = request.resource.to_uid("resource")?;
-        let context = request.context_map()?;
+        let principal = self.uids.get(&request.principal, "principal")?;
+        let action = self.uids.get(&request.action, "action")?;
+        let resource = self.uids.get(&request.resource, "resource")?;
+        let empty = serde_json::Map::new();
+        let context = request.context_object()?.unwrap_or(&empty);
         if let Some(key) = RESERVED_CONTEXT_KEYS
             .iter()
             .find(|k| context.contains_key(**k))
@@ -366,17 +405,24 @@ impl Engine {
                 "`action`: {action} is not an action of the pack's schema"
             )));
         }
-        // An empty context needs no parsing; `Request::new` below still checks it
-        // against the schema.
-        // A context of plain JSON is turned into Cedar values directly; `Request::new`
+        // The action's plan builds and checks the request in one pass (see `plan`). What
+        // it does not cover goes the way it went before:
+        // a context of plain JSON is turned into Cedar values directly; `Request::new`
         // checks it against the schema. Anything else, or a plain reading the schema
         // refuses (a string the schema types as an extension value, an object it types as
-        // an entity), is read by Cedar's own schema-directed JSON parser, as before.
-        let checked = match context::plain(&context) {
-            Some(plain) => self
-                .request(&principal, &action, &resource, plain, request)
-                .ok(),
-            None => None,
+        // an entity), is read by Cedar's own schema-directed JSON parser.
+        let planned = self
+            .pack
+            .plans()
+            .request(&principal, &action, &resource, context);
+        let checked = match planned {
+            Some(planned) => Some(planned),
+            None => match context::plain(context) {
+                Some(plain) => self
+                    .request(&principal, &action, &resource, plain, request)
+                    .ok(),
+                None => None,
+            },
         };
         let checked = match checked {
             Some(checked) => checked,
@@ -384,7 +430,10 @@ impl Engine {
                 let context = if context.is_empty() {
                     Ok(Context::empty())
                 } else {
-                    Context::from_json_value(Value::Object(context), schema.map(|s| (s, &action)))
+                    Context::from_json_value(
+                        Value::Object(context.clone()),
+                        schema.map(|s| (s, &action)),
+                    )
                 }
                 .map_err(|e| match e {
                     cedar_policy::ContextJsonError::MissingAction(_) => {
@@ -681,7 +730,16 @@ impl Engine {
     /// Step 4: one Cedar evaluation of the slice that can apply. In the slice forbids are
     /// permits, so Cedar's reasons are every satisfied policy, forbids and permits alike.
     fn evaluate(&self, slice: &Slice, request: &Request, entities: &Entities) -> Evaluation {
-        let response = self.authorizer.is_authorized(request, &slice.all, entities);
+        let policies = slice.for_request(request, entities);
+        if policies.is_empty() {
+            // Cedar on no policy: none satisfied, none errored.
+            return Evaluation {
+                forbids: Vec::new(),
+                permitted: false,
+                errors: Vec::new(),
+            };
+        }
+        let response = self.authorizer.is_authorized(request, &policies, entities);
         let mut forbids = Vec::new();
         let mut permitted = false;
         for id in response.diagnostics().reason() {

@@ -16,9 +16,10 @@ use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     ActionConstraint, Effect, Entities, EntityTypeName, EntityUid, Policy, PolicySet,
-    PrincipalConstraint, ResourceConstraint,
+    PrincipalConstraint, Request, ResourceConstraint,
 };
 
+use crate::guard::{self, Guarded, Test};
 use crate::needs::Needs;
 use crate::rule::Rule;
 
@@ -27,11 +28,24 @@ use crate::rule::Rule;
 pub(crate) struct Slice {
     /// Every policy of the slice, forbids turned into permits: Cedar's reasons are then
     /// all the satisfied policies.
-    pub all: PolicySet,
+    pub all: Arc<PolicySet>,
+    /// The policies' guards, when any has one (see `guard`).
+    guarded: Option<Guarded>,
     /// The rule ids in the slice: the rules in scope of its requests.
     pub ids: Arc<[String]>,
     /// The reserved context keys the slice's policies read.
     pub needs: Needs,
+}
+
+impl Slice {
+    /// The policies of the slice Cedar must evaluate for this request: all of them but
+    /// those a guard proves false (see `guard`).
+    pub(crate) fn for_request(&self, request: &Request, entities: &Entities) -> Arc<PolicySet> {
+        match &self.guarded {
+            Some(guarded) => guarded.for_request(request, entities),
+            None => Arc::clone(&self.all),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,6 +64,8 @@ struct Scoped {
     /// The policy as evaluated: a forbid is turned into a permit.
     policy: Policy,
     needs: Needs,
+    /// The leading comparisons of its condition.
+    guard: Vec<Test>,
     principal: Option<EntityTypeName>,
     resource: Option<EntityTypeName>,
 }
@@ -118,6 +134,7 @@ impl SliceIndex {
             })?;
             scoped.push(Scoped {
                 needs: Needs::of_policy(&est),
+                guard: guard::of_policy(&est),
                 policy: as_permit(policy)?,
                 principal,
                 resource,
@@ -170,6 +187,7 @@ impl SliceIndex {
         picked.sort_unstable();
         picked.dedup();
         let mut all = PolicySet::new();
+        let mut guards = Vec::new();
         let mut ids = Vec::new();
         let mut needs = Needs::default();
         for s in picked.iter().filter_map(|i| self.scoped.get(*i)) {
@@ -181,11 +199,14 @@ impl SliceIndex {
             }
             // Ids are unique in the pack, so adding cannot fail.
             if all.add(s.policy.clone()).is_ok() {
+                guards.push((s.policy.clone(), s.guard.clone()));
                 ids.push(s.policy.id().to_string());
                 needs = needs.union(s.needs);
             }
         }
+        let all = Arc::new(all);
         Slice {
+            guarded: Guarded::new(guards, Arc::clone(&all)),
             all,
             ids: ids.into(),
             needs,

@@ -150,11 +150,11 @@ impl DecisionRequest {
         })
     }
 
-    /// The context as a JSON object (empty when absent).
-    pub(crate) fn context_map(&self) -> Result<Map<String, Value>, RequestError> {
+    /// The context as a JSON object (`None` when absent).
+    pub(crate) fn context_object(&self) -> Result<Option<&Map<String, Value>>, RequestError> {
         match &self.context {
-            None | Some(Value::Null) => Ok(Map::new()),
-            Some(Value::Object(map)) => Ok(map.clone()),
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
             Some(other) => Err(RequestError::Malformed(format!(
                 "`context` must be a JSON object, not {}",
                 crate::json::kind_of(other)

@@ -69,8 +69,9 @@ const RESOURCES: [&str; 5] = [
     "resource in Folder::\"f1\"",
 ];
 /// Conditions, some of which error: `principal.level` for a principal missing from the
-/// store, and an overflow when `n` is large.
-const CONDITIONS: [&str; 7] = [
+/// store, and an overflow when `n` is large. The last ones lead with comparisons, which
+/// the engine checks itself before Cedar evaluates the policy (`guard`).
+const CONDITIONS: [&str; 11] = [
     " when { context.session.actions == 0 && context.now > datetime(\"2026-01-01\") }",
     "",
     " when { context.flag }",
@@ -78,6 +79,10 @@ const CONDITIONS: [&str; 7] = [
     " when { principal.level > 3 }",
     " when { context.n * 4611686018427387904 > 0 }",
     " unless { context.n > principal.level }",
+    " when { context.n < 5 && principal.level >= 2 && context.n * 4611686018427387904 > 0 }",
+    " when { context.flag == true && context.n != 2 && principal.level > 3 }",
+    " when { principal.level == 5 && context.n > principal.level }",
+    " when { context.n != 7 && context.flag == false } when { principal.level < 9 }",
 ];
 
 #[derive(Debug, Clone)]
@@ -153,7 +158,7 @@ fn request() -> impl Strategy<Value = GenRequest> {
             ][..],
         ),
         any::<bool>(),
-        select(&[0_i64, 2, 5][..]),
+        select(&[0_i64, 2, 5, 7][..]),
     )
         .prop_map(|(principal, action, resource, flag, n)| GenRequest {
             principal,

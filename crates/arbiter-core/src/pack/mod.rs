@@ -58,6 +58,8 @@ pub struct Pack {
     warnings: Vec<Problem>,
     /// Every action's context type, to say where a context breaks it.
     shapes: shapes::ContextShapes,
+    /// Every action's request plan: requests built without Cedar's schema check.
+    plans: crate::plan::RequestPlans,
 }
 
 /// The stack of the thread that loads a pack: room for [`source::MAX_OPERATORS`] levels
@@ -234,6 +236,11 @@ impl Pack {
         self.action_groups.contains_key(action)
     }
 
+    /// The per-action request plans (empty without a schema).
+    pub(crate) fn plans(&self) -> &crate::plan::RequestPlans {
+        &self.plans
+    }
+
     pub(crate) fn request_entity_types(&self) -> &HashSet<EntityTypeName> {
         &self.request_entity_types
     }
@@ -264,6 +271,7 @@ struct Loader<'a> {
     /// `arbiter.toml` as read, to place problems found after parsing.
     config_text: String,
     shapes: shapes::ContextShapes,
+    plans: crate::plan::RequestPlans,
 }
 
 /// Where a policy came from, to place validator messages.
@@ -282,6 +290,7 @@ impl<'a> Loader<'a> {
             hasher: Sha256::new(),
             config_text: String::new(),
             shapes: shapes::ContextShapes::default(),
+            plans: crate::plan::RequestPlans::default(),
         }
     }
 
@@ -366,6 +375,7 @@ impl<'a> Loader<'a> {
             version,
             warnings: self.warnings,
             shapes: self.shapes,
+            plans: self.plans,
         };
         pack.scopes = pack
             .default_deny_scopes()
@@ -504,6 +514,7 @@ impl<'a> Loader<'a> {
             }
         };
         self.shapes = shapes::ContextShapes::new(&json_form);
+        self.plans = crate::plan::RequestPlans::new(&json_form, &original);
         if let Err(clashes) = schema::augment(&mut json_form) {
             self.problems.extend(
                 clashes
