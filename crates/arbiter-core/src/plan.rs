@@ -21,9 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use cedar_policy::{
-    Context, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema,
-};
+use cedar_policy::{Context, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema};
 use serde_json::{Map, Value};
 
 /// How deep a schema type is followed; deeper types are left to Cedar.
@@ -76,54 +74,40 @@ impl RequestPlans {
         let enumerated = enumerated_types(namespaces);
         let reader = Reader { namespaces };
         let mut by_action = HashMap::new();
-        for (ns, def) in namespaces {
-            let Some(actions) = def.get("actions").and_then(Value::as_object) else {
+        for (ns, uid, action) in crate::pack::shapes::actions_of(namespaces) {
+            let context = match action.get("appliesTo").and_then(|a| a.get("context")) {
+                None => Some(Record::default()),
+                Some(context) => match reader.ty(ns, context, 0) {
+                    Some(Ty::Record(record)) => Some(record),
+                    _ => None,
+                },
+            };
+            let Some(context) = context else {
                 continue;
             };
-            let type_name = if ns.is_empty() {
-                "Action".to_owned()
-            } else {
-                format!("{ns}::Action")
-            };
-            let Ok(ty) = type_name.parse::<EntityTypeName>() else {
-                continue;
-            };
-            for (id, action) in actions {
-                let uid = EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id));
-                let context = match action.get("appliesTo").and_then(|a| a.get("context")) {
-                    None => Some(Record::default()),
-                    Some(context) => match reader.ty(ns, context, 0) {
-                        Some(Ty::Record(record)) => Some(record),
-                        _ => None,
-                    },
-                };
-                let Some(context) = context else {
-                    continue;
-                };
-                let usable = |t: &&EntityTypeName| !enumerated.contains(&t.to_string());
-                let principals = schema
-                    .principals_for_action(&uid)
-                    .into_iter()
-                    .flatten()
-                    .filter(usable)
-                    .cloned()
-                    .collect();
-                let resources = schema
-                    .resources_for_action(&uid)
-                    .into_iter()
-                    .flatten()
-                    .filter(usable)
-                    .cloned()
-                    .collect();
-                by_action.insert(
-                    uid,
-                    ActionPlan {
-                        principals,
-                        resources,
-                        context,
-                    },
-                );
-            }
+            let usable = |t: &&EntityTypeName| !enumerated.contains(&t.to_string());
+            let principals = schema
+                .principals_for_action(&uid)
+                .into_iter()
+                .flatten()
+                .filter(usable)
+                .cloned()
+                .collect();
+            let resources = schema
+                .resources_for_action(&uid)
+                .into_iter()
+                .flatten()
+                .filter(usable)
+                .cloned()
+                .collect();
+            by_action.insert(
+                uid,
+                ActionPlan {
+                    principals,
+                    resources,
+                    context,
+                },
+            );
         }
         Self { by_action }
     }

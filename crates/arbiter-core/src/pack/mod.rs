@@ -7,7 +7,7 @@ pub mod coverage;
 pub mod file;
 mod mcp;
 mod schema;
-mod shapes;
+pub(crate) mod shapes;
 mod source;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -23,6 +23,28 @@ pub(crate) struct ContextShapes {
 /// The deepest a type is followed; deeper schemas get the generic message.
 const MAX_DEPTH: usize = 64;
 
+/// Every action of a schema in Cedar's JSON form (its namespaces): the namespace, the
+/// action's uid (`NS::Action::"id"`) and its definition.
+pub(crate) fn actions_of(
+    namespaces: &Map<String, Value>,
+) -> impl Iterator<Item = (&str, EntityUid, &Value)> {
+    namespaces.iter().flat_map(|(ns, def)| {
+        let type_name = if ns.is_empty() {
+            "Action".to_owned()
+        } else {
+            format!("{ns}::Action")
+        };
+        let ty = type_name.parse::<EntityTypeName>().ok();
+        let actions = def.get("actions").and_then(Value::as_object);
+        actions.zip(ty).into_iter().flat_map(move |(actions, ty)| {
+            actions.iter().map(move |(id, action)| {
+                let uid = EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id));
+                (ns.as_str(), uid, action)
+            })
+        })
+    })
+}
+
 impl ContextShapes {
     /// Reads the context types of every action of a schema in Cedar's JSON form.
     pub(crate) fn new(schema: &Value) -> Self {
@@ -30,27 +52,13 @@ impl ContextShapes {
             return Self::default();
         };
         let mut contexts = HashMap::new();
-        for (ns, def) in namespaces {
-            let Some(actions) = def.get("actions").and_then(Value::as_object) else {
-                continue;
-            };
-            let type_name = if ns.is_empty() {
-                "Action".to_owned()
-            } else {
-                format!("{ns}::Action")
-            };
-            let Ok(ty) = type_name.parse::<EntityTypeName>() else {
-                continue;
-            };
-            for (id, action) in actions {
-                let context = action
-                    .get("appliesTo")
-                    .and_then(|a| a.get("context"))
-                    .cloned()
-                    .unwrap_or_else(|| serde_json::json!({"type": "Record", "attributes": {}}));
-                let uid = EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id));
-                contexts.insert(uid, (ns.clone(), context));
-            }
+        for (ns, uid, action) in actions_of(namespaces) {
+            let context = action
+                .get("appliesTo")
+                .and_then(|a| a.get("context"))
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "Record", "attributes": {}}));
+            contexts.insert(uid, (ns.to_owned(), context));
         }
         Self {
             namespaces: namespaces.clone(),
