@@ -15,7 +15,7 @@ use crate::error::StoreError;
 use crate::store::Store;
 
 /// The most credentials [`Store::activity`] keeps for one identity; past it, the
-/// credentials seen are counted in [`Activity::credentials_left_out`].
+/// decisions that presented another are counted in [`Activity::credentials_left_out`].
 pub const MAX_CREDENTIALS: usize = 200;
 
 /// A principal the log has seen, and when.
@@ -36,7 +36,7 @@ pub struct Activity {
     pub outcomes: BTreeMap<String, u64>,
     /// The credentials it presented, the most recently used first.
     pub credentials: Vec<CredentialSeen>,
-    /// Credentials seen beyond [`MAX_CREDENTIALS`].
+    /// Decisions that presented a credential not listed, once [`MAX_CREDENTIALS`] were.
     pub credentials_left_out: u64,
     /// The actions flagged `novel` (done for the first time after a freeze), by action.
     pub novel: Vec<Novel>,

@@ -904,9 +904,7 @@ pub(crate) async fn identity_page(
             .into_iter()
             .filter(|r| match r.kind {
                 arbiter_store::RevocationKind::Principal => r.value == p,
-                arbiter_store::RevocationKind::Session => {
-                    r.principal.as_deref().is_none_or(|rp| rp == p) && r.principal.is_some()
-                }
+                arbiter_store::RevocationKind::Session => r.principal.as_deref() == Some(&*p),
                 arbiter_store::RevocationKind::Jti => jtis.contains(r.value.as_str()),
             })
             .collect();
