@@ -24,6 +24,12 @@
 //! The traffic is seeded: the same arguments make the same requests, shifted to the time
 //! of the run (decision ids and masked values differ: the masking key is the data
 //! directory's own).
+//!
+//! With `--measure-writer` (after the other arguments) every request is decided first and
+//! its record kept in memory; then the records are handed to the log writer as fast as it
+//! takes them, and what is printed is the writer's own rate (issue 15): records a second
+//! for each tenth of the log, and the writer thread's CPU time per record (from
+//! `/proc/self/task`). Revocations are committed during the first phase.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -37,7 +43,7 @@ use arbiter_core::response::Outcome;
 use arbiter_core::rule::Effect;
 use arbiter_core::{Decision, Engine, Pack, RequestError, TimeSource};
 use arbiter_service::{DecisionService, Recording};
-use arbiter_store::{DB_FILE, Durability, LogWriter, Masker, PackVersion, Store};
+use arbiter_store::{DB_FILE, Durability, LogWriter, Masker, PackVersion, Revocation, Store};
 use jiff::{SignedDuration, Timestamp};
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
@@ -99,7 +105,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let began = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let traffic = Traffic::new(&platform, start, end);
-    let tally = runtime.block_on(write(engine, &clock, &store, masker, traffic, &args, span))?;
+    let tally = if args.measure_writer {
+        runtime.block_on(measure_writer(
+            engine, &clock, &store, masker, traffic, &args, span,
+        ))?
+    } else {
+        runtime.block_on(write(engine, &clock, &store, masker, traffic, &args, span))?
+    };
     let seconds = began.elapsed().as_secs_f64();
     // Closing the last connection checkpoints the write-ahead log into the database.
     let db = store.db_path().to_path_buf();
@@ -172,18 +184,131 @@ async fn write(
     Ok(tally)
 }
 
+/// Decides every request first, keeping the records, then times the log writer alone.
+async fn measure_writer(
+    engine: Engine,
+    clock: &ManualClock,
+    store: &Store,
+    masker: Masker,
+    mut traffic: Traffic<'_>,
+    args: &Args,
+    span: SignedDuration,
+) -> Result<Tally, Box<dyn Error>> {
+    // The log writer is started only for `DecisionService` to mask as the server does;
+    // the records are handed to a second writer below, once they are all made.
+    let idle = LogWriter::start(store, Durability::Batched, 1)?;
+    let service = DecisionService::new(engine).recording(Recording {
+        log: idle,
+        masker,
+        store: store.clone(),
+    });
+    let engine = service.engine();
+    let step_us = i64::try_from((span.as_micros() / i128::from(args.n.max(1))).max(1))?;
+    let mut tally = Tally::default();
+    let mut records = Vec::with_capacity(usize::try_from(args.n)?);
+    let began = Instant::now();
+    for i in 0..args.n {
+        let offset = i64::try_from(i)? * step_us + traffic.rng.random_range(0..step_us);
+        let (asked, body) = traffic.next(offset)?;
+        clock.set(asked.time);
+        let decided = service.decide_recorded(&engine, body);
+        if let Ok(decision) = &decided.answer {
+            for revocation in &decision.revoked {
+                store.revoke(&Revocation::of_effect(revocation))?;
+            }
+        }
+        traffic.answered(&asked, &decided.answer)?;
+        tally.count(&decided.answer);
+        records.push(decided.record);
+    }
+    if let Some(log) = service.log() {
+        log.shutdown().await?;
+    }
+    eprintln!(
+        "{} records made in {:.1} s; now the log writer alone",
+        records.len(),
+        began.elapsed().as_secs_f64()
+    );
+
+    let log = LogWriter::start(store, Durability::Batched, QUEUE)?;
+    let writer_cpu_before = writer_cpu_seconds()?;
+    let every = (records.len() / 10).max(1);
+    let began = Instant::now();
+    let (mut mark_at, mut mark_committed) = (0.0, 0);
+    for (i, record) in records.into_iter().enumerate() {
+        log.append(record).await?;
+        if (i + 1) % every == 0 {
+            let at = began.elapsed().as_secs_f64();
+            let committed = i + 1 - log.queue_depth();
+            eprintln!(
+                "{committed:>9} committed at {at:6.2} s: {:>7.0} records/s since the last line",
+                (committed - mark_committed) as f64 / (at - mark_at),
+            );
+            (mark_at, mark_committed) = (at, committed);
+        }
+    }
+    // The thread's CPU time is read before it is joined: its /proc entry goes with it.
+    while log.queue_depth() > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let cpu = writer_cpu_seconds()? - writer_cpu_before;
+    log.shutdown().await?;
+    let n = args.n as f64;
+    eprintln!(
+        "log writer: {n} records in {seconds:.2} s = {:.0} records/s; \
+         its thread used {cpu:.2} s of CPU = {:.2} µs a record ({:.0} records per CPU second)",
+        n / seconds,
+        cpu * 1e6 / n,
+        n / cpu,
+    );
+    Ok(tally)
+}
+
+/// The CPU time (user + system) of this process's log writer threads so far, read from
+/// `/proc/self/task/*/stat`.
+fn writer_cpu_seconds() -> Result<f64, Box<dyn Error>> {
+    // Linux reports CPU time in clock ticks; USER_HZ is 100 on every architecture it runs.
+    const TICKS: f64 = 100.0;
+    let mut total = 0.0;
+    for task in fs::read_dir("/proc/self/task")? {
+        let Ok(stat) = fs::read_to_string(task?.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the name may hold spaces, the fields after it not.
+        let Some((name, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !name.ends_with("arbiter-log-wri") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after `comm`.
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            total += (user + system) / TICKS;
+        }
+    }
+    Ok(total)
+}
+
 /// The command line.
 #[derive(Debug)]
 struct Args {
     data_dir: PathBuf,
     n: u64,
     days: u32,
+    /// Decide everything first, then time the log writer alone.
+    measure_writer: bool,
 }
 
 impl Args {
     fn parse() -> Result<Args, Box<dyn Error>> {
-        let usage = "usage: synthetic_log DATA_DIR [N=1000000] [DAYS=30]";
-        let mut args = std::env::args_os().skip(1);
+        let usage = "usage: synthetic_log DATA_DIR [N=1000000] [DAYS=30] [--measure-writer]";
+        let mut all: Vec<_> = std::env::args_os().skip(1).collect();
+        let measure_writer = all.iter().any(|a| a == "--measure-writer");
+        all.retain(|a| a != "--measure-writer");
+        let mut args = all.into_iter();
         let data_dir = PathBuf::from(args.next().ok_or(usage)?);
         let n = match args.next() {
             Some(n) => n.to_str().ok_or(usage)?.parse()?,
@@ -196,7 +321,12 @@ impl Args {
         if days == 0 {
             return Err(usage.into());
         }
-        Ok(Args { data_dir, n, days })
+        Ok(Args {
+            data_dir,
+            n,
+            days,
+            measure_writer,
+        })
     }
 }
 

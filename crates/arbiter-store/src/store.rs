@@ -197,7 +197,14 @@ impl Store {
                 path: self.inner.db_path.clone(),
             });
         }
-        connect(&self.inner.db_path, synchronous)
+        let conn = connect(&self.inner.db_path, synchronous)?;
+        // Every batch touches the same hot pages (the newest leaves of each index, the
+        // findings and rule days it counts): a cache that holds them means a batch neither
+        // re-reads them nor spills them to the write-ahead log before its commit.
+        if let Err(e) = conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB) {
+            tracing::debug!(error = %e, "the log writer keeps SQLite's default cache");
+        }
+        Ok(conn)
     }
 
     pub(crate) fn sqlite_error(&self, cause: rusqlite::Error) -> StoreError {
@@ -245,6 +252,9 @@ pub(crate) fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// The most memory the shared connection's page cache takes, in KiB.
 const SHARED_CACHE_KIB: i64 = 64 * 1024;
+
+/// The most memory the log writer's page cache takes, in KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// Opens a read-write connection in WAL mode.
 fn connect(db_path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {

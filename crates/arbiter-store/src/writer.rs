@@ -293,6 +293,7 @@ fn run(
         if batch.is_empty() {
             continue;
         }
+        let full = batch.len() == MAX_BATCH;
         if let Err(e) = commit_until_written(&mut conn, &mut batch, shared) {
             rx.close();
             let mut unwritten = batch.len();
@@ -308,8 +309,9 @@ fn run(
         // Batched: nobody waits for a commit, so after one let the queue fill for a
         // moment (bounded by its capacity). Under load this turns a wake-up and a
         // transaction per record into one per batch; when idle, the next record is
-        // still written at once.
-        if shared.durability == Durability::Batched && !rx.is_closed() {
+        // still written at once. A full batch says the queue is filling faster than it
+        // is written: the next one is taken at once.
+        if shared.durability == Durability::Batched && !full && !rx.is_closed() {
             thread::sleep(LINGER);
         }
     }
