@@ -27,6 +27,9 @@ struct Sets {
     sessions: HashSet<String>,
     /// Principal → its revoked session ids.
     principal_sessions: HashMap<String, HashSet<String>>,
+    /// Every session id in `principal_sessions`, whoever's: most sessions asked about are
+    /// not in it, and are answered without reading the principal's uid.
+    principal_session_ids: HashSet<String>,
 }
 
 impl Revocations {
@@ -58,6 +61,7 @@ impl Revocations {
                     .entry(canonical(principal))
                     .or_default()
                     .insert(id.clone());
+                sets.principal_session_ids.insert(id.clone());
             }
         }
     }
@@ -90,9 +94,19 @@ impl Revocations {
     }
 
     /// Whether this session of this principal (its Cedar uid) is revoked.
+    ///
+    /// Asked on every decision in a session: the uid is parsed (to match however it is
+    /// spelled) only when some principal has a session of this id revoked.
     pub fn session_revoked(&self, principal: &str, session: &str) -> bool {
         let sets = self.sets.read().unwrap_or_else(PoisonError::into_inner);
-        sets.session_revoked(&canonical(principal), session)
+        if sets.sessions.contains(session) {
+            return true;
+        }
+        if !sets.principal_session_ids.contains(session) {
+            return false;
+        }
+        sets.session_revoked(principal, session)
+            || sets.session_revoked(&canonical(principal), session)
     }
 }
 
@@ -167,5 +181,19 @@ mod tests {
         assert!(!r.is_revoked(&credential(r#"Agent::"b""#, Some("s1"), 0)));
         assert!(r.is_revoked(&credential(r#"Agent::"b""#, Some("s2"), 0)));
         assert!(!r.is_revoked(&credential(r#"Agent::"a""#, None, 0)));
+    }
+
+    #[test]
+    fn a_session_revoked_for_one_principal_is_not_revoked_for_another_or_under_another_id() {
+        let r = Revocations::default();
+        assert!(!r.session_revoked(r#"Agent::"a""#, "s1"));
+        r.apply(&Revoked::Session {
+            principal: Some(r#"Agent::"a""#.to_owned()),
+            id: "s1".to_owned(),
+        });
+        assert!(r.session_revoked(r#"Agent::"a""#, "s1"));
+        assert!(!r.session_revoked(r#"Agent::"a""#, "s3"));
+        assert!(!r.session_revoked(r#"Agent::"b""#, "s1"));
+        assert!(!r.session_revoked("not a uid", "s1"));
     }
 }
