@@ -156,15 +156,12 @@ async fn write(
         store: store.clone(),
     });
     let engine = service.engine();
-    let step_us = (span.as_micros() / i128::from(args.n.max(1))).max(1);
-    let step_us = i64::try_from(step_us)?;
+    let step_us = step_us(args, span)?;
     let every = (args.n / 10).max(1);
     let mut tally = Tally::default();
     let began = Instant::now();
     for i in 0..args.n {
-        let offset = i64::try_from(i)? * step_us + traffic.rng.random_range(0..step_us);
-        let (asked, body) = traffic.next(offset)?;
-        clock.set(asked.time);
+        let (asked, body) = traffic.at(i, step_us, clock)?;
         let answer = service.decide(&engine, body).await?;
         traffic.answered(&asked, &answer)?;
         tally.count(&answer);
@@ -182,6 +179,13 @@ async fn write(
         log.shutdown().await?;
     }
     Ok(tally)
+}
+
+/// The mean gap between requests, so that `args.n` of them span `span`.
+fn step_us(args: &Args, span: SignedDuration) -> Result<i64, Box<dyn Error>> {
+    Ok(i64::try_from(
+        (span.as_micros() / i128::from(args.n.max(1))).max(1),
+    )?)
 }
 
 /// Decides every request first, keeping the records, then times the log writer alone.
@@ -203,14 +207,12 @@ async fn measure_writer(
         store: store.clone(),
     });
     let engine = service.engine();
-    let step_us = i64::try_from((span.as_micros() / i128::from(args.n.max(1))).max(1))?;
+    let step_us = step_us(args, span)?;
     let mut tally = Tally::default();
     let mut records = Vec::with_capacity(usize::try_from(args.n)?);
     let began = Instant::now();
     for i in 0..args.n {
-        let offset = i64::try_from(i)? * step_us + traffic.rng.random_range(0..step_us);
-        let (asked, body) = traffic.next(offset)?;
-        clock.set(asked.time);
+        let (asked, body) = traffic.at(i, step_us, clock)?;
         let decided = service.decide_recorded(&engine, body);
         if let Ok(decision) = &decided.answer {
             for revocation in &decision.revoked {
@@ -743,6 +745,20 @@ impl<'p> Traffic<'p> {
             sessions_started: 0,
             looping: None,
         }
+    }
+
+    /// The `i`th request, somewhere in its step of `step_us` after the start, with the
+    /// clock set to its time.
+    fn at(
+        &mut self,
+        i: u64,
+        step_us: i64,
+        clock: &ManualClock,
+    ) -> Result<(Asked<'p>, Value), Box<dyn Error>> {
+        let offset = i64::try_from(i)? * step_us + self.rng.random_range(0..step_us);
+        let (asked, body) = self.next(offset)?;
+        clock.set(asked.time);
+        Ok((asked, body))
     }
 
     /// The next request, at `offset_us` after the start unless a looping agent's next
