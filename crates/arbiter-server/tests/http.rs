@@ -491,7 +491,7 @@ async fn while_the_log_cannot_write_no_decision_is_made_and_readyz_says_so() {
     let db = rusqlite::Connection::open(server.data.join(arbiter_store::DB_FILE)).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     db.execute_batch(
-        "CREATE TRIGGER fail_inserts BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+        "CREATE TRIGGER fail_inserts BEFORE INSERT ON log_ids BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
     )
     .unwrap();
     let (status, second, _) = server.post("/v1/decide", &request).await;

@@ -31,6 +31,10 @@
 //! for each tenth of the log, and the writer thread's CPU time per record (from
 //! `/proc/self/task`). Revocations are committed during the first phase.
 
+/// The allocator of `arbiter`'s binary, so that the rates here are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::error::Error;
 use std::fs;

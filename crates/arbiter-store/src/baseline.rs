@@ -7,40 +7,45 @@
 //! allow-list a scope is learning. Invalid requests and every other deny are not
 //! behaviour to keep.
 //!
-//! The log can hold millions of decisions, so nothing here loads records: `observed`
-//! streams one row per decision (the resource taken out of the record by SQLite's
-//! `json_extract`) and keeps one counter per distinct (principal, action, resource), and
-//! the freeze copies its pairs with one `INSERT … SELECT DISTINCT`.
+//! The log can hold millions of decisions, so nothing here parses a record: `observed`
+//! reads each decision's head (principal, action, resource, outcome, fired rules) and
+//! keeps one counter per distinct (principal, action, resource), and the freeze keeps
+//! one entry per distinct (principal, action).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use jiff::Timestamp;
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 
+use crate::decisions::Logged;
 use crate::error::StoreError;
+use crate::segment::{Filter, Head};
 use crate::store::Store;
 
 /// How many decisions [`Store::observed`] reads between two calls of its progress callback.
 const PROGRESS_EVERY: u64 = 10_000;
 
-/// SQL, over `decisions d`: some default-deny scope fired in audit or warn. Read from
-/// `decision_rules` (its primary key starts with the decision id) rather than from the
-/// record's JSON. `substr` rather than `LIKE`, which ignores case.
-const DEFAULT_DENIED: &str = "EXISTS (SELECT 1 FROM decision_rules r
-    WHERE r.decision_id = d.decision_id AND r.mode IN ('audit', 'warn')
-      AND substr(r.rule, 1, 13) = 'default-deny:')";
-
-/// SQL, over `decisions d`: the decision is something its principal did. The engine
-/// allows what only a non-enforced scope would deny; a deny with nothing enforced and
-/// such a scope fired is counted too, as the same thing.
-fn counted() -> String {
-    format!(
-        "(d.decision = 'allow' OR (d.decision = 'deny' AND {DEFAULT_DENIED}
-            AND NOT EXISTS (SELECT 1 FROM decision_rules r
-                WHERE r.decision_id = d.decision_id AND r.mode = 'enforce')))"
-    )
+/// Whether a decision counts as something its principal did, and if so its principal,
+/// action and resource and whether a default-deny scope in audit or warn is what let it
+/// through. The engine allows what only a non-enforced scope would deny; a deny with
+/// nothing enforced and such a scope fired is counted too, as the same thing.
+fn counted(head: &Head) -> Option<(&str, &str, &str, bool)> {
+    let default_denied = head.default_denied();
+    let counts = match head.decision {
+        Logged::Allow => true,
+        Logged::Deny => default_denied && !head.enforced(),
+        Logged::Invalid => false,
+    };
+    if !counts {
+        return None;
+    }
+    Some((
+        head.principal.as_deref()?,
+        head.action.as_deref()?,
+        head.resource.as_deref()?,
+        head.decision != Logged::Allow || default_denied,
+    ))
 }
 
 /// One thing an identity did: a (principal, action, resource) and how often.
@@ -94,59 +99,31 @@ impl Store {
         q: &BaselineQuery,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Vec<Observed>, StoreError> {
-        let (range, args) = range_filter(q);
+        let filter = Filter {
+            since_us: q.since.map(Timestamp::as_microsecond),
+            principal: q.principal.as_deref(),
+            ..Filter::default()
+        };
         let mut conn = self.connection();
         let err = |cause| self.sqlite_error(cause);
         // A read transaction: one snapshot for the count and the scan.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(err)?;
-
-        let total: i64 = tx
-            .query_row(
-                &format!("SELECT count(*) FROM decisions d WHERE 1 = 1{range}"),
-                params_from_iter(args.iter()),
-                |row| row.get(0),
-            )
-            .map_err(err)?;
-        let total = u64::try_from(total).unwrap_or(0);
+        let total = self.count_in(&tx, &filter)?;
         progress(0, total);
-
-        // The resource is NULL for a decision that does not count, which saves reading
-        // its JSON; the last column tells the two kinds of counted decision apart.
-        let sql = format!(
-            "SELECT d.principal, d.action, d.time_us,
-                    CASE WHEN {counted} THEN json_extract(d.record, '$.resource') END,
-                    CASE WHEN d.decision = 'allow' THEN {DEFAULT_DENIED} ELSE 1 END
-             FROM decisions d WHERE 1 = 1{range}",
-            counted = counted(),
-        );
         let mut tally = Tally::default();
         let mut done = 0_u64;
-        {
-            let mut stmt = tx.prepare(&sql).map_err(err)?;
-            let mut rows = stmt.query(params_from_iter(args.iter())).map_err(err)?;
-            while let Some(row) = rows.next().map_err(err)? {
-                done += 1;
-                if done.is_multiple_of(PROGRESS_EVERY) {
-                    progress(done, total);
-                }
-                let text = |column| {
-                    let value = row.get_ref(column).map_err(err)?;
-                    value.as_str_or_null().map_err(|e| {
-                        self.corrupt(format!("a decision's column {column} is not text: {e}"))
-                    })
-                };
-                let (Some(principal), Some(action), Some(resource)) =
-                    (text(0)?, text(1)?, text(3)?)
-                else {
-                    continue;
-                };
-                let time_us: i64 = row.get(2).map_err(err)?;
-                let default_denied: bool = row.get(4).map_err(err)?;
-                tally.add(principal, action, resource, time_us, default_denied);
+        self.each_in(&tx, &filter, |head, _| {
+            done += 1;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                progress(done, total);
             }
-        }
+            if let Some((principal, action, resource, default_denied)) = counted(head) {
+                tally.add(principal, action, resource, head.time_us, default_denied);
+            }
+            true
+        })?;
         tx.commit().map_err(err)?;
         progress(total, total);
         tally.into_observed(|detail| self.corrupt(detail))
@@ -182,31 +159,41 @@ impl Store {
         .map_err(err)?;
         let seq = tx.last_insert_rowid();
         tx.execute("DELETE FROM baseline_pairs", []).map_err(err)?;
-        let (range, mut args) = range_filter(&BaselineQuery {
-            principal: None,
-            since,
-        });
-        args.insert(0, SqlValue::Integer(seq));
         // The same selection as `observed`, so the frozen pairs are exactly its pairs.
-        let pairs = tx
-            .execute(
-                &format!(
-                    "INSERT INTO baseline_pairs (principal, action, baseline)
-                     SELECT DISTINCT d.principal, d.action, ? FROM decisions d
-                     WHERE d.principal IS NOT NULL AND d.action IS NOT NULL AND {counted}
-                       AND json_extract(d.record, '$.resource') IS NOT NULL{range}",
-                    counted = counted(),
-                ),
-                params_from_iter(args),
-            )
-            .map_err(err)?;
+        let filter = Filter {
+            since_us: since.map(Timestamp::as_microsecond),
+            ..Filter::default()
+        };
+        let mut found: BTreeSet<(String, String)> = BTreeSet::new();
+        self.each_in(&tx, &filter, |head, _| {
+            if let Some((principal, action, _, _)) = counted(head)
+                && !found.contains(&(principal.to_owned(), action.to_owned()))
+            {
+                found.insert((principal.to_owned(), action.to_owned()));
+            }
+            true
+        })?;
+        let mut pairs = 0_u64;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO baseline_pairs (principal, action, baseline)
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(err)?;
+            for (principal, action) in &found {
+                pairs += insert
+                    .execute(params![principal, action, seq])
+                    .map_err(err)? as u64;
+            }
+        }
         tx.execute(
             "UPDATE baselines SET pairs = ?1 WHERE seq = ?2",
             params![i64::try_from(pairs).unwrap_or(i64::MAX), seq],
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok((seq, u64::try_from(pairs).unwrap_or(u64::MAX)))
+        Ok((seq, pairs))
     }
 
     /// The `seq` of the latest freeze, 0 when there was none: a server polls it to pick up
@@ -270,21 +257,6 @@ impl Store {
 /// The latest freeze's `seq`.
 fn latest_baseline(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT max(seq) FROM baselines", [], |row| row.get(0))
-}
-
-/// The `AND …` clauses over `decisions d` for the query's filters, and their arguments.
-fn range_filter(q: &BaselineQuery) -> (String, Vec<SqlValue>) {
-    let mut sql = String::new();
-    let mut args = Vec::new();
-    if let Some(since) = q.since {
-        sql.push_str(" AND d.time_us >= ?");
-        args.push(SqlValue::Integer(since.as_microsecond()));
-    }
-    if let Some(principal) = &q.principal {
-        sql.push_str(" AND d.principal = ?");
-        args.push(SqlValue::Text(principal.clone()));
-    }
-    (sql, args)
 }
 
 /// The counters of one (principal, action, resource).

@@ -1,17 +1,17 @@
 //! Who the log has seen, and what one identity did: the principals in the log a page at a
 //! time, and one principal's activity (its outcomes, the credentials it presented, the
-//! actions it did for the first time after a baseline freeze). Read from the decisions
-//! table's principal index, so a page costs a few index seeks per principal and one
-//! identity's activity costs its own decisions, never the whole log.
+//! actions it did for the first time after a baseline freeze). The principals come from
+//! `log_principals`, kept by the log writer; one identity's activity reads only the log
+//! segments that hold its decisions, never the whole log.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use rusqlite::OptionalExtension;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::decisions::DecisionRecord;
+use crate::decisions::{DecisionRecord, Logged};
 use crate::error::StoreError;
+use crate::segment::{self, Filter};
 use crate::store::Store;
 
 /// The most credentials [`Store::activity`] keeps for one identity; past it, the
@@ -72,104 +72,97 @@ pub struct Novel {
 
 impl Store {
     /// Up to `limit` principals after `after` (all when `None`), in order, with their
-    /// first and latest decision. A loose scan of the principal index: a few seeks per
-    /// principal, whatever the size of the log.
+    /// first and latest decision: read from `log_principals`, which the log writer keeps.
     pub fn principals(&self, after: Option<&str>, limit: u32) -> Result<Vec<Seen>, StoreError> {
         let conn = self.connection();
         let err = |cause| self.sqlite_error(cause);
-        let mut names = conn
+        let mut stmt = conn
             .prepare_cached(
-                "WITH RECURSIVE p(principal) AS (
-                     SELECT (SELECT min(principal) FROM decisions WHERE principal > ?1)
-                     UNION ALL
-                     SELECT (SELECT min(principal) FROM decisions WHERE principal > p.principal)
-                     FROM p WHERE p.principal IS NOT NULL
-                 )
-                 SELECT principal FROM p WHERE principal IS NOT NULL LIMIT ?2",
+                "SELECT principal, first_us, last_us FROM log_principals
+                 WHERE principal > ?1 ORDER BY principal LIMIT ?2",
             )
             .map_err(err)?;
-        let found: Vec<String> = names
+        let rows = stmt
             .query_map(rusqlite::params![after.unwrap_or(""), limit], |row| {
-                row.get(0)
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
             .map_err(err)?;
-        let mut first = conn
-            .prepare_cached(
-                "SELECT time_us FROM decisions WHERE principal = ?1
-                 ORDER BY decision_id LIMIT 1",
-            )
-            .map_err(err)?;
-        let mut last = conn
-            .prepare_cached(
-                "SELECT time_us FROM decisions WHERE principal = ?1
-                 ORDER BY decision_id DESC LIMIT 1",
-            )
-            .map_err(err)?;
-        let mut seen = Vec::with_capacity(found.len());
-        for principal in found {
-            let time = |stmt: &mut rusqlite::CachedStatement<'_>| -> Result<Timestamp, StoreError> {
-                let us: i64 = stmt
-                    .query_row([&principal], |row| row.get(0))
-                    .map_err(err)?;
+        let mut seen = Vec::new();
+        for row in rows {
+            let (principal, first_us, last_us) = row.map_err(err)?;
+            let time = |us: i64| {
                 Timestamp::from_microsecond(us)
                     .map_err(|e| self.corrupt(format!("a decision of {principal}: {e}")))
             };
-            let first_seen = time(&mut first)?;
-            let last_seen = time(&mut last)?;
             seen.push(Seen {
+                first_seen: time(first_us)?,
+                last_seen: time(last_us)?,
                 principal,
-                first_seen,
-                last_seen,
             });
         }
         Ok(seen)
     }
 
     /// What `principal` did: its outcomes, its credentials and its novel actions, in one
-    /// pass over its decisions (fields taken out of each record by SQLite, no record
-    /// parsed).
+    /// pass over its decisions in decision-id order (each record's few fields read by a
+    /// parser that skips the rest).
     pub fn activity(&self, principal: &str) -> Result<Activity, StoreError> {
-        let conn = self.connection();
-        let err = |cause| self.sqlite_error(cause);
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT decision_id, time_us, decision, action,
-                        json_extract(record, '$.novel'),
-                        json_extract(record, '$.credential.jti'),
-                        json_extract(record, '$.credential.issuer'),
-                        json_extract(record, '$.credential.expires_at'),
-                        json_extract(record, '$.credential_id')
-                 FROM decisions WHERE principal = ?1 ORDER BY decision_id",
-            )
-            .map_err(err)?;
-        let mut rows = stmt.query([principal]).map_err(err)?;
+        let filter = Filter {
+            principal: Some(principal),
+            ..Filter::default()
+        };
+        let mut decisions: Vec<(String, i64, Logged, Option<String>, ActivityFields)> = Vec::new();
+        let mut bad = None;
+        {
+            let conn = self.connection();
+            self.each_in(&conn, &filter, |head, record| {
+                match serde_json::from_str::<ActivityFields>(record) {
+                    Ok(fields) => {
+                        decisions.push((
+                            head.id.clone(),
+                            head.time_us,
+                            head.decision,
+                            head.action.clone(),
+                            fields,
+                        ));
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(format!("decision {}: {e}", head.id));
+                        false
+                    }
+                }
+            })?;
+        }
+        if let Some(detail) = bad {
+            return Err(self.corrupt(detail));
+        }
+        decisions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut activity = Activity::default();
         let mut credentials: BTreeMap<String, CredentialSeen> = BTreeMap::new();
-        while let Some(row) = rows.next().map_err(err)? {
-            let decision_id: String = row.get(0).map_err(err)?;
-            let time_us: i64 = row.get(1).map_err(err)?;
+        for (decision_id, time_us, outcome, action, fields) in decisions {
             let time = Timestamp::from_microsecond(time_us)
                 .map_err(|e| self.corrupt(format!("decision {decision_id}: {e}")))?;
-            let outcome: String = row.get(2).map_err(err)?;
-            *activity.outcomes.entry(outcome).or_default() += 1;
-            let novel: Option<i64> = row.get(4).map_err(err)?;
-            if novel == Some(1) {
-                let action: Option<String> = row.get(3).map_err(err)?;
-                if let Some(action) = action
-                    && !activity.novel.iter().any(|n| n.action == action)
-                {
-                    activity.novel.push(Novel {
-                        action,
-                        at: time,
-                        decision_id: decision_id.clone(),
-                    });
-                }
+            *activity
+                .outcomes
+                .entry(outcome.as_str().to_owned())
+                .or_default() += 1;
+            if fields.novel == Some(true)
+                && let Some(action) = action
+                && !activity.novel.iter().any(|n| n.action == action)
+            {
+                activity.novel.push(Novel {
+                    action,
+                    at: time,
+                    decision_id: decision_id.clone(),
+                });
             }
-            let jti: Option<String> = row.get(5).map_err(err)?;
-            let credential_id: Option<String> = row.get(8).map_err(err)?;
-            let Some(jti) = jti.or(credential_id) else {
+            let credential = fields.credential.unwrap_or_default();
+            let Some(jti) = credential.jti.or(fields.credential_id) else {
                 continue;
             };
             if let Some(seen) = credentials.get_mut(&jti) {
@@ -180,8 +173,8 @@ impl Store {
                     jti.clone(),
                     CredentialSeen {
                         jti,
-                        issuer: row.get(6).map_err(err)?,
-                        expires_at: row.get(7).map_err(err)?,
+                        issuer: credential.issuer,
+                        expires_at: credential.expires_at,
                         first_seen: time,
                         last_seen: time,
                         decisions: 1,
@@ -200,16 +193,41 @@ impl Store {
     /// The decision `id`, if the log holds it.
     pub fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {
         let conn = self.connection();
-        let err = |cause| self.sqlite_error(cause);
-        let json: Option<String> = conn
-            .prepare_cached("SELECT record FROM decisions WHERE decision_id = ?1")
-            .map_err(err)?
-            .query_row([id], |row| row.get(0))
-            .optional()
-            .map_err(err)?;
-        json.map(|json| {
-            serde_json::from_str(&json).map_err(|e| self.corrupt(format!("decision {id}: {e}")))
-        })
-        .transpose()
+        let Some(meta) = segment::holding(&conn, id).map_err(|cause| self.sqlite_error(cause))?
+        else {
+            return Ok(None);
+        };
+        let decoded = segment::read(&conn, &meta).map_err(|e| self.read_error(e))?;
+        let Some((_, json)) = decoded.entries().find(|(head, _)| head.id == id) else {
+            return Err(self.corrupt(format!(
+                "decision {id} is not in log segment {}, where log_ids puts it",
+                meta.seg
+            )));
+        };
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| self.corrupt(format!("decision {id}: {e}")))
     }
+}
+
+/// What [`Store::activity`] reads of a record; the rest is skipped unparsed.
+#[derive(Debug, Default, Deserialize)]
+struct ActivityFields {
+    #[serde(default)]
+    novel: Option<bool>,
+    #[serde(default)]
+    credential: Option<CredentialFields>,
+    #[serde(default)]
+    credential_id: Option<String>,
+}
+
+/// What [`Store::activity`] reads of a record's credential.
+#[derive(Debug, Default, Deserialize)]
+struct CredentialFields {
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
 }

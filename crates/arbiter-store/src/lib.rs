@@ -50,6 +50,7 @@ mod promotions;
 mod revocations;
 mod rule_days;
 mod schema;
+mod segment;
 mod store;
 mod writer;
 
@@ -76,3 +77,17 @@ pub use revocations::{MAX_REVOCATION_VALUE, Revocation, RevocationKind};
 pub use rule_days::{RuleDay, RuleError};
 pub use store::{DB_FILE, Store};
 pub use writer::{Durability, LogError, LogWriter, MAX_BATCH};
+
+/// For tests of the migrations only: creates the database in `data_dir` at schema
+/// `version`, as an older arbiter left it, with nothing in it.
+#[doc(hidden)]
+pub fn create_at_version(data_dir: &std::path::Path, version: usize) -> Result<(), StoreError> {
+    let path = data_dir.join(DB_FILE);
+    let mut conn = rusqlite::Connection::open(&path).map_err(|cause| StoreError::Open {
+        path: path.clone(),
+        cause,
+    })?;
+    schema::migrations()
+        .to_version(&mut conn, version)
+        .map_err(|cause| StoreError::Migrate { path, cause })
+}

@@ -203,11 +203,27 @@ impl RuleDayRow {
 /// batch).
 ///
 /// Grouped by (day, version) first because a batch seldom spans more than one or two:
-/// finding its group is a comparison, and only the short rule id is hashed per rule.
+/// finding its group is a comparison. Within it, decisions are counted by the slice of
+/// rules they had in scope (the engine hands out one shared slice per request shape, so
+/// the pointer identifies it) and only then spread over the slice's rules: a decision
+/// costs a pointer hash, not a string hash per rule in scope.
 struct DayTallies<'a> {
     day: i64,
     policy_version: &'a str,
-    rules: HashMap<&'a str, Tally>,
+    slices: HashMap<(usize, Option<&'a str>), Slice<'a>>,
+    /// (rule, whether the decision was allowed), per rule that fired, in scope.
+    fired: Vec<(&'a str, bool)>,
+    /// Per rule that errored, in scope.
+    errored: Vec<&'a str>,
+}
+
+/// The decisions of one day and version that had the same rules in scope.
+struct Slice<'a> {
+    in_scope: Option<&'a [String]>,
+    scope: Option<&'a str>,
+    decisions: i64,
+    first_us: i64,
+    last_us: i64,
 }
 
 /// A batch's counts for one row.
@@ -239,31 +255,49 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
                 days.push(DayTallies {
                     day,
                     policy_version: &row.policy_version,
-                    rules: HashMap::new(),
+                    slices: HashMap::new(),
+                    fired: Vec::new(),
+                    errored: Vec::new(),
                 });
                 days.len() - 1
             }
         };
-        let tallies = &mut days.get_mut(group).expect("found or just pushed").rules;
-        let allowed = i64::from(row.decision == Logged::Allow);
-        let rules = row.in_scope.iter().flat_map(|ids| ids.iter());
-        for rule in rules.chain(row.scope.as_ref()) {
-            let fired = i64::from(row.rules.iter().any(|(r, _)| r == rule));
-            let errored = i64::from(row.errored.iter().any(|(r, _)| r == rule));
-            let t = tallies.entry(rule).or_insert(Tally {
-                evaluations: 0,
-                fired: 0,
-                decisive: 0,
-                errors: 0,
-                first_us: row.time_us,
-                last_us: row.time_us,
-            });
-            t.evaluations += 1;
-            t.fired += fired;
-            t.decisive += fired * allowed;
-            t.errors += errored;
-            t.first_us = t.first_us.min(row.time_us);
-            t.last_us = t.last_us.max(row.time_us);
+        let d = days.get_mut(group).expect("found or just pushed");
+        let in_scope: Option<&[String]> = row.in_scope.as_deref();
+        let scope = row.scope.as_deref();
+        let key = (in_scope.map_or(0, |ids| ids.as_ptr().addr()), scope);
+        let slice = d.slices.entry(key).or_insert(Slice {
+            in_scope,
+            scope,
+            decisions: 0,
+            first_us: row.time_us,
+            last_us: row.time_us,
+        });
+        slice.decisions += 1;
+        slice.first_us = slice.first_us.min(row.time_us);
+        slice.last_us = slice.last_us.max(row.time_us);
+        // As often as the rule is in scope (once, unless a slice names it twice), and
+        // once however many modes it fired in.
+        let times_in_scope = |rule: &str| {
+            in_scope.map_or(0, |ids| ids.iter().filter(|id| *id == rule).count())
+                + usize::from(scope == Some(rule))
+        };
+        let allowed = row.decision == Logged::Allow;
+        for (i, (rule, _)) in row.rules.iter().enumerate() {
+            let first = row.rules.iter().take(i).all(|(seen, _)| seen != rule);
+            if first {
+                for _ in 0..times_in_scope(rule) {
+                    d.fired.push((rule, allowed));
+                }
+            }
+        }
+        for (i, (rule, _)) in row.errored.iter().enumerate() {
+            let first = row.errored.iter().take(i).all(|(seen, _)| seen != rule);
+            if first {
+                for _ in 0..times_in_scope(rule) {
+                    d.errored.push(rule);
+                }
+            }
         }
     }
     first_errors(tx, rows)?;
@@ -272,7 +306,35 @@ pub(crate) fn tally(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()>
     }
     let mut upsert = tx.prepare_cached(UPSERT_RULE_DAY)?;
     for d in days {
-        for (rule, t) in d.rules {
+        let mut tallies: HashMap<&str, Tally> = HashMap::new();
+        for slice in d.slices.into_values() {
+            let rules = slice.in_scope.into_iter().flatten().map(String::as_str);
+            for rule in rules.chain(slice.scope) {
+                let t = tallies.entry(rule).or_insert(Tally {
+                    evaluations: 0,
+                    fired: 0,
+                    decisive: 0,
+                    errors: 0,
+                    first_us: slice.first_us,
+                    last_us: slice.last_us,
+                });
+                t.evaluations += slice.decisions;
+                t.first_us = t.first_us.min(slice.first_us);
+                t.last_us = t.last_us.max(slice.last_us);
+            }
+        }
+        for (rule, allowed) in d.fired {
+            if let Some(t) = tallies.get_mut(rule) {
+                t.fired += 1;
+                t.decisive += i64::from(allowed);
+            }
+        }
+        for rule in d.errored {
+            if let Some(t) = tallies.get_mut(rule) {
+                t.errors += 1;
+            }
+        }
+        for (rule, t) in tallies {
             upsert.execute(params![
                 rule,
                 d.day,

@@ -3,7 +3,11 @@
 //!
 //! Migrations are append-only: a released step is never edited, a change is a new step.
 
-use rusqlite_migration::{M, Migrations};
+use rusqlite::Transaction;
+use rusqlite_migration::{HookError, HookResult, M, Migrations};
+
+use crate::decisions::Row;
+use crate::segment;
 
 /// Version 1: the decision log and pack versions.
 ///
@@ -270,27 +274,108 @@ UPDATE rule_days SET decisive = coalesce((
 DROP TABLE temp.decisive_days;
 ";
 
-const STEPS: &[M<'static>] = &[
-    M::up(V1),
-    M::up(V2),
-    M::up(V3),
-    M::up(V4),
-    M::up(V5),
-    M::up(V6),
-];
+/// Version 7: the decision log in segments (see [`crate::segment`]): a batch of records
+/// compressed together, with what filters choose segments by beside it. `decisions` and
+/// `decision_rules` are read into segments of [`MIGRATION_BATCH`] decisions, in the order
+/// they were written, each record kept byte for byte, and dropped. Findings, day counts
+/// and outcome hours were counted from the same decisions already and are not touched.
+const V7: &str = "
+CREATE TABLE log_segments (
+    seg         INTEGER PRIMARY KEY,
+    first_id    TEXT NOT NULL,
+    last_id     TEXT NOT NULL,
+    min_time_us INTEGER NOT NULL,
+    max_time_us INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    raw_len     INTEGER NOT NULL
+);
+CREATE INDEX log_segments_newest ON log_segments (last_id, first_id);
+
+CREATE TABLE log_blobs (
+    seg     INTEGER PRIMARY KEY,
+    records BLOB NOT NULL
+);
+
+CREATE TABLE log_ids (
+    decision_id TEXT NOT NULL PRIMARY KEY,
+    seg         INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE log_keys (
+    kind TEXT NOT NULL,
+    key  TEXT NOT NULL,
+    seg  INTEGER NOT NULL,
+    PRIMARY KEY (kind, key, seg)
+) WITHOUT ROWID;
+
+CREATE TABLE log_principals (
+    principal TEXT NOT NULL PRIMARY KEY,
+    first_us  INTEGER NOT NULL,
+    last_us   INTEGER NOT NULL,
+    decisions INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// How many decisions of an old log one segment takes when it is migrated.
+const MIGRATION_BATCH: usize = 4096;
+
+/// Moves the decisions of a version 6 log into segments, then drops the old tables.
+fn into_segments(tx: &Transaction<'_>) -> HookResult {
+    {
+        let mut stmt = tx.prepare("SELECT decision_id, record FROM decisions ORDER BY rowid")?;
+        let mut rows = stmt.query([])?;
+        let mut batch = Vec::with_capacity(MIGRATION_BATCH);
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let row = Row::stored(row.get(1)?).map_err(|e| {
+                HookError::Hook(format!("the logged decision {id} is not a record: {e}"))
+            })?;
+            batch.push(row);
+            if batch.len() == MIGRATION_BATCH {
+                let rows: Vec<&Row> = batch.iter().collect();
+                segment::append(tx, &rows)?;
+                batch.clear();
+            }
+        }
+        let rows: Vec<&Row> = batch.iter().collect();
+        segment::append(tx, &rows)?;
+    }
+    tx.execute_batch("DROP TABLE decision_rules; DROP TABLE decisions;")?;
+    Ok(())
+}
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
+pub(crate) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(V3),
+        M::up(V4),
+        M::up(V5),
+        M::up(V6),
+        M::up_with_hook(V7, into_segments),
+    ])
+}
 
 /// The `user_version` of a database this build has migrated.
-pub(crate) const LATEST_VERSION: i64 = STEPS.len() as i64;
+pub(crate) const LATEST_VERSION: i64 = 7;
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS;
+    use super::{LATEST_VERSION, migrations};
 
     #[test]
     fn migrations_are_valid() {
-        MIGRATIONS.validate().unwrap();
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn the_latest_version_is_the_last_step() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, LATEST_VERSION);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::StoreError;
-use crate::schema::{LATEST_VERSION, MIGRATIONS};
+use crate::schema::{LATEST_VERSION, migrations};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "arbiter.db";
@@ -58,7 +58,7 @@ impl Store {
         create_data_dir(data_dir)?;
         let db_path = data_dir.join(DB_FILE);
         let mut conn = connect(&db_path, Synchronous::Full)?;
-        MIGRATIONS
+        migrations()
             .to_latest(&mut conn)
             .map_err(|cause| StoreError::Migrate {
                 path: db_path.clone(),
@@ -84,8 +84,9 @@ impl Store {
     ///   file: it is opened `immutable`, which reads that file as it is, with no `-wal`,
     ///   no `-shm` and no locks. A server that starts while such a read is under way
     ///   writes to a new `-wal`; the database file itself only changes when that `-wal`
-    ///   is checkpointed (past 1,000 pages, about 4 MiB of new decisions), which a read
-    ///   that long could then see half-done and report as an error: run it again.
+    ///   is checkpointed (the log's checkpoint thread does it soon after the server's
+    ///   first decisions), which a read that long could then see half-done and report as
+    ///   an error: run it again.
     pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
         let db_path = data_dir.join(DB_FILE);
         if !db_path.is_file() {
@@ -205,6 +206,16 @@ impl Store {
             tracing::debug!(error = %e, "the log writer keeps SQLite's default cache");
         }
         Ok(conn)
+    }
+
+    /// A new connection of its own, for the log's checkpoint thread.
+    pub(crate) fn connect_checkpointer(&self) -> Result<Connection, StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::ReadOnly {
+                path: self.inner.db_path.clone(),
+            });
+        }
+        connect(&self.inner.db_path, Synchronous::Normal)
     }
 
     pub(crate) fn sqlite_error(&self, cause: rusqlite::Error) -> StoreError {

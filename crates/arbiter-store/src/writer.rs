@@ -16,19 +16,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::decisions::{DecisionRecord, Row};
 use crate::error::StoreError;
 use crate::store::{Store, Synchronous};
-use crate::{findings, outcomes, rule_days};
+use crate::{findings, outcomes, rule_days, segment};
 
-/// The most records one transaction commits. Pages many records touch (a principal's
-/// index leaf, a finding) are written once per batch, so on a large log a bigger batch
-/// writes far less: 4,096 wrote 1,000,000 decisions at 46k a second where 512 managed
-/// 28k (docs/benchmarks.md).
-pub const MAX_BATCH: usize = 4096;
+/// The most records one transaction commits. Pages many records touch (a finding, a
+/// principal's day counts, the newest leaves) are written once per transaction, so under
+/// load a bigger one writes far less: on the synthetic log, 4,096 a transaction wrote
+/// 47k records a second, 32,768 wrote 83k (docs/benchmarks.md).
+pub const MAX_BATCH: usize = 32_768;
+
+/// The most bytes of records (their JSON and heads) one transaction holds: a batch is
+/// kept in memory until it is committed, so that a failed one can be retried, and a few
+/// large requests must not make that unbounded.
+const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// How long a batched writer lets the queue fill after a commit.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
@@ -121,6 +126,13 @@ impl LogWriter {
             Durability::Sync => Synchronous::Full,
         };
         let conn = store.connect_writer(synchronous)?;
+        // The write-ahead log is copied into the database by a thread of its own, so
+        // the writer does not stop for it; the writer's own automatic checkpoint stays,
+        // at a larger size, as a backstop should that thread fall behind or be gone.
+        let checkpoints = store.connect_checkpointer()?;
+        if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES) {
+            tracing::debug!(error = %e, "the log writer keeps SQLite's automatic checkpoint");
+        }
         let shared = Arc::new(Shared {
             db_path: store.db_path().to_path_buf(),
             durability,
@@ -136,7 +148,9 @@ impl LogWriter {
         let handle = thread::Builder::new()
             .name("arbiter-log-writer".to_owned())
             .spawn(move || {
-                let result = run(conn, rx, &thread_shared);
+                let checkpointer = Checkpointer::start(checkpoints);
+                let result = run(conn, rx, &thread_shared, &checkpointer);
+                checkpointer.stop();
                 // Nobody may be waiting: every handle can be dropped without a shutdown.
                 let _ = report.send(result);
             })
@@ -279,22 +293,28 @@ fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Message>,
     shared: &Shared,
+    checkpointer: &Checkpointer,
 ) -> Result<(), StoreError> {
-    let mut messages = Vec::with_capacity(MAX_BATCH);
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut messages = Vec::new();
+    let mut batch = Vec::new();
     while rx.blocking_recv_many(&mut messages, MAX_BATCH) > 0 {
-        for message in messages.drain(..) {
-            match message {
-                Message::Record(pending) => batch.push(pending),
-                // Senders now fail; what is already queued is still received.
-                Message::Shutdown => rx.close(),
-            }
-        }
+        take(&mut messages, &mut batch, &mut rx);
         if batch.is_empty() {
             continue;
         }
-        let full = batch.len() == MAX_BATCH;
-        if let Err(e) = commit_until_written(&mut conn, &mut batch, shared) {
+        // Whatever arrives while the batch is written joins its transaction, up to the
+        // batch's bounds (group commit); a failed transaction is retried whole.
+        let outcome = match write_growing(&mut conn, &mut batch, &mut messages, &mut rx) {
+            Ok(outcome) => {
+                committed(&mut batch, shared);
+                Ok(outcome)
+            }
+            Err(_) => commit_until_written(&mut conn, &mut batch, shared).map(|()| Grown::Bounded),
+        };
+        if outcome.is_ok() {
+            checkpointer.wake();
+        }
+        if let Err(e) = outcome {
             rx.close();
             let mut unwritten = batch.len();
             while let Ok(message) = rx.try_recv() {
@@ -306,16 +326,197 @@ fn run(
                 last_error: e.to_string(),
             });
         }
-        // Batched: nobody waits for a commit, so after one let the queue fill for a
-        // moment (bounded by its capacity). Under load this turns a wake-up and a
-        // transaction per record into one per batch; when idle, the next record is
-        // still written at once. A full batch says the queue is filling faster than it
-        // is written: the next one is taken at once.
-        if shared.durability == Durability::Batched && !full && !rx.is_closed() {
+        // Batched: nobody waits for a commit, so after one that emptied the queue let it
+        // fill for a moment (bounded by its capacity). Under load this turns a wake-up
+        // and a transaction per record into one per batch; when idle, the next record is
+        // still written at once. A batch that reached its bounds says the queue is
+        // filling faster than it is written: the next one is taken at once.
+        if shared.durability == Durability::Batched
+            && outcome.is_ok_and(|grown| grown == Grown::Drained)
+            && !rx.is_closed()
+        {
             thread::sleep(LINGER);
         }
     }
     Ok(())
+}
+
+/// The write-ahead log's size, in pages, past which the writer checkpoints it itself:
+/// only when the checkpoint thread has fallen far behind, or could not start.
+const BACKSTOP_PAGES: i64 = 16_384;
+
+/// Below this many pages in the write-ahead log, the checkpoint thread waits
+/// [`QUIET_CHECKPOINT`] before the next checkpoint: under light load a checkpoint (two
+/// `fsync`s) a second at most, under heavy load one after every commit.
+const SMALL_WAL_PAGES: i64 = 1_000;
+
+/// How long the checkpoint thread waits after a checkpoint of a small log.
+const QUIET_CHECKPOINT: Duration = Duration::from_secs(1);
+
+/// Copies the write-ahead log into the database on a thread of its own, woken after each
+/// commit: 9% of the writer thread's time was its own automatic checkpoint. A passive
+/// checkpoint never blocks the writer, nor readers.
+#[derive(Debug)]
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread on `conn`. Should the thread not start, the writer's backstop
+    /// checkpoint does the work.
+    fn start(conn: Connection) -> Checkpointer {
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        let thread = thread::Builder::new()
+            .name("arbiter-log-checkpoint".to_owned())
+            .spawn(move || checkpoint_when_woken(&conn, &woken));
+        match thread {
+            Ok(thread) => Checkpointer {
+                wake: Some(wake),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpoint thread; the log writer checkpoints itself");
+                Checkpointer {
+                    wake: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Asks for a checkpoint; one already asked for and not begun covers this one.
+    fn wake(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+
+    /// Stops the thread once its checkpoint under way is done.
+    fn stop(mut self) {
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The checkpoint thread: a passive checkpoint each time it is woken, and after one of
+/// a small log, a quiet while (wake-ups meanwhile make one checkpoint at its end). Ends
+/// when the writer is gone.
+fn checkpoint_when_woken(conn: &Connection, woken: &std::sync::mpsc::Receiver<()>) {
+    let mut asked = false;
+    loop {
+        if !asked && woken.recv().is_err() {
+            return;
+        }
+        asked = false;
+        let pages = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            row.get::<_, i64>(1)
+        }) {
+            Ok(pages) => pages,
+            Err(e) => {
+                tracing::debug!(error = %e, "a checkpoint of the decision log failed");
+                0
+            }
+        };
+        if pages >= SMALL_WAL_PAGES {
+            continue;
+        }
+        let quiet_until = Instant::now() + QUIET_CHECKPOINT;
+        loop {
+            let left = quiet_until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match woken.recv_timeout(left) {
+                Ok(()) => asked = true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Moves received messages into the batch; a shutdown closes the queue (senders now
+/// fail; what is already queued is still received).
+fn take(messages: &mut Vec<Message>, batch: &mut Vec<Pending>, rx: &mut mpsc::Receiver<Message>) {
+    for message in messages.drain(..) {
+        match message {
+            Message::Record(pending) => batch.push(pending),
+            Message::Shutdown => rx.close(),
+        }
+    }
+}
+
+/// Why a transaction stopped taking records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grown {
+    /// The queue was empty.
+    Drained,
+    /// The batch reached [`MAX_BATCH`] records or [`MAX_BATCH_BYTES`].
+    Bounded,
+}
+
+/// Writes `batch` in one transaction, and with it whatever the queue holds once it is
+/// written, again and again while the batch is under its bounds; then counts the
+/// evidence of all of it and commits. The records stay in `batch` until the caller has
+/// told their appenders.
+fn write_growing(
+    conn: &mut Connection,
+    batch: &mut Vec<Pending>,
+    messages: &mut Vec<Message>,
+    rx: &mut mpsc::Receiver<Message>,
+) -> rusqlite::Result<Grown> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut stored = Vec::with_capacity(batch.len());
+    let mut written = 0;
+    let mut bytes = 0;
+    let grown = loop {
+        let rows: Vec<&Row> = batch.iter().skip(written).map(|p| &p.row).collect();
+        bytes += rows.iter().map(|row| row.bytes()).sum::<usize>();
+        stored.extend(
+            segment::append(&tx, &rows)?
+                .into_iter()
+                .map(|i| i + written),
+        );
+        written = batch.len();
+        if batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+            break Grown::Bounded;
+        }
+        while messages.len() < MAX_BATCH - batch.len() {
+            match rx.try_recv() {
+                Ok(message) => messages.push(message),
+                Err(_) => break,
+            }
+        }
+        if messages.is_empty() {
+            break Grown::Drained;
+        }
+        take(messages, batch, rx);
+    };
+    let rows: Vec<&Row> = stored
+        .into_iter()
+        .filter_map(|i| batch.get(i).map(|p| &p.row))
+        .collect();
+    count_evidence(&tx, &rows)?;
+    tx.commit()?;
+    Ok(grown)
+}
+
+/// Tells a committed batch's `Sync` appenders, and empties it.
+fn committed(batch: &mut Vec<Pending>, shared: &Shared) {
+    shared.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+    shared.healthy.store(true, Ordering::Release);
+    for pending in batch.drain(..) {
+        if let Some(committed) = pending.committed {
+            // The appender may have gone away (its request was cancelled).
+            let _ = committed.send(());
+        }
+    }
 }
 
 /// Commits `batch`, retrying with backoff until it succeeds, or, once shutdown has begun,
@@ -333,14 +534,7 @@ fn commit_until_written(
         match write_batch(conn, batch) {
             Ok(()) => {
                 report.recovered();
-                shared.pending.fetch_sub(batch.len(), Ordering::AcqRel);
-                shared.healthy.store(true, Ordering::Release);
-                for pending in batch.drain(..) {
-                    if let Some(committed) = pending.committed {
-                        // The appender may have gone away (its request was cancelled).
-                        let _ = committed.send(());
-                    }
-                }
+                committed(batch, shared);
                 return Ok(());
             }
             Err(e) => {
@@ -409,15 +603,19 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()>
         conn.execute_batch("ROLLBACK")?;
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut inserted = Vec::with_capacity(batch.len());
-    for pending in batch {
-        // A decision already stored has been counted already.
-        if pending.row.insert(&tx)? {
-            inserted.push(&pending.row);
-        }
-    }
-    findings::tally(&tx, &inserted)?;
-    rule_days::tally(&tx, &inserted)?;
-    outcomes::tally(&tx, &inserted)?;
+    let rows: Vec<&Row> = batch.iter().map(|pending| &pending.row).collect();
+    // A decision already stored has been counted already.
+    let stored: Vec<&Row> = segment::append(&tx, &rows)?
+        .into_iter()
+        .filter_map(|i| rows.get(i).copied())
+        .collect();
+    count_evidence(&tx, &stored)?;
     tx.commit()
+}
+
+/// What the decisions just stored in `tx` add to findings, `rule_days` and the hours.
+fn count_evidence(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()> {
+    findings::tally(tx, rows)?;
+    rule_days::tally(tx, rows)?;
+    outcomes::tally(tx, rows)
 }

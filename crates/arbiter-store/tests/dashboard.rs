@@ -163,8 +163,8 @@ async fn an_identitys_activity_counts_outcomes_credentials_and_novel_actions() {
 
 #[tokio::test]
 async fn a_log_written_before_version_6_gets_its_hours_and_decisive_firings_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let counted = tempfile::tempdir().unwrap();
+    let store = Store::open(counted.path()).unwrap();
     let slice: Arc<[String]> = Arc::from(vec!["r.audit".to_owned()]);
     let audited = |n: u64, decision: Logged| {
         let mut r = of(n, r#"Agent::"a""#, decision);
@@ -179,24 +179,16 @@ async fn a_log_written_before_version_6_gets_its_hours_and_decisive_firings_on_o
     records.push(audited(10, Logged::Allow));
     records.push(audited(11, Logged::Allow));
     records.push(audited(12, Logged::Deny));
-    log(&store, records).await;
+    log(&store, records.clone()).await;
     let hours = store.outcome_hours(hour_of(0)).unwrap();
     let days = store.rule_days(Some("r.audit")).unwrap();
     assert_eq!(days[0].fired, 3);
     assert_eq!(days[0].decisive, 2);
     drop(store);
 
-    // Back to version 5, as an older arbiter left it.
-    let db = rusqlite::Connection::open(dir.path().join("arbiter.db")).unwrap();
-    db.execute_batch(
-        "DROP TABLE outcome_hours;
-         ALTER TABLE rule_days DROP COLUMN decisive;
-         DROP INDEX findings_rule_facts;
-         CREATE INDEX findings_rule ON findings (rule, last_seen_us);
-         PRAGMA user_version = 5;",
-    )
-    .unwrap();
-    drop(db);
+    // The same decisions, as an arbiter of version 5 left them.
+    let dir = tempfile::tempdir().unwrap();
+    common::old_log(dir.path(), 5, &records, counted.path());
 
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.outcome_hours(hour_of(0)).unwrap(), hours);

@@ -29,7 +29,7 @@ fn second_connection(db: &Path) -> Connection {
 /// Makes every insert into the log fail until [`repair`].
 fn break_inserts(conn: &Connection) {
     conn.execute_batch(&format!(
-        "CREATE TRIGGER refuse BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, '{FAILURE}'); END;"
+        "CREATE TRIGGER refuse BEFORE INSERT ON log_ids BEGIN SELECT RAISE(ABORT, '{FAILURE}'); END;"
     ))
     .unwrap();
 }

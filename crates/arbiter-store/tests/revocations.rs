@@ -11,9 +11,7 @@
 
 mod common;
 
-use arbiter_store::{
-    DecisionQuery, Durability, LogWriter, Revocation, RevocationKind, Store, StoreError,
-};
+use arbiter_store::{DecisionQuery, Revocation, RevocationKind, Store, StoreError};
 use common::{all_ids, ids_of, record};
 use jiff::Timestamp;
 use serde_json::json;
@@ -269,26 +267,15 @@ fn a_revocation_serializes_with_rfc3339_times_and_without_empty_options() {
 
 #[tokio::test]
 async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
+    // Two decisions, as an arbiter of version 1 logged them.
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(dir.path()).unwrap();
-        let writer = LogWriter::start(&store, Durability::Sync, 8).unwrap();
-        writer.append(record(1)).await.unwrap();
-        writer.append(record(2)).await.unwrap();
-        writer.shutdown().await.unwrap();
-    }
-    // Take the database back to version 1: versions 2 to 4 only added tables (their
-    // indexes are dropped with them). SQLite keeps the `sqlite_sequence` table that
-    // AUTOINCREMENT created, empty, which no version depends on.
-    rusqlite::Connection::open(dir.path().join("arbiter.db"))
-        .unwrap()
-        .execute_batch(
-            "DROP TABLE revocations; DROP TABLE findings; DROP TABLE reviews; \
-             DROP TABLE rule_days; DROP TABLE promotions; DROP TABLE baselines; \
-             DROP TABLE baseline_pairs; DROP TABLE candidates; DROP TABLE candidate_groups; \
-             DROP TABLE rule_errors; DROP TABLE outcome_hours; PRAGMA user_version = 1;",
-        )
-        .unwrap();
+    let nothing_counted = tempfile::tempdir().unwrap();
+    common::old_log(
+        dir.path(),
+        1,
+        &[record(1), record(2)],
+        nothing_counted.path(),
+    );
 
     let err = Store::open_read_only(dir.path()).unwrap_err();
     assert!(
@@ -296,7 +283,7 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
             err,
             StoreError::SchemaVersion {
                 found: 1,
-                expected: 6,
+                expected: 7,
                 ..
             }
         ),

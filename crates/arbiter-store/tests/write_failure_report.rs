@@ -57,7 +57,7 @@ async fn a_failed_log_write_is_reported_on_the_process_log_once_and_its_recovery
     admin.busy_timeout(Duration::from_secs(30)).unwrap();
     admin
         .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON decisions \
+            "CREATE TRIGGER refuse BEFORE INSERT ON log_ids \
              BEGIN SELECT RAISE(ABORT, 'the disk is on fire'); END;",
         )
         .unwrap();

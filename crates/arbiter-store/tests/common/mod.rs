@@ -84,3 +84,75 @@ pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Writes `records` into a new database in `dir` at schema `version` (1 to 6), the way
+/// an arbiter of that version did: a `decisions` row and a `decision_rules` row per fired
+/// rule each. The evidence tables of that version (findings and day counts from 3, first
+/// errors from 5, the hours from 6) are copied from the database in `counted`, a store that logged the same
+/// records.
+pub fn old_log(
+    dir: &std::path::Path,
+    version: usize,
+    records: &[DecisionRecord],
+    counted: &std::path::Path,
+) {
+    arbiter_store::create_at_version(dir, version).unwrap();
+    let db = rusqlite::Connection::open(dir.join(arbiter_store::DB_FILE)).unwrap();
+    for r in records {
+        db.execute(
+            "INSERT INTO decisions (decision_id, time_us, principal, action, decision, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                r.decision_id,
+                r.time.as_microsecond(),
+                r.principal,
+                r.action,
+                r.decision.as_str(),
+                serde_json::to_string(r).unwrap()
+            ],
+        )
+        .unwrap();
+        let fired = r
+            .enforced
+            .iter()
+            .map(|rule| (rule.to_string(), "enforce"))
+            .chain(r.warnings.iter().map(|rule| (rule.to_string(), "warn")))
+            .chain(r.audit.iter().map(|a| (a.rule.to_string(), "audit")));
+        for (rule, mode) in fired {
+            db.execute(
+                "INSERT OR IGNORE INTO decision_rules (decision_id, rule, mode) VALUES (?1, ?2, ?3)",
+                rusqlite::params![r.decision_id, rule, mode],
+            )
+            .unwrap();
+        }
+    }
+    db.execute(
+        "ATTACH DATABASE ?1 AS counted",
+        [counted.join(arbiter_store::DB_FILE).to_str().unwrap()],
+    )
+    .unwrap();
+    if version >= 3 {
+        db.execute_batch(
+            "INSERT INTO findings SELECT * FROM counted.findings;
+             INSERT INTO rule_days (rule, day, policy_version, evaluations, fired, errors,
+                                    first_us, last_us)
+             SELECT rule, day, policy_version, evaluations, fired, errors, first_us, last_us
+             FROM counted.rule_days;",
+        )
+        .unwrap();
+    }
+    if version >= 5 {
+        db.execute_batch("INSERT INTO rule_errors SELECT * FROM counted.rule_errors;")
+            .unwrap();
+    }
+    if version >= 6 {
+        db.execute_batch(
+            "INSERT INTO outcome_hours SELECT * FROM counted.outcome_hours;
+             UPDATE rule_days SET decisive = (SELECT c.decisive FROM counted.rule_days c
+                 WHERE c.rule = rule_days.rule AND c.day = rule_days.day
+                   AND c.policy_version = rule_days.policy_version);",
+        )
+        .unwrap();
+    }
+    db.execute_batch("DETACH DATABASE counted").unwrap();
+}
