@@ -41,7 +41,7 @@ const UPSERT_FINDING: &str = "
     INSERT INTO findings (id, rule, mode, would, principal, action, resource, count,
                           decisive, first_seen_us, last_seen_us)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-    ON CONFLICT (id) DO UPDATE SET
+    ON CONFLICT (rule, principal, action, resource) DO UPDATE SET
         count = count + excluded.count,
         decisive = decisive + excluded.decisive,
         mode = CASE WHEN excluded.last_seen_us >= last_seen_us
@@ -259,7 +259,7 @@ impl Store {
     }
 
     /// The facts readiness reads of every finding of `rule` (of every rule when `None`),
-    /// in no order: one pass over the findings (a rule's from its covering index), each
+    /// in no order: one pass over the findings (a rule's are a range of the table), each
     /// status from the latest reviews, read once; nothing sorted.
     pub fn finding_facts(&self, rule: Option<&str>) -> Result<Vec<FindingFacts>, StoreError> {
         const FACTS: &str = "WITH latest AS (

@@ -311,10 +311,13 @@ impl<'r> Open<'r> {
             m.n,
             m.raw_len
         ])?;
+        // In key order: neighbouring keys share pages.
+        let mut keys: Vec<(Kind, &str)> = self.keys.into_iter().collect();
+        keys.sort_unstable();
         let mut post = tx.prepare_cached(
             "INSERT OR IGNORE INTO log_keys (kind, key, seg) VALUES (?1, ?2, ?3)",
         )?;
-        for (kind, key) in &self.keys {
+        for (kind, key) in keys {
             post.execute(params![kind.as_str(), key, m.seg])?;
         }
         Ok(())

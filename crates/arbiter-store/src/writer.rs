@@ -309,7 +309,15 @@ fn run(
                 committed(&mut batch, shared);
                 Ok(outcome)
             }
-            Err(_) => commit_until_written(&mut conn, &mut batch, shared).map(|()| Grown::Bounded),
+            Err(e) => {
+                shared.write_errors.fetch_add(1, Ordering::AcqRel);
+                shared.healthy.store(false, Ordering::Release);
+                *shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = e.to_string();
+                commit_until_written(&mut conn, &mut batch, shared).map(|()| Grown::Bounded)
+            }
         };
         if outcome.is_ok() {
             checkpointer.wake();
