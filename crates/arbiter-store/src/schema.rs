@@ -292,9 +292,11 @@ CREATE TABLE log_segments (
 CREATE INDEX log_segments_newest ON log_segments (last_id, first_id);
 
 CREATE TABLE log_blobs (
-    seg     INTEGER PRIMARY KEY,
+    part    INTEGER PRIMARY KEY,
+    seg     INTEGER NOT NULL,
     records BLOB NOT NULL
 );
+CREATE INDEX log_blobs_seg ON log_blobs (seg, part);
 
 CREATE TABLE log_ids (
     decision_id TEXT NOT NULL PRIMARY KEY,

@@ -5,8 +5,9 @@
 //! bytes of JSON were written twice (the write-ahead log, then the checkpoint). Here a
 //! batch becomes one **segment**:
 //!
-//! - `log_blobs`: the segment's records, zstd-compressed together. A batch of records
-//!   that differ in a few fields compresses about tenfold.
+//! - `log_blobs`: the segment's records, zstd-compressed together, in one part per batch
+//!   that wrote to it (a segment's text is its parts' texts one after the other). A batch
+//!   of records that differ in a few fields compresses about tenfold.
 //! - `log_segments`: what the readers choose segments by without opening them: the
 //!   smallest and largest decision id, the time range, how many records.
 //! - `log_keys`: for each principal, action, outcome, fired rule and mode a batch holds,
@@ -23,7 +24,9 @@
 //!
 //! A segment is never smaller than it must be: under light load batches hold a record or
 //! two, so a batch joins the newest segment while that holds fewer than [`GROW_BELOW`]
-//! decisions (the segment is decompressed, extended and written again; small, so cheap).
+//! decisions, as a part of its own: nothing written is read, recompressed or rewritten.
+//! (Rewriting the segment whole made the writer decompress and recompress up to 256
+//! records for every small batch: under HTTP load, 25 µs of the writer per decision.)
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -181,13 +184,24 @@ pub(crate) fn read(conn: &Connection, meta: &Meta) -> Result<Decoded, ReadError>
     if !(0..=MAX_RAW).contains(&meta.raw_len) {
         return Err(corrupt(format!("a length of {} bytes", meta.raw_len)));
     }
-    let blob: Vec<u8> = conn
-        .prepare_cached("SELECT records FROM log_blobs WHERE seg = ?1")?
-        .query_row([meta.seg], |row| row.get(0))
-        .optional()?
-        .ok_or_else(|| corrupt("its records are missing".to_owned()))?;
-    let raw = zstd::bulk::decompress(&blob, usize::try_from(meta.raw_len).unwrap_or(0))
-        .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+    let want = usize::try_from(meta.raw_len).unwrap_or(0);
+    let mut raw = Vec::with_capacity(want);
+    let mut stmt =
+        conn.prepare_cached("SELECT records FROM log_blobs WHERE seg = ?1 ORDER BY part")?;
+    let mut parts = stmt.query([meta.seg])?;
+    while let Some(part) = parts.next()? {
+        let blob = part.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        let room = want.saturating_sub(raw.len());
+        let mut decoded = zstd::bulk::decompress(blob, room)
+            .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+        raw.append(&mut decoded);
+    }
+    if raw.len() != want {
+        return Err(corrupt(format!(
+            "{} bytes of records where its row says {want}",
+            raw.len()
+        )));
+    }
     let text = String::from_utf8(raw).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
     let entries = split(&text).map_err(corrupt)?;
     Ok(Decoded { text, entries })
@@ -288,11 +302,17 @@ impl<'r> Open<'r> {
         if self.meta.n == 0 {
             return Ok(());
         }
+        if self.text.is_empty() {
+            return Ok(());
+        }
         let blob = zstd::bulk::compress(self.text.as_bytes(), LEVEL)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        self.meta.raw_len = i64::try_from(self.text.len()).unwrap_or(i64::MAX);
+        self.meta.raw_len = self
+            .meta
+            .raw_len
+            .saturating_add(i64::try_from(self.text.len()).unwrap_or(i64::MAX));
         let m = &self.meta;
-        tx.prepare_cached("INSERT OR REPLACE INTO log_blobs (seg, records) VALUES (?1, ?2)")?
+        tx.prepare_cached("INSERT INTO log_blobs (seg, records) VALUES (?1, ?2)")?
             .execute(params![m.seg, blob])?;
         let sql = if self.stored {
             "UPDATE log_segments SET first_id = ?2, last_id = ?3, min_time_us = ?4,
@@ -345,7 +365,7 @@ pub(crate) fn append(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<Ve
         .query_row([], Meta::read)
         .optional()?;
     let mut open = match newest {
-        Some(meta) if meta.n < GROW_BELOW => grow(tx, meta)?,
+        Some(meta) if meta.n < GROW_BELOW => grow(meta),
         Some(meta) => Open::new(meta.seg + 1),
         None => Open::new(1),
     };
@@ -396,17 +416,13 @@ pub(crate) fn append(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<Ve
 }
 
 /// The newest segment, opened to take more decisions.
-fn grow<'r>(tx: &Transaction<'_>, meta: Meta) -> rusqlite::Result<Open<'r>> {
-    let decoded = read(tx, &meta).map_err(|e| match e {
-        ReadError::Sqlite(e) => e,
-        ReadError::Corrupt(detail) => rusqlite::Error::ToSqlConversionFailure(detail.into()),
-    })?;
-    Ok(Open {
+fn grow<'r>(meta: Meta) -> Open<'r> {
+    Open {
         meta,
-        text: decoded.text,
+        text: String::new(),
         keys: HashSet::new(),
         stored: true,
-    })
+    }
 }
 
 /// What a reader selects decisions by. Every filter that is set must match.
@@ -663,6 +679,14 @@ mod tests {
         let singles: Vec<Vec<Row>> = (1..=300).map(|n| rows([n])).collect();
         assert!(write(&store, &singles).iter().all(|&stored| stored == 1));
         assert_eq!(segments(&store), [256, 44]);
+        // Each batch a part of its own: nothing written was rewritten.
+        let parts: i64 = store
+            .connection()
+            .query_row("SELECT count(*) FROM log_blobs WHERE seg = 1", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(parts, 256);
         assert_eq!(write(&store, &[rows(1..=300)]), [0]);
         assert_eq!(segments(&store), [256, 44]);
         let expected: Vec<u64> = (1..=300).rev().collect();
@@ -672,6 +696,22 @@ mod tests {
         assert_eq!(principals[0].principal, r#"Agent::"a0""#);
         assert_eq!(principals[0].first_seen, record(5).time);
         assert_eq!(principals[0].last_seen, record(300).time);
+    }
+
+    #[test]
+    fn a_segment_whose_records_do_not_add_up_is_reported_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        write(&store, &[rows(1..=3)]);
+        store
+            .connection()
+            .execute("UPDATE log_segments SET raw_len = raw_len + 1", [])
+            .unwrap();
+        let err = store
+            .query_decisions(&DecisionQuery::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log segment 1"), "{err}");
     }
 
     #[test]
