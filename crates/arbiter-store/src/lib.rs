@@ -76,7 +76,7 @@ pub use promotions::Promotion;
 pub use revocations::{MAX_REVOCATION_VALUE, Revocation, RevocationKind};
 pub use rule_days::{RuleDay, RuleError};
 pub use store::{DB_FILE, Store};
-pub use writer::{Durability, LogError, LogWriter, MAX_BATCH};
+pub use writer::{Durability, LogError, LogWriter, MAX_BATCH, QUEUE_BYTES};
 
 /// For tests of the migrations only: creates the database in `data_dir` at schema
 /// `version`, as an older arbiter left it, with nothing in it.

@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::decisions::{DecisionRecord, Row};
 use crate::error::StoreError;
@@ -34,6 +34,12 @@ pub const MAX_BATCH: usize = 32_768;
 /// kept in memory until it is committed, so that a failed one can be retried, and a few
 /// large requests must not make that unbounded.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// The most bytes of records (JSON and heads, counted in KiB) that may wait in the queue
+/// or in the batch being written, whatever their number: the queue's capacity counts
+/// records, and 8,192 requests near the body limit would otherwise hold 8 GiB while the
+/// log is slow. Past it, `append` waits, as it does for a full queue.
+pub const QUEUE_BYTES: usize = 256 << 20;
 
 /// How long a batched writer lets the queue fill after a commit.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
@@ -89,6 +95,8 @@ struct Pending {
     row: Row,
     /// In [`Durability::Sync`], told once the record is committed.
     committed: Option<oneshot::Sender<()>>,
+    /// The record's share of [`QUEUE_BYTES`], given back when it is dropped (committed).
+    _bytes: OwnedSemaphorePermit,
 }
 
 /// The state both sides of the queue see.
@@ -101,6 +109,10 @@ struct Shared {
     write_errors: AtomicU64,
     /// Records handed to `append` and not yet committed.
     pending: AtomicUsize,
+    /// KiB of records that may still be queued: see [`QUEUE_BYTES`].
+    bytes: Arc<Semaphore>,
+    /// All of `bytes`: what one record takes at most.
+    budget_kib: u32,
     last_error: Mutex<String>,
 }
 
@@ -121,6 +133,21 @@ impl LogWriter {
         durability: Durability,
         capacity: usize,
     ) -> Result<LogWriter, StoreError> {
+        LogWriter::start_bounded(store, durability, capacity, QUEUE_BYTES)
+    }
+
+    /// [`LogWriter::start`], with at most `max_bytes` of records (rounded up to KiB, at
+    /// least 1 KiB) waiting in the queue or the batch being written instead of
+    /// [`QUEUE_BYTES`]. A record larger than that still goes, alone.
+    pub fn start_bounded(
+        store: &Store,
+        durability: Durability,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> Result<LogWriter, StoreError> {
+        let budget_kib = u32::try_from(max_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
         let synchronous = match durability {
             Durability::Batched => Synchronous::Normal,
             Durability::Sync => Synchronous::Full,
@@ -140,6 +167,8 @@ impl LogWriter {
             healthy: AtomicBool::new(true),
             write_errors: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            bytes: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
             last_error: Mutex::new(String::new()),
         });
         let (queue, rx) = mpsc::channel(capacity.max(1));
@@ -197,9 +226,19 @@ impl LogWriter {
             }
         };
         let waiting = Waiting::count(&self.shared.pending);
+        let kib = u32::try_from(row.bytes().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.shared.budget_kib);
+        let Ok(bytes) = Arc::clone(&self.shared.bytes).acquire_many_owned(kib).await else {
+            return Err(LogError::Unavailable("it is shut down".to_owned()));
+        };
         let sent = self
             .queue
-            .send(Message::Record(Pending { row, committed }))
+            .send(Message::Record(Pending {
+                row,
+                committed,
+                _bytes: bytes,
+            }))
             .await;
         if sent.is_err() {
             return Err(LogError::Unavailable("it is shut down".to_owned()));

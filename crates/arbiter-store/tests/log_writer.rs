@@ -100,6 +100,54 @@ async fn append_waits_while_the_queue_is_full() {
 }
 
 #[tokio::test]
+async fn append_waits_while_the_queued_records_hold_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Room for 1,000 records, but for only 64 KiB of them.
+    let writer = LogWriter::start_bounded(&store, Durability::Batched, 1000, 64 * 1024).unwrap();
+    let locker = second_connection(store.db_path());
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // Each record holds a 20 KiB request: at most three fit in the budget.
+    let big = |n: u64| {
+        let mut r = record(n);
+        r.request = serde_json::json!({"context": {"blob": "x".repeat(20 * 1024)}});
+        r
+    };
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let writer = writer.clone();
+            let r = big(n);
+            tokio::spawn(async move { writer.append(r).await })
+        })
+        .collect();
+    eventually("all eight appends under way", || writer.queue_depth() == 8).await;
+    tokio::task::yield_now().await;
+    let waiting = tasks.iter().filter(|t| !t.is_finished()).count();
+    assert!(waiting >= 5, "only {waiting} appends wait");
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    writer.shutdown().await.unwrap();
+    assert_eq!(stored_ids(&store), ids_of(&[0, 1, 2, 3, 4, 5, 6, 7]));
+}
+
+#[tokio::test]
+async fn a_record_larger_than_the_byte_budget_still_goes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let writer = LogWriter::start_bounded(&store, Durability::Sync, 16, 1024).unwrap();
+    let mut r = record(1);
+    r.request = serde_json::json!({"context": {"blob": "x".repeat(10 * 1024)}});
+    writer.append(r).await.unwrap();
+    writer.append(record(2)).await.unwrap();
+    writer.shutdown().await.unwrap();
+    assert_eq!(stored_ids(&store), ids_of(&[1, 2]));
+}
+
+#[tokio::test]
 async fn a_cancelled_append_leaves_the_queue_depth_true() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
