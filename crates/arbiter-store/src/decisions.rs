@@ -539,12 +539,14 @@ impl Store {
         let mut segments = stmt.query(params_from_iter(args)).map_err(err)?;
         // The page and one more, largest id first.
         let mut found: Vec<(String, String)> = Vec::new();
+        let needle = filter.needle();
         while let Some(row) = segments.next().map_err(err)? {
             let meta = Meta::read(row).map_err(err)?;
             if found.len() > limit && found.last().is_some_and(|(id, _)| meta.last_id < *id) {
                 break;
             }
-            let decoded = segment::read(&conn, &meta).map_err(|e| self.read_error(e))?;
+            let decoded = segment::read_with(&conn, &meta, needle.as_deref())
+                .map_err(|e| self.read_error(e))?;
             for (head, record) in decoded.entries() {
                 if filter.matches(head) {
                     found.push((head.id.clone(), record.to_owned()));
@@ -633,13 +635,15 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let metas = segment::candidates(conn, filter, Order::Written)
             .map_err(|cause| self.sqlite_error(cause))?;
+        let needle = filter.needle();
         let mut count = 0_u64;
         for meta in metas {
             if filter.time_only() && filter.covers_time(&meta) {
                 count += u64::try_from(meta.n).unwrap_or(0);
                 continue;
             }
-            let decoded = segment::read(conn, &meta).map_err(|e| self.read_error(e))?;
+            let decoded = segment::read_with(conn, &meta, needle.as_deref())
+                .map_err(|e| self.read_error(e))?;
             count += decoded
                 .entries()
                 .filter(|(head, _)| filter.matches(head))
@@ -688,8 +692,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let metas = segment::candidates(conn, filter, Order::Written)
             .map_err(|cause| self.sqlite_error(cause))?;
+        let needle = filter.needle();
         for meta in metas {
-            let decoded = segment::read(conn, &meta).map_err(|e| self.read_error(e))?;
+            let decoded = segment::read_with(conn, &meta, needle.as_deref())
+                .map_err(|e| self.read_error(e))?;
             for (head, record) in decoded.entries() {
                 if filter.matches(head) && !each(head, record) {
                     return Ok(());

@@ -180,6 +180,16 @@ impl Decoded {
 
 /// Reads and decompresses segment `meta`.
 pub(crate) fn read(conn: &Connection, meta: &Meta) -> Result<Decoded, ReadError> {
+    read_with(conn, meta, None)
+}
+
+/// [`read`], keeping only the decisions whose head holds `needle` (a filter's value as
+/// JSON, see [`Filter::needle`]): a head without it cannot match, and is not parsed.
+pub(crate) fn read_with(
+    conn: &Connection,
+    meta: &Meta,
+    needle: Option<&str>,
+) -> Result<Decoded, ReadError> {
     let corrupt = |what: String| ReadError::Corrupt(format!("log segment {}: {what}", meta.seg));
     if !(0..=MAX_RAW).contains(&meta.raw_len) {
         return Err(corrupt(format!("a length of {} bytes", meta.raw_len)));
@@ -203,21 +213,24 @@ pub(crate) fn read(conn: &Connection, meta: &Meta) -> Result<Decoded, ReadError>
         )));
     }
     let text = String::from_utf8(raw).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
-    let entries = split(&text).map_err(corrupt)?;
+    let entries = split(&text, needle).map_err(corrupt)?;
     Ok(Decoded { text, entries })
 }
 
 /// The heads of a segment's text, with their records' ranges.
-fn split(text: &str) -> Result<Vec<(Head, Range<usize>)>, String> {
+fn split(text: &str, needle: Option<&str>) -> Result<Vec<(Head, Range<usize>)>, String> {
     let mut entries = Vec::new();
     let mut at = 0;
     while at < text.len() {
         let head_line = line_at(text, at)?;
-        let head: Head = serde_json::from_str(text.get(head_line.clone()).unwrap_or(""))
-            .map_err(|e| format!("a head at byte {at}: {e}"))?;
         let record = line_at(text, head_line.end + 1)?;
+        let line = text.get(head_line).unwrap_or("");
+        if needle.is_none_or(|needle| line.contains(needle)) {
+            let head: Head =
+                serde_json::from_str(line).map_err(|e| format!("a head at byte {at}: {e}"))?;
+            entries.push((head, record.clone()));
+        }
         at = record.end + 1;
-        entries.push((head, record));
     }
     Ok(entries)
 }
@@ -468,6 +481,13 @@ impl Filter<'_> {
                     rule.is_none_or(|rule| r == rule) && mode.is_none_or(|mode| *m == mode)
                 }),
             }
+    }
+
+    /// A text every matching head holds: the principal's, else the action's, else the
+    /// rule's value as JSON (as the head writes it).
+    pub(crate) fn needle(&self) -> Option<String> {
+        let value = self.principal.or(self.action).or(self.rule)?;
+        serde_json::to_string(value).ok()
     }
 
     /// Whether every decision of a segment is inside the time range, so that only the
@@ -728,12 +748,21 @@ mod tests {
     fn a_text_that_stops_inside_a_decision_is_refused() {
         let head = r#"["01J0000000000000000000000A",1,null,null,null,"invalid",[]]"#;
         let whole = format!("{head}\n{{}}\n");
-        assert_eq!(split(&whole).unwrap().len(), 1);
+        assert_eq!(split(&whole, None).unwrap().len(), 1);
+        assert_eq!(split(&whole, Some("\"nobody\"")).unwrap().len(), 0);
         let cut = format!("{head}\n{{}}");
-        assert!(split(&cut).unwrap_err().contains("does not end"));
+        assert!(split(&cut, None).unwrap_err().contains("does not end"));
         let no_record = format!("{head}\n");
-        assert!(split(&no_record).unwrap_err().contains("inside a decision"));
-        assert!(split("[1]\n{}\n").unwrap_err().contains("a head at byte 0"));
+        assert!(
+            split(&no_record, None)
+                .unwrap_err()
+                .contains("inside a decision")
+        );
+        assert!(
+            split("[1]\n{}\n", None)
+                .unwrap_err()
+                .contains("a head at byte 0")
+        );
         assert_eq!(line_at("ab\ncd\n", 3).unwrap(), 3..5);
     }
 }
