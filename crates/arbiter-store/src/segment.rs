@@ -195,7 +195,9 @@ pub(crate) fn read_with(
         return Err(corrupt(format!("a length of {} bytes", meta.raw_len)));
     }
     let want = usize::try_from(meta.raw_len).unwrap_or(0);
-    let mut raw = Vec::with_capacity(want);
+    // The row's length is checked against what the parts hold, not trusted for memory:
+    // room for one segment as the writer makes them, more only as the parts need it.
+    let mut raw = Vec::with_capacity(want.min(MAX_BYTES + (1 << 20)));
     let mut stmt =
         conn.prepare_cached("SELECT records FROM log_blobs WHERE seg = ?1 ORDER BY part")?;
     let mut parts = stmt.query([meta.seg])?;

@@ -2,8 +2,10 @@
 //!
 //! Decisions are answered on the async runtime; SQLite is written on one dedicated
 //! thread. Between them is a bounded queue: when it is full, `append` waits (back-pressure)
-//! rather than dropping a record. The thread takes whatever is queued, up to
-//! [`MAX_BATCH`] records, and commits them in one transaction.
+//! rather than dropping a record; so does a record that would take the records waiting
+//! past [`QUEUE_BYTES`]. The thread takes whatever is queued into one transaction, and
+//! keeps taking what arrives while it writes, up to [`MAX_BATCH`] records or 64 MiB
+//! (group commit), then commits. A thread of its own checkpoints the write-ahead log.
 //!
 //! Nothing accepted is dropped: a batch whose transaction fails is kept and retried with
 //! backoff, and while it fails the writer is unhealthy and refuses new records, so the
