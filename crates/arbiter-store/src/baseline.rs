@@ -7,10 +7,12 @@
 //! allow-list a scope is learning. Invalid requests and every other deny are not
 //! behaviour to keep.
 //!
-//! The log can hold millions of decisions, so nothing here parses a record: `observed`
-//! reads each decision's head (principal, action, resource, outcome, fired rules) and
-//! keeps one counter per distinct (principal, action, resource), and the freeze keeps
-//! one entry per distinct (principal, action).
+//! The log can hold millions of decisions, so nothing here parses a record. Over the
+//! whole log, `observed` reads `log_observed`, the counters the log writer keeps per
+//! (principal, action, resource) ([`crate::summaries`]); over a window it reads each
+//! decision's head (principal, action, resource, outcome, fired rules) and keeps one
+//! counter per distinct (principal, action, resource). The freeze keeps one entry per
+//! distinct (principal, action).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -18,34 +20,23 @@ use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 
-use crate::decisions::Logged;
 use crate::error::StoreError;
 use crate::segment::{Filter, Head};
 use crate::store::Store;
+use crate::summaries;
 
 /// How many decisions [`Store::observed`] reads between two calls of its progress callback.
 const PROGRESS_EVERY: u64 = 10_000;
 
-/// Whether a decision counts as something its principal did, and if so its principal,
-/// action and resource and whether a default-deny scope in audit or warn is what let it
-/// through. The engine allows what only a non-enforced scope would deny; a deny with
-/// nothing enforced and such a scope fired is counted too, as the same thing.
+/// [`summaries::counted`] of a decision's head.
 fn counted(head: &Head) -> Option<(&str, &str, &str, bool)> {
-    let default_denied = head.default_denied();
-    let counts = match head.decision {
-        Logged::Allow => true,
-        Logged::Deny => default_denied && !head.enforced(),
-        Logged::Invalid => false,
-    };
-    if !counts {
-        return None;
-    }
-    Some((
-        head.principal.as_deref()?,
-        head.action.as_deref()?,
-        head.resource.as_deref()?,
-        head.decision != Logged::Allow || default_denied,
-    ))
+    summaries::counted(
+        head.decision,
+        head.principal.as_deref(),
+        head.action.as_deref(),
+        head.resource.as_deref(),
+        &head.rules,
+    )
 }
 
 /// One thing an identity did: a (principal, action, resource) and how often.
@@ -89,7 +80,8 @@ impl Store {
     ///
     /// `progress(done, total)` is called before the first decision is read, every few
     /// thousand decisions, and once `done == total`; `total` is the number of decisions
-    /// the query's filters select, counted ones or not.
+    /// the query's filters select, counted ones or not. Without `since`, the counters the
+    /// log writer keeps are read instead of the decisions, and `progress` is called twice.
     ///
     /// Memory grows with the number of distinct (principal, action, resource), not with
     /// the number of decisions. The shared connection is held for the whole scan, in one
@@ -99,6 +91,9 @@ impl Store {
         q: &BaselineQuery,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Vec<Observed>, StoreError> {
+        if q.since.is_none() {
+            return self.observed_in_summary(q.principal.as_deref(), progress);
+        }
         let filter = Filter {
             since_us: q.since.map(Timestamp::as_microsecond),
             principal: q.principal.as_deref(),
@@ -114,7 +109,7 @@ impl Store {
         progress(0, total);
         let mut tally = Tally::default();
         let mut done = 0_u64;
-        self.each_in(&tx, &filter, |head, _| {
+        self.each_in(&tx, &filter, false, |head, _| {
             done += 1;
             if done.is_multiple_of(PROGRESS_EVERY) {
                 progress(done, total);
@@ -123,6 +118,45 @@ impl Store {
                 tally.add(principal, action, resource, head.time_us, default_denied);
             }
             true
+        })?;
+        tx.commit().map_err(err)?;
+        progress(total, total);
+        tally.into_observed(|detail| self.corrupt(detail))
+    }
+
+    /// [`Store::observed`] over the whole log, summed up from `log_observed`, which the
+    /// log writer keeps ([`crate::summaries`]): at most a row per principal and segment,
+    /// however many decisions.
+    fn observed_in_summary(
+        &self,
+        principal: Option<&str>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<Observed>, StoreError> {
+        let mut conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(err)?;
+        // The decisions the rows sum up, for `progress`: the principal's, or every one.
+        let total: i64 = match principal {
+            Some(p) => tx
+                .query_row(
+                    "SELECT coalesce(sum(decisions), 0) FROM log_principals WHERE principal = ?1",
+                    [p],
+                    |row| row.get(0),
+                )
+                .map_err(err)?,
+            None => tx
+                .query_row("SELECT coalesce(sum(n), 0) FROM log_segments", [], |row| {
+                    row.get(0)
+                })
+                .map_err(err)?,
+        };
+        let total = u64::try_from(total).unwrap_or(0);
+        progress(0, total);
+        let tally = summed_up(&tx, principal).map_err(|e| match e {
+            Summed::Sqlite(cause) => self.sqlite_error(cause),
+            Summed::Corrupt(detail) => self.corrupt(detail),
         })?;
         tx.commit().map_err(err)?;
         progress(total, total);
@@ -159,20 +193,33 @@ impl Store {
         .map_err(err)?;
         let seq = tx.last_insert_rowid();
         tx.execute("DELETE FROM baseline_pairs", []).map_err(err)?;
-        // The same selection as `observed`, so the frozen pairs are exactly its pairs.
-        let filter = Filter {
-            since_us: since.map(Timestamp::as_microsecond),
-            ..Filter::default()
-        };
+        // The same selection as `observed`, so the frozen pairs are exactly its pairs:
+        // over the whole log, its summary's.
         let mut found: BTreeSet<(String, String)> = BTreeSet::new();
-        self.each_in(&tx, &filter, |head, _| {
-            if let Some((principal, action, _, _)) = counted(head)
-                && !found.contains(&(principal.to_owned(), action.to_owned()))
-            {
-                found.insert((principal.to_owned(), action.to_owned()));
+        if since.is_none() {
+            let tally = summed_up(&tx, None).map_err(|e| match e {
+                Summed::Sqlite(cause) => self.sqlite_error(cause),
+                Summed::Corrupt(detail) => self.corrupt(detail),
+            })?;
+            for (principal, actions) in tally.by_principal {
+                for action in actions.into_keys() {
+                    found.insert((principal.clone(), action));
+                }
             }
-            true
-        })?;
+        } else {
+            let filter = Filter {
+                since_us: since.map(Timestamp::as_microsecond),
+                ..Filter::default()
+            };
+            self.each_in(&tx, &filter, false, |head, _| {
+                if let Some((principal, action, _, _)) = counted(head)
+                    && !found.contains(&(principal.to_owned(), action.to_owned()))
+                {
+                    found.insert((principal.to_owned(), action.to_owned()));
+                }
+                true
+            })?;
+        }
         let mut pairs = 0_u64;
         {
             let mut insert = tx
@@ -259,6 +306,61 @@ fn latest_baseline(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT max(seq) FROM baselines", [], |row| row.get(0))
 }
 
+/// Why [`summed_up`] failed.
+enum Summed {
+    Sqlite(rusqlite::Error),
+    Corrupt(String),
+}
+
+/// What `principal` did (every principal when `None`), summed up from its rows of
+/// `log_observed`.
+fn summed_up(conn: &Connection, principal: Option<&str>) -> Result<Tally, Summed> {
+    const ROWS: &str = "SELECT principal, seg, counts FROM log_observed";
+    let mut tally = Tally::default();
+    let mut stmt = match principal {
+        Some(_) => conn.prepare_cached(&format!("{ROWS} WHERE principal = ?1")),
+        None => conn.prepare_cached(ROWS),
+    }
+    .map_err(Summed::Sqlite)?;
+    let mut rows = match principal {
+        Some(p) => stmt.query([p]),
+        None => stmt.query([]),
+    }
+    .map_err(Summed::Sqlite)?;
+    while let Some(row) = rows.next().map_err(Summed::Sqlite)? {
+        let text = |i| {
+            row.get_ref(i)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(Summed::Sqlite)
+        };
+        let principal = text(0)?;
+        let seg: i64 = row.get(1).map_err(Summed::Sqlite)?;
+        let entries = summaries::read_observed(text(2)?)
+            .map_err(|e| Summed::Corrupt(format!("log_observed ({principal}, {seg}): {e}")))?;
+        for (action, resource, c) in entries {
+            let (Ok(allowed), Ok(default_denied)) =
+                (u64::try_from(c.allowed), u64::try_from(c.default_denied))
+            else {
+                return Err(Summed::Corrupt(format!(
+                    "log_observed ({principal}, {seg}): a negative count"
+                )));
+            };
+            tally.add_counts(
+                principal,
+                &action,
+                &resource,
+                Counts {
+                    allowed,
+                    default_denied,
+                    first_us: c.first_us,
+                    last_us: c.last_us,
+                },
+            );
+        }
+    }
+    Ok(tally)
+}
+
 /// The counters of one (principal, action, resource).
 #[derive(Debug, Clone, Copy)]
 struct Counts {
@@ -299,6 +401,22 @@ impl Tally {
         } else {
             counts.allowed += 1;
         }
+    }
+
+    /// Adds counters of one (principal, action, resource).
+    fn add_counts(&mut self, principal: &str, action: &str, resource: &str, more: Counts) {
+        let actions = entry(&mut self.by_principal, principal, HashMap::new);
+        let resources = entry(actions, action, HashMap::new);
+        let counts = entry(resources, resource, || Counts {
+            allowed: 0,
+            default_denied: 0,
+            first_us: more.first_us,
+            last_us: more.last_us,
+        });
+        counts.first_us = counts.first_us.min(more.first_us);
+        counts.last_us = counts.last_us.max(more.last_us);
+        counts.allowed += more.allowed;
+        counts.default_denied += more.default_denied;
     }
 
     /// The rows, sorted by principal, action and resource.

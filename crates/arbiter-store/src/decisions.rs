@@ -30,7 +30,7 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DECISIONS: &[&str] = &["allow", "deny", "invalid"];
 
 /// How a logged call ended: a decision, or a request refused before it was one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Logged {
     /// The action was allowed.
@@ -381,7 +381,6 @@ pub(crate) struct Row {
     pub(crate) policy_version: String,
     pub(crate) principal: Option<String>,
     pub(crate) action: Option<String>,
-    /// Only kept when there are `firings`: nothing else on the writer's side needs it.
     pub(crate) resource: Option<String>,
     /// `allow`, `deny` or `invalid`.
     pub(crate) decision: Logged,
@@ -399,6 +398,37 @@ pub(crate) struct Row {
     pub(crate) in_scope: Option<Arc<[String]>>,
     /// The default-deny scope in scope; `None` for an invalid request.
     pub(crate) scope: Option<String>,
+    /// The credential presented, as an identity's summary keeps it.
+    pub(crate) presented: Option<Box<Presented>>,
+    /// Whether the decision was flagged `novel`.
+    pub(crate) novel: bool,
+}
+
+/// A credential as an identity's summary keeps it: its id, from the verified claims or
+/// else the request's `credential_id`, and who issued it and when it expires when it was
+/// verified.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct Presented {
+    pub(crate) jti: String,
+    pub(crate) issuer: Option<String>,
+    pub(crate) expires_at: Option<String>,
+}
+
+impl Presented {
+    fn of(credential: Option<&LoggedCredential>, credential_id: Option<&str>) -> Option<Presented> {
+        match credential {
+            Some(c) => Some(Presented {
+                jti: c.jti.clone(),
+                issuer: Some(c.issuer.clone()),
+                expires_at: Some(c.expires_at.to_string()),
+            }),
+            None => credential_id.map(|jti| Presented {
+                jti: jti.to_owned(),
+                issuer: None,
+                expires_at: None,
+            }),
+        }
+    }
 }
 
 impl Row {
@@ -450,19 +480,19 @@ impl Row {
         } else {
             (in_scope, scope.map(|s| s.to_string()))
         };
+        let presented = Presented::of(record.credential.as_ref(), record.credential_id.as_deref())
+            .map(Box::new);
         Ok(Row {
             head,
             json,
+            presented,
+            novel: record.novel == Some(true),
             decision_id: record.decision_id,
             time_us,
             policy_version: record.policy_version,
             principal: record.principal,
             action: record.action,
-            resource: if firings.is_empty() {
-                None
-            } else {
-                record.resource
-            },
+            resource: record.resource,
             decision: record.decision,
             rules,
             firings,
@@ -545,12 +575,16 @@ impl Store {
             if found.len() > limit && found.last().is_some_and(|(id, _)| meta.last_id < *id) {
                 break;
             }
-            let decoded = segment::read_with(&conn, &meta, needle.as_deref())
-                .map_err(|e| self.read_error(e))?;
+            let decoded = segment::read_with(
+                &conn,
+                &meta,
+                needle.as_deref(),
+                &|head| filter.matches(head),
+                true,
+            )
+            .map_err(|e| self.read_error(e))?;
             for (head, record) in decoded.entries() {
-                if filter.matches(head) {
-                    found.push((head.id.clone(), record.to_owned()));
-                }
+                found.push((head.id.clone(), record.to_owned()));
             }
             found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
             found.truncate(limit + 1);
@@ -642,12 +676,15 @@ impl Store {
                 count += u64::try_from(meta.n).unwrap_or(0);
                 continue;
             }
-            let decoded = segment::read_with(conn, &meta, needle.as_deref())
-                .map_err(|e| self.read_error(e))?;
-            count += decoded
-                .entries()
-                .filter(|(head, _)| filter.matches(head))
-                .count() as u64;
+            let decoded = segment::read_with(
+                conn,
+                &meta,
+                needle.as_deref(),
+                &|head| filter.matches(head),
+                false,
+            )
+            .map_err(|e| self.read_error(e))?;
+            count += decoded.entries().count() as u64;
         }
         Ok(count)
     }
@@ -673,7 +710,7 @@ impl Store {
             ..Filter::default()
         };
         let conn = self.connection();
-        self.each_in(&conn, &filter, |head, record| {
+        self.each_in(&conn, &filter, true, |head, record| {
             each(StoredDecision {
                 principal: head.principal.clone(),
                 decision_id: head.id.clone(),
@@ -682,22 +719,30 @@ impl Store {
         })
     }
 
-    /// Calls `each` with every decision matching `filter` (its head and its record's
-    /// JSON), in logged order, until it returns `false`.
+    /// Calls `each` with every decision matching `filter` (its head, and its record's
+    /// JSON when `records`, else an empty text), in logged order, until it returns
+    /// `false`. Without records only the heads are decompressed.
     pub(crate) fn each_in(
         &self,
         conn: &Connection,
         filter: &Filter<'_>,
+        records: bool,
         mut each: impl FnMut(&Head, &str) -> bool,
     ) -> Result<(), StoreError> {
         let metas = segment::candidates(conn, filter, Order::Written)
             .map_err(|cause| self.sqlite_error(cause))?;
         let needle = filter.needle();
         for meta in metas {
-            let decoded = segment::read_with(conn, &meta, needle.as_deref())
-                .map_err(|e| self.read_error(e))?;
+            let decoded = segment::read_with(
+                conn,
+                &meta,
+                needle.as_deref(),
+                &|head| filter.matches(head),
+                records,
+            )
+            .map_err(|e| self.read_error(e))?;
             for (head, record) in decoded.entries() {
-                if filter.matches(head) && !each(head, record) {
+                if !each(head, record) {
                     return Ok(());
                 }
             }
@@ -739,7 +784,7 @@ impl Store {
         };
         let mut counts: HashMap<String, HashMap<String, HashMap<String, u64>>> = HashMap::new();
         let conn = self.connection();
-        self.each_in(&conn, &filter, |head, _| {
+        self.each_in(&conn, &filter, false, |head, _| {
             let resource = if resources {
                 head.resource.as_deref()
             } else {

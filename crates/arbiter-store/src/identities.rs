@@ -1,17 +1,18 @@
 //! Who the log has seen, and what one identity did: the principals in the log a page at a
 //! time, and one principal's activity (its outcomes, the credentials it presented, the
-//! actions it did for the first time after a baseline freeze). The principals come from
-//! `log_principals`, kept by the log writer; one identity's activity reads only the log
-//! segments that hold its decisions, never the whole log.
+//! actions it did for the first time after a baseline freeze). Both are read from what
+//! the log writer keeps beside the log (`log_principals` and [`crate::summaries`]),
+//! never from the decisions themselves.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use rusqlite::OptionalExtension;
+use serde::Serialize;
 
-use crate::decisions::{DecisionRecord, Logged};
+use crate::decisions::DecisionRecord;
 use crate::error::StoreError;
-use crate::segment::{self, Filter};
+use crate::segment;
 use crate::store::Store;
 
 /// The most credentials [`Store::activity`] keeps for one identity; past it, the
@@ -107,86 +108,95 @@ impl Store {
         Ok(seen)
     }
 
-    /// What `principal` did: its outcomes, its credentials and its novel actions, in one
-    /// pass over its decisions in decision-id order (each record's few fields read by a
-    /// parser that skips the rest).
+    /// What `principal` did: its outcomes, its credentials and its novel actions, read
+    /// from the summaries the log writer keeps ([`crate::summaries`]): a few rows, however
+    /// many decisions.
     pub fn activity(&self, principal: &str) -> Result<Activity, StoreError> {
-        let filter = Filter {
-            principal: Some(principal),
-            ..Filter::default()
-        };
-        let mut decisions: Vec<(String, i64, Logged, Option<String>, ActivityFields)> = Vec::new();
-        let mut bad = None;
-        {
-            let conn = self.connection();
-            self.each_in(&conn, &filter, |head, record| {
-                match serde_json::from_str::<ActivityFields>(record) {
-                    Ok(fields) => {
-                        decisions.push((
-                            head.id.clone(),
-                            head.time_us,
-                            head.decision,
-                            head.action.clone(),
-                            fields,
-                        ));
-                        true
-                    }
-                    Err(e) => {
-                        bad = Some(format!("decision {}: {e}", head.id));
-                        false
-                    }
-                }
-            })?;
-        }
-        if let Some(detail) = bad {
-            return Err(self.corrupt(detail));
-        }
-        decisions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let conn = self.connection();
+        let err = |cause| self.sqlite_error(cause);
         let mut activity = Activity::default();
-        let mut credentials: BTreeMap<String, CredentialSeen> = BTreeMap::new();
-        for (decision_id, time_us, outcome, action, fields) in decisions {
-            let time = Timestamp::from_microsecond(time_us)
-                .map_err(|e| self.corrupt(format!("decision {decision_id}: {e}")))?;
-            *activity
-                .outcomes
-                .entry(outcome.as_str().to_owned())
-                .or_default() += 1;
-            if fields.novel == Some(true)
-                && let Some(action) = action
-                && !activity.novel.iter().any(|n| n.action == action)
-            {
-                activity.novel.push(Novel {
-                    action,
-                    at: time,
-                    decision_id: decision_id.clone(),
-                });
-            }
-            let credential = fields.credential.unwrap_or_default();
-            let Some(jti) = credential.jti.or(fields.credential_id) else {
-                continue;
-            };
-            if let Some(seen) = credentials.get_mut(&jti) {
-                seen.last_seen = time;
-                seen.decisions += 1;
-            } else if credentials.len() < MAX_CREDENTIALS {
-                credentials.insert(
-                    jti.clone(),
-                    CredentialSeen {
-                        jti,
-                        issuer: credential.issuer,
-                        expires_at: credential.expires_at,
-                        first_seen: time,
-                        last_seen: time,
-                        decisions: 1,
-                    },
-                );
-            } else {
-                activity.credentials_left_out += 1;
+        let totals = conn
+            .prepare_cached(
+                "SELECT allowed, denied, invalid, credentials_left_out FROM log_principals
+                 WHERE principal = ?1",
+            )
+            .map_err(err)?
+            .query_row([principal], |row| {
+                Ok([row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?])
+            })
+            .optional()
+            .map_err(err)?;
+        let Some([allowed, denied, invalid, left_out]) = totals else {
+            return Ok(activity);
+        };
+        let corrupt =
+            |detail: String| self.corrupt(format!("the summary of {principal}: {detail}"));
+        let count =
+            |name: &str, n: i64| u64::try_from(n).map_err(|_| corrupt(format!("{name} is {n}")));
+        let time = |us: i64| {
+            Timestamp::from_microsecond(us).map_err(|e| corrupt(format!("time {us}: {e}")))
+        };
+        for (word, n) in [("allow", allowed), ("deny", denied), ("invalid", invalid)] {
+            let n = count(word, n)?;
+            if n > 0 {
+                activity.outcomes.insert(word.to_owned(), n);
             }
         }
-        let mut credentials: Vec<CredentialSeen> = credentials.into_values().collect();
-        credentials.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.jti.cmp(&b.jti)));
-        activity.credentials = credentials;
+        activity.credentials_left_out = count("credentials_left_out", left_out)?;
+
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT jti, issuer, expires_at, first_us, last_us, decisions
+                 FROM log_credentials WHERE principal = ?1 ORDER BY last_us DESC, jti",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([principal], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (jti, issuer, expires_at, first_us, last_us, decisions) = row.map_err(err)?;
+            activity.credentials.push(CredentialSeen {
+                jti,
+                issuer,
+                expires_at,
+                first_seen: time(first_us)?,
+                last_seen: time(last_us)?,
+                decisions: count("decisions", decisions)?,
+            });
+        }
+
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT action, at_us, decision_id FROM log_novel WHERE principal = ?1
+                 ORDER BY decision_id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([principal], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (action, at_us, decision_id) = row.map_err(err)?;
+            activity.novel.push(Novel {
+                action,
+                at: time(at_us)?,
+                decision_id,
+            });
+        }
         Ok(activity)
     }
 
@@ -197,7 +207,8 @@ impl Store {
         else {
             return Ok(None);
         };
-        let decoded = segment::read(&conn, &meta).map_err(|e| self.read_error(e))?;
+        let decoded = segment::read_with(&conn, &meta, None, &|head| head.id == id, true)
+            .map_err(|e| self.read_error(e))?;
         let Some((_, json)) = decoded.entries().find(|(head, _)| head.id == id) else {
             return Err(self.corrupt(format!(
                 "decision {id} is not in log segment {}, where log_ids puts it",
@@ -208,26 +219,4 @@ impl Store {
             .map(Some)
             .map_err(|e| self.corrupt(format!("decision {id}: {e}")))
     }
-}
-
-/// What [`Store::activity`] reads of a record; the rest is skipped unparsed.
-#[derive(Debug, Default, Deserialize)]
-struct ActivityFields {
-    #[serde(default)]
-    novel: Option<bool>,
-    #[serde(default)]
-    credential: Option<CredentialFields>,
-    #[serde(default)]
-    credential_id: Option<String>,
-}
-
-/// What [`Store::activity`] reads of a record's credential.
-#[derive(Debug, Default, Deserialize)]
-struct CredentialFields {
-    #[serde(default)]
-    jti: Option<String>,
-    #[serde(default)]
-    issuer: Option<String>,
-    #[serde(default)]
-    expires_at: Option<String>,
 }

@@ -18,6 +18,9 @@
 //!   resource), and their append-only [`Review`]s ([`Store::findings`], [`Store::review`]).
 //! - `identities`: the principals the log has seen ([`Store::principals`]) and what one
 //!   did ([`Store::activity`]), and one decision by id ([`Store::decision`]).
+//! - `summaries`: what each identity did, summed up by the log writer (outcomes,
+//!   credentials, novel actions, what it did), for [`Store::activity`] and
+//!   [`Store::observed`].
 //! - `rule_days`: [`RuleDay`], per rule, UTC day and pack version, how often it was in
 //!   scope, fired and errored: what readiness counts ([`Store::rule_days`]).
 //! - `outcomes`: decisions per UTC hour and outcome ([`Store::outcome_hours`]), for the
@@ -52,6 +55,7 @@ mod rule_days;
 mod schema;
 mod segment;
 mod store;
+mod summaries;
 mod writer;
 
 pub use baseline::{BaselineQuery, Observed};

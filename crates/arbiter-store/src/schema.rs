@@ -7,7 +7,8 @@ use rusqlite::Transaction;
 use rusqlite_migration::{HookError, HookResult, M, Migrations};
 
 use crate::decisions::Row;
-use crate::segment;
+use crate::segment::{self, Layout};
+use crate::summaries;
 
 /// Version 1: the decision log and pack versions.
 ///
@@ -277,7 +278,8 @@ DROP TABLE temp.decisive_days;
 /// Version 7: the decision log in segments (see [`crate::segment`]): a batch of records
 /// compressed together, with what filters choose segments by beside it. `decisions` and
 /// `decision_rules` are read into segments of [`MIGRATION_BATCH`] decisions, in the order
-/// they were written, each record kept byte for byte, and dropped. Findings, day counts
+/// they were written, each record kept byte for byte, and dropped. The parts are written
+/// as version 7 wrote them (heads and records in turn); version 9 splits them. Findings, day counts
 /// and outcome hours were counted from the same decisions already and are not touched.
 const V7: &str = "
 CREATE TABLE log_segments (
@@ -352,6 +354,55 @@ CREATE INDEX findings_id ON findings (id);
 CREATE INDEX findings_principal ON findings (principal);
 ";
 
+/// Version 9: a part's heads apart from its records, and its records in small frames
+/// (see [`crate::segment`]), so that a filter reads heads only and a page decompresses
+/// the few frames that hold its decisions; keys for a rule by the outcome it fired in;
+/// and what each identity did, summed up beside the log (see [`crate::summaries`]), so
+/// that an identity's page does not read every segment that holds one of its decisions.
+/// The migration rewrites every part in the new layout, line for line, then adds the
+/// keys and sums up the decisions ([`summarize`]).
+const V9: &str = "
+ALTER TABLE log_blobs ADD COLUMN heads BLOB;
+
+ALTER TABLE log_principals ADD COLUMN allowed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE log_principals ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE log_principals ADD COLUMN invalid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE log_principals ADD COLUMN credentials_left_out INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE log_observed (
+    principal TEXT NOT NULL,
+    seg       INTEGER NOT NULL,
+    counts    TEXT NOT NULL,
+    PRIMARY KEY (principal, seg)
+) WITHOUT ROWID;
+
+CREATE TABLE log_credentials (
+    principal  TEXT NOT NULL,
+    jti        TEXT NOT NULL,
+    issuer     TEXT,
+    expires_at TEXT,
+    first_us   INTEGER NOT NULL,
+    last_us    INTEGER NOT NULL,
+    decisions  INTEGER NOT NULL,
+    PRIMARY KEY (principal, jti)
+) WITHOUT ROWID;
+
+CREATE TABLE log_novel (
+    principal   TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    at_us       INTEGER NOT NULL,
+    decision_id TEXT NOT NULL,
+    PRIMARY KEY (principal, action)
+) WITHOUT ROWID;
+";
+
+/// Rewrites the log's parts in version 9's layout, then sums up the decisions it holds
+/// into version 9's tables.
+fn summarize(tx: &Transaction<'_>) -> HookResult {
+    segment::split_parts(tx).map_err(HookError::Hook)?;
+    summaries::summarize_log(tx).map_err(HookError::Hook)
+}
+
 /// How many decisions of an old log one segment takes when it is migrated.
 const MIGRATION_BATCH: usize = 4096;
 
@@ -369,12 +420,12 @@ fn into_segments(tx: &Transaction<'_>) -> HookResult {
             batch.push(row);
             if batch.len() == MIGRATION_BATCH {
                 let rows: Vec<&Row> = batch.iter().collect();
-                segment::append(tx, &rows)?;
+                segment::append_as(tx, &rows, Layout::Interleaved)?;
                 batch.clear();
             }
         }
         let rows: Vec<&Row> = batch.iter().collect();
-        segment::append(tx, &rows)?;
+        segment::append_as(tx, &rows, Layout::Interleaved)?;
     }
     tx.execute_batch("DROP TABLE decision_rules; DROP TABLE decisions;")?;
     Ok(())
@@ -391,11 +442,12 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(V6),
         M::up_with_hook(V7, into_segments),
         M::up(V8),
+        M::up_with_hook(V9, summarize),
     ])
 }
 
 /// The `user_version` of a database this build has migrated.
-pub(crate) const LATEST_VERSION: i64 = 8;
+pub(crate) const LATEST_VERSION: i64 = 9;
 
 #[cfg(test)]
 mod tests {

@@ -5,22 +5,26 @@
 //! bytes of JSON were written twice (the write-ahead log, then the checkpoint). Here a
 //! batch becomes one **segment**:
 //!
-//! - `log_blobs`: the segment's records, zstd-compressed together, in one part per batch
-//!   that wrote to it (a segment's text is its parts' texts one after the other). A batch
-//!   of records that differ in a few fields compresses about tenfold.
+//! - `log_blobs`: the segment's decisions, in one part per batch that wrote to it (a
+//!   segment's decisions are its parts' one after the other). A part holds its
+//!   decisions' **heads** (a JSON array each of what the filters read: id, time,
+//!   principal, action, resource, outcome, fired rules), a line each, in one zstd frame,
+//!   and their records' JSON as logged, a line each, [`FRAME`] records to a zstd frame.
+//!   Records that differ in a few fields compress about eightfold this way.
 //! - `log_segments`: what the readers choose segments by without opening them: the
 //!   smallest and largest decision id, the time range, how many records.
-//! - `log_keys`: for each principal, action, outcome, fired rule and mode a batch holds,
-//!   one row (kind, key, segment): a filter reads the segments its key is in, and a
-//!   batch adds a row per distinct key, not per decision.
+//! - `log_keys`: for each principal, action, outcome, fired rule, fired rule by outcome
+//!   and mode a batch holds, one row (kind, key, segment): a filter reads the segments
+//!   its key is in, and a batch adds a row per distinct key, not per decision.
 //! - `log_ids`: decision id → segment, for reading one decision, and so that writing a
 //!   batch twice stores each decision once.
 //! - `log_principals`: every principal with its first and latest decision time and count.
 //!
-//! Inside a segment, each decision is two lines: its **head** (a JSON array of what the
-//! filters read: id, time, principal, action, resource, outcome, fired rules), then the
-//! record's JSON as it was logged. Compact JSON holds no raw newline, so lines split
-//! exactly. A filter reads heads and parses a record only when it needs one.
+//! Compact JSON holds no raw newline, so lines split exactly. A filter decompresses and
+//! reads heads, and decompresses only the frames that hold a record it keeps: a page of
+//! the log, or one decision, reads a few frames of 128 records, not whole segments of
+//! thousands. (Versions 7 and 8 wrote a part's heads and records in turn in one frame;
+//! the migration to version 9 splits them.)
 //!
 //! A segment is never smaller than it must be: under light load batches hold a record or
 //! two, so a batch joins the newest segment while that holds fewer than [`GROW_BELOW`]
@@ -37,6 +41,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_i
 use serde::Deserialize;
 
 use crate::decisions::{Logged, Row};
+
+/// How many records a zstd frame of a part's records holds: a reader of a few decisions
+/// decompresses their frames, not the part. (Compressed 128 to a frame, records take
+/// about 15% more room than a batch compressed whole; 32 to a frame, 50%.)
+const FRAME: usize = 128;
 
 /// A segment is closed once it holds this many decisions.
 const MAX_RECORDS: usize = 8192;
@@ -65,18 +74,45 @@ pub(crate) enum Kind {
     Decision,
     Rule,
     Mode,
+    /// A rule that fired in a decision of this outcome: the dashboard's "denies by this
+    /// rule" is rare in most segments that hold both a deny and the rule.
+    RuleIn(Logged),
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Principal => "principal",
             Kind::Action => "action",
             Kind::Decision => "decision",
             Kind::Rule => "rule",
             Kind::Mode => "mode",
+            Kind::RuleIn(Logged::Allow) => "rule/allow",
+            Kind::RuleIn(Logged::Deny) => "rule/deny",
+            Kind::RuleIn(Logged::Invalid) => "rule/invalid",
         }
     }
+}
+
+/// Adds the `rule/<outcome>` keys of a segment written before they were kept (schema
+/// version 9 added them), from its heads.
+pub(crate) fn add_rule_outcome_keys(
+    tx: &Transaction<'_>,
+    seg: i64,
+    decoded: &Decoded,
+) -> rusqlite::Result<()> {
+    let mut keys: HashSet<(Kind, &str)> = HashSet::new();
+    for (head, _) in decoded.entries() {
+        for (rule, _) in &head.rules {
+            keys.insert((Kind::RuleIn(head.decision), rule));
+        }
+    }
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO log_keys (kind, key, seg) VALUES (?1, ?2, ?3)")?;
+    for (kind, key) in keys {
+        insert.execute(params![kind.as_str(), key, seg])?;
+    }
+    Ok(())
 }
 
 /// What a filter reads of a decision, without its record.
@@ -104,18 +140,18 @@ impl Head {
     ) -> Result<String, serde_json::Error> {
         serde_json::to_string(&(id, time_us, principal, action, resource, decision, rules))
     }
+}
 
-    /// Some default-deny scope fired in audit or warn.
-    pub(crate) fn default_denied(&self) -> bool {
-        self.rules.iter().any(|(rule, mode)| {
-            matches!(mode, Mode::Audit | Mode::Warn) && rule.starts_with("default-deny:")
-        })
-    }
+/// Some default-deny scope fired in audit or warn among `rules` (a decision's fired rules).
+pub(crate) fn default_denied(rules: &[(String, Mode)]) -> bool {
+    rules.iter().any(|(rule, mode)| {
+        matches!(mode, Mode::Audit | Mode::Warn) && rule.starts_with("default-deny:")
+    })
+}
 
-    /// Some rule fired enforced.
-    pub(crate) fn enforced(&self) -> bool {
-        self.rules.iter().any(|(_, mode)| *mode == Mode::Enforce)
-    }
+/// Some rule fired enforced among `rules`.
+pub(crate) fn enforced(rules: &[(String, Mode)]) -> bool {
+    rules.iter().any(|(_, mode)| *mode == Mode::Enforce)
 }
 
 /// A segment's row in `log_segments`.
@@ -162,7 +198,8 @@ impl From<rusqlite::Error> for ReadError {
     }
 }
 
-/// A segment, decompressed: its heads, each with where its record is in the text.
+/// A segment, read: the heads a reader kept, each with where its record is in `text`
+/// (an empty range when the reader did not ask for records).
 #[derive(Debug)]
 pub(crate) struct Decoded {
     text: String,
@@ -170,7 +207,7 @@ pub(crate) struct Decoded {
 }
 
 impl Decoded {
-    /// The decisions, in the order they were logged.
+    /// The decisions kept, in the order they were logged.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (&Head, &str)> {
         self.entries
             .iter()
@@ -178,89 +215,262 @@ impl Decoded {
     }
 }
 
-/// Reads and decompresses segment `meta`.
+/// Reads segment `meta` whole: every head and every record.
 pub(crate) fn read(conn: &Connection, meta: &Meta) -> Result<Decoded, ReadError> {
-    read_with(conn, meta, None)
+    read_with(conn, meta, None, &|_| true, true)
 }
 
-/// [`read`], keeping only the decisions whose head holds `needle` (a filter's value as
-/// JSON, see [`Filter::needle`]): a head without it cannot match, and is not parsed.
+/// Reads segment `meta`, keeping the decisions whose head holds `needle` (a filter's
+/// value as JSON, see [`Filter::needle`]; a head without it cannot match, and is not
+/// parsed) and that `keep` accepts. With `records`, their records too: only the frames
+/// that hold one are decompressed.
 pub(crate) fn read_with(
     conn: &Connection,
     meta: &Meta,
     needle: Option<&str>,
+    keep: &dyn Fn(&Head) -> bool,
+    records: bool,
 ) -> Result<Decoded, ReadError> {
     let corrupt = |what: String| ReadError::Corrupt(format!("log segment {}: {what}", meta.seg));
     if !(0..=MAX_RAW).contains(&meta.raw_len) {
         return Err(corrupt(format!("a length of {} bytes", meta.raw_len)));
     }
-    let want = usize::try_from(meta.raw_len).unwrap_or(0);
-    // The row's length is checked against what the parts hold, not trusted for memory:
-    // room for one segment as the writer makes them, more only as the parts need it.
-    let mut raw = Vec::with_capacity(want.min(MAX_BYTES + (1 << 20)));
+    // What the parts decompress to is bounded by the row's length, which is itself
+    // bounded: a corrupt row cannot make a reader allocate more.
+    let mut budget = usize::try_from(meta.raw_len).unwrap_or(0);
+    let mut decoded = Decoded {
+        text: String::new(),
+        entries: Vec::new(),
+    };
+    let mut seen = 0_i64;
     let mut stmt =
-        conn.prepare_cached("SELECT records FROM log_blobs WHERE seg = ?1 ORDER BY part")?;
+        conn.prepare_cached("SELECT heads, records FROM log_blobs WHERE seg = ?1 ORDER BY part")?;
     let mut parts = stmt.query([meta.seg])?;
     while let Some(part) = parts.next()? {
-        let blob = part.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-        let room = want.saturating_sub(raw.len());
-        let mut decoded = zstd::bulk::decompress(blob, room)
-            .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
-        raw.append(&mut decoded);
+        let Some(heads) = part
+            .get_ref(0)?
+            .as_blob_or_null()
+            .map_err(rusqlite::Error::from)?
+        else {
+            return Err(corrupt(
+                "a part without heads (a layout before version 9)".into(),
+            ));
+        };
+        let heads = decompress(heads, &mut budget).map_err(corrupt)?;
+        let mut kept: Vec<(usize, Head)> = Vec::new();
+        for (i, line) in lines(&heads).map_err(corrupt)?.into_iter().enumerate() {
+            seen += 1;
+            if needle.is_some_and(|needle| !line.contains(needle)) {
+                continue;
+            }
+            let head: Head = serde_json::from_str(line)
+                .map_err(|e| corrupt(format!("head {i} of a part: {e}")))?;
+            if keep(&head) {
+                kept.push((i, head));
+            }
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        if !records {
+            decoded
+                .entries
+                .extend(kept.into_iter().map(|(_, head)| (head, 0..0)));
+            continue;
+        }
+        let frames = part.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        let mut frames = Frames::new(frames);
+        for (i, head) in kept {
+            let record = frames
+                .record(i, &mut budget)
+                .map_err(|e| corrupt(format!("record {i} of a part: {e}")))?;
+            let at = decoded.text.len();
+            decoded.text.push_str(record);
+            decoded.entries.push((head, at..decoded.text.len()));
+        }
     }
-    if raw.len() != want {
+    if seen != meta.n {
         return Err(corrupt(format!(
-            "{} bytes of records where its row says {want}",
-            raw.len()
+            "{seen} decisions where its row says {}",
+            meta.n
         )));
     }
-    let text = String::from_utf8(raw).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
-    let entries = split(&text, needle).map_err(corrupt)?;
-    Ok(Decoded { text, entries })
+    Ok(decoded)
 }
 
-/// The heads of a segment's text, with their records' ranges.
-fn split(text: &str, needle: Option<&str>) -> Result<Vec<(Head, Range<usize>)>, String> {
-    let mut entries = Vec::new();
-    let mut at = 0;
-    while at < text.len() {
-        let head_line = line_at(text, at)?;
-        let record = line_at(text, head_line.end + 1)?;
-        let line = text.get(head_line).unwrap_or("");
-        if needle.is_none_or(|needle| line.contains(needle)) {
-            let head: Head =
-                serde_json::from_str(line).map_err(|e| format!("a head at byte {at}: {e}"))?;
-            entries.push((head, record.clone()));
+/// One zstd frame, decompressed, its size taken from `budget` (what is left of the
+/// segment's length).
+fn decompress(frame: &[u8], budget: &mut usize) -> Result<String, String> {
+    let raw =
+        zstd::bulk::decompress(frame, *budget).map_err(|e| format!("cannot decompress: {e}"))?;
+    *budget -= raw.len().min(*budget);
+    String::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+/// The lines of a text in which every line ends in a newline.
+fn lines(text: &str) -> Result<Vec<&str>, String> {
+    let Some(body) = text.strip_suffix('\n') else {
+        return if text.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err("a text that does not end in a newline".to_owned())
+        };
+    };
+    Ok(body.split('\n').collect())
+}
+
+/// A part's records: [`FRAME`] records to a zstd frame, the frames one after the other.
+/// Frames are decompressed when a record in them is asked for, the latest kept.
+struct Frames<'b> {
+    blob: &'b [u8],
+    /// Where the next frame not yet passed starts, and its number.
+    next_at: usize,
+    next: usize,
+    /// The latest frame decompressed: its number and its lines' ranges.
+    current: Option<(usize, String, Vec<Range<usize>>)>,
+}
+
+impl<'b> Frames<'b> {
+    fn new(blob: &'b [u8]) -> Frames<'b> {
+        Frames {
+            blob,
+            next_at: 0,
+            next: 0,
+            current: None,
         }
-        at = record.end + 1;
     }
-    Ok(entries)
+
+    /// Record `i` of the part; records are asked for in increasing order.
+    fn record(&mut self, i: usize, budget: &mut usize) -> Result<&str, String> {
+        let frame = i / FRAME;
+        if self.current.as_ref().is_none_or(|(n, _, _)| *n != frame) {
+            if frame < self.next {
+                return Err("records asked for out of order".to_owned());
+            }
+            loop {
+                let rest = self.blob.get(self.next_at..).unwrap_or(&[]);
+                if rest.is_empty() {
+                    return Err(format!("no frame {frame}"));
+                }
+                let size = zstd::zstd_safe::find_frame_compressed_size(rest)
+                    .map_err(|code| format!("frame {}: zstd error {code}", self.next))?;
+                let bytes = rest
+                    .get(..size)
+                    .ok_or_else(|| format!("frame {} is cut", self.next))?;
+                self.next_at += size;
+                self.next += 1;
+                if self.next - 1 == frame {
+                    let text = decompress(bytes, budget)?;
+                    let mut ranges = Vec::with_capacity(FRAME);
+                    let mut at = 0;
+                    for line in lines(&text)? {
+                        ranges.push(at..at + line.len());
+                        at += line.len() + 1;
+                    }
+                    self.current = Some((frame, text, ranges));
+                    break;
+                }
+            }
+        }
+        let (_, text, ranges) = self.current.as_ref().ok_or_else(|| "no frame".to_owned())?;
+        ranges
+            .get(i % FRAME)
+            .and_then(|r| text.get(r.clone()))
+            .ok_or_else(|| format!("frame {frame} holds fewer records"))
+    }
 }
 
-/// The line starting at `start` (its newline excluded), which must end in a newline.
-fn line_at(text: &str, start: usize) -> Result<Range<usize>, String> {
-    let rest = text
-        .get(start..)
-        .filter(|rest| !rest.is_empty())
-        .ok_or_else(|| format!("the text ends at byte {start}, inside a decision"))?;
-    let len = rest
-        .find('\n')
-        .ok_or_else(|| format!("the line at byte {start} does not end"))?;
-    Ok(start..start + len)
+/// A part as versions 7 and 8 wrote it, one zstd frame of head and record lines in turn:
+/// its heads and its records, each line ending in a newline.
+fn interleaved(blob: &[u8], budget: &mut usize) -> Result<(String, String), String> {
+    let text = decompress(blob, budget)?;
+    let mut heads = String::new();
+    let mut records = String::new();
+    for (i, line) in lines(&text)?.into_iter().enumerate() {
+        let to = if i % 2 == 0 { &mut heads } else { &mut records };
+        to.push_str(line);
+        to.push('\n');
+    }
+    if heads.matches('\n').count() != records.matches('\n').count() {
+        return Err("a head without its record".to_owned());
+    }
+    Ok((heads, records))
+}
+
+/// Rewrites every part written before version 9 (heads and records in turn in one
+/// frame) as version 9 writes them: heads in a frame of their own, records [`FRAME`] to
+/// a frame. Every line is kept byte for byte; the segment's length does not change.
+pub(crate) fn split_parts(tx: &Transaction<'_>) -> Result<(), String> {
+    let sqlite = |e: rusqlite::Error| e.to_string();
+    let mut after = 0_i64;
+    loop {
+        let next: Option<(i64, Vec<u8>, i64)> = tx
+            .prepare_cached(
+                "SELECT b.part, b.records, s.raw_len FROM log_blobs b
+                 JOIN log_segments s ON s.seg = b.seg
+                 WHERE b.heads IS NULL AND b.part > ?1 ORDER BY b.part LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([after], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .optional()
+            })
+            .map_err(sqlite)?;
+        let Some((part, blob, raw_len)) = next else {
+            return Ok(());
+        };
+        after = part;
+        let mut budget = usize::try_from(raw_len.clamp(0, MAX_RAW)).unwrap_or(0);
+        let (heads, records) =
+            interleaved(&blob, &mut budget).map_err(|e| format!("log part {part}: {e}"))?;
+        tx.prepare_cached("UPDATE log_blobs SET heads = ?2, records = ?3 WHERE part = ?1")
+            .and_then(|mut stmt| stmt.execute(params![part, compress(&heads)?, frames(&records)?]))
+            .map_err(sqlite)?;
+    }
+}
+
+/// A part's records (lines each ending in a newline), [`FRAME`] to a zstd frame.
+pub(crate) fn frames(records: &str) -> rusqlite::Result<Vec<u8>> {
+    let mut blob = Vec::with_capacity(records.len() / 8);
+    let mut start = 0;
+    let mut n = 0;
+    for (at, _) in records.match_indices('\n') {
+        n += 1;
+        if n == FRAME {
+            blob.extend(compress(records.get(start..=at).unwrap_or(""))?);
+            start = at + 1;
+            n = 0;
+        }
+    }
+    if start < records.len() {
+        blob.extend(compress(records.get(start..).unwrap_or(""))?);
+    }
+    Ok(blob)
+}
+
+fn compress(text: &str) -> rusqlite::Result<Vec<u8>> {
+    zstd::bulk::compress(text.as_bytes(), LEVEL)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 /// A segment being written: a new one, or the newest one, grown.
 struct Open<'r> {
     meta: Meta,
-    text: String,
+    layout: Layout,
+    /// The heads of the decisions added, a line each.
+    heads: String,
+    /// Their records, a line each.
+    records: String,
     keys: HashSet<(Kind, &'r str)>,
     /// Whether `log_segments` has a row for it already.
     stored: bool,
 }
 
 impl<'r> Open<'r> {
-    fn new(seg: i64) -> Open<'r> {
+    fn new(seg: i64, layout: Layout) -> Open<'r> {
         Open {
+            layout,
+            heads: String::new(),
+            records: String::new(),
             meta: Meta {
                 seg,
                 first_id: String::new(),
@@ -270,15 +480,20 @@ impl<'r> Open<'r> {
                 n: 0,
                 raw_len: 0,
             },
-            text: String::new(),
             keys: HashSet::new(),
             stored: false,
         }
     }
 
+    /// Room for a batch's heads and records (bytes), up to a segment's.
+    fn reserve(&mut self, heads: usize, records: usize) {
+        self.heads.reserve(heads.min(MAX_BYTES));
+        self.records.reserve(records.min(MAX_BYTES));
+    }
+
     fn full(&self) -> bool {
         usize::try_from(self.meta.n).unwrap_or(usize::MAX) >= MAX_RECORDS
-            || self.text.len() >= MAX_BYTES
+            || self.heads.len() + self.records.len() >= MAX_BYTES
     }
 
     fn push(&mut self, row: &'r Row) {
@@ -292,10 +507,10 @@ impl<'r> Open<'r> {
         m.min_time_us = m.min_time_us.min(row.time_us);
         m.max_time_us = m.max_time_us.max(row.time_us);
         m.n += 1;
-        self.text.push_str(&row.head);
-        self.text.push('\n');
-        self.text.push_str(&row.json);
-        self.text.push('\n');
+        self.heads.push_str(&row.head);
+        self.heads.push('\n');
+        self.records.push_str(&row.json);
+        self.records.push('\n');
         let mut key = |kind: Kind, value: &'r str| {
             self.keys.insert((kind, value));
         };
@@ -308,27 +523,41 @@ impl<'r> Open<'r> {
         key(Kind::Decision, row.decision.as_str());
         for (rule, mode) in &row.rules {
             key(Kind::Rule, rule);
+            key(Kind::RuleIn(row.decision), rule);
             key(Kind::Mode, mode.as_str());
         }
     }
 
     /// Writes the segment: its records, its row, its new keys.
     fn write(mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        if self.meta.n == 0 {
+        if self.meta.n == 0 || self.heads.is_empty() {
             return Ok(());
         }
-        if self.text.is_empty() {
-            return Ok(());
+        match self.layout {
+            Layout::Split => {
+                let heads = compress(&self.heads)?;
+                let records = frames(&self.records)?;
+                tx.prepare_cached(
+                    "INSERT INTO log_blobs (seg, heads, records) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![self.meta.seg, heads, records])?;
+            }
+            Layout::Interleaved => {
+                let mut text = String::with_capacity(self.heads.len() + self.records.len());
+                for (head, record) in self.heads.lines().zip(self.records.lines()) {
+                    text.push_str(head);
+                    text.push('\n');
+                    text.push_str(record);
+                    text.push('\n');
+                }
+                tx.prepare_cached("INSERT INTO log_blobs (seg, records) VALUES (?1, ?2)")?
+                    .execute(params![self.meta.seg, compress(&text)?])?;
+            }
         }
-        let blob = zstd::bulk::compress(self.text.as_bytes(), LEVEL)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        self.meta.raw_len = self
-            .meta
-            .raw_len
-            .saturating_add(i64::try_from(self.text.len()).unwrap_or(i64::MAX));
+        self.meta.raw_len = self.meta.raw_len.saturating_add(
+            i64::try_from(self.heads.len() + self.records.len()).unwrap_or(i64::MAX),
+        );
         let m = &self.meta;
-        tx.prepare_cached("INSERT INTO log_blobs (seg, records) VALUES (?1, ?2)")?
-            .execute(params![m.seg, blob])?;
         let sql = if self.stored {
             "UPDATE log_segments SET first_id = ?2, last_id = ?3, min_time_us = ?4,
                  max_time_us = ?5, n = ?6, raw_len = ?7 WHERE seg = ?1"
@@ -369,6 +598,25 @@ struct Seen {
 /// Appends `rows` to the log in `tx` and returns the positions of those it stored: a
 /// decision id already in the log is left out (writing a batch twice changes nothing).
 pub(crate) fn append(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<Vec<usize>> {
+    append_as(tx, rows, Layout::Split)
+}
+
+/// How a part is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Heads in a zstd frame of their own, records [`FRAME`] to a frame (version 9 on).
+    Split,
+    /// Heads and records in turn, in one zstd frame (versions 7 and 8): what the
+    /// migration to version 7 writes, for the migration to version 9 to split.
+    Interleaved,
+}
+
+/// [`append`], writing its parts in `layout`.
+pub(crate) fn append_as(
+    tx: &Transaction<'_>,
+    rows: &[&Row],
+    layout: Layout,
+) -> rusqlite::Result<Vec<usize>> {
     let mut inserted = Vec::with_capacity(rows.len());
     if rows.is_empty() {
         return Ok(inserted);
@@ -380,14 +628,15 @@ pub(crate) fn append(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<Ve
         .query_row([], Meta::read)
         .optional()?;
     let mut open = match newest {
-        Some(meta) if meta.n < GROW_BELOW => grow(meta),
-        Some(meta) => Open::new(meta.seg + 1),
-        None => Open::new(1),
+        Some(meta) if meta.n < GROW_BELOW => grow(meta, layout),
+        Some(meta) => Open::new(meta.seg + 1, layout),
+        None => Open::new(1, layout),
     };
     // Room for the batch's text up front: growing it by doubling copied it again and
     // again (4% of the writer's time).
-    let text: usize = rows.iter().map(|row| row.bytes() + 2).sum();
-    open.text.reserve(text.min(MAX_BYTES));
+    let heads: usize = rows.iter().map(|row| row.head.len() + 1).sum();
+    let records: usize = rows.iter().map(|row| row.json.len() + 1).sum();
+    open.reserve(heads, records);
     let mut principals: BTreeMap<&str, Seen> = BTreeMap::new();
     {
         let mut insert_id =
@@ -395,8 +644,8 @@ pub(crate) fn append(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<Ve
         for (i, &row) in rows.iter().enumerate() {
             if open.full() {
                 let next = open.meta.seg + 1;
-                std::mem::replace(&mut open, Open::new(next)).write(tx)?;
-                open.text.reserve(text.min(MAX_BYTES));
+                std::mem::replace(&mut open, Open::new(next, layout)).write(tx)?;
+                open.reserve(heads, records);
             }
             if insert_id.execute(params![row.decision_id, open.meta.seg])? == 0 {
                 continue;
@@ -431,10 +680,12 @@ pub(crate) fn append(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<Ve
 }
 
 /// The newest segment, opened to take more decisions.
-fn grow<'r>(meta: Meta) -> Open<'r> {
+fn grow<'r>(meta: Meta, layout: Layout) -> Open<'r> {
     Open {
         meta,
-        text: String::new(),
+        layout,
+        heads: String::new(),
+        records: String::new(),
         keys: HashSet::new(),
         stored: true,
     }
@@ -532,6 +783,12 @@ impl Filter<'_> {
             (Kind::Decision, self.decision.map(|d| d.as_str().to_owned())),
             (Kind::Rule, self.rule.map(str::to_owned)),
             (Kind::Mode, self.mode.map(|m| m.as_str().to_owned())),
+            (
+                Kind::RuleIn(self.decision.unwrap_or(Logged::Allow)),
+                self.rule
+                    .filter(|_| self.decision.is_some())
+                    .map(str::to_owned),
+            ),
         ];
         for (kind, key) in keys {
             if let Some(key) = key {
@@ -578,7 +835,7 @@ mod tests {
     use serde_json::json;
     use ulid::Ulid;
 
-    use super::{MAX_RECORDS, append, line_at, split};
+    use super::{Frames, MAX_RECORDS, append, frames, interleaved, lines};
     use crate::decisions::{DecisionQuery, DecisionRecord, Logged, Row};
     use crate::store::Store;
 
@@ -727,7 +984,7 @@ mod tests {
         write(&store, &[rows(1..=3)]);
         store
             .connection()
-            .execute("UPDATE log_segments SET raw_len = raw_len + 1", [])
+            .execute("UPDATE log_segments SET n = n + 1", [])
             .unwrap();
         let err = store
             .query_decisions(&DecisionQuery::default())
@@ -747,24 +1004,59 @@ mod tests {
     }
 
     #[test]
-    fn a_text_that_stops_inside_a_decision_is_refused() {
-        let head = r#"["01J0000000000000000000000A",1,null,null,null,"invalid",[]]"#;
-        let whole = format!("{head}\n{{}}\n");
-        assert_eq!(split(&whole, None).unwrap().len(), 1);
-        assert_eq!(split(&whole, Some("\"nobody\"")).unwrap().len(), 0);
-        let cut = format!("{head}\n{{}}");
-        assert!(split(&cut, None).unwrap_err().contains("does not end"));
-        let no_record = format!("{head}\n");
+    fn a_parts_records_are_read_a_frame_at_a_time_and_a_cut_text_is_refused() {
+        let records: String = (0..300).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+        let blob = frames(&records).unwrap();
+        let mut budget = records.len();
+        let mut read = Frames::new(&blob);
+        for i in [0, 5, 127, 128, 255, 256, 299] {
+            assert_eq!(
+                read.record(i, &mut budget).unwrap(),
+                format!("{{\"n\":{i}}}")
+            );
+        }
+        // Only the three frames were decompressed, once each.
+        assert_eq!(budget, 0);
         assert!(
-            split(&no_record, None)
+            read.record(3, &mut budget)
                 .unwrap_err()
-                .contains("inside a decision")
+                .contains("out of order")
         );
+        let mut budget = records.len();
+        let mut past = Frames::new(&blob);
         assert!(
-            split("[1]\n{}\n", None)
+            past.record(300, &mut budget)
                 .unwrap_err()
-                .contains("a head at byte 0")
+                .contains("fewer records")
         );
-        assert_eq!(line_at("ab\ncd\n", 3).unwrap(), 3..5);
+        let mut budget = records.len();
+        let mut gone = Frames::new(&blob);
+        assert!(
+            gone.record(384, &mut budget)
+                .unwrap_err()
+                .contains("no frame 3")
+        );
+        let cut = blob.get(..blob.len() - 3).unwrap();
+        let mut budget = records.len();
+        assert!(Frames::new(cut).record(299, &mut budget).is_err());
+
+        assert_eq!(lines("a\nb\n").unwrap(), ["a", "b"]);
+        assert!(lines("").unwrap().is_empty());
+        assert!(lines("a\nb").unwrap_err().contains("does not end"));
+        let old = zstd::bulk::compress(b"[1]\n{}\n[2]\n{}\n".as_slice(), 1).unwrap();
+        let mut budget = 100;
+        assert_eq!(
+            interleaved(&old, &mut budget).unwrap(),
+            ("[1]\n[2]\n".to_owned(), "{}\n{}\n".to_owned())
+        );
+        let odd = zstd::bulk::compress(b"[1]\n{}\n[2]\n".as_slice(), 1).unwrap();
+        let mut budget = 100;
+        assert!(
+            interleaved(&odd, &mut budget)
+                .unwrap_err()
+                .contains("without its record")
+        );
+        let mut small = 3;
+        assert!(interleaved(&old, &mut small).is_err());
     }
 }

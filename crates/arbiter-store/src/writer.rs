@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use crate::decisions::{DecisionRecord, Row};
 use crate::error::StoreError;
 use crate::store::{Store, Synchronous};
-use crate::{findings, outcomes, rule_days, segment};
+use crate::{findings, outcomes, rule_days, segment, summaries};
 
 /// The most records one transaction commits. Pages many records touch (a finding, a
 /// principal's day counts, the newest leaves) are written once per transaction, so under
@@ -666,5 +666,11 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<()>
 fn count_evidence(tx: &Transaction<'_>, rows: &[&Row]) -> rusqlite::Result<()> {
     findings::tally(tx, rows)?;
     rule_days::tally(tx, rows)?;
-    outcomes::tally(tx, rows)
+    outcomes::tally(tx, rows)?;
+    let newest: i64 = tx.query_row(
+        "SELECT coalesce(max(seg), 0) FROM log_segments",
+        [],
+        |row| row.get(0),
+    )?;
+    summaries::tally(tx, newest, rows.iter().map(|row| summaries::Facts::of(row)))
 }

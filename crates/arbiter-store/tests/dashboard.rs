@@ -15,10 +15,8 @@ use std::sync::Arc;
 
 use arbiter_core::response::AuditEntry;
 use arbiter_core::rule::{Effect, RuleRef};
-use arbiter_store::{
-    DecisionRecord, Durability, LogWriter, Logged, LoggedCredential, OutcomeHour, Store,
-};
-use common::{BASE_MS, record};
+use arbiter_store::{DecisionRecord, Durability, LogWriter, Logged, OutcomeHour, Store};
+use common::{BASE_MS, credential, record};
 use jiff::Timestamp;
 
 /// Milliseconds in an hour.
@@ -42,19 +40,6 @@ fn of(n: u64, principal: &str, decision: Logged) -> DecisionRecord {
 fn hour_of(n: u64) -> Timestamp {
     let ms = BASE_MS + i64::try_from(n).unwrap();
     Timestamp::from_millisecond(ms - ms.rem_euclid(3_600_000)).unwrap()
-}
-
-fn credential(jti: &str) -> LoggedCredential {
-    LoggedCredential {
-        jti: jti.to_owned(),
-        issuer: "https://arbiter.test".to_owned(),
-        principal: r#"Agent::"a""#.to_owned(),
-        intent: None,
-        session: None,
-        issued_at: "2026-11-26T09:00:00Z".parse().unwrap(),
-        expires_at: "2026-11-26T11:00:00Z".parse().unwrap(),
-        attributes: Default::default(),
-    }
 }
 
 fn three_hours() -> Vec<DecisionRecord> {
@@ -204,4 +189,221 @@ async fn a_log_written_before_version_6_gets_its_hours_and_decisive_firings_on_o
         )
         .unwrap();
     assert!(plan.contains("USING PRIMARY KEY (rule=?)"), "{plan}");
+}
+
+#[tokio::test]
+async fn an_identity_keeps_its_first_credentials_and_counts_the_decisions_of_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let max = arbiter_store::MAX_CREDENTIALS as u64;
+    let presenting = |n: u64, jti: u64| {
+        let mut r = of(n, r#"Agent::"a""#, Logged::Allow);
+        r.credential = Some(credential(&format!("jti-{jti:04}")));
+        r
+    };
+    // Every credential once, in two writers' batches; then the first kept one again and
+    // one left out again; then the first batch again (a retry), which counts nothing.
+    let first: Vec<DecisionRecord> = (0..max / 2).map(|n| presenting(n + 1, n)).collect();
+    log(&store, first.clone()).await;
+    log(
+        &store,
+        (max / 2..max + 5).map(|n| presenting(n + 1, n)).collect(),
+    )
+    .await;
+    log(
+        &store,
+        vec![presenting(1_000, 0), presenting(1_001, max + 1)],
+    )
+    .await;
+    log(&store, first).await;
+
+    let a = store.activity(r#"Agent::"a""#).unwrap();
+    assert_eq!(a.credentials.len() as u64, max);
+    assert_eq!(a.credentials_left_out, 6);
+    assert_eq!(a.outcomes.get("allow"), Some(&(max + 7)));
+    // The most recently used first: the kept one presented again.
+    assert_eq!(a.credentials[0].jti, "jti-0000");
+    assert_eq!(a.credentials[0].decisions, 2);
+    assert_eq!(a.credentials[0].first_seen, record(1).time);
+    assert_eq!(a.credentials[0].last_seen, record(1_000).time);
+    assert!(
+        a.credentials
+            .iter()
+            .all(|c| c.jti < format!("jti-{max:04}"))
+    );
+}
+
+/// A small generator, so the log below is the same on every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// 3,000 decisions of five principals: outcomes of every kind, rules fired in every mode
+/// (default-deny scopes too), credentials by claims and by id only, novel actions; some
+/// decisions out of time order.
+fn varied() -> Vec<DecisionRecord> {
+    let mut rng = Lcg(7);
+    (1..=3000_u64)
+        .map(|n| {
+            let t = if rng.below(10) == 0 { n + 5_000 } else { n };
+            let mut r = record(t);
+            r.decision_id = record(n).decision_id;
+            r.principal = Some(format!(r#"Agent::"a{}""#, rng.below(5)));
+            r.action = Some(format!(r#"Action::"act{}""#, rng.below(4)));
+            r.resource = Some(format!(r#"Ticket::"T-{}""#, rng.below(6)));
+            r.decision = match rng.below(10) {
+                0..=5 => Logged::Allow,
+                6..=8 => Logged::Deny,
+                _ => Logged::Invalid,
+            };
+            match rng.below(5) {
+                0 => r.warnings = vec![RuleRef::from("default-deny:Agent")],
+                1 => {
+                    r.audit = vec![AuditEntry {
+                        rule: RuleRef::from("default-deny:Agent"),
+                        would: Effect::Deny,
+                    }];
+                }
+                2 => r.enforced = vec![RuleRef::from("r.enforced")],
+                3 => {
+                    r.warnings = vec![RuleRef::from("default-deny:Agent")];
+                    r.enforced = vec![RuleRef::from("r.enforced")];
+                }
+                _ => {}
+            }
+            match rng.below(4) {
+                0 => r.credential = Some(credential(&format!("jti-{}", rng.below(30)))),
+                1 => r.credential_id = Some(format!("id-{}", rng.below(30))),
+                _ => {}
+            }
+            if rng.below(8) == 0 {
+                r.novel = Some(true);
+            }
+            if r.decision == Logged::Invalid && rng.below(2) == 0 {
+                r.principal = None;
+                r.action = None;
+                r.resource = None;
+            }
+            r
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_summaries_say_what_reading_every_decision_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let records = varied();
+    log(&store, records[..1200].to_vec()).await;
+    log(&store, records[1000..].to_vec()).await;
+
+    // `observed` over the whole log reads the summary; with a `since` before every
+    // decision it reads the decisions.
+    let whole = |principal: Option<&str>| arbiter_store::BaselineQuery {
+        principal: principal.map(str::to_owned),
+        since: None,
+    };
+    let scanned = |principal: Option<&str>| arbiter_store::BaselineQuery {
+        principal: principal.map(str::to_owned),
+        since: Some(Timestamp::MIN),
+    };
+    for principal in [None, Some(r#"Agent::"a3""#), Some("nobody")] {
+        let summed = store.observed(&whole(principal), &mut |_, _| {}).unwrap();
+        let read = store.observed(&scanned(principal), &mut |_, _| {}).unwrap();
+        assert_eq!(summed, read, "{principal:?}");
+        assert_eq!(summed.is_empty(), principal == Some("nobody"));
+    }
+
+    // Each identity's activity, from the records themselves.
+    for p in 0..5 {
+        let principal = format!(r#"Agent::"a{p}""#);
+        let mine: Vec<&DecisionRecord> = records
+            .iter()
+            .filter(|r| r.principal.as_deref() == Some(&principal))
+            .collect();
+        let a = store.activity(&principal).unwrap();
+        for (word, outcome) in [
+            ("allow", Logged::Allow),
+            ("deny", Logged::Deny),
+            ("invalid", Logged::Invalid),
+        ] {
+            let n = mine.iter().filter(|r| r.decision == outcome).count() as u64;
+            assert_eq!(
+                a.outcomes.get(word).copied(),
+                (n > 0).then_some(n),
+                "{p} {word}"
+            );
+        }
+        let mut novel: Vec<(&str, &str)> = Vec::new();
+        for r in &mine {
+            let action = r.action.as_deref().unwrap();
+            if r.novel == Some(true) && !novel.iter().any(|(a, _)| *a == action) {
+                novel.push((action, &r.decision_id));
+            }
+        }
+        let got: Vec<(&str, &str)> = a
+            .novel
+            .iter()
+            .map(|n| (n.action.as_str(), n.decision_id.as_str()))
+            .collect();
+        assert_eq!(got, novel, "{p}");
+        for c in &a.credentials {
+            let using: Vec<&&DecisionRecord> = mine
+                .iter()
+                .filter(|r| {
+                    r.credential
+                        .as_ref()
+                        .map(|c| c.jti.as_str())
+                        .or(r.credential_id.as_deref())
+                        == Some(c.jti.as_str())
+                })
+                .collect();
+            assert_eq!(c.decisions, using.len() as u64, "{p} {}", c.jti);
+            assert_eq!(Some(c.first_seen), using.iter().map(|r| r.time).min());
+            assert_eq!(Some(c.last_seen), using.iter().map(|r| r.time).max());
+            assert_eq!(c.issuer.is_some(), c.jti.starts_with("jti-"));
+        }
+        let distinct: std::collections::HashSet<&str> = mine
+            .iter()
+            .filter_map(|r| {
+                r.credential
+                    .as_ref()
+                    .map(|c| c.jti.as_str())
+                    .or(r.credential_id.as_deref())
+            })
+            .collect();
+        assert_eq!(a.credentials.len(), distinct.len(), "{p}");
+        assert_eq!(a.credentials_left_out, 0);
+    }
+
+    // A freeze of the whole log holds the pairs the decisions hold.
+    let (_, pairs) = store
+        .freeze_baseline("test", None, record(9_000).time)
+        .unwrap();
+    let summed: std::collections::BTreeSet<(String, String)> = store
+        .baseline_pairs()
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .collect();
+    let (_, again) = store
+        .freeze_baseline("test", Some(Timestamp::MIN), record(9_001).time)
+        .unwrap();
+    let read: std::collections::BTreeSet<(String, String)> = store
+        .baseline_pairs()
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pairs, again);
+    assert!(pairs > 10);
+    assert_eq!(summed, read);
 }

@@ -607,7 +607,7 @@ fn a_database_from_a_newer_arbiter_is_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the database {} has schema version 99 and this arbiter reads version 8: \
+            "the database {} has schema version 99 and this arbiter reads version 9: \
              it was written by a newer arbiter; upgrade this one",
             db.display()
         )

@@ -283,7 +283,7 @@ async fn a_version_1_database_gains_revocations_and_keeps_its_decisions() {
             err,
             StoreError::SchemaVersion {
                 found: 1,
-                expected: 8,
+                expected: 9,
                 ..
             }
         ),

@@ -7,13 +7,27 @@
 
 use std::time::Duration;
 
-use arbiter_store::{DecisionQuery, DecisionRecord, Logged, Store};
+use arbiter_store::{DecisionQuery, DecisionRecord, Logged, LoggedCredential, Store};
 use jiff::Timestamp;
 use serde_json::json;
 use ulid::Ulid;
 
 /// 2026-11-26T10:00:00Z.
 pub const BASE_MS: i64 = 1_795_687_200_000;
+
+/// A verified credential `jti`, issued by `https://arbiter.test` for two hours.
+pub fn credential(jti: &str) -> LoggedCredential {
+    LoggedCredential {
+        jti: jti.to_owned(),
+        issuer: "https://arbiter.test".to_owned(),
+        principal: r#"Agent::"a""#.to_owned(),
+        intent: None,
+        session: None,
+        issued_at: "2026-11-26T09:00:00Z".parse().unwrap(),
+        expires_at: "2026-11-26T11:00:00Z".parse().unwrap(),
+        attributes: Default::default(),
+    }
+}
 
 /// Record `n`: made `n` milliseconds after [`BASE_MS`], allowed, no rules fired.
 pub fn record(n: u64) -> DecisionRecord {
