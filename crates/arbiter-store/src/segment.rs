@@ -295,6 +295,14 @@ pub(crate) fn read_with(
             meta.n
         )));
     }
+    // Read whole (every frame holds a record), the segment is its row's length exactly.
+    if records && decoded.entries.len() as i64 == seen && budget != 0 {
+        return Err(corrupt(format!(
+            "{} bytes where its row says {}",
+            meta.raw_len - i64::try_from(budget).unwrap_or(0),
+            meta.raw_len
+        )));
+    }
     Ok(decoded)
 }
 
@@ -990,7 +998,35 @@ mod tests {
             .query_decisions(&DecisionQuery::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("log segment 1"), "{err}");
+        assert!(err.contains("log segment 1: 3 decisions where"), "{err}");
+        store
+            .connection()
+            .execute(
+                "UPDATE log_segments SET n = n - 1, raw_len = raw_len + 1",
+                [],
+            )
+            .unwrap();
+        let err = store
+            .query_decisions(&DecisionQuery::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("log segment 1") && err.contains("bytes where"),
+            "{err}"
+        );
+        // Parts without heads are a layout the migration to version 9 rewrote.
+        store
+            .connection()
+            .execute_batch(
+                "UPDATE log_segments SET raw_len = raw_len - 1;
+                 UPDATE log_blobs SET heads = NULL;",
+            )
+            .unwrap();
+        let err = store
+            .decision(&record(2).decision_id)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a part without heads"), "{err}");
     }
 
     #[test]
