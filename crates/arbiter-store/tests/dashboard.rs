@@ -305,8 +305,8 @@ async fn the_summaries_say_what_reading_every_decision_says() {
     log(&store, records[..1200].to_vec()).await;
     log(&store, records[1000..].to_vec()).await;
 
-    // `observed` over the whole log reads the summary; with a `since` before every
-    // decision it reads the decisions.
+    // `observed` of one principal over the whole log reads its summary; with a `since`
+    // before every decision it reads the decisions.
     let whole = |principal: Option<&str>| arbiter_store::BaselineQuery {
         principal: principal.map(str::to_owned),
         since: None,
