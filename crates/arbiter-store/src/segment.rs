@@ -32,7 +32,7 @@
 //! (Rewriting the segment whole made the writer decompress and recompress up to 256
 //! records for every small batch: under HTTP load, 25 µs of the writer per decision.)
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use arbiter_core::rule::Mode;
@@ -460,6 +460,10 @@ fn compress(text: &str) -> rusqlite::Result<Vec<u8>> {
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
+/// The distinct keys of a segment being written: values a client chose, hashed by a
+/// per-process seed.
+type Keys<'r> = HashSet<(Kind, &'r str), foldhash::fast::RandomState>;
+
 /// A segment being written: a new one, or the newest one, grown.
 struct Open<'r> {
     meta: Meta,
@@ -468,7 +472,7 @@ struct Open<'r> {
     heads: String,
     /// Their records, a line each.
     records: String,
-    keys: HashSet<(Kind, &'r str)>,
+    keys: Keys<'r>,
     /// Whether `log_segments` has a row for it already.
     stored: bool,
 }
@@ -488,7 +492,7 @@ impl<'r> Open<'r> {
                 n: 0,
                 raw_len: 0,
             },
-            keys: HashSet::new(),
+            keys: Keys::default(),
             stored: false,
         }
     }
@@ -645,7 +649,7 @@ pub(crate) fn append_as(
     let heads: usize = rows.iter().map(|row| row.head.len() + 1).sum();
     let records: usize = rows.iter().map(|row| row.json.len() + 1).sum();
     open.reserve(heads, records);
-    let mut principals: BTreeMap<&str, Seen> = BTreeMap::new();
+    let mut principals: HashMap<&str, Seen, foldhash::fast::RandomState> = HashMap::default();
     {
         let mut insert_id =
             tx.prepare_cached("INSERT OR IGNORE INTO log_ids (decision_id, seg) VALUES (?1, ?2)")?;
@@ -694,7 +698,7 @@ fn grow<'r>(meta: Meta, layout: Layout) -> Open<'r> {
         layout,
         heads: String::new(),
         records: String::new(),
-        keys: HashSet::new(),
+        keys: Keys::default(),
         stored: true,
     }
 }
