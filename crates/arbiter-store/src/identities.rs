@@ -15,8 +15,10 @@ use crate::error::StoreError;
 use crate::segment;
 use crate::store::Store;
 
-/// The most credentials [`Store::activity`] keeps for one identity; past it, the
-/// decisions that presented another are counted in [`Activity::credentials_left_out`].
+/// The most credentials [`Store::activity`] keeps for one identity: the first it presented,
+/// in the order the log took its decisions. Past it, the decisions that presented another
+/// are counted in [`Activity::credentials_left_out`] (a principal minting tokens without
+/// end cannot grow its summary without end).
 pub const MAX_CREDENTIALS: usize = 200;
 
 /// A principal the log has seen, and when.

@@ -297,6 +297,14 @@ fn varied() -> Vec<DecisionRecord> {
         .collect()
 }
 
+/// The credential a decision presented: its verified id, else the request's.
+fn presented(r: &DecisionRecord) -> Option<&str> {
+    r.credential
+        .as_ref()
+        .map(|c| c.jti.as_str())
+        .or(r.credential_id.as_deref())
+}
+
 #[tokio::test]
 async fn the_summaries_say_what_reading_every_decision_says() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,28 +366,15 @@ async fn the_summaries_say_what_reading_every_decision_says() {
         for c in &a.credentials {
             let using: Vec<&&DecisionRecord> = mine
                 .iter()
-                .filter(|r| {
-                    r.credential
-                        .as_ref()
-                        .map(|c| c.jti.as_str())
-                        .or(r.credential_id.as_deref())
-                        == Some(c.jti.as_str())
-                })
+                .filter(|r| presented(r) == Some(c.jti.as_str()))
                 .collect();
             assert_eq!(c.decisions, using.len() as u64, "{p} {}", c.jti);
             assert_eq!(Some(c.first_seen), using.iter().map(|r| r.time).min());
             assert_eq!(Some(c.last_seen), using.iter().map(|r| r.time).max());
             assert_eq!(c.issuer.is_some(), c.jti.starts_with("jti-"));
         }
-        let distinct: std::collections::HashSet<&str> = mine
-            .iter()
-            .filter_map(|r| {
-                r.credential
-                    .as_ref()
-                    .map(|c| c.jti.as_str())
-                    .or(r.credential_id.as_deref())
-            })
-            .collect();
+        let distinct: std::collections::HashSet<&str> =
+            mine.iter().filter_map(|r| presented(r)).collect();
         assert_eq!(a.credentials.len(), distinct.len(), "{p}");
         assert_eq!(a.credentials_left_out, 0);
     }
