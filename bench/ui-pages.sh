@@ -5,13 +5,16 @@
 # page RUNS times and prints the server's own time (its `Server-Timing` header) as
 # min / median / max in ms, and the page's size.
 # Usage: bench/ui-pages.sh DATA_DIR PACK_DIR [runs, default 20]
+# With BIN=path, that binary is measured instead of the release build (builds side by side).
 # A 1,000,000-decision log: cargo run --release -p arbiter-service --example synthetic_log -- DIR 1000000 30
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="$1"; PACK="$2"; RUNS="${3:-20}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
-cargo build --release -p arbiter-cli >&2
-BIN="$CARGO_TARGET_DIR/release/arbiter"
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p arbiter-cli >&2
+  BIN="$CARGO_TARGET_DIR/release/arbiter"
+fi
 PORT=18711
 JAR="$(mktemp)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -f "$JAR"' EXIT

@@ -267,6 +267,15 @@ const SHARED_CACHE_KIB: i64 = 64 * 1024;
 /// The most memory the log writer's page cache takes, in KiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
+/// The page size of a new database, in bytes; a database made before keeps its own.
+/// The log writer's parts are blobs of tens of kilobytes: on 4 KiB pages each spans a
+/// chain of overflow pages, each written to the write-ahead log with its own frame
+/// header and checksum. On 8 KiB pages the writer took 6.5 → 5.7 µs a record (139k →
+/// 159k records/s, `synthetic_log --measure-writer`, runs alternated); 16 KiB gained no
+/// more, and makes every page a findings update dirties twice as large. The database
+/// grows by about 17% (230 → 270 MiB on that log).
+const PAGE_SIZE: i64 = 8192;
+
 /// Opens a read-write connection in WAL mode.
 fn connect(db_path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
     let open_err = |cause| StoreError::Open {
@@ -275,6 +284,9 @@ fn connect(db_path: &Path, synchronous: Synchronous) -> Result<Connection, Store
     };
     let conn = Connection::open(db_path).map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // Before anything is written: it takes effect only on a database still empty.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(open_err)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
         .map_err(open_err)?;

@@ -90,6 +90,17 @@ async fn a_version_6_log_is_read_the_same_after_its_move_into_segments() {
         .unwrap();
     assert_eq!(old, 0);
 
+    // A new database is made with 8 KiB pages; one made before keeps its own (SQLite
+    // cannot change the page size of a database in WAL mode), and is read the same.
+    let page_size = |dir: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(dir.join(arbiter_store::DB_FILE))
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap()
+    };
+    assert_eq!(page_size(fresh_dir.path()), 8192);
+    assert_eq!(page_size(old_dir.path()), 4096);
+
     // Every record, byte for byte as it was logged.
     for r in records.iter().step_by(97) {
         assert_eq!(migrated.decision(&r.decision_id).unwrap().as_ref(), Some(r));
