@@ -1196,5 +1196,7 @@ mod tests {
             Some(500)
         );
         assert!(decompress(&lying, &mut budget).is_err());
+        // The thread's context, kept after that failure, reads a good frame whole.
+        assert_eq!(decompress(&frame, &mut budget).unwrap(), text);
     }
 }
