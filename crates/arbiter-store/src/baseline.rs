@@ -341,16 +341,12 @@ fn summed_up(conn: &Connection, principal: Option<&str>) -> Result<Tally, Summed
         };
         let principal = text(0)?;
         let seg: i64 = row.get(1).map_err(Summed::Sqlite)?;
+        // `read_observed` refuses a negative count.
         let entries = summaries::read_observed(text(2)?)
             .map_err(|e| Summed::Corrupt(format!("log_observed ({principal}, {seg}): {e}")))?;
         for (action, resource, c) in entries {
-            let (Ok(allowed), Ok(default_denied)) =
-                (u64::try_from(c.allowed), u64::try_from(c.default_denied))
-            else {
-                return Err(Summed::Corrupt(format!(
-                    "log_observed ({principal}, {seg}): a negative count"
-                )));
-            };
+            let allowed = u64::try_from(c.allowed).unwrap_or(0);
+            let default_denied = u64::try_from(c.default_denied).unwrap_or(0);
             tally.add_counts(
                 principal,
                 &action,
@@ -374,6 +370,16 @@ struct Counts {
     default_denied: u64,
     first_us: i64,
     last_us: i64,
+}
+
+impl Counts {
+    /// Adds `more`, saturating: summed counts come from the database's text.
+    fn add(&mut self, more: Counts) {
+        self.allowed = self.allowed.saturating_add(more.allowed);
+        self.default_denied = self.default_denied.saturating_add(more.default_denied);
+        self.first_us = self.first_us.min(more.first_us);
+        self.last_us = self.last_us.max(more.last_us);
+    }
 }
 
 /// Counters by principal, action and resource. Nested maps so that a row that adds to an
@@ -419,10 +425,7 @@ impl Tally {
             first_us: more.first_us,
             last_us: more.last_us,
         });
-        counts.first_us = counts.first_us.min(more.first_us);
-        counts.last_us = counts.last_us.max(more.last_us);
-        counts.allowed += more.allowed;
-        counts.default_denied += more.default_denied;
+        counts.add(more);
     }
 
     /// The rows, sorted by principal, action and resource.

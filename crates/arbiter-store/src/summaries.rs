@@ -105,9 +105,11 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, other: Counts) {
-        self.allowed += other.allowed;
-        self.default_denied += other.default_denied;
+    /// Adds `other`'s counts, saturating: counts come back from the database's text, and
+    /// the writer thread must not stop on a sum past `i64::MAX`.
+    pub(crate) fn add(&mut self, other: Counts) {
+        self.allowed = self.allowed.saturating_add(other.allowed);
+        self.default_denied = self.default_denied.saturating_add(other.default_denied);
         self.first_us = self.first_us.min(other.first_us);
         self.last_us = self.last_us.max(other.last_us);
     }
@@ -117,15 +119,23 @@ impl Counts {
 /// default-deny scope, first and latest (unix microseconds).
 pub(crate) type Entry<'a> = (&'a str, &'a str, i64, i64, i64, i64);
 
-/// A `log_observed` row's text, read: `(action, resource, counts)` for each entry.
+/// A `log_observed` row's text, read: `(action, resource, counts)` for each entry. A
+/// negative count is not one the writer wrote: the text is refused.
 pub(crate) fn read_observed(text: &str) -> Result<Vec<(String, String, Counts)>, String> {
     let entries: Vec<(String, String, i64, i64, i64, i64)> =
         serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(entries
+    entries
         .into_iter()
         .map(
             |(action, resource, allowed, default_denied, first_us, last_us)| {
-                (
+                if allowed < 0 || default_denied < 0 {
+                    return Err(format!(
+                        "a negative count for {} on {}",
+                        action.escape_debug(),
+                        resource.escape_debug()
+                    ));
+                }
+                Ok((
                     action,
                     resource,
                     Counts {
@@ -134,10 +144,50 @@ pub(crate) fn read_observed(text: &str) -> Result<Vec<(String, String, Counts)>,
                         first_us,
                         last_us,
                     },
-                )
+                ))
             },
         )
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Counts, read_observed};
+
+    #[test]
+    fn stored_counts_are_checked_when_read_and_saturate_when_added() {
+        let read = read_observed(r#"[["Action::\"a\"","R::\"r\"",3,1,10,20]]"#).unwrap();
+        assert_eq!(read.len(), 1);
+        let (action, resource, counts) = &read[0];
+        assert_eq!(
+            (action.as_str(), resource.as_str()),
+            (r#"Action::"a""#, r#"R::"r""#)
+        );
+        assert_eq!((counts.allowed, counts.default_denied), (3, 1));
+
+        let negative = read_observed(r#"[["a","r",-1,0,10,20]]"#).unwrap_err();
+        assert!(
+            negative.contains("a negative count for a on r"),
+            "{negative}"
+        );
+        assert!(read_observed(r#"[["a","r",1]]"#).is_err());
+        assert!(read_observed("not json").is_err());
+
+        let mut near = Counts {
+            allowed: i64::MAX - 1,
+            default_denied: 5,
+            first_us: 10,
+            last_us: 20,
+        };
+        near.add(Counts {
+            allowed: 7,
+            default_denied: i64::MAX,
+            first_us: 5,
+            last_us: 30,
+        });
+        assert_eq!((near.allowed, near.default_denied), (i64::MAX, i64::MAX));
+        assert_eq!((near.first_us, near.last_us), (5, 30));
+    }
 }
 
 /// One credential's decisions in a batch.

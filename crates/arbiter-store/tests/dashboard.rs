@@ -402,3 +402,78 @@ async fn the_summaries_say_what_reading_every_decision_says() {
     assert!(pairs > 10);
     assert_eq!(summed, read);
 }
+
+/// A summary row that is not what the writer wrote (a negative count, text that is not
+/// its JSON) is a located error for its readers, and the writer refuses to add to it:
+/// the batch is not committed, the log says why, and no thread panics.
+#[tokio::test]
+async fn a_tampered_summary_row_is_refused_by_readers_and_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    log(&store, vec![of(1, r#"Agent::"a""#, Logged::Allow)]).await;
+    let db = rusqlite::Connection::open(dir.path().join(arbiter_store::DB_FILE)).unwrap();
+    let tamper = |counts: &str| {
+        let changed = db
+            .execute(
+                "UPDATE log_observed SET counts = ?1 WHERE principal = ?2",
+                rusqlite::params![counts, r#"Agent::"a""#],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    };
+    let query = arbiter_store::BaselineQuery {
+        principal: Some(r#"Agent::"a""#.to_owned()),
+        since: None,
+    };
+
+    tamper(r#"[["Action::\"read\"","R::\"r\"",-5,0,1,2]]"#);
+    let negative = store.observed(&query, &mut |_, _| {}).unwrap_err();
+    assert!(
+        matches!(negative, arbiter_store::StoreError::Corrupt { .. }),
+        "{negative}"
+    );
+    let said = negative.to_string();
+    assert!(said.contains("log_observed"), "{said}");
+    assert!(said.contains("a negative count"), "{said}");
+
+    // The writer merges the next decision of the same principal and segment into that
+    // row: the transaction fails, is retried, and at shutdown the batch is reported
+    // unwritten, saying why. Nothing of it is committed.
+    let writer = LogWriter::start(&store, Durability::Batched, 16).unwrap();
+    writer
+        .append(of(2, r#"Agent::"a""#, Logged::Allow))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while writer.write_errors() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(writer.write_errors() > 0);
+    assert!(!writer.is_healthy());
+    let Err(arbiter_store::StoreError::Unwritten {
+        unwritten,
+        last_error,
+        ..
+    }) = writer.shutdown().await
+    else {
+        panic!("the batch was written on a tampered summary");
+    };
+    assert_eq!(unwritten, 1);
+    assert!(last_error.contains("log_observed"), "{last_error}");
+    assert!(last_error.contains("a negative count"), "{last_error}");
+    assert_eq!(
+        store
+            .activity(r#"Agent::"a""#)
+            .unwrap()
+            .outcomes
+            .get("allow"),
+        Some(&1)
+    );
+
+    tamper("not json");
+    let unreadable = store.observed(&query, &mut |_, _| {}).unwrap_err();
+    assert!(
+        unreadable.to_string().contains("log_observed"),
+        "{unreadable}"
+    );
+}
